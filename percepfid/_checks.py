@@ -1,0 +1,174 @@
+"""Input validation shared by every loss and metric.
+
+Shape and dtype checks are free and always run. Value checks (finite, inside
+``input_range``) read two scalars back from the device once per call; they are skipped
+while ``torch.compile`` traces and can be switched off with ``PERCEPFID_CHECKS=0``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from . import _config
+from ._errors import (
+    ArgumentError,
+    DTypeError,
+    EmptyBatchError,
+    NonFiniteError,
+    RangeError,
+    ShapeError,
+)
+
+REDUCTIONS = ("mean", "sum", "none")
+# Slack for values a hair outside the range (resampling overshoot, fp16 rounding).
+_RANGE_SLACK = 1e-3
+
+
+def _compiling() -> bool:
+    return bool(torch.compiler.is_compiling())
+
+
+def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
+    """Raise :class:`ArgumentError` unless ``value`` is one of ``choices``; return it."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ArgumentError(
+            f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}"
+        )
+    return value
+
+
+def check_reduction(reduction: str) -> str:
+    """Validate a ``reduction`` argument (``'mean'``, ``'sum'`` or ``'none'``)."""
+    return check_choice(reduction, "reduction", REDUCTIONS)
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
+    """Raise unless ``value`` is a finite number > 0 (or >= 0 with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DTypeError(f"{name} must be a number; got {type(value).__name__} {value!r}")
+    ok = value >= 0 if allow_zero else value > 0
+    if not math.isfinite(value) or not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ArgumentError(f"{name} must be a finite number {bound}; got {value!r}")
+    return float(value)
+
+
+def check_input_range(input_range: Sequence[float] | None) -> tuple[float, float] | None:
+    """Validate an ``input_range=(low, high)`` argument."""
+    if input_range is None:
+        return None
+    try:
+        low, high = (float(v) for v in input_range)
+    except (TypeError, ValueError):
+        raise ArgumentError(
+            f"input_range must be a pair (low, high) such as (0, 1) or (-1, 1); got {input_range!r}"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ArgumentError(f"input_range must satisfy low < high, both finite; got {input_range!r}")
+    return (low, high)
+
+
+def check_tensor(x: Any, name: str) -> torch.Tensor:
+    """Raise :class:`DTypeError` unless ``x`` is a floating-point tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise DTypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+    if not x.is_floating_point():
+        hint = " (for uint8 images use x.float() / 255)" if x.dtype == torch.uint8 else ""
+        raise DTypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}{hint}")
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (one device sync)."""
+    if _compiling() or not _config.input_checks_enabled() or x.numel() == 0:
+        return x
+    if not bool(torch.isfinite(x.detach()).all()):
+        raise NonFiniteError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def check_image(
+    x: Any,
+    name: str,
+    *,
+    input_range: tuple[float, float] | None = (0.0, 1.0),
+    channels: int = 3,
+) -> torch.Tensor:
+    """Validate an image batch of shape ``(B, channels, H, W)``.
+
+    Args:
+        x: the tensor to check.
+        name: the argument name used in error messages (``"sr"``, ``"gt"``, ...).
+        input_range: the allowed value range, or ``None`` to skip the range check.
+        channels: the required channel count.
+
+    Returns:
+        ``x`` unchanged.
+
+    Raises:
+        DTypeError: not a floating tensor.
+        ShapeError: wrong rank or channel count.
+        EmptyBatchError: ``B == 0`` or a zero-sized side.
+        NonFiniteError: NaN or inf values.
+        RangeError: values outside ``input_range``.
+    """
+    check_tensor(x, name)
+    if x.ndim != 4:
+        hint = " (a single image needs a batch dimension: x.unsqueeze(0))" if x.ndim == 3 else ""
+        raise ShapeError(
+            f"{name} must have shape (B, {channels}, H, W); got {x.ndim} dims {tuple(x.shape)}{hint}"
+        )
+    if x.shape[1] != channels:
+        hint = " (grayscale: x.expand(-1, 3, -1, -1))" if x.shape[1] == 1 and channels == 3 else ""
+        raise ShapeError(
+            f"{name} must have {channels} channels (B, {channels}, H, W); "
+            f"got shape {tuple(x.shape)}{hint}"
+        )
+    if x.shape[0] == 0:
+        raise EmptyBatchError(f"{name} is an empty batch (B == 0); got shape {tuple(x.shape)}")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise EmptyBatchError(f"{name} has a zero-sized side; got shape {tuple(x.shape)}")
+    if _compiling() or not _config.input_checks_enabled():
+        return x
+    low_high = torch.stack([x.detach().amin(), x.detach().amax()]).float().tolist()
+    low, high = low_high
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise NonFiniteError(f"{name} contains NaN or infinite values")
+    if input_range is not None:
+        lo, hi = input_range
+        slack = _RANGE_SLACK * (hi - lo)
+        if low < lo - slack or high > hi + slack:
+            raise RangeError(
+                f"{name} has values in [{low:.4g}, {high:.4g}], outside input_range=({lo:g}, {hi:g}). "
+                f"Pass input_range=(low, high) matching your data, or rescale it "
+                f"(for [-1, 1] data: input_range=(-1, 1))."
+            )
+    return x
+
+
+def check_same_shape(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
+    """Raise :class:`ShapeError` unless ``a`` and ``b`` have the same shape."""
+    if a.shape != b.shape:
+        raise ShapeError(
+            f"{names[0]} and {names[1]} must have the same shape; "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def check_image_pair(
+    a: Any,
+    b: Any,
+    names: tuple[str, str] = ("sr", "gt"),
+    *,
+    input_range: tuple[float, float] | None = (0.0, 1.0),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate two aligned image batches of the same shape (see :func:`check_image`)."""
+    check_image(a, names[0], input_range=input_range)
+    check_image(b, names[1], input_range=input_range)
+    check_same_shape(a, b, names)
+    return a, b
