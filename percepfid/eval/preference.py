@@ -1,0 +1,322 @@
+"""Agreement with human preferences: pairwise accuracy, HGGT misalignment, win rate, Thurstone.
+
+All functions accept lists, numpy arrays and torch tensors and need only numpy and torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from .._errors import ArgumentError, NonFiniteError, RangeError, ShapeError
+from ._inputs import ArrayLike, check_same_length, to_labels, to_vector, warn_constant
+
+__all__ = [
+    "MisalignmentRates",
+    "misalignment_rates",
+    "pairwise_accuracy",
+    "thurstone_case_v",
+    "win_rate",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def pairwise_accuracy(
+    score_first: ArrayLike,
+    score_second: ArrayLike,
+    preference: ArrayLike,
+    *,
+    higher_is_better: bool = True,
+) -> float:
+    """Fraction of image pairs where the metric prefers the image that people preferred.
+
+    SBS180K style: ``preference[i]`` is the fraction of raters who preferred the *second*
+    image of pair ``i``. A pair counts when ``preference != 0.5`` (pairs without a human
+    majority are excluded); the metric is right when it prefers the second image exactly
+    when ``preference > 0.5``. A metric tie (equal scores) earns 0.5.
+
+    Args:
+        score_first: metric score of the first image of each pair, shape ``(N,)``.
+        score_second: metric score of the second image, shape ``(N,)``.
+        preference: fraction of raters preferring the second image, in [0, 1], ``(N,)``.
+        higher_is_better: whether a larger metric score means a better image.
+
+    Returns:
+        The accuracy in [0, 1], or NaN (with a :class:`ConstantInputWarning`) when every
+        pair has ``preference == 0.5``.
+
+    Raises:
+        RangeError: ``preference`` lies outside [0, 1].
+        ShapeError, NonFiniteError: bad inputs.
+
+    Example:
+        >>> pairwise_accuracy([0.2, 0.9, 0.5], [0.8, 0.1, 0.5], [1.0, 0.25, 0.9])
+        0.8333333333333334
+    """
+    first = to_vector(score_first, "score_first")
+    second = to_vector(score_second, "score_second")
+    p = to_vector(preference, "preference")
+    check_same_length(("score_first", first), ("score_second", second), ("preference", p))
+    if np.any((p < 0) | (p > 1)):
+        raise RangeError(
+            "preference must be the fraction of raters preferring the second image, in "
+            f"[0, 1]; got values in [{p.min()}, {p.max()}]"
+        )
+    decided = p != 0.5
+    if not np.any(decided):
+        return warn_constant("pairwise accuracy", "preference (every pair is 0.5)")
+    margin = second - first if higher_is_better else first - second
+    margin, human_second = margin[decided], p[decided] > 0.5
+    credit = np.where(margin == 0, 0.5, ((margin > 0) == human_second).astype(np.float64))
+    return float(np.mean(credit))
+
+
+class MisalignmentRates(NamedTuple):
+    """HGGT misalignment rates (lower is better).
+
+    Attributes:
+        positive: PM, fraction of sets where some positive ranks below some similar image.
+        negative: NM, fraction of sets where some negative ranks above some similar image.
+        positive_sets: number of sets with at least one positive and one similar image.
+        negative_sets: number of sets with at least one negative and one similar image.
+    """
+
+    positive: float
+    negative: float
+    positive_sets: int
+    negative_sets: int
+
+
+_LABELS = {
+    "positive": 1,
+    "pos": 1,
+    "p": 1,
+    "similar": 0,
+    "sim": 0,
+    "s": 0,
+    "negative": -1,
+    "neg": -1,
+    "n": -1,
+}
+
+
+def _label_codes(labels: Any) -> np.ndarray:
+    array = to_labels(labels, "labels")
+    if array.dtype.kind in "iuf":
+        codes = array.astype(np.float64)
+        if not np.all(np.isin(codes, (-1.0, 0.0, 1.0))):
+            bad = sorted(set(codes.tolist()) - {-1.0, 0.0, 1.0})[:5]
+            raise ArgumentError(
+                "labels must be 1 (positive), 0 (similar) or -1 (negative), or the strings "
+                f"'positive', 'similar', 'negative'; got {bad}"
+            )
+        return codes.astype(np.int64)
+    codes = np.empty(len(array), dtype=np.int64)
+    for index, label in enumerate(array.tolist()):
+        key = str(label).strip().lower()
+        if key not in _LABELS:
+            raise ArgumentError(
+                "labels must be 'positive', 'similar' or 'negative' (or 1, 0, -1); "
+                f"got {label!r} at position {index}"
+            )
+        codes[index] = _LABELS[key]
+    return codes
+
+
+def misalignment_rates(
+    scores: ArrayLike,
+    labels: Any,
+    groups: Any,
+    *,
+    higher_is_better: bool = True,
+) -> MisalignmentRates:
+    """HGGT positive / negative misalignment rates of a metric over annotated sets.
+
+    Each set (one source image) holds candidates that people labelled ``positive`` (better
+    than the reference), ``similar`` or ``negative`` (worse). A set is positively misaligned
+    when some positive gets a strictly worse metric score than some similar candidate, and
+    negatively misaligned when some negative gets a strictly better score than some similar
+    candidate. Each rate is taken over the sets that have both kinds of candidates.
+
+    Args:
+        scores: metric score per candidate, shape ``(N,)``.
+        labels: per candidate, ``'positive'``/``'similar'``/``'negative'`` or 1/0/-1.
+        groups: set id per candidate (e.g. source image name), shape ``(N,)``.
+        higher_is_better: whether a larger metric score means a better image.
+
+    Returns:
+        :class:`MisalignmentRates`; a rate is NaN (with a warning) when no set qualifies.
+
+    Raises:
+        ArgumentError: an unknown label.
+        ShapeError, NonFiniteError: bad inputs.
+
+    Example:
+        >>> misalignment_rates([3, 2, 1, 5, 4, 6], ["pos", "sim", "neg"] * 2, [0, 0, 0, 1, 1, 1])
+        MisalignmentRates(positive=0.0, negative=0.5, positive_sets=2, negative_sets=2)
+    """
+    s = to_vector(scores, "scores")
+    codes = _label_codes(labels)
+    g = to_labels(groups, "groups")
+    check_same_length(("scores", s), ("labels", codes), ("groups", g))
+    if not higher_is_better:
+        s = -s
+    _, inverse = np.unique(g, return_inverse=True)
+    positive_bad = positive_sets = negative_bad = negative_sets = 0
+    for index in range(int(inverse.max()) + 1):
+        members = inverse == index
+        set_scores, set_codes = s[members], codes[members]
+        similar = set_scores[set_codes == 0]
+        if similar.size == 0:
+            continue
+        positives = set_scores[set_codes == 1]
+        negatives = set_scores[set_codes == -1]
+        if positives.size:
+            positive_sets += 1
+            positive_bad += int(positives.min() < similar.max())
+        if negatives.size:
+            negative_sets += 1
+            negative_bad += int(negatives.max() > similar.min())
+    pm = (
+        positive_bad / positive_sets
+        if positive_sets
+        else warn_constant(
+            "positive misalignment", "the data (no set has a positive and a similar)"
+        )
+    )
+    nm = (
+        negative_bad / negative_sets
+        if negative_sets
+        else warn_constant(
+            "negative misalignment", "the data (no set has a negative and a similar)"
+        )
+    )
+    return MisalignmentRates(float(pm), float(nm), positive_sets, negative_sets)
+
+
+def win_rate(
+    scores: ArrayLike,
+    human_scores: ArrayLike,
+    groups: Any,
+    *,
+    higher_is_better: bool = True,
+    human_higher_is_better: bool = True,
+) -> float:
+    """Fraction of source images where the metric's top candidate is the humans' top one.
+
+    Groups with a single candidate are skipped. When several candidates share the metric's
+    best score, the group earns the fraction of them that are among the humans' best (the
+    expected outcome of breaking the tie at random); ties in the human scores make every
+    tied candidate a human top candidate.
+
+    Args:
+        scores: metric score per candidate, shape ``(N,)``.
+        human_scores: human score per candidate (e.g. MOS), shape ``(N,)``.
+        groups: source-image id per candidate, shape ``(N,)``.
+        higher_is_better: whether a larger metric score is better.
+        human_higher_is_better: whether a larger human score is better.
+
+    Returns:
+        The win rate in [0, 1], or NaN (with a warning) when no group has two candidates.
+
+    Raises:
+        ShapeError, NonFiniteError: bad inputs.
+
+    Example:
+        >>> win_rate([0.1, 0.9, 0.5, 0.5], [1, 5, 3, 2], ["a", "a", "b", "b"])
+        0.75
+    """
+    s = to_vector(scores, "scores")
+    h = to_vector(human_scores, "human_scores")
+    g = to_labels(groups, "groups")
+    check_same_length(("scores", s), ("human_scores", h), ("groups", g))
+    if not higher_is_better:
+        s = -s
+    if not human_higher_is_better:
+        h = -h
+    _, inverse = np.unique(g, return_inverse=True)
+    credits = []
+    for index in range(int(inverse.max()) + 1):
+        members = inverse == index
+        if members.sum() < 2:
+            continue
+        set_scores, set_humans = s[members], h[members]
+        metric_top = set_scores == set_scores.max()
+        human_top = set_humans == set_humans.max()
+        credits.append(float(np.sum(metric_top & human_top)) / float(np.sum(metric_top)))
+    if not credits:
+        return warn_constant("win rate", "the data (no group has two candidates)")
+    return float(np.mean(credits))
+
+
+def thurstone_case_v(wins: Any, *, clip: float = 0.01) -> np.ndarray:
+    """Thurstone Case V scale values from a matrix of pairwise preference counts.
+
+    ``wins[i, j]`` is how often item ``i`` was preferred over item ``j``. For every compared
+    pair the preference proportion ``P_ij = wins_ij / (wins_ij + wins_ji)`` (clipped to
+    ``[clip, 1 - clip]`` so unanimous pairs stay finite) is turned into a z-score
+    ``Z_ij = Phi^-1(P_ij)``, and the scale values solve ``S_i - S_j ~ Z_ij`` in the least-squares
+    sense with ``sum(S) = 0``. With every pair compared this is the classical solution
+    ``S_i = mean_j Z_ij``. Units: standard deviations of the discriminal difference.
+
+    Args:
+        wins: square count matrix ``(K, K)``, non-negative; the diagonal is ignored.
+        clip: smallest proportion used, in (0, 0.5).
+
+    Returns:
+        float64 numpy array of ``K`` scale values with zero mean (larger = preferred).
+
+    Raises:
+        ShapeError: ``wins`` is not square or has fewer than two items.
+        RangeError: ``wins`` holds negative counts; ``clip`` outside (0, 0.5).
+        NonFiniteError: ``wins`` holds NaN or infinity.
+
+    Example:
+        >>> thurstone_case_v([[0, 5], [5, 0]]).tolist()
+        [0.0, 0.0]
+    """
+    if isinstance(wins, torch.Tensor):
+        counts = wins.detach().to("cpu", torch.float64).numpy()
+    else:
+        counts = np.asarray(wins, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] < 2:
+        raise ShapeError(
+            f"wins must be a square (K, K) count matrix with K >= 2; got shape {counts.shape}"
+        )
+    if not np.all(np.isfinite(counts)):
+        raise NonFiniteError("wins holds NaN or infinite counts")
+    if np.any(counts < 0):
+        raise RangeError(f"wins must hold non-negative counts; got minimum {counts.min()}")
+    if not 0.0 < clip < 0.5:
+        raise RangeError(f"clip must lie in (0, 0.5); got {clip!r}")
+    k = counts.shape[0]
+    rows, targets = [], []
+    for i in range(k):
+        for j in range(i + 1, k):
+            total = counts[i, j] + counts[j, i]
+            if total == 0:
+                continue
+            proportion = min(max(counts[i, j] / total, clip), 1.0 - clip)
+            row = np.zeros(k)
+            row[i], row[j] = 1.0, -1.0
+            rows.append(row)
+            targets.append(proportion)
+    if not rows:
+        raise ShapeError("wins holds no comparisons (every off-diagonal count is zero)")
+    z = torch.special.ndtri(torch.tensor(targets, dtype=torch.float64)).numpy()
+    design = np.vstack([np.asarray(rows), np.ones((1, k))])
+    rhs = np.concatenate([z, [0.0]])
+    solution, _, rank, _ = np.linalg.lstsq(design, rhs, rcond=None)
+    if rank < k:
+        warnings.warn(
+            "the comparison graph of thurstone_case_v is disconnected: scale values of items "
+            "in different components are not comparable",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return solution - solution.mean()
