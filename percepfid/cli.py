@@ -1,0 +1,113 @@
+"""The ``percepfid`` command line.
+
+Subcommands live in :mod:`percepfid.commands`, one module each with a
+``register(subparsers)`` function that adds its parser and sets ``handler`` (a function
+``(argparse.Namespace) -> int``). A subcommand whose module is absent (or whose optional
+dependency is missing at import) is left out and the rest of the command line still works.
+
+Exit codes: 0 success, 1 a check failed (e.g. weights do not match their sha256),
+2 bad arguments or input data, 3 a missing optional dependency, 4 weights unavailable or
+corrupt. Errors are reported as one line on stderr, ``percepfid <command>: error: ...``.
+
+Example::
+
+    percepfid score --metric hlf:dinov2 --ref gt/ --dist sr/ --output scores.csv
+    percepfid correlate scores.csv --human mos.csv --key distorted --human-col mos
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from ._errors import PercepfidError
+from .commands import COMMANDS
+from .commands._common import EXIT_FAILURE, exit_code_for
+
+logger = logging.getLogger(__name__)
+
+
+def _load_commands(subparsers: argparse._SubParsersAction) -> list[str]:
+    loaded = []
+    for name in COMMANDS:
+        module_name = f"percepfid.commands.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            logger.debug("subcommand module %s is not present; skipped", module_name)
+            continue
+        except PercepfidError as error:  # e.g. a command that needs a missing extra
+            logger.debug("subcommand module %s unavailable: %s", module_name, error)
+            continue
+        module.register(subparsers)
+        loaded.append(name)
+    return loaded
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level argument parser with every available subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="percepfid",
+        description=(
+            "Image-quality metrics for super-resolution: score folders, correlate with human "
+            "judgements, fit heads, manage weights."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"percepfid {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more log output (-v info, -vv debug)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _load_commands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code (the console script exits with it).
+
+    Args:
+        argv: the arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns:
+        The exit code (see the module docstring).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version and usage errors
+        return stop.code if isinstance(stop.code, int) else EXIT_FAILURE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if args.verbose:
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+    try:
+        return int(args.handler(args) or 0)
+    except PercepfidError as error:
+        sys.stderr.write(f"percepfid {args.command}: error: {error}\n")
+        return exit_code_for(error)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"percepfid {args.command}: interrupted\n")
+        return 130
+
+
+def console_main() -> None:  # pragma: no cover - thin wrapper for ``python -m``
+    """Entry point for ``python -m percepfid.cli``: exit with :func:`main`'s code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    console_main()

@@ -1,0 +1,24 @@
+"""Subcommands of the ``percepfid`` command line, one module each.
+
+A command module defines ``register(subparsers)``: it adds its parser with
+``subparsers.add_parser(...)`` and sets ``handler`` to a function
+``(argparse.Namespace) -> int`` returning the exit code. Heavy imports (torch models, timm,
+scipy) happen inside the handler, so ``percepfid --help`` stays fast.
+
+Modules listed in :data:`COMMANDS` that are not present are skipped by the CLI.
+"""
+
+from __future__ import annotations
+
+#: Command modules, in the order ``percepfid --help`` lists them.
+COMMANDS: tuple[str, ...] = (
+    "score",
+    "correlate",
+    "fit_hlf",
+    "train_rqi",
+    "nriqa",
+    "backbones",
+    "weights",
+)
+
+__all__ = ["COMMANDS"]

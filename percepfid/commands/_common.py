@@ -1,0 +1,160 @@
+"""Helpers shared by the ``percepfid`` subcommands: exit codes, output, CSV reading."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .._errors import ArgumentError, PercepfidError
+
+logger = logging.getLogger(__name__)
+
+#: Exit codes of the ``percepfid`` command (documented in the README).
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the command ran but what it checked failed (e.g. a weights mismatch)
+EXIT_USAGE = 2  # bad arguments or bad input data (argparse uses 2 as well)
+EXIT_DEPENDENCY = 3  # an optional dependency is missing
+EXIT_WEIGHTS = 4  # weights missing (offline, not cached), corrupt or not matching
+
+
+class InputError(ArgumentError):
+    """Bad input data given to a command: a missing folder, unmatched names, a bad CSV."""
+
+
+def echo(text: str = "", *, file: TextIO | None = None) -> None:
+    """Write one line to stdout (or ``file``). Commands talk to the user through this."""
+    stream = sys.stdout if file is None else file
+    stream.write(text + "\n")
+
+
+def warn(text: str) -> None:
+    """Write a warning line to stderr."""
+    sys.stderr.write(f"percepfid: warning: {text}\n")
+
+
+def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Render rows as an aligned plain-text table; floats with 4 decimals."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "nan" if value != value else f"{value:.4f}"
+        return str(value)
+
+    body = [[cell(value) for value in row] for row in rows]
+    widths = [len(h) for h in header]
+    for row in body:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in body]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def read_csv(path: str | os.PathLike[str], *, what: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Read a CSV file with a header row.
+
+    Raises:
+        InputError: the file is missing, empty or has no header.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{what}: no such file: {file}")
+    with file.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames:
+            raise InputError(f"{what}: {file} is empty; expected a CSV with a header row")
+        rows = [dict(row) for row in reader]
+    fields = [name.strip() for name in reader.fieldnames]
+    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in rows]
+    if not rows:
+        raise InputError(f"{what}: {file} has a header but no rows")
+    return fields, rows
+
+
+def require_column(fields: Sequence[str], column: str, *, what: str, option: str) -> str:
+    """Raise :class:`InputError` unless ``column`` is one of ``fields``."""
+    if column not in fields:
+        raise InputError(
+            f"{what} has no column {column!r} (columns: {', '.join(map(repr, fields))}); "
+            f"choose one with {option}"
+        )
+    return column
+
+
+def parse_float(value: str, *, column: str, row: int, what: str) -> float:
+    """Parse a CSV cell as a float, naming the cell on failure."""
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(
+            f"{what}: row {row}, column {column!r}: expected a number; got {value!r}"
+        ) from None
+
+
+def write_records(
+    records: Sequence[dict[str, Any]],
+    path: str | os.PathLike[str] | None,
+    *,
+    fmt: str,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Write records as CSV or JSON to ``path`` (or stdout when ``path`` is None or ``-``).
+
+    JSON output is ``{"metadata": {...}, "rows": [...]}``; CSV output is one row per record.
+    """
+    if path is None or str(path) == "-":
+        _write_records(records, sys.stdout, fmt=fmt, metadata=metadata)
+        return
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        _write_records(records, handle, fmt=fmt, metadata=metadata)
+
+
+def _write_records(
+    records: Sequence[dict[str, Any]],
+    handle: TextIO,
+    *,
+    fmt: str,
+    metadata: dict[str, Any] | None,
+) -> None:
+    if fmt == "json":
+        json.dump({"metadata": metadata or {}, "rows": list(records)}, handle, indent=2)
+        handle.write("\n")
+        return
+    fields: list[str] = []
+    for record in records:
+        fields += [key for key in record if key not in fields]
+    writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow(record)
+
+
+def output_format(path: str | None, fmt: str | None) -> str:
+    """``fmt`` when given, else ``'json'`` for a ``.json`` path and ``'csv'`` otherwise."""
+    if fmt is not None:
+        return fmt
+    if path is not None and str(path).lower().endswith(".json"):
+        return "json"
+    return "csv"
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The exit code the CLI returns for a typed percepfid error."""
+    from .._errors import MissingDependencyError, WeightsError
+
+    if isinstance(error, MissingDependencyError):
+        return EXIT_DEPENDENCY
+    if isinstance(error, WeightsError):
+        return EXIT_WEIGHTS
+    if isinstance(error, PercepfidError):
+        return EXIT_USAGE
+    return EXIT_FAILURE
