@@ -1,0 +1,707 @@
+"""Weights from the Hugging Face Hub: the manifest, downloads, sha256 checks, offline use.
+
+Every weights file percepfid knows is listed in ``weights_manifest.json`` (packaged with
+percepfid, and at the root of the repository): its Hub repository, file name, revision,
+sha256, size, licence and source paper. Downloads go through ``huggingface_hub`` (so they
+land in the normal Hugging Face cache and honour ``HF_HOME``, ``HF_HUB_CACHE`` and
+``HF_HUB_OFFLINE``); a known sha256 is checked after every download and every cache hit,
+and a file that fails the check is removed from the cache before the error is raised, so
+no later call can return it.
+
+Example (offline, runs anywhere)::
+
+    >>> from percepfid import hub
+    >>> "timm:vit_base_patch14_dinov2.lvd142m" in hub.list_weights(kind="backbone")
+    True
+    >>> hub.manifest_entry("rqi:maniqa-pipal").repo_id
+    'shaolin999/rqi'
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from . import __version__
+from ._checks import check_choice
+from ._errors import ArgumentError, DTypeError, UnknownNameError, WeightsError
+
+__all__ = [
+    "ChecksumError",
+    "KINDS",
+    "ManifestEntry",
+    "download",
+    "download_or_path",
+    "is_offline",
+    "list_weights",
+    "load_manifest",
+    "load_state_dict",
+    "manifest_entry",
+    "manifest_path",
+    "resolve",
+    "sha256_file",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+#: The kinds of artefact a manifest entry may describe.
+KINDS: tuple[str, ...] = ("backbone", "head", "rqi")
+
+#: The manifest schema this code reads.
+SCHEMA_VERSION = 1
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "kind": (str,),
+    "repo_id": (str,),
+    "filename": (str,),
+    "revision": (str, type(None)),
+    "sha256": (str, type(None)),
+    "size": (int, type(None)),
+    "licence": (str,),
+    "source": (str,),
+    "notes": (str,),
+}
+_HASH_CHUNK = 1 << 20
+
+
+class ChecksumError(WeightsError):
+    """A weights file does not have the sha256 (or size) that was expected.
+
+    A subclass of :class:`percepfid.WeightsError`, hence of ``ValueError``. When the file
+    came from the Hugging Face cache it has been removed before this is raised.
+    """
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One weights artefact of ``weights_manifest.json``.
+
+    Attributes:
+        name: the canonical name, e.g. ``"timm:vit_base_patch14_dinov2.lvd142m"``.
+        kind: one of :data:`KINDS`.
+        repo_id: the Hub repository, ``"org/name"``.
+        filename: the file inside the repository.
+        revision: a branch, tag or 40-hex commit; ``None`` (the default branch) where no
+            revision has been pinned yet.
+        sha256: the lowercase hex sha256 of the file, ``None`` where not yet known.
+        size: the file size in bytes, ``None`` where not yet known.
+        licence: the licence of the weights as stated by their authors.
+        source: the paper or upstream project the weights come from.
+        notes: anything a user should know (aliases, caveats).
+    """
+
+    name: str
+    kind: str
+    repo_id: str
+    filename: str
+    revision: str | None
+    sha256: str | None
+    size: int | None
+    licence: str
+    source: str
+    notes: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as the JSON object it was read from."""
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def manifest_path() -> Path:
+    """The path of the manifest packaged with percepfid."""
+    return Path(__file__).with_name("weights_manifest.json")
+
+
+def _validate_entry(raw: Any, index: int, where: str) -> ManifestEntry:
+    if not isinstance(raw, Mapping):
+        raise WeightsError(f"{where}: entries[{index}] must be a JSON object; got {raw!r}")
+    missing = [key for key in _ENTRY_FIELDS if key not in raw]
+    extra = [key for key in raw if key not in _ENTRY_FIELDS]
+    if missing or extra:
+        raise WeightsError(
+            f"{where}: entries[{index}] ({raw.get('name')!r}) must have exactly the fields "
+            f"{', '.join(_ENTRY_FIELDS)}; missing {missing}, unexpected {extra}"
+        )
+    for key, types in _ENTRY_FIELDS.items():
+        value = raw[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise WeightsError(
+                f"{where}: entries[{index}].{key} ({raw['name']!r}) must be {allowed}; "
+                f"got {value!r}"
+            )
+    if raw["kind"] not in KINDS:
+        raise WeightsError(
+            f"{where}: entries[{index}].kind ({raw['name']!r}) must be one of {KINDS}; "
+            f"got {raw['kind']!r}"
+        )
+    if raw["sha256"] is not None and not _SHA256.fullmatch(raw["sha256"]):
+        raise WeightsError(
+            f"{where}: entries[{index}].sha256 ({raw['name']!r}) must be 64 lowercase hex "
+            f"digits or null; got {raw['sha256']!r}"
+        )
+    if raw["size"] is not None and raw["size"] <= 0:
+        raise WeightsError(
+            f"{where}: entries[{index}].size ({raw['name']!r}) must be a positive number of "
+            f"bytes or null; got {raw['size']!r}"
+        )
+    for key in ("name", "repo_id", "filename"):
+        if not raw[key].strip():
+            raise WeightsError(f"{where}: entries[{index}].{key} must not be empty")
+    return ManifestEntry(**raw)
+
+
+def _parse_manifest(document: Any, where: str) -> Mapping[str, ManifestEntry]:
+    if not isinstance(document, Mapping) or "entries" not in document:
+        raise WeightsError(f"{where}: expected a JSON object with 'schema_version' and 'entries'")
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise WeightsError(
+            f"{where}: schema_version {version!r} is not supported; this percepfid reads "
+            f"schema_version {SCHEMA_VERSION}"
+        )
+    raw_entries = document["entries"]
+    if not isinstance(raw_entries, list):
+        raise WeightsError(f"{where}: 'entries' must be a list; got {type(raw_entries).__name__}")
+    entries: dict[str, ManifestEntry] = {}
+    for index, raw in enumerate(raw_entries):
+        entry = _validate_entry(raw, index, where)
+        if entry.name in entries:
+            raise WeightsError(f"{where}: the name {entry.name!r} appears more than once")
+        entries[entry.name] = entry
+    return MappingProxyType(entries)
+
+
+@lru_cache(maxsize=8)
+def _load_manifest_cached(path: str) -> Mapping[str, ManifestEntry]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise WeightsError(f"cannot read the weights manifest {path}: {error}") from error
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"the weights manifest {path} is not valid JSON: {error}") from error
+    return _parse_manifest(document, path)
+
+
+def load_manifest(path: PathLike | None = None) -> Mapping[str, ManifestEntry]:
+    """Read and validate a weights manifest.
+
+    Args:
+        path: a manifest file; default the one packaged with percepfid.
+
+    Returns:
+        A read-only mapping from entry name to :class:`ManifestEntry`, in file order.
+
+    Raises:
+        WeightsError: the file is missing, not JSON, or an entry breaks the schema
+            (missing or unexpected fields, wrong types, unknown kind, malformed sha256,
+            duplicate names).
+    """
+    resolved = manifest_path() if path is None else Path(path)
+    return _load_manifest_cached(str(resolved.resolve()))
+
+
+def _as_manifest(
+    manifest: Mapping[str, ManifestEntry] | PathLike | None,
+) -> Mapping[str, ManifestEntry]:
+    if manifest is None or isinstance(manifest, (str, os.PathLike)):
+        return load_manifest(manifest)
+    if isinstance(manifest, Mapping):
+        return manifest
+    raise DTypeError(
+        "manifest must be None, a path or a mapping of name -> ManifestEntry; "
+        f"got {type(manifest).__name__}"
+    )
+
+
+def manifest_entry(
+    name: str, *, manifest: Mapping[str, ManifestEntry] | PathLike | None = None
+) -> ManifestEntry:
+    """The manifest entry called ``name``.
+
+    Args:
+        name: a canonical name such as ``"open_clip:ViT-B-16/openai"``.
+        manifest: a manifest (mapping or path) to search instead of the packaged one.
+
+    Raises:
+        UnknownNameError: ``name`` is not in the manifest; the message lists close matches.
+    """
+    if not isinstance(name, str):
+        raise DTypeError(f"name must be a str; got {type(name).__name__} {name!r}")
+    entries = _as_manifest(manifest)
+    try:
+        return entries[name]
+    except KeyError:
+        raise UnknownNameError(
+            "weights entry",
+            name,
+            entries.keys(),
+            hint="See percepfid.hub.list_weights() for every known name.",
+        ) from None
+
+
+def list_weights(
+    kind: str | None = None,
+    *,
+    pattern: str | None = None,
+    manifest: Mapping[str, ManifestEntry] | PathLike | None = None,
+) -> list[str]:
+    """Names of the manifest entries, optionally filtered.
+
+    Args:
+        kind: keep only entries of this kind (one of :data:`KINDS`).
+        pattern: keep only names matching this shell pattern, e.g. ``"*dinov2*"``.
+        manifest: a manifest (mapping or path) instead of the packaged one.
+
+    Returns:
+        The matching names, sorted.
+
+    Raises:
+        ArgumentError: ``kind`` is not one of :data:`KINDS`.
+    """
+    if kind is not None:
+        check_choice(kind, "kind", KINDS)
+    names = [
+        entry.name
+        for entry in _as_manifest(manifest).values()
+        if (kind is None or entry.kind == kind)
+        and (pattern is None or fnmatch.fnmatchcase(entry.name, pattern))
+    ]
+    return sorted(names)
+
+
+# --------------------------------------------------------------------------- hashing
+
+_verified_lock = threading.Lock()
+# (real path, size, mtime_ns, inode) -> sha256; a file is hashed once per process unless
+# it changes on disk.
+_hash_memo: dict[tuple[str, int, int, int], str] = {}
+
+
+def _file_key(path: Path) -> tuple[str, int, int, int]:
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    return (real, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+def sha256_file(path: PathLike) -> str:
+    """The lowercase hex sha256 of a file, read in 1 MiB chunks (constant memory).
+
+    The digest is remembered for the process while the file keeps its size, modification
+    time and inode, so verifying a cached file a second time costs one ``stat``.
+    """
+    key = _file_key(Path(path))
+    with _verified_lock:
+        known = _hash_memo.get(key)
+    if known is not None:
+        return known
+    digest = hashlib.sha256()
+    with open(key[0], "rb") as handle:
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    with _verified_lock:
+        _hash_memo[key] = value
+    return value
+
+
+def _forget_hash(path: Path) -> None:
+    real = os.path.realpath(path)
+    with _verified_lock:
+        for key in [key for key in _hash_memo if key[0] == real]:
+            del _hash_memo[key]
+
+
+def _check_sha256_argument(sha256: str | None) -> str | None:
+    if sha256 is None:
+        return None
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256.lower()):
+        raise ArgumentError(f"sha256 must be 64 hex digits or None; got {sha256!r}")
+    return sha256.lower()
+
+
+def _mismatch(path: Path, sha256: str | None, size: int | None) -> str | None:
+    """A description of how ``path`` differs from the expected size/sha256, or None."""
+    actual_size = os.path.getsize(path)
+    if size is not None and actual_size != size:
+        return f"expected {size} bytes, found {actual_size} bytes"
+    if sha256 is not None:
+        actual = sha256_file(path)
+        if actual != sha256:
+            return f"expected sha256 {sha256}, got {actual} ({actual_size} bytes)"
+    return None
+
+
+def _evict_cached(pointer: Path) -> None:
+    """Remove a cached file: the blob it points to and the snapshot entry itself."""
+    blob = Path(os.path.realpath(pointer))
+    _forget_hash(pointer)
+    for path in (pointer, blob):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as error:  # pragma: no cover - depends on the filesystem
+            logger.warning("could not remove the corrupt cached file %s: %s", path, error)
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def is_offline() -> bool:
+    """True when Hub downloads are switched off (``HF_HUB_OFFLINE=1``).
+
+    Read at call time, unlike ``huggingface_hub`` which reads it at import time; both are
+    honoured.
+    """
+    from huggingface_hub import constants
+
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        value = os.environ.get(variable, "").strip().upper()
+        if value in {"1", "ON", "YES", "TRUE"}:
+            return True
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _where(repo_id: str, filename: str, revision: str | None) -> str:
+    return f"{repo_id}/{filename} (revision {revision or 'main'})"
+
+
+def _predownload_hint(repo_id: str, filename: str, revision: str | None, name: str | None) -> str:
+    revision_flag = f" --revision {revision}" if revision else ""
+    commands = []
+    if name is not None:
+        commands.append(f"`percepfid weights download {name}`")
+    commands.append(f"`hf download {repo_id} {filename}{revision_flag}`")
+    return (
+        "Pre-download it on a machine with network access with "
+        + " or ".join(commands)
+        + " (the same cache, HF_HOME or HF_HUB_CACHE, must be visible here), "
+        "or pass the path of a local copy instead."
+    )
+
+
+def _download(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: str | None,
+    sha256: str | None,
+    size: int | None,
+    cache_dir: PathLike | None,
+    local_files_only: bool | None,
+    name: str | None,
+) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    for label, value in (("repo_id", repo_id), ("filename", filename)):
+        if not isinstance(value, str) or not value:
+            raise ArgumentError(f"{label} must be a non-empty str; got {value!r}")
+    if revision is not None and (not isinstance(revision, str) or not revision):
+        raise ArgumentError(f"revision must be a non-empty str or None; got {revision!r}")
+    sha256 = _check_sha256_argument(sha256)
+    offline = is_offline() if local_files_only is None else bool(local_files_only)
+    where = _where(repo_id, filename, revision)
+
+    try:
+        local = hf_hub_download(
+            repo_id=repo_id,
+            filename=filename,
+            revision=revision,
+            cache_dir=None if cache_dir is None else str(cache_dir),
+            local_files_only=offline,
+            library_name="percepfid",
+            library_version=__version__,
+        )
+    except LocalEntryNotFoundError as error:
+        if offline:
+            reason = (
+                "is not in the local Hugging Face cache and downloads are switched off "
+                "(HF_HUB_OFFLINE=1 or local_files_only=True)."
+            )
+        else:
+            reason = "is not in the local Hugging Face cache and the Hub could not be reached."
+        raise WeightsError(
+            f"{where} {reason} {_predownload_hint(repo_id, filename, revision, name)}"
+        ) from error
+    except GatedRepoError as error:
+        raise WeightsError(
+            f"{where}: the repository is gated. Accept its licence on "
+            f"https://huggingface.co/{repo_id} and log in with `hf auth login`."
+        ) from error
+    except RepositoryNotFoundError as error:
+        raise WeightsError(
+            f"{where}: the Hub repository {repo_id!r} does not exist or is private "
+            "(log in with `hf auth login` if you have access)."
+        ) from error
+    except RevisionNotFoundError as error:
+        raise WeightsError(
+            f"{where}: the revision {revision!r} does not exist in {repo_id!r}."
+        ) from error
+    except EntryNotFoundError as error:
+        raise WeightsError(f"{where}: the repository has no file {filename!r}.") from error
+    except HfHubHTTPError as error:
+        raise WeightsError(f"{where}: the Hub answered with an error: {error}") from error
+
+    path = Path(local)
+    problem = _mismatch(path, sha256, size)
+    if problem is not None:
+        _evict_cached(path)
+        raise ChecksumError(
+            f"{where} failed verification: {problem}. The file has been removed from the "
+            f"cache ({path}); the next call downloads it again. If this repeats, the file "
+            "on the Hub differs from the one percepfid expects: pin the revision, or update "
+            "the sha256 you passed."
+        )
+    if sha256 is None:
+        logger.debug("%s: no sha256 known, not verified", where)
+    return path
+
+
+def download(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    sha256: str | None = None,
+    cache_dir: PathLike | None = None,
+    local_files_only: bool | None = None,
+    size: int | None = None,
+) -> Path:
+    """Download one file from the Hugging Face Hub into the cache, verified.
+
+    The file goes through ``huggingface_hub.hf_hub_download`` (``library_name="percepfid"``)
+    into the normal Hugging Face cache; a cached copy is reused without network traffic
+    when the revision is a commit hash or downloads are off.
+
+    Args:
+        repo_id: the Hub repository, ``"org/name"``.
+        filename: the file inside the repository.
+        revision: a branch, tag or commit hash; default the repository's main branch.
+        sha256: the expected lowercase hex sha256. When given, the file is hashed (streamed,
+            once per process) and must match.
+        cache_dir: the Hugging Face cache folder; default ``HF_HUB_CACHE``.
+        local_files_only: only look in the cache. ``None`` (default) follows
+            ``HF_HUB_OFFLINE``, read at call time.
+        size: the expected size in bytes, checked before hashing.
+
+    Returns:
+        The path of the cached file.
+
+    Raises:
+        ChecksumError: the file does not match ``sha256`` (or ``size``). It has been removed
+            from the cache, blob and snapshot entry both, so no later call returns it.
+        WeightsError: offline and not cached (the message names the repository, the file and
+            how to pre-download it), or the repository, revision or file does not exist.
+        ArgumentError: ``sha256`` is not 64 hex digits, or an empty ``repo_id``/``filename``.
+
+    Example:
+        >>> from percepfid.hub import download
+        >>> path = download("timm/vit_base_patch14_dinov2.lvd142m", "model.safetensors")  # doctest: +SKIP
+    """
+    return _download(
+        repo_id,
+        filename,
+        revision=revision,
+        sha256=sha256,
+        size=size,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        name=None,
+    )
+
+
+def _verify_local(path: Path, sha256: str | None, size: int | None) -> Path:
+    problem = _mismatch(path, _check_sha256_argument(sha256), size)
+    if problem is not None:
+        # A user's own file is never deleted.
+        raise ChecksumError(f"the local file {path} failed verification: {problem}.")
+    return path
+
+
+def download_or_path(
+    source: PathLike,
+    filename: str | None = None,
+    *,
+    revision: str | None = None,
+    sha256: str | None = None,
+    cache_dir: PathLike | None = None,
+    local_files_only: bool | None = None,
+) -> Path:
+    """A local file, a file in a local folder, or a file downloaded from the Hub.
+
+    Args:
+        source: an existing file; an existing folder (then ``filename`` is taken inside it);
+            or a Hub repository id (then ``filename`` is downloaded with :func:`download`).
+            A :class:`os.PathLike` is always treated as a local path.
+        filename: the file inside the folder or repository.
+        revision, sha256, cache_dir, local_files_only: as in :func:`download`; ``sha256``
+            is checked for local files too (they are never deleted).
+
+    Returns:
+        The path of the file.
+
+    Raises:
+        WeightsError: a local path that does not exist, or a repository id without
+            ``filename``; and everything :func:`download` raises.
+    """
+    is_pathlike = isinstance(source, os.PathLike)
+    if not is_pathlike and not isinstance(source, str):
+        raise DTypeError(f"source must be a str or a path; got {type(source).__name__}")
+    local = Path(source).expanduser()
+    if is_pathlike or local.exists():
+        if local.is_dir():
+            if filename is None:
+                raise WeightsError(f"{local} is a folder: pass filename= to pick a file in it")
+            local = local / filename
+        if not local.is_file():
+            raise WeightsError(f"no such weights file: {local}")
+        return _verify_local(local, sha256, None)
+    if filename is None:
+        raise WeightsError(
+            f"{source!r} is neither an existing file nor folder; to download it from the Hub "
+            "as a repository id, pass filename="
+        )
+    return download(
+        str(source),
+        filename,
+        revision=revision,
+        sha256=sha256,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+    )
+
+
+def resolve(
+    name: PathLike,
+    *,
+    cache_dir: PathLike | None = None,
+    local_files_only: bool | None = None,
+    manifest: Mapping[str, ManifestEntry] | PathLike | None = None,
+) -> Path:
+    """The local path of a manifest entry's file, downloading and verifying it if needed.
+
+    The entry's own repository, file, revision, sha256 and size are used. An existing local
+    file path is accepted too and returned unchanged, so any argument that takes a weights
+    name also takes a file.
+
+    Args:
+        name: a manifest name (see :func:`list_weights`) or the path of a local file.
+        cache_dir: the Hugging Face cache folder; default ``HF_HUB_CACHE``.
+        local_files_only: only look in the cache; ``None`` follows ``HF_HUB_OFFLINE``.
+        manifest: a manifest (mapping or path) instead of the packaged one.
+
+    Returns:
+        The path of the file.
+
+    Raises:
+        UnknownNameError: ``name`` is neither a manifest name nor an existing file.
+        ChecksumError: the downloaded file does not match the entry's sha256 or size (it has
+            been removed from the cache).
+        WeightsError: offline and not cached; the message gives the pre-download command.
+
+    Example:
+        >>> from percepfid.hub import resolve
+        >>> path = resolve("timm:vit_small_patch14_dinov2.lvd142m")  # doctest: +SKIP
+    """
+    if isinstance(name, os.PathLike):
+        return download_or_path(name)
+    if not isinstance(name, str):
+        raise DTypeError(f"name must be a str or a path; got {type(name).__name__} {name!r}")
+    entries = _as_manifest(manifest)
+    entry = entries.get(name)
+    if entry is None:
+        if Path(name).expanduser().is_file():
+            return Path(name).expanduser()
+        raise UnknownNameError(
+            "weights entry",
+            name,
+            entries.keys(),
+            hint="It is not an existing file either. See percepfid.hub.list_weights().",
+        )
+    return _download(
+        entry.repo_id,
+        entry.filename,
+        revision=entry.revision,
+        sha256=entry.sha256,
+        size=entry.size,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        name=entry.name,
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_state_dict(path: PathLike, *, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a weights file without executing code from it.
+
+    ``.safetensors`` files are read with ``safetensors``; anything else (a legacy ``.pt`` /
+    ``.pth`` / ``.bin``) with ``torch.load(..., weights_only=True)``, which refuses pickles
+    that hold anything but tensors and plain containers.
+
+    Args:
+        path: the file.
+        map_location: where tensors are placed (``"cpu"`` by default).
+
+    Returns:
+        The mapping stored in the file (for safetensors, name -> tensor).
+
+    Raises:
+        WeightsError: the file is corrupt or truncated, holds objects that are not plain
+            weights, or does not hold a mapping.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"no such weights file: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        device = str(map_location) if map_location is not None else "cpu"
+        try:
+            return load_file(str(path), device=device)
+        except SafetensorError as error:
+            raise WeightsError(
+                f"{path} is not a valid safetensors file (corrupt or truncated?): {error}"
+            ) from error
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError on truncated zip archives
+        raise WeightsError(
+            f"{path} could not be read with torch.load(weights_only=True): it is corrupt, "
+            f"truncated, or holds objects other than weights ({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, expected a state dict")
+    return dict(state)
