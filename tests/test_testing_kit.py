@@ -716,3 +716,19 @@ def test_testing_imports_without_hypothesis():
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_kit_runs_on_cuda():
+    a, b = _rand(3, 3, 16, 16, seed=1).cuda(), _rand(3, 3, 16, 16, seed=2).cuda()
+    check_symmetric(mse, a, b)
+    check_batch_invariance(mse, a, b)
+    check_gradients(mse_to_target, a, b)
+    check_dtype_consistency(sse, a, b, tolerance=1e-2)
+    check_monotone(mse, a, "noise", higher_is_better=False, strict=True)
+    noisy = distort(a, "noise", 0.5, generator=torch.Generator().manual_seed(0))
+    expected = distort(a.cpu(), "noise", 0.5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(noisy.cpu(), expected)  # one seed, same noise on both devices
+    drawn = find(images(device="cuda"), lambda x: True)
+    assert drawn.is_cuda

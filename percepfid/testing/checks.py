@@ -110,12 +110,13 @@ def _assert_close(
     failing = (~close).reshape(-1).nonzero().flatten().tolist()
     difference = (actual - expected).abs().reshape(-1)[failing]
     worst = difference.nan_to_num(nan=float("inf")).max().item()
+    width = max(len(name) for name in names)
     raise AssertionError(
         f"{check} failed: {relation} does not hold for item(s) {failing[:_SHOWN]}"
         f"{' ...' if len(failing) > _SHOWN else ''} of {actual.numel()}; "
         f"largest |difference| {worst:.3g} (atol={atol:g}, rtol={rtol:g})\n"
-        f"  {names[0]} = {_format(actual)}\n"
-        f"  {names[1]} = {_format(expected)}"
+        f"  {names[0].ljust(width)} = {_format(actual)}\n"
+        f"  {names[1].ljust(width)} = {_format(expected)}"
     )
 
 
@@ -464,7 +465,7 @@ def check_batch_invariance(
         rtol=rtol,
         check=check,
         relation="metric(a[i:i+1], b[i:i+1]) == metric(a, b)[i]",
-        names=("each item alone", "whole batch   "),
+        names=("each item alone", "whole batch"),
     )
     restored = torch.empty_like(shuffled)
     restored[order.to(shuffled.device)] = shuffled
@@ -545,7 +546,7 @@ def check_dtype_consistency(
         rtol=rtol,
         check=check,
         relation="metric(a, b) under autocast == metric(a, b) in float32",
-        names=("autocast", "float32 "),
+        names=("autocast", "float32"),
     )
 
 
