@@ -16,8 +16,10 @@ from ._errors import (  # noqa: E402
     UnknownNameError,
     WeightsError,
 )
+from .losses import HLFLoss  # noqa: E402
 
 __all__ = [
+    "HLFLoss",
     "__version__",
     "ArgumentError",
     "DTypeError",

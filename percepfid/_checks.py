@@ -69,7 +69,9 @@ def check_input_range(input_range: Sequence[float] | None) -> tuple[float, float
             f"input_range must be a pair (low, high) such as (0, 1) or (-1, 1); got {input_range!r}"
         ) from None
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ArgumentError(f"input_range must satisfy low < high, both finite; got {input_range!r}")
+        raise ArgumentError(
+            f"input_range must satisfy low < high, both finite; got {input_range!r}"
+        )
     return (low, high)
 
 

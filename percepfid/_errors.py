@@ -78,3 +78,10 @@ class MissingDependencyError(PercepfidError, ImportError):
 
 class WeightsError(PercepfidError, ValueError):
     """Weights are missing, corrupt, or do not fit the architecture."""
+
+
+class KernelUnavailableError(ArgumentError):
+    """An explicitly requested compute backend (e.g. ``backend='triton'``) cannot serve the call."""
+
+
+__all__ += ["KernelUnavailableError"]

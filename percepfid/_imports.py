@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 
 from ._errors import MissingDependencyError
@@ -25,7 +25,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def is_available(module: str) -> bool:
     """Return True when ``module`` can be imported (without importing it)."""
     try:

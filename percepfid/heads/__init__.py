@@ -1,5 +1,6 @@
 """Small trainable heads that sit on frozen backbones, saved in the Hub format."""
 
-from ._base import HubHead
+from ._base import HubHead, load_head
+from .hlf import CalibrationHead, MLPCalibrationHead
 
-__all__ = ["HubHead"]
+__all__ = ["CalibrationHead", "HubHead", "MLPCalibrationHead", "load_head"]

@@ -1,0 +1,320 @@
+"""Adapters from model-family libraries to one encoder protocol.
+
+Every encoder is an ``nn.Module`` whose ``forward(x)`` takes normalised input and returns
+``(pooled, tokens)``: the pooled embedding ``(B, D)`` and the patch tokens ``(B, N, Dt)``
+(``None`` when the model has none). Each builder imports its library inside the function.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._errors import ArgumentError, WeightsError
+from .._imports import require
+from ._spec import BackboneSpec, PreprocessConfig
+
+logger = logging.getLogger(__name__)
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _weights_file(spec: BackboneSpec, repo_id: str, filename: str) -> Path:
+    """Local path of a backbone's weights: the manifest entry when there is one (pinned and
+    verified), otherwise the upstream Hub file (unverified, logged)."""
+    from .. import hub
+
+    if spec.name in hub.load_manifest():
+        return hub.resolve(spec.name)
+    logger.info(
+        "%s is not in the weights manifest: downloading %s/%s unverified",
+        spec.name,
+        repo_id,
+        filename,
+    )
+    return hub.download(repo_id, filename)
+
+
+def _patch_size(module: nn.Module | None) -> int | None:
+    size = getattr(module, "patch_size", None)
+    if size is None:
+        return None
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+# --------------------------------------------------------------------------- timm
+
+
+class TimmEncoder(nn.Module):
+    """A timm model: pooled = the model's own pre-logits pooling, tokens after the final norm."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
+        self.embed_dim = int(model.num_features)
+        self.token_dim = int(getattr(model, "embed_dim", model.num_features))
+        self.patch_size = _patch_size(getattr(model, "patch_embed", None))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.forward_features(x)
+        pooled = self.model.forward_head(features, pre_logits=True)
+        if features.ndim == 4:  # convolutional trunk: (B, C, H, W) -> (B, HW, C)
+            tokens = features.flatten(2).transpose(1, 2)
+        else:
+            tokens = features[:, self.num_prefix_tokens :]
+        return pooled, tokens
+
+
+def build_timm(
+    spec: BackboneSpec, pretrained: bool, image_size: tuple[int, int] | None
+) -> tuple[nn.Module, PreprocessConfig]:
+    timm = require("timm", f"backbone {spec.name!r}")
+    full = f"{spec.model}.{spec.tag}" if spec.tag else spec.model
+    try:
+        upstream = timm.models.get_pretrained_cfg(full)
+    except Exception:  # noqa: BLE001 - timm raises various errors for unknown tags
+        upstream = None
+    if upstream is None and not timm.is_model(spec.model):
+        raise ArgumentError(
+            f"backbone {spec.name!r}: timm has no model {spec.model!r} "
+            f"(see timm.list_models('*{spec.model.split('_')[0]}*'))"
+        )
+    config = spec.preprocess
+    if config is None:
+        size = tuple(upstream.input_size[-2:]) if upstream else (224, 224)
+        crop_pct = (upstream.crop_pct or 1.0) if upstream else 1.0
+        config = PreprocessConfig(
+            image_size=size,
+            resize_size=int(round(min(size) / crop_pct)),
+            mean=tuple(upstream.mean) if upstream else (0.485, 0.456, 0.406),
+            std=tuple(upstream.std) if upstream else (0.229, 0.224, 0.225),
+            interpolation="bilinear"
+            if upstream and upstream.interpolation == "bilinear"
+            else "bicubic",
+            crop="center",
+        )
+    if image_size is not None:
+        config = config.scaled(image_size)
+    kwargs: dict = {"num_classes": 0, "img_size": config.image_size}
+    if pretrained:
+        hub_id = (upstream.hf_hub_id if upstream and upstream.hf_hub_id else f"timm/{full}").rstrip(
+            "/"
+        )
+        path = _weights_file(spec, hub_id, "model.safetensors")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path), "hf_hub_id": None}
+    name = full if upstream else spec.model
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError:  # convolutional models take no img_size
+        kwargs.pop("img_size")
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    return TimmEncoder(model), config
+
+
+# ---------------------------------------------------------------------- open_clip
+
+
+class OpenClipEncoder(nn.Module):
+    """An open_clip image tower: pooled = ``encode_image`` (unnormalised), tokens when exposed."""
+
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+        self.has_trunk = hasattr(visual, "trunk")
+        if self.has_trunk:
+            trunk = visual.trunk
+            self.num_prefix_tokens = int(getattr(trunk, "num_prefix_tokens", 0))
+            self.token_dim = int(getattr(trunk, "embed_dim", trunk.num_features))
+            self.patch_size = _patch_size(getattr(trunk, "patch_embed", None))
+        else:
+            visual.output_tokens = True
+            self.num_prefix_tokens = 0
+            self.token_dim = int(visual.transformer.width)
+            self.patch_size = _patch_size(visual)
+        self.embed_dim = int(visual.output_dim) if getattr(visual, "output_dim", None) else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.has_trunk:
+            trunk = self.visual.trunk
+            features = trunk.forward_features(x)
+            pooled = self.visual.head(trunk.forward_head(features))
+            return pooled, features[:, self.num_prefix_tokens :]
+        pooled, tokens = self.visual(x)
+        return pooled, tokens
+
+
+def build_open_clip(
+    spec: BackboneSpec, pretrained: bool, image_size: tuple[int, int] | None
+) -> tuple[nn.Module, PreprocessConfig]:
+    open_clip = require("open_clip", f"backbone {spec.name!r}")
+    if spec.model not in open_clip.list_models():
+        raise ArgumentError(
+            f"backbone {spec.name!r}: open_clip has no model {spec.model!r} (see open_clip.list_models())"
+        )
+    upstream = open_clip.get_pretrained_cfg(spec.model, spec.tag) if spec.tag else {}
+    model_cfg = open_clip.get_model_config(spec.model) or {}
+    native = model_cfg.get("vision_cfg", {}).get("image_size", 224)
+    native = (native, native) if isinstance(native, int) else tuple(native)
+    config = spec.preprocess or PreprocessConfig(
+        image_size=native,
+        mean=tuple(upstream.get("mean") or OPENAI_MEAN),
+        std=tuple(upstream.get("std") or OPENAI_STD),
+        interpolation=upstream.get("interpolation", "bicubic"),
+        crop="squash" if upstream.get("resize_mode") == "squash" else "center",
+    )
+    if image_size is not None:
+        config = config.scaled(image_size)
+    quick_gelu = bool(upstream.get("quick_gelu", False) or model_cfg.get("quick_gelu", False))
+    weights = None
+    if pretrained:
+        hub_id = str(upstream.get("hf_hub", "")).rstrip("/")
+        if not hub_id:
+            raise WeightsError(f"backbone {spec.name!r}: open_clip lists no Hub weights for it")
+        weights = _weights_file(spec, hub_id, "open_clip_model.safetensors")
+    timm_trunk = "timm_model_name" in model_cfg["vision_cfg"]
+    if pretrained and config.image_size != native and not timm_trunk:
+        # open_clip's own loader resamples position embeddings to the new size.
+        model = open_clip.create_model(
+            spec.model,
+            pretrained=str(weights),
+            force_image_size=config.image_size,
+            force_quick_gelu=quick_gelu,
+        )
+        return OpenClipEncoder(model.visual), config
+    # Build the image tower alone: the text tower is never needed (SigLIP 2's alone holds
+    # ~200M parameters of token embeddings).
+    vision_cfg = dict(
+        model_cfg["vision_cfg"], image_size=native if timm_trunk else config.image_size
+    )
+    visual = open_clip.model._build_vision_tower(  # noqa: SLF001
+        model_cfg["embed_dim"], vision_cfg, quick_gelu=quick_gelu
+    )
+    if weights is not None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+        visual_state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
+        if not visual_state:
+            raise WeightsError(f"{weights}: no 'visual.*' keys; not an open_clip checkpoint")
+        _load_strict(visual, visual_state, spec.name)
+    if timm_trunk and config.image_size != native:
+        # timm resamples the (possibly pretrained) position embeddings in place.
+        visual.trunk.set_input_size(img_size=config.image_size)
+        visual.image_size = config.image_size
+    return OpenClipEncoder(visual), config
+
+
+def _load_strict(module: nn.Module, state: dict, name: str) -> None:
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise WeightsError(
+            f"backbone {name!r}: weights do not fit the architecture; "
+            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+
+
+# --------------------------------------------------------------------- transformers
+
+# The vision tower of Salesforce/blip-itm-base-coco (its config.json): ViT-B/16 at 384,
+# ITC projection to 256.
+_BLIP_VISION = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "patch_size": 16,
+    "image_size": 384,
+    "layer_norm_eps": 1e-5,
+}
+_BLIP_PROJ_DIM = 256
+
+
+class BlipEncoder(nn.Module):
+    """BLIP's vision model + ``vision_proj``: pooled = the ITC embedding of the CLS token."""
+
+    def __init__(self, vision_model: nn.Module, vision_proj: nn.Linear) -> None:
+        super().__init__()
+        self.vision_model = vision_model
+        self.vision_proj = vision_proj
+        self.embed_dim = vision_proj.out_features
+        self.token_dim = vision_proj.in_features
+        self.patch_size = int(vision_model.config.patch_size)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.vision_model(pixel_values=x).last_hidden_state
+        return self.vision_proj(hidden[:, 0]), hidden[:, 1:]
+
+
+def build_hf(
+    spec: BackboneSpec, pretrained: bool, image_size: tuple[int, int] | None
+) -> tuple[nn.Module, PreprocessConfig]:
+    transformers = require("transformers", f"backbone {spec.name!r}")
+    if "blip" not in spec.model.lower():
+        raise ArgumentError(
+            f"backbone {spec.name!r}: hf: specs support BLIP image-text repos "
+            "(e.g. 'hf:Salesforce/blip-itm-base-coco'); for other models pass an nn.Module"
+        )
+    config = spec.preprocess or PreprocessConfig(
+        image_size=(384, 384),
+        mean=OPENAI_MEAN,
+        std=OPENAI_STD,
+        interpolation="bicubic",
+        crop="squash",
+    )
+    if image_size is not None:
+        config = config.scaled(image_size)
+    vision_config = transformers.BlipVisionConfig(
+        **{**_BLIP_VISION, "image_size": config.image_size[0]}
+    )
+    vision_model = transformers.BlipVisionModel(vision_config)
+    vision_proj = nn.Linear(vision_config.hidden_size, _BLIP_PROJ_DIM)
+    encoder = BlipEncoder(vision_model, vision_proj)
+    if pretrained:
+        from safetensors.torch import load_file
+
+        path = _weights_file(spec, spec.model, "model.safetensors")
+        state = load_file(str(path))
+        subset = {}
+        for key, value in state.items():
+            if key.startswith("vision_model."):
+                subset[key] = value
+            elif key.startswith("vision_proj."):
+                subset[key] = value
+        pos_key = "vision_model.embeddings.position_embedding"
+        if (
+            pos_key in subset
+            and subset[pos_key].shape != vision_model.embeddings.position_embedding.shape
+        ):
+            raise WeightsError(
+                f"backbone {spec.name!r}: pretrained position embeddings are for 384x384; "
+                f"got image_size={config.image_size}. Use the native size with pretrained weights."
+            )
+        _load_strict(encoder, subset, spec.name)
+    return encoder, config
+
+
+# --------------------------------------------------------------------- user modules
+
+
+class ModuleEncoder(nn.Module):
+    """A user module: ``module(x)`` returns ``(B, D)``, ``(B, N, D)`` or ``(pooled, tokens)``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.embed_dim = getattr(module, "embed_dim", None)
+        self.token_dim = getattr(module, "token_dim", None)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self.module(x)
+        if isinstance(out, (tuple, list)):
+            pooled, tokens = out[0], out[1] if len(out) > 1 else None
+            return pooled, tokens
+        if out.ndim == 3:
+            return out.mean(1), out
+        return out.flatten(1), None

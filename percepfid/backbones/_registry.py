@@ -1,0 +1,173 @@
+"""One registry: names and aliases -> :class:`BackboneSpec`."""
+
+from __future__ import annotations
+
+import fnmatch
+
+from .._errors import ArgumentError, UnknownNameError
+from ._spec import BackboneSpec, PreprocessConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# PAPERS.md section 1 [D]: DINOv2 sees the shortest side at 256, centre-cropped to 224,
+# instead of timm's 518 default (the resolution the HLF study used).
+_DINOV2_224 = PreprocessConfig(
+    image_size=(224, 224),
+    resize_size=256,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    interpolation="bicubic",
+    crop="center",
+)
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_backbone(spec: BackboneSpec, *, overwrite: bool = False) -> BackboneSpec:
+    """Add a spec (and its aliases) to the registry.
+
+    Raises:
+        ArgumentError: the name or an alias is taken and ``overwrite`` is False.
+    """
+    taken = [n for n in (spec.name, *spec.aliases) if n in _REGISTRY or n in _ALIASES]
+    if taken and not overwrite:
+        raise ArgumentError(f"backbone name(s) {taken} already registered; pass overwrite=True")
+    _REGISTRY[spec.name] = spec
+    for alias in spec.aliases:
+        _ALIASES[alias] = spec.name
+    return spec
+
+
+def _builtin() -> None:
+    for size, aliases in (
+        ("small", ("dinov2-s",)),
+        ("base", ("dinov2", "dinov2-b")),
+        ("large", ("dinov2-l",)),
+    ):
+        register_backbone(
+            BackboneSpec(
+                name=f"timm:vit_{size}_patch14_dinov2.lvd142m",
+                source="timm",
+                model=f"vit_{size}_patch14_dinov2",
+                tag="lvd142m",
+                aliases=aliases,
+                preprocess=_DINOV2_224,
+                description=f"DINOv2 ViT-{size[0].upper()}/14, CLS after final norm",
+            )
+        )
+    for size, aliases in (
+        ("small", ("dinov3-s",)),
+        ("base", ("dinov3", "dinov3-b")),
+        ("large", ("dinov3-l",)),
+    ):
+        register_backbone(
+            BackboneSpec(
+                name=f"timm:vit_{size}_patch16_dinov3.lvd1689m",
+                source="timm",
+                model=f"vit_{size}_patch16_dinov3",
+                tag="lvd1689m",
+                aliases=aliases,
+                description=f"DINOv3 ViT-{size[0].upper()}/16 (LVD-1689M), CLS after final norm",
+            )
+        )
+    for model, tag, aliases, text in (
+        ("ViT-B-16", "openai", ("clip",), "CLIP ViT-B/16 (OpenAI), encode_image"),
+        ("ViT-L-14", "openai", ("clip-l",), "CLIP ViT-L/14 (OpenAI), encode_image"),
+        ("PE-Core-B-16", "meta", ("pe-core",), "Perception Encoder Core B/16, encode_image"),
+        (
+            "PE-Core-L-14-336",
+            "meta",
+            ("pe-core-l",),
+            "Perception Encoder Core L/14 at 336, encode_image",
+        ),
+        ("ViT-B-16-SigLIP2", "webli", ("siglip2",), "SigLIP 2 ViT-B/16, pooled image embedding"),
+    ):
+        register_backbone(
+            BackboneSpec(
+                name=f"open_clip:{model}/{tag}",
+                source="open_clip",
+                model=model,
+                tag=tag,
+                aliases=aliases,
+                description=text,
+            )
+        )
+    register_backbone(
+        BackboneSpec(
+            name="hf:Salesforce/blip-itm-base-coco",
+            source="hf",
+            model="Salesforce/blip-itm-base-coco",
+            tag=None,
+            aliases=("blip",),
+            description="BLIP ITM base (COCO): vision_proj of the CLS token",
+        )
+    )
+
+
+_builtin()
+
+
+def list_backbones(pattern: str = "*", *, aliases: bool = True) -> list[str]:
+    """Registered names matching a shell-style ``pattern`` (e.g. ``'*dinov2*'``).
+
+    Args:
+        pattern: an ``fnmatch`` pattern, matched case-insensitively.
+        aliases: include the short aliases as well as the canonical full specs.
+
+    Returns:
+        Sorted names.
+    """
+    names = list(_REGISTRY) + (list(_ALIASES) if aliases else [])
+    return sorted(n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower()))
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """Resolve an alias, a canonical name or a full spec (``timm:``, ``open_clip:``, ``hf:``).
+
+    Raises:
+        UnknownNameError: an unknown alias, with close matches.
+        ArgumentError: a malformed full spec.
+    """
+    if not isinstance(name, str) or not name:
+        raise ArgumentError(f"backbone must be a registered name or an nn.Module; got {name!r}")
+    key = name.strip()
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    if key.lower() in _ALIASES:
+        return _REGISTRY[_ALIASES[key.lower()]]
+    source, sep, rest = key.partition(":")
+    if not sep:
+        raise UnknownNameError(
+            "backbone",
+            name,
+            list(_ALIASES) + list(_REGISTRY),
+            hint="Full specs look like 'timm:<arch>.<tag>', 'open_clip:<model>/<pretrained>', "
+            "'hf:<org>/<repo>@<revision>'; or pass an nn.Module.",
+        )
+    if not rest:
+        raise ArgumentError(f"backbone spec {name!r} names no model after {source!r}:")
+    if source == "timm":
+        model, _, tag = rest.partition(".")
+        return BackboneSpec(name=key, source="timm", model=model, tag=tag or None)
+    if source == "open_clip":
+        model, _, tag = rest.partition("/")
+        return BackboneSpec(name=key, source="open_clip", model=model, tag=tag or None)
+    if source == "hf":
+        repo, _, revision = rest.partition("@")
+        base = _REGISTRY.get(f"hf:{repo}")
+        if base is not None:
+            return BackboneSpec(
+                name=key,
+                source="hf",
+                model=repo,
+                tag=revision or None,
+                aliases=(),
+                preprocess=base.preprocess,
+                description=base.description,
+            )
+        return BackboneSpec(name=key, source="hf", model=repo, tag=revision or None)
+    raise ArgumentError(
+        f"backbone spec {name!r}: unknown source {source!r}; expected 'timm', 'open_clip' or 'hf'"
+    )

@@ -1,0 +1,72 @@
+"""Calibration heads that map HLF cosine fidelity to predicted human fidelity."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._base import HubHead
+
+
+class CalibrationHead(HubHead):
+    """``s = sigmoid(scale * cos + bias)``: cosine fidelity -> predicted human fidelity in [0, 1].
+
+    Monotone in the cosine (for ``scale > 0``), so it changes PLCC / RMSE against human
+    scores but never the ranking (SRCC). Fit it with :func:`percepfid.train.fit_hlf_head`.
+
+    Args:
+        scale: initial slope. The default maps cos 0.5 -> 0.5 and cos 1.0 -> 0.993.
+        bias: initial offset.
+
+    Shape:
+        - cosine: ``(B,)``
+        - output: ``(B,)`` in ``[0, 1]``
+
+    Example:
+        >>> head = CalibrationHead()
+        >>> head(torch.tensor([0.5, 1.0]))
+        tensor([0.5000, 0.9933], grad_fn=<SigmoidBackward0>)
+    """
+
+    def __init__(self, scale: float = 10.0, bias: float = -5.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+        self.bias = nn.Parameter(torch.tensor(float(bias)))
+
+    def forward(self, cosine: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.scale * cosine + self.bias)
+
+
+class MLPCalibrationHead(HubHead):
+    """An MLP on ``[cos, mean|e_sr - e_gt|, max|e_sr - e_gt|]`` -> fidelity in [0, 1].
+
+    A richer alternative to :class:`CalibrationHead` (PAPERS.md section 1 [D]).
+
+    Args:
+        hidden: width of the hidden layer.
+
+    Shape:
+        - features: ``(B, 3)`` from :meth:`features`.
+        - output: ``(B,)`` in ``[0, 1]``.
+    """
+
+    num_features = 3
+
+    def __init__(self, hidden: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(self.num_features, hidden), nn.GELU(), nn.Linear(hidden, 1)
+        )
+
+    @staticmethod
+    def features(
+        cosine: torch.Tensor, sr_embedding: torch.Tensor, gt_embedding: torch.Tensor
+    ) -> torch.Tensor:
+        """The head's input features from the cosine and both embeddings."""
+        diff = (sr_embedding - gt_embedding).abs().flatten(1).float()
+        scale = gt_embedding.flatten(1).float().norm(dim=1, keepdim=True).clamp_min(1e-8)
+        diff = diff / scale * diff.shape[1] ** 0.5
+        return torch.stack([cosine.float(), diff.mean(1), diff.amax(1)], dim=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(features).squeeze(-1))
