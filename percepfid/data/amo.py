@@ -1,0 +1,198 @@
+"""AMO (argmax-online) target selection, Zhang et al., arXiv 2504.18524.
+
+For every training sample, take one random crop location shared by all its candidate
+ground truths, score each candidate's crop with a no-reference IQA model and train on the
+best crop. The temperature of SMA/SMP goes to zero, per patch and per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .._checks import check_tensor
+from .._errors import ArgumentError, DTypeError, EmptyBatchError, ShapeError
+from ..iqa import NRIQAModel, create_nriqa
+
+__all__ = ["AMOSelection", "ArgmaxPatchSelector"]
+
+
+class AMOSelection(NamedTuple):
+    """What :class:`ArgmaxPatchSelector` returns (all without autograd history).
+
+    Attributes:
+        patch: ``(B, 3, patch_size, patch_size)`` the best candidate's crop.
+        index: ``(B,)`` int64, the chosen candidate (ties: the lowest index).
+        top: ``(B,)`` int64, the crop's top row in the candidates' coordinates.
+        left: ``(B,)`` int64, the crop's left column. The matching LR crop starts at
+            ``(top // scale, left // scale)`` with side ``patch_size // scale``.
+        scores: ``(B, K)`` the crops' scores (``NaN`` for masked-out candidates).
+    """
+
+    patch: torch.Tensor
+    index: torch.Tensor
+    top: torch.Tensor
+    left: torch.Tensor
+    scores: torch.Tensor
+
+
+class ArgmaxPatchSelector(nn.Module):
+    """Pick the best-scoring candidate crop per sample, at one crop location per sample.
+
+    Args:
+        iqa: an NR-IQA name (see :func:`~percepfid.iqa.create_nriqa`), model or callable.
+        patch_size: side of the square crop (in ground-truth pixels).
+        scale: the SR factor; crop corners are multiples of it so the LR crop aligns
+            exactly (``patch_size`` must be divisible by it).
+        pretrained: load the IQA model's real weights (``False``: random, tests only).
+        chunk_size: score at most this many crops per IQA call (``None``: all at once).
+        iqa_kwargs: extra options for :func:`~percepfid.iqa.create_nriqa`.
+
+    Shape:
+        - candidates: ``(B, K, 3, H, W)`` in the IQA model's input range, ``H, W >= patch_size``.
+        - mask: optional ``(B, K)`` bool, ``True`` = eligible.
+        - output: an :class:`AMOSelection`.
+
+    Example:
+        >>> selector = ArgmaxPatchSelector(lambda x: x.mean(dim=(1, 2, 3)), patch_size=8)
+        >>> out = selector(torch.rand(2, 4, 3, 16, 16))
+        >>> out.patch.shape, out.index.shape
+        (torch.Size([2, 3, 8, 8]), torch.Size([2]))
+    """
+
+    def __init__(
+        self,
+        iqa: str | nn.Module | Callable[[torch.Tensor], torch.Tensor],
+        patch_size: int,
+        *,
+        scale: int = 1,
+        pretrained: bool = True,
+        chunk_size: int | None = None,
+        iqa_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        for value, name in ((patch_size, "patch_size"), (scale, "scale")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ArgumentError(f"{name} must be a positive int; got {value!r}")
+        if patch_size % scale:
+            raise ArgumentError(
+                f"patch_size={patch_size} must be divisible by scale={scale} so the LR crop aligns"
+            )
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ArgumentError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
+        self.iqa: NRIQAModel = create_nriqa(iqa, pretrained=pretrained, **(iqa_kwargs or {}))
+        self.patch_size = patch_size
+        self.scale = scale
+        self.chunk_size = chunk_size
+
+    def train(self, mode: bool = True) -> ArgmaxPatchSelector:  # noqa: ARG002 - no training state
+        return super().train(False)
+
+    def _locations(
+        self, batch: int, height: int, width: int, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        p, s = self.patch_size, self.scale
+        rows = (height - p) // s + 1
+        cols = (width - p) // s + 1
+        top = torch.randint(rows, (batch,), generator=generator) * s
+        left = torch.randint(cols, (batch,), generator=generator) * s
+        return top, left
+
+    @torch.no_grad()
+    def forward(
+        self,
+        candidates: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        top: torch.Tensor | None = None,
+        left: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> AMOSelection:
+        """Select the best crop of each sample.
+
+        Args:
+            candidates: ``(B, K, 3, H, W)`` candidate ground truths.
+            mask: ``(B, K)`` bool, ``True`` where a candidate may be chosen.
+            top: ``(B,)`` crop rows to use instead of random ones (with ``left``).
+            left: ``(B,)`` crop columns.
+            generator: random source of the crop locations (CPU generator).
+
+        Returns:
+            :class:`AMOSelection` (no autograd graph).
+
+        Raises:
+            ShapeError: wrong rank, channels, crop larger than the image, bad ``mask`` or
+                location shapes, or a location outside the image.
+            ArgumentError: a sample with no eligible candidate.
+        """
+        check_tensor(candidates, "candidates")
+        if candidates.ndim != 5 or candidates.shape[2] != 3:
+            raise ShapeError(
+                f"candidates must have shape (B, K, 3, H, W); got {tuple(candidates.shape)}"
+            )
+        batch, count, _, height, width = candidates.shape
+        if batch == 0 or count == 0:
+            raise EmptyBatchError(f"candidates must have B, K >= 1; got {tuple(candidates.shape)}")
+        p = self.patch_size
+        if height < p or width < p:
+            raise ShapeError(f"candidates of size {height}x{width} are smaller than patch_size={p}")
+        if mask is None:
+            mask = torch.ones(batch, count, dtype=torch.bool)
+        else:
+            if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+                raise DTypeError("mask must be a bool tensor of shape (B, K)")
+            if mask.shape != (batch, count):
+                raise ShapeError(
+                    f"mask must have shape ({batch}, {count}); got {tuple(mask.shape)}"
+                )
+            empty = (~mask.any(dim=1)).nonzero().flatten()
+            if len(empty):
+                raise ArgumentError(f"samples {empty.tolist()} have no eligible candidate in mask")
+        mask = mask.to(candidates.device)
+        if (top is None) != (left is None):
+            raise ArgumentError("pass both top and left, or neither")
+        if top is None:
+            top, left = self._locations(batch, height, width, generator)
+        else:
+            top = torch.as_tensor(top, dtype=torch.long).cpu()
+            left = torch.as_tensor(left, dtype=torch.long).cpu()
+            if top.shape != (batch,) or left.shape != (batch,):
+                raise ShapeError(f"top and left must have shape ({batch},)")
+            if (
+                (top < 0).any()
+                or (left < 0).any()
+                or (top > height - p).any()
+                or (left > width - p).any()
+            ):
+                raise ShapeError(
+                    f"crop locations must keep a {p}x{p} crop inside {height}x{width}; "
+                    f"got top={top.tolist()}, left={left.tolist()}"
+                )
+
+        crops = torch.stack(
+            [
+                candidates[b, :, :, t : t + p, l_ : l_ + p]
+                for b, (t, l_) in enumerate(zip(top.tolist(), left.tolist(), strict=True))
+            ]
+        )
+        flat = crops.reshape(batch * count, 3, p, p)
+        chunk = self.chunk_size or flat.shape[0]
+        scores = torch.cat([self.iqa(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)])
+        scores = scores.reshape(batch, count).float()
+        oriented = scores if self.iqa.higher_is_better else -scores
+        # NaN scores (a broken crop) never win; masked candidates never win
+        oriented = oriented.nan_to_num(nan=-torch.inf).masked_fill(~mask, -torch.inf)
+        index = oriented.argmax(dim=1)  # the first maximum: ties go to the lowest index
+        patch = crops[torch.arange(batch, device=crops.device), index]
+        return AMOSelection(
+            patch.detach().clone(),
+            index.cpu(),
+            top,
+            left,
+            scores.masked_fill(~mask, torch.nan).detach(),
+        )

@@ -1,0 +1,253 @@
+"""IQA-weighted ground-truth sampling (SMA / SMP), Zhang et al., arXiv 2504.18524.
+
+Each training input has several candidate ground truths. Every epoch visits each input and
+draws one candidate from ``softmax(Q / temperature)`` over its eligible candidates (all of
+them: SMA; human positives only: SMP), the best one (``argmax``) or a uniform one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+
+from .._checks import check_choice, check_positive
+from .._errors import ArgumentError, DTypeError, EmptyBatchError, NonFiniteError, ShapeError
+
+__all__ = ["IQAWeightedSampler", "candidate_probabilities", "SAMPLER_MODES"]
+
+SAMPLER_MODES = ("softmax", "argmax", "uniform")
+
+
+def _as_matrix(value: Any, name: str, dtype: torch.dtype) -> torch.Tensor:
+    try:
+        tensor = torch.as_tensor(value).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise DTypeError(
+            f"{name} must be a 2-D array-like; got {type(value).__name__} ({error})"
+        ) from None
+    if tensor.ndim != 2:
+        raise ShapeError(
+            f"{name} must have shape (items, candidates); got {tensor.ndim} dims {tuple(tensor.shape)}"
+        )
+    if tensor.shape[0] == 0 or tensor.shape[1] == 0:
+        raise EmptyBatchError(
+            f"{name} must have at least one item and one candidate; got {tuple(tensor.shape)}"
+        )
+    if dtype == torch.bool:
+        if tensor.dtype != torch.bool:
+            raise DTypeError(f"{name} must be a boolean mask; got dtype {tensor.dtype}")
+        return tensor
+    if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64)):
+        raise DTypeError(f"{name} must hold numbers; got dtype {tensor.dtype}")
+    return tensor.to(dtype)
+
+
+def candidate_probabilities(
+    scores: Any,
+    *,
+    mode: str = "softmax",
+    temperature: float = 10.0,
+    candidates: Any = None,
+    higher_is_better: bool = True,
+) -> torch.Tensor:
+    """The probability of drawing each candidate of each item (float64).
+
+    Args:
+        scores: ``(items, candidates)`` quality scores; ``NaN`` marks an absent candidate.
+        mode: ``'softmax'`` (``softmax(score / temperature)``), ``'argmax'`` (the best
+            eligible candidate, ties to the lowest index) or ``'uniform'``.
+        temperature: softmax temperature on the scores' own scale (the paper uses 10 on
+            MUSIQ's 0-100 scale; use about 0.1 for scores in ``[0, 1]``).
+        candidates: optional boolean mask ``(items, candidates)``: ``True`` = eligible
+            (all: SMA; human positives: SMP).
+        higher_is_better: ``False`` for a score where lower means better (it is negated).
+
+    Returns:
+        ``(items, candidates)`` float64 probabilities; each row sums to 1, ineligible
+        entries are 0.
+
+    Raises:
+        ArgumentError: an item has no eligible candidate; bad ``mode``/``temperature``.
+        NonFiniteError: an eligible score is infinite.
+        ShapeError, DTypeError: malformed ``scores`` or ``candidates``.
+    """
+    check_choice(mode, "mode", SAMPLER_MODES)
+    check_positive(temperature, "temperature")
+    values = _as_matrix(scores, "scores", torch.float64)
+    eligible = ~torch.isnan(values)
+    if candidates is not None:
+        mask = _as_matrix(candidates, "candidates", torch.bool)
+        if mask.shape != values.shape:
+            raise ShapeError(
+                f"candidates must have the shape of scores {tuple(values.shape)}; got {tuple(mask.shape)}"
+            )
+        eligible &= mask
+    empty = (~eligible.any(dim=1)).nonzero().flatten()
+    if len(empty):
+        raise ArgumentError(
+            f"items {empty[:10].tolist()} have no eligible candidate (all NaN or masked out); "
+            "drop those items or unmask at least one candidate each"
+        )
+    if torch.isinf(values[eligible]).any():
+        raise NonFiniteError("scores holds infinite values for eligible candidates")
+    if not higher_is_better:
+        values = -values
+    if mode == "uniform":
+        probabilities = eligible.to(torch.float64)
+    elif mode == "argmax":
+        filled = values.masked_fill(~eligible, -math.inf)
+        best = filled.argmax(dim=1)  # first maximum: ties go to the lowest index
+        probabilities = torch.zeros_like(values)
+        probabilities[torch.arange(len(best)), best] = 1.0
+    else:
+        logits = (values / temperature).masked_fill(~eligible, -math.inf)
+        probabilities = torch.softmax(logits, dim=1)
+    return probabilities / probabilities.sum(dim=1, keepdim=True)
+
+
+class IQAWeightedSampler(Sampler[tuple[int, int]]):
+    """Yield ``(item, candidate)`` pairs, the candidate drawn by its quality score.
+
+    Each epoch visits the items in a shuffled order (``num_samples`` draws in all,
+    repeating the items when it exceeds their number) and draws a candidate for each visit
+    from :func:`candidate_probabilities`. The draw is a pure function of ``(seed, epoch)``:
+    every rank computes the same epoch and keeps its own slice, like
+    ``torch.utils.data.DistributedSampler``, so ranks are disjoint and equally long
+    (the epoch is padded by wrapping around when it does not divide evenly, or trimmed
+    with ``drop_last``). Call :meth:`set_epoch` at the start of every epoch.
+
+    The dataset receives the pair as its index: ``dataset[(item, candidate)]``.
+
+    Args:
+        scores: ``(items, candidates)`` scores; ``NaN`` marks an absent candidate.
+        mode: ``'softmax'`` (SMA/SMP), ``'argmax'`` or ``'uniform'`` (Rand/UPos baselines).
+        temperature: softmax temperature on the score's scale (default 10, the paper's
+            value for MUSIQ's 0-100 scale; about 0.1 suits scores in ``[0, 1]``).
+        candidates: boolean mask of eligible candidates (``None``: all present ones).
+        num_samples: draws per epoch over all ranks (default: the number of items).
+        seed: base seed, shared by all ranks.
+        shuffle: visit the items in a random order (``False``: ``0, 1, 2, ...``).
+        num_replicas: number of ranks (default: ``torch.distributed`` world size, or 1).
+        rank: this rank (default: ``torch.distributed`` rank, or 0).
+        drop_last: drop the tail that does not divide evenly instead of padding.
+        higher_is_better: ``False`` when a lower score means a better image.
+
+    Example:
+        >>> scores = torch.tensor([[60.0, 70.0, float("nan")], [50.0, 40.0, 45.0]])
+        >>> sampler = IQAWeightedSampler(scores, temperature=10.0, seed=0)
+        >>> sampler.set_epoch(0)
+        >>> sorted(item for item, _ in sampler)
+        [0, 1]
+    """
+
+    def __init__(
+        self,
+        scores: Any,
+        mode: str = "softmax",
+        temperature: float = 10.0,
+        candidates: Any = None,
+        num_samples: int | None = None,
+        seed: int = 0,
+        *,
+        shuffle: bool = True,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+        higher_is_better: bool = True,
+    ) -> None:
+        self.probabilities = candidate_probabilities(
+            scores,
+            mode=mode,
+            temperature=temperature,
+            candidates=candidates,
+            higher_is_better=higher_is_better,
+        )
+        self.mode = mode
+        self.temperature = float(temperature)
+        self.num_items = self.probabilities.shape[0]
+        if num_samples is None:
+            num_samples = self.num_items
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ArgumentError(f"num_samples must be a positive int; got {num_samples!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise DTypeError(f"seed must be an int; got {seed!r}")
+        num_replicas, rank = _world(num_replicas, rank)
+        self.num_samples = num_samples
+        self.seed = seed
+        self.shuffle = bool(shuffle)
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+        if self.drop_last:
+            self.per_rank = num_samples // num_replicas
+            if self.per_rank == 0:
+                raise ArgumentError(
+                    f"drop_last=True with num_samples={num_samples} < num_replicas={num_replicas} "
+                    "leaves every rank empty"
+                )
+        else:
+            self.per_rank = math.ceil(num_samples / num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose draw :meth:`__iter__` yields (call it every epoch)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ArgumentError(f"epoch must be a non-negative int; got {epoch!r}")
+        self.epoch = epoch
+
+    def epoch_draw(self, epoch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole epoch over all ranks, before sharding: ``(items, candidates)`` int64.
+
+        A pure function of ``(seed, epoch)`` and the sampler's settings.
+        """
+        epoch = self.epoch if epoch is None else epoch
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        total = self.per_rank * self.num_replicas
+        if self.shuffle:
+            repeats = math.ceil(self.num_samples / self.num_items)
+            order = torch.cat(
+                [torch.randperm(self.num_items, generator=generator) for _ in range(repeats)]
+            )
+        else:
+            order = torch.arange(self.num_items).repeat(
+                math.ceil(self.num_samples / self.num_items)
+            )
+        items = order[: self.num_samples]
+        # pad by wrapping around (or trim with drop_last) so every rank gets the same count
+        items = items.repeat(math.ceil(total / len(items)))[:total]
+        if self.mode == "argmax":
+            chosen = self.probabilities[items].argmax(dim=1)
+        else:
+            chosen = torch.multinomial(self.probabilities[items], 1, generator=generator).flatten()
+        return items, chosen
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        items, chosen = self.epoch_draw()
+        mine = slice(self.rank, len(items), self.num_replicas)
+        yield from zip(items[mine].tolist(), chosen[mine].tolist(), strict=True)
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    if num_replicas is None or rank is None:
+        import torch.distributed as dist
+
+        initialised = dist.is_available() and dist.is_initialized()
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if initialised else 1
+        if rank is None:
+            rank = dist.get_rank() if initialised else 0
+    for value, name in ((num_replicas, "num_replicas"), (rank, "rank")):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DTypeError(f"{name} must be an int; got {value!r}")
+    if num_replicas < 1:
+        raise ArgumentError(f"num_replicas must be >= 1; got {num_replicas}")
+    if not 0 <= rank < num_replicas:
+        raise ArgumentError(f"rank must be in [0, {num_replicas - 1}]; got {rank}")
+    return num_replicas, rank

@@ -1,0 +1,153 @@
+"""The common shell of every no-reference IQA model: validation, freezing, eval lock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .._checks import check_image, check_input_range
+from .._errors import ArgumentError, DTypeError, ShapeError
+
+__all__ = ["NRIQAModel", "CallableNRIQA"]
+
+
+class NRIQAModel(nn.Module):
+    """Base class of the no-reference IQA models: images ``(B, 3, H, W)`` -> scores ``(B,)``.
+
+    Subclasses implement :meth:`score` on images already validated and mapped to
+    ``[0, 1]``. The model is frozen (no parameter requires grad) and locked in ``eval()``
+    even when a parent calls ``.train()``; gradients still flow to the input images.
+
+    Attributes:
+        higher_is_better: whether a larger score means a better-looking image.
+        score_range: the ``(low, high)`` range of the scores, or ``None`` when unbounded
+            or unknown.
+        is_differentiable: whether gradients w.r.t. the input are meaningful.
+        name: a short identifier (used as a cache key by :func:`score_candidates`).
+    """
+
+    higher_is_better: bool = True
+    is_differentiable: bool = True
+    score_range: tuple[float, float] | None = None
+    name: str = "nriqa"
+
+    def __init__(self, input_range: Sequence[float] = (0.0, 1.0)) -> None:
+        super().__init__()
+        self.input_range = check_input_range(input_range)
+
+    def freeze(self) -> NRIQAModel:
+        """Stop gradients to every parameter and switch to ``eval()`` for good."""
+        self.requires_grad_(False)
+        super().train(False)
+        return self
+
+    def train(self, mode: bool = True) -> NRIQAModel:  # noqa: ARG002 - frozen model
+        """Stay in ``eval()``: the IQA model is frozen; ``mode`` is ignored."""
+        return super().train(False)
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        """Scores of validated images in ``[0, 1]``; ``(B, 3, H, W)`` -> ``(B,)``."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Score a batch of images.
+
+        Args:
+            images: ``(B, 3, H, W)`` floats in ``input_range``.
+
+        Returns:
+            ``(B,)`` scores (see ``higher_is_better`` and ``score_range``).
+
+        Raises:
+            DTypeError, ShapeError, EmptyBatchError, RangeError, NonFiniteError: bad input.
+        """
+        check_image(images, "images", input_range=self.input_range)
+        low, high = self.input_range
+        if (low, high) != (0.0, 1.0):
+            images = (images - low) / (high - low)
+        scores = self.score(images)
+        return _as_scores(scores, images.shape[0], self.name)
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, higher_is_better={self.higher_is_better}, "
+            f"score_range={self.score_range}"
+        )
+
+
+def _as_scores(scores: object, batch: int, name: str) -> torch.Tensor:
+    if not isinstance(scores, torch.Tensor):
+        raise DTypeError(f"NR-IQA model {name!r} must return a tensor; got {type(scores).__name__}")
+    if scores.ndim == 2 and scores.shape[1] == 1:
+        scores = scores[:, 0]
+    if scores.shape != (batch,):
+        raise ShapeError(
+            f"NR-IQA model {name!r} must return one score per image, shape ({batch},) or "
+            f"({batch}, 1); got {tuple(scores.shape)}"
+        )
+    return scores
+
+
+class CallableNRIQA(NRIQAModel):
+    """Wrap any ``nn.Module`` or callable ``images -> (B,)`` scores as an NR-IQA model.
+
+    A wrapped ``nn.Module`` is frozen and kept in ``eval()``. A plain callable is stored as
+    is (it should not hold trainable state).
+
+    Args:
+        model: an ``nn.Module`` or callable taking ``(B, 3, H, W)`` images in ``[0, 1]``
+            and returning ``(B,)`` or ``(B, 1)`` scores.
+        higher_is_better: whether larger scores mean better images.
+        score_range: the score range, if known.
+        name: identifier (default: the class or function name).
+        input_range: the value range of the images passed to :meth:`forward`; they are
+            mapped to ``[0, 1]`` before ``model`` sees them.
+
+    Example:
+        >>> iqa = CallableNRIQA(lambda x: x.std(dim=(1, 2, 3)), score_range=(0.0, 0.5))
+        >>> iqa(torch.rand(2, 3, 16, 16)).shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+        *,
+        higher_is_better: bool = True,
+        score_range: Sequence[float] | None = None,
+        name: str | None = None,
+        input_range: Sequence[float] = (0.0, 1.0),
+    ) -> None:
+        super().__init__(input_range)
+        if not callable(model):
+            raise DTypeError(
+                f"model must be an nn.Module or a callable; got {type(model).__name__}"
+            )
+        if isinstance(model, nn.Module):
+            self.model = model
+        else:
+            self._function = model
+        self.higher_is_better = bool(higher_is_better)
+        self.score_range = _check_score_range(score_range)
+        self.name = name or getattr(model, "__name__", type(model).__name__)
+        self.freeze()
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        fn = self.model if "model" in self._modules else self._function
+        return fn(images)
+
+
+def _check_score_range(score_range: Sequence[float] | None) -> tuple[float, float] | None:
+    if score_range is None:
+        return None
+    try:
+        low, high = (float(v) for v in score_range)
+    except (TypeError, ValueError):
+        raise ArgumentError(
+            f"score_range must be a pair (low, high); got {score_range!r}"
+        ) from None
+    if not low < high:
+        raise ArgumentError(f"score_range must satisfy low < high; got {score_range!r}")
+    return (low, high)

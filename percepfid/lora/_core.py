@@ -1,0 +1,279 @@
+"""LoRA injection, parameters, merging and adapter files, built on peft."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._checks import check_positive
+from .._errors import ArgumentError, DTypeError, WeightsError
+from .._imports import require
+from ._targets import LoRATargets, default_rank, find_lora_targets
+
+__all__ = [
+    "inject_lora",
+    "has_lora",
+    "lora_layer_names",
+    "lora_parameters",
+    "lora_state_dict",
+    "merge_lora",
+    "save_lora",
+    "load_lora",
+]
+
+logger = logging.getLogger(__name__)
+
+_ADAPTER = "default"
+_FORMAT = "percepfid.lora/1"
+
+
+def _lora_layer_type() -> type:
+    require("peft", "LoRA fine-tuning")
+    from peft.tuners.lora import LoraLayer
+
+    return LoraLayer
+
+
+def _lora_layers(model: nn.Module) -> dict[str, nn.Module]:
+    layer_type = _lora_layer_type()
+    return {name: m for name, m in model.named_modules() if isinstance(m, layer_type)}
+
+
+def has_lora(model: nn.Module) -> bool:
+    """True when ``model`` holds at least one peft LoRA layer."""
+    return bool(_lora_layers(model))
+
+
+def lora_layer_names(model: nn.Module) -> list[str]:
+    """Names of the layers that carry a LoRA adapter (the wrapped layers' original names)."""
+    return list(_lora_layers(model))
+
+
+def inject_lora(
+    model: nn.Module,
+    targets: LoRATargets = "auto",
+    *,
+    rank: int | None = None,
+    alpha: float | None = None,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """Attach fresh LoRA adapters to ``model`` in place and freeze everything else.
+
+    Adapters follow the paper's settings (arXiv 2504.18524): ``B`` starts at zero, so the
+    model's outputs do not change until it trains; ``alpha = rank`` (scale 1) by default;
+    no dropout. Every parameter of ``model`` other than the adapters gets
+    ``requires_grad=False``.
+
+    Args:
+        model: the network to adapt; modified in place and returned.
+        targets: ``'auto'`` (default), ``'swinir-mlp'``, ``'rrdb-convs'``, a regex over
+            module names, a list of names or a predicate (see :func:`find_lora_targets`).
+        rank: adapter rank; ``None`` uses the preset's rank (48 for ``'swinir-mlp'``, 24 for
+            ``'rrdb-convs'``; for ``'auto'`` the rank of the family found) or 16.
+        alpha: LoRA scaling numerator (scale = alpha / rank); ``None`` means ``rank``.
+        dropout: dropout on the adapter input.
+
+    Returns:
+        ``model`` itself, now holding peft LoRA layers.
+
+    Raises:
+        ArgumentError: no layer matches ``targets``, the model already holds adapters, or
+            ``rank``/``alpha``/``dropout`` is out of range.
+        MissingDependencyError: peft is not installed (``pip install 'percepfid[lora]'``).
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 3, 3))
+        >>> net = inject_lora(net, r"0|2", rank=4)
+        >>> len(lora_parameters(net))
+        4
+    """
+    require("peft", "LoRA fine-tuning")
+    from peft import LoraConfig, inject_adapter_in_model
+
+    if has_lora(model):
+        raise ArgumentError(
+            "model already holds LoRA adapters; merge them first (merge_lora) or load "
+            "adapter weights with load_lora"
+        )
+    names = find_lora_targets(model, targets)
+    if rank is None:
+        rank = default_rank(model, targets)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ArgumentError(f"rank must be a positive int; got {rank!r}")
+    alpha = float(rank) if alpha is None else check_positive(alpha, "alpha")
+    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ArgumentError(f"dropout must be in [0, 1); got {dropout!r}")
+    pattern = "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=float(dropout),
+        target_modules=pattern,
+        bias="none",
+        init_lora_weights=True,
+    )
+    inject_adapter_in_model(config, model, adapter_name=_ADAPTER)
+    # peft freezes the base layers it wraps; freeze the rest of the network as well.
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(".lora_" in f".{name}")
+    model._percepfid_lora = {"rank": rank, "alpha": alpha, "dropout": float(dropout)}
+    logger.debug("LoRA rank %d alpha %g on %d layers: %s", rank, alpha, len(names), names)
+    return model
+
+
+def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The LoRA adapter parameters of ``model`` (what the optimiser should receive).
+
+    Raises:
+        ArgumentError: ``model`` holds no adapters.
+    """
+    params = [p for name, p in model.named_parameters() if ".lora_" in f".{name}"]
+    if not params:
+        raise ArgumentError("model holds no LoRA adapters; call inject_lora(model, ...) first")
+    return params
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter weights only, keyed by their names in ``model.state_dict()``."""
+    state = {k: v for k, v in model.state_dict().items() if ".lora_" in f".{k}"}
+    if not state:
+        raise ArgumentError("model holds no LoRA adapters; call inject_lora(model, ...) first")
+    return state
+
+
+def merge_lora(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """Fold the adapters into the base weights and return a plain network.
+
+    The result holds the original layer types (``nn.Linear``, ``nn.Conv2d``) with updated
+    weights, no peft modules, and gives the same outputs as the adapted model (up to float
+    rounding). All its parameters have ``requires_grad=True``, like a freshly built model.
+
+    Args:
+        model: a network holding LoRA adapters.
+        inplace: merge into ``model`` itself; by default a deep copy is merged and
+            ``model`` keeps its adapters.
+
+    Returns:
+        The merged plain network.
+
+    Raises:
+        ArgumentError: ``model`` holds no adapters.
+    """
+    layers = _lora_layers(model)
+    if not layers:
+        raise ArgumentError("model holds no LoRA adapters; nothing to merge")
+    target = model if inplace else copy.deepcopy(model)
+    for name in _lora_layers(target):
+        layer = target.get_submodule(name)
+        layer.merge(safe_merge=True)
+        base = layer.get_base_layer()
+        parent_name, _, child = name.rpartition(".")
+        parent = target.get_submodule(parent_name) if parent_name else target
+        setattr(parent, child, base)
+    for attribute in ("peft_config", "_percepfid_lora"):
+        if attribute in target.__dict__:
+            delattr(target, attribute)
+    for parameter in target.parameters():
+        parameter.requires_grad_(True)
+    return target
+
+
+def save_lora(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write the adapter weights (and their rank, alpha and layer names) to a safetensors file.
+
+    Args:
+        model: a network holding LoRA adapters.
+        path: the file to write (``.safetensors`` recommended).
+
+    Returns:
+        The path written.
+    """
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in lora_state_dict(model).items()}
+    settings = getattr(model, "_percepfid_lora", None) or _settings_from_peft(model)
+    metadata = {
+        "format": _FORMAT,
+        "rank": str(settings["rank"]),
+        "alpha": repr(float(settings["alpha"])),
+        "dropout": repr(float(settings.get("dropout", 0.0))),
+        "layers": json.dumps(lora_layer_names(model)),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
+def _settings_from_peft(model: nn.Module) -> dict[str, float]:
+    config = getattr(model, "peft_config", {}).get(_ADAPTER)
+    if config is None:
+        raise ArgumentError("cannot tell the LoRA rank of this model; inject with inject_lora")
+    return {"rank": config.r, "alpha": config.lora_alpha, "dropout": config.lora_dropout}
+
+
+def load_lora(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> nn.Module:
+    """Load adapters saved by :func:`save_lora` into ``model``.
+
+    A plain ``model`` (the same architecture, without adapters) first gets adapters on the
+    layers recorded in the file; a model that already holds matching adapters is simply
+    overwritten. Base weights are not touched.
+
+    Args:
+        model: the network (plain or adapted).
+        path: a file written by :func:`save_lora`.
+        strict: require the file and the model's adapters to match key for key.
+
+    Returns:
+        ``model`` with the loaded adapters.
+
+    Raises:
+        WeightsError: the file is not a percepfid LoRA file, or keys/shapes do not match.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"LoRA adapter file {str(path)!r} does not exist")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != _FORMAT:
+        raise WeightsError(
+            f"{str(path)!r} is not a percepfid LoRA file (metadata format "
+            f"{metadata.get('format')!r}, expected {_FORMAT!r}); write it with save_lora"
+        )
+    state = load_file(str(path))
+    if not has_lora(model):
+        layers = json.loads(metadata["layers"])
+        try:
+            inject_lora(
+                model,
+                layers,
+                rank=int(metadata["rank"]),
+                alpha=float(metadata["alpha"]),
+                dropout=float(metadata.get("dropout", "0.0")),
+            )
+        except (ArgumentError, DTypeError) as error:
+            raise WeightsError(
+                f"LoRA file {str(path)!r} does not fit {type(model).__name__}: {error}"
+            ) from error
+    own = lora_state_dict(model)
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if mismatched or (strict and (missing or unexpected)):
+        raise WeightsError(
+            f"LoRA file {str(path)!r} does not match the model's adapters: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatch {mismatched[:5]}"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return model
