@@ -1,23 +1,18 @@
-"""Cosine similarity of embeddings: one dispatcher over a torch reference and a fused kernel."""
+"""Cosine similarity of embeddings: one dispatcher over a torch reference and a fused kernel.
+
+* :func:`cosine_similarity` is the public entry point (argument checks, backend choice).
+* ``_reference.py`` is the specification in plain torch (``backend='torch'``).
+* ``_triton.py`` holds the fused forward and backward Triton kernels, imported only when
+  they run; ``_ops.py`` registers them as ``torch.library`` custom ops
+  (``percepfid::cosine_similarity_forward`` / ``_backward``) so that ``torch.compile`` and
+  autograd see one node each way.
+
+The default backend comes from ``PERCEPFID_KERNEL`` (``auto``, ``torch`` or ``triton``).
+"""
 
 from __future__ import annotations
 
-import torch
+from .._errors import KernelUnavailableError
+from ._dispatch import cosine_similarity
 
-from ._reference import cosine_similarity_reference
-
-__all__ = ["cosine_similarity"]
-
-
-def cosine_similarity(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    dim: int = -1,
-    eps: float = 1e-8,
-    weight: torch.Tensor | None = None,
-    reduce: str | None = None,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """Per-row cosine similarity, optionally weighted and reduced over the token axis."""
-    return cosine_similarity_reference(x, y, dim=dim, eps=eps, weight=weight, reduce=reduce)
+__all__ = ["KernelUnavailableError", "cosine_similarity"]

@@ -1,8 +1,67 @@
-"""The readable specification of the cosine kernel, in plain torch (fp32 accumulation)."""
+"""The readable specification of the cosine kernel, in plain torch.
+
+Two layers live here:
+
+* :func:`cosine_similarity_reference` is *the* spec: a handful of torch ops whose autograd
+  gives the gradients. ``backend='torch'`` runs exactly this, and ``torch.compile`` fuses it.
+* :func:`cosine_forward_reference` / :func:`cosine_backward_reference` write the same math
+  the way the fused Triton kernels compute it: a forward that also returns per-row
+  statistics, and an explicit backward built from them. They are the CPU implementation
+  of the registered ``percepfid::cosine_similarity_*`` ops and the template the kernels
+  follow line by line; tests check them against autograd of the spec.
+
+Definition, for rows ``x_i``, ``y_i`` (the ``dim`` axis holds the features)::
+
+    cos_i = <x_i, y_i> / (max(||x_i||, eps) * max(||y_i||, eps)),  clamped to [-1, 1]
+
+* Accumulation is in float32 for float16/bfloat16/float32 inputs (float64 stays float64),
+  and the result has that accumulation dtype: ``1 - cos`` in half precision is too coarse
+  for a loss. No squared norm and no product of norms is ever formed in half precision,
+  so fp16 tokens with norms in the hundreds stay finite.
+* ``eps`` clamps each norm separately (unlike ``torch.nn.functional.cosine_similarity``,
+  which clamps under ``no_grad``). The gradient is the exact derivative of the formula
+  above: where ``||x|| >= eps``, ``d cos / d x = y / (||x|| max(||y||, eps)) - cos x / ||x||^2``
+  (orthogonal to ``x``, norm ``sin(theta) / ||x||``); where ``||x|| < eps`` the clamped norm
+  is the constant ``eps``, so ``d cos / d x = y / (eps max(||y||, eps))`` (finite, and zero
+  when ``y`` is zero too). At ``x = 0`` this is also the one-sided derivative, never NaN.
+* The clamp to ``[-1, 1]`` only removes rounding error (mathematically ``|cos| <= 1``).
+  It is applied to the value only; the gradient is that of the unclamped expression, so
+  the clamp never zeroes a gradient (a hard clamp would kill it at ``x || y``).
+* ``weight`` is per token (broadcastable to the cosine's shape). ``reduce=None`` returns
+  ``weight * cos``; ``'sum'`` returns ``sum(weight * cos)`` over the token axis (the last
+  axis of the cosine); ``'mean'`` returns ``sum(weight * cos) / sum(weight)`` (the plain
+  mean without weight). A zero weight sum gives inf/NaN (no host sync to check it).
+"""
 
 from __future__ import annotations
 
 import torch
+
+__all__ = [
+    "REDUCE_NONE",
+    "REDUCE_SUM",
+    "compute_dtype",
+    "cosine_backward_reference",
+    "cosine_forward_reference",
+    "cosine_similarity_reference",
+]
+
+# Integer codes of the reduction, as passed to the registered ops and the kernels.
+REDUCE_NONE = 0
+REDUCE_SUM = 1
+
+
+def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The accumulation (and output) dtype: float32, or float64 if any input is float64."""
+    result = torch.float32
+    for dtype in dtypes:
+        result = torch.promote_types(result, dtype)
+    return result
+
+
+def _clamp_unit(cos: torch.Tensor) -> torch.Tensor:
+    """Clamp the value to [-1, 1] but keep the gradient of the unclamped expression."""
+    return cos + (cos.clamp(-1.0, 1.0) - cos).detach()
 
 
 def cosine_similarity_reference(
@@ -14,18 +73,110 @@ def cosine_similarity_reference(
     weight: torch.Tensor | None = None,
     reduce: str | None = None,
 ) -> torch.Tensor:
-    """cos = <x, y> / (max(||x||, eps) * max(||y||, eps)) along ``dim``; see the package doc."""
-    out_dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
-    xf = x.to(out_dtype).movedim(dim, -1)
-    yf = y.to(out_dtype).movedim(dim, -1)
-    dot = (xf * yf).sum(-1)
-    norm_x = xf.square().sum(-1).sqrt().clamp_min(eps)
-    norm_y = yf.square().sum(-1).sqrt().clamp_min(eps)
-    cos = dot / (norm_x * norm_y)
+    """Cosine similarity along ``dim``, weighted and reduced over the token axis (the spec).
+
+    Arguments are validated by :func:`percepfid.kernels.cosine_similarity`; this function
+    assumes they are valid. See the module docstring for the exact semantics.
+    """
+    x, y = torch.broadcast_tensors(x, y)
+    dtype = compute_dtype(x.dtype, y.dtype)
+    xf = x.to(dtype)
+    yf = y.to(dtype)
+    dot = (xf * yf).sum(dim)
+    # vector_norm's backward is 0 at a zero vector (not 0/0), which the eps branch needs.
+    norm_x = torch.linalg.vector_norm(xf, dim=dim)
+    norm_y = torch.linalg.vector_norm(yf, dim=dim)
+    cos = _clamp_unit(dot / (norm_x.clamp_min(eps) * norm_y.clamp_min(eps)))
+    if weight is not None:
+        cos = cos * weight.to(dtype)
     if reduce is None:
-        return cos if weight is None else cos * weight.to(out_dtype)
+        return cos
+    total = cos.sum(-1)
+    if reduce == "sum":
+        return total
     if weight is None:
-        return cos.mean(-1) if reduce == "mean" else cos.sum(-1)
-    weight = weight.to(out_dtype)
-    weighted = (cos * weight).sum(-1)
-    return weighted / weight.expand_as(cos).sum(-1) if reduce == "mean" else weighted
+        return total / cos.shape[-1]
+    return total / weight.to(dtype).expand(cos.shape).sum(-1)
+
+
+def cosine_forward_reference(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor | None,
+    eps: float,
+    reduce: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused forward, written in torch: what the forward kernel computes.
+
+    Args:
+        x: ``(L, N, D)`` embeddings (any strides).
+        y: ``(L, N, D)`` embeddings (any strides).
+        weight: ``(L, N)`` per-token weight in the compute dtype, or ``None``.
+        eps: the norm clamp.
+        reduce: :data:`REDUCE_NONE` or :data:`REDUCE_SUM` (sum over ``N``).
+        scale: multiplies the reduced value (``1 / N`` makes the sum a mean).
+
+    Returns:
+        ``(out, stats)``: ``out`` is ``(L, N)`` (or ``(L,)`` when reduced) in the compute
+        dtype; ``stats`` is ``(3, L, N)``: the unclamped cosine and the two unclamped
+        norms per row, which the backward needs so that it reads ``x`` and ``y`` once.
+    """
+    dtype = compute_dtype(x.dtype, y.dtype)
+    xf = x.to(dtype)
+    yf = y.to(dtype)
+    dot = (xf * yf).sum(-1)
+    norm_x = torch.linalg.vector_norm(xf, dim=-1)
+    norm_y = torch.linalg.vector_norm(yf, dim=-1)
+    cos = dot / (norm_x.clamp_min(eps) * norm_y.clamp_min(eps))
+    value = cos.clamp(-1.0, 1.0)
+    if weight is not None:
+        value = value * weight
+    if reduce == REDUCE_SUM:
+        value = value.sum(-1) * scale
+    return value, torch.stack([cos, norm_x, norm_y])
+
+
+def cosine_backward_reference(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor | None,
+    stats: torch.Tensor,
+    eps: float,
+    reduce: int,
+    scale: float,
+    need_dx: bool,
+    need_dy: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused backward, written in torch: gradients for ``x`` and ``y`` from ``stats``.
+
+    With ``g`` the upstream gradient of each row (times its weight, and ``scale`` when
+    reduced), ``a = g / (max(||x||, eps) max(||y||, eps))`` and
+    ``b_x = g cos / ||x||^2`` where ``||x|| >= eps`` (else 0)::
+
+        dx = a y - b_x x        dy = a x - b_y y
+
+    Returns:
+        ``(dx, dy)`` in the dtypes of ``x`` and ``y``; an empty tensor stands in for a
+        gradient that was not requested.
+    """
+    cos, norm_x, norm_y = stats.unbind(0)
+    g = grad.unsqueeze(-1) * scale if reduce == REDUCE_SUM else grad
+    if weight is not None:
+        g = g * weight
+    clamped_x = norm_x.clamp_min(eps)
+    clamped_y = norm_y.clamp_min(eps)
+    a = (g / (clamped_x * clamped_y)).unsqueeze(-1)
+    zero = torch.zeros((), dtype=cos.dtype, device=cos.device)
+    xf = x.to(stats.dtype)
+    yf = y.to(stats.dtype)
+    dx = x.new_empty(0)
+    dy = y.new_empty(0)
+    if need_dx:
+        b_x = torch.where(norm_x >= eps, g * cos / (clamped_x * clamped_x), zero).unsqueeze(-1)
+        dx = (a * yf - b_x * xf).to(x.dtype)
+    if need_dy:
+        b_y = torch.where(norm_y >= eps, g * cos / (clamped_y * clamped_y), zero).unsqueeze(-1)
+        dy = (a * xf - b_y * yf).to(y.dtype)
+    return dx, dy

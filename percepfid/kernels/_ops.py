@@ -1,0 +1,177 @@
+"""The fused cosine path as registered torch ops, so that it composes with the compiler.
+
+``percepfid::cosine_similarity_forward`` and ``percepfid::cosine_similarity_backward`` are
+``torch.library.custom_op`` s: ``torch.compile(fullgraph=True)`` treats them as opaque
+nodes (their fake implementations give shapes and dtypes), autograd links them through
+:func:`torch.library.register_autograd`, and ``torch.library.opcheck`` validates them.
+
+Implementations by device:
+
+* CUDA: the Triton kernels of :mod:`percepfid.kernels._triton` (imported on first use);
+  float64 inputs use the torch formulas instead (the kernels accumulate in float32).
+* CPU (and any other device): the torch formulas of :mod:`percepfid.kernels._reference`;
+  under ``TRITON_INTERPRET=1`` (set before the kernel module was imported) CPU tensors
+  run through the Triton kernels in the interpreter, which is how CI tests them.
+
+Not written with ``from __future__ import annotations``: ``custom_op`` reads the type hints
+to build the op schema.
+"""
+
+import os
+import sys
+
+import torch
+from torch import Tensor
+
+from .._imports import is_available
+from ._reference import (
+    REDUCE_SUM,
+    compute_dtype,
+    cosine_backward_reference,
+    cosine_forward_reference,
+)
+
+__all__ = ["cosine_similarity_backward", "cosine_similarity_forward", "interpreter_unavailable"]
+
+_TRITON_MODULE = __package__ + "._triton"
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_TRITON_INSTALLED = is_available("triton")  # a constant, so torch.compile traces it plainly
+
+
+def interpreter_unavailable() -> str | None:
+    """None when the Triton kernels can run on CPU tensors (interpreter), else the reason."""
+    if not _TRITON_INSTALLED:
+        return "triton is not installed"
+    if os.environ.get("TRITON_INTERPRET", "0").strip().lower() not in {"1", "true", "on", "yes"}:
+        return "the tensors are on the CPU and TRITON_INTERPRET=1 is not set"
+    # triton.jit decides at decoration time whether a function is interpreted; that covers
+    # triton's own library functions (tl.zeros) as well as percepfid's kernels.
+    standard = sys.modules.get("triton.language.standard")
+    module = sys.modules.get(_TRITON_MODULE)
+    if (standard is not None and not _is_interpreted(standard.zeros)) or (
+        module is not None and not module.INTERPRETED
+    ):
+        return (
+            "TRITON_INTERPRET=1 was set after triton was imported (triton decides at import "
+            "time whether functions are interpreted)"
+        )
+    return None
+
+
+def _is_interpreted(function: object) -> bool:
+    return type(function).__name__ == "InterpretedFunction"
+
+
+def _kernels():
+    from . import _triton  # lazy: importing percepfid never imports triton
+
+    return _triton
+
+
+def _use_triton(x: Tensor, y: Tensor) -> bool:
+    if x.dtype not in _KERNEL_DTYPES or y.dtype not in _KERNEL_DTYPES:
+        return False
+    if x.device.type == "cuda":
+        return True
+    return x.device.type == "cpu" and interpreter_unavailable() is None
+
+
+@torch.library.custom_op("percepfid::cosine_similarity_forward", mutates_args=())
+def cosine_similarity_forward(
+    x: Tensor, y: Tensor, weight: Tensor | None, eps: float, reduce: int, scale: float
+) -> tuple[Tensor, Tensor]:
+    """Fused forward on ``(L, N, D)`` inputs; see ``cosine_forward_reference``."""
+    if _use_triton(x, y):
+        return _kernels().forward(x, y, weight, eps, reduce, scale)
+    out, stats = cosine_forward_reference(x, y, weight, eps, reduce, scale)
+    return out.contiguous(), stats.contiguous()
+
+
+@cosine_similarity_forward.register_fake
+def _forward_fake(
+    x: Tensor, y: Tensor, weight: Tensor | None, eps: float, reduce: int, scale: float
+) -> tuple[Tensor, Tensor]:
+    images, tokens, _ = x.shape
+    dtype = compute_dtype(x.dtype, y.dtype)
+    shape = (images,) if reduce == REDUCE_SUM else (images, tokens)
+    return x.new_empty(shape, dtype=dtype), x.new_empty((3, images, tokens), dtype=dtype)
+
+
+@torch.library.custom_op("percepfid::cosine_similarity_backward", mutates_args=())
+def cosine_similarity_backward(
+    grad: Tensor,
+    x: Tensor,
+    y: Tensor,
+    weight: Tensor | None,
+    stats: Tensor,
+    eps: float,
+    reduce: int,
+    scale: float,
+    need_dx: bool,
+    need_dy: bool,
+) -> tuple[Tensor, Tensor]:
+    """Fused backward: ``(dx, dy)``, contiguous, an empty tensor for one not requested."""
+    if _use_triton(x, y):
+        return _kernels().backward(
+            grad.to(torch.float32),
+            x,
+            y,
+            weight,
+            stats.contiguous(),
+            eps,
+            reduce,
+            scale,
+            need_dx,
+            need_dy,
+        )
+    dx, dy = cosine_backward_reference(
+        grad, x, y, weight, stats, eps, reduce, scale, need_dx, need_dy
+    )
+    return dx.contiguous(), dy.contiguous()
+
+
+@cosine_similarity_backward.register_fake
+def _backward_fake(
+    grad: Tensor,
+    x: Tensor,
+    y: Tensor,
+    weight: Tensor | None,
+    stats: Tensor,
+    eps: float,
+    reduce: int,
+    scale: float,
+    need_dx: bool,
+    need_dy: bool,
+) -> tuple[Tensor, Tensor]:
+    dx = x.new_empty(x.shape if need_dx else (0,))
+    dy = y.new_empty(y.shape if need_dy else (0,))
+    return dx, dy
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, y, weight, eps, reduce, scale = inputs
+    _, stats = output
+    ctx.save_for_backward(x, y, weight, stats)
+    ctx.eps, ctx.reduce, ctx.scale = eps, reduce, scale
+
+
+def _backward(ctx, grad_out: Tensor, _grad_stats: Tensor | None):
+    x, y, weight, stats = ctx.saved_tensors
+    need_dx, need_dy, need_weight = ctx.needs_input_grad[:3]
+    dx = dy = d_weight = None
+    if need_dx or need_dy:
+        dx, dy = cosine_similarity_backward(
+            grad_out, x, y, weight, stats, ctx.eps, ctx.reduce, ctx.scale, need_dx, need_dy
+        )
+        dx = dx if need_dx else None
+        dy = dy if need_dy else None
+    if need_weight:
+        # d(weight * clamp(cos)) / d weight: tiny (L, N) math, no pass over D.
+        grad_rows = grad_out.unsqueeze(-1) * ctx.scale if ctx.reduce == REDUCE_SUM else grad_out
+        d_weight = (grad_rows * stats[0].clamp(-1.0, 1.0)).to(weight.dtype)
+    return dx, dy, d_weight, None, None, None
+
+
+torch.library.register_autograd(
+    "percepfid::cosine_similarity_forward", _backward, setup_context=_setup_context
+)

@@ -1,0 +1,452 @@
+"""The cosine kernel's torch reference, registered ops and dispatch (no Triton needed).
+
+The Triton kernels themselves are tested against this reference in
+``test_kernels_triton.py`` (interpreter mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from percepfid._errors import (
+    ArgumentError,
+    DTypeError,
+    KernelUnavailableError,
+    ShapeError,
+)
+from percepfid.kernels import _dispatch as dispatch
+from percepfid.kernels import cosine_similarity
+from percepfid.kernels._ops import cosine_similarity_backward, cosine_similarity_forward
+from percepfid.kernels._reference import (
+    REDUCE_NONE,
+    REDUCE_SUM,
+    cosine_backward_reference,
+    cosine_forward_reference,
+    cosine_similarity_reference,
+)
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.randn(*shape, generator=_generator(seed), dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def test_hand_computed_values() -> None:
+    x = torch.tensor([[3.0, 4.0], [1.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
+    y = torch.tensor([[4.0, 3.0], [0.0, 2.0], [-2.0, -2.0], [5.0, 0.0]])
+    expected = torch.tensor([24.0 / 25.0, 0.0, -1.0, 1.0])
+    torch.testing.assert_close(cosine_similarity(x, y), expected, rtol=0, atol=1e-7)
+
+
+def test_matches_torch_away_from_eps() -> None:
+    x, y = _randn(3, 17, 40, seed=1), _randn(3, 17, 40, seed=2)
+    torch.testing.assert_close(cosine_similarity(x, y), F.cosine_similarity(x, y, dim=-1))
+    torch.testing.assert_close(
+        cosine_similarity(x, y, dim=1), F.cosine_similarity(x, y, dim=1), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_zero_and_tiny_vectors_follow_the_documented_eps_formula() -> None:
+    eps = 1e-3
+    y = torch.tensor([[3.0, 4.0]], dtype=torch.float64)
+    tiny = torch.tensor([[2e-4, 1e-4]], dtype=torch.float64, requires_grad=True)
+    zero = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+    # ||tiny|| < eps: the clamped norm is eps, so cos = <x, y> / (eps * ||y||), linear in x.
+    value = cosine_similarity(tiny, y, eps=eps)
+    torch.testing.assert_close(
+        value, torch.tensor([(6e-4 + 4e-4) / (eps * 5.0)], dtype=torch.float64)
+    )
+    value.sum().backward()
+    torch.testing.assert_close(tiny.grad, y / (eps * 5.0))
+    # At x = 0 the value is 0 and the gradient is the same finite y / (eps ||y||), not NaN.
+    value = cosine_similarity(zero, y, eps=eps)
+    assert value.item() == 0.0
+    value.sum().backward()
+    torch.testing.assert_close(zero.grad, y / (eps * 5.0))
+    # Both zero: value 0, gradient 0.
+    both = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+    cosine_similarity(both, torch.zeros(1, 2, dtype=torch.float64)).sum().backward()
+    assert torch.equal(both.grad, torch.zeros_like(both))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [
+        (torch.float16, torch.float32),
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.float32),
+        (torch.float64, torch.float64),
+    ],
+)
+def test_output_dtype_is_the_accumulation_dtype(dtype: torch.dtype, expected: torch.dtype) -> None:
+    x = _randn(2, 3, 8).to(dtype)
+    assert cosine_similarity(x, x).dtype == expected
+    assert cosine_similarity(x, x.float(), reduce="mean").dtype == torch.promote_types(
+        expected, torch.float32
+    )
+
+
+def test_bf16_self_similarity_never_exceeds_one() -> None:
+    # torch's own function returns 1.0078 for this case; the clamp removes the rounding.
+    x = _randn(64, 384, seed=3).to(torch.bfloat16) * 7
+    cos = cosine_similarity(x, x)
+    assert float(cos.max()) <= 1.0
+    assert float(cosine_similarity(x, -x).min()) >= -1.0
+    torch.testing.assert_close(cos, torch.ones_like(cos), rtol=0, atol=1e-6)
+
+
+def test_clamp_keeps_the_gradient_of_the_unclamped_formula() -> None:
+    # Nearly parallel rows: the value may round above 1 in float32, the gradient must not die.
+    x = _randn(8, 64, seed=4, dtype=torch.float32)
+    y = (x + 1e-4 * _randn(8, 64, seed=5, dtype=torch.float32)).requires_grad_(False)
+    xr = x.clone().requires_grad_(True)
+    cos = cosine_similarity(xr, y)
+    assert float(cos.detach().max()) <= 1.0
+    cos.sum().backward()
+    x64, y64 = x.double(), y.double()
+    nx, ny = x64.norm(dim=-1, keepdim=True), y64.norm(dim=-1, keepdim=True)
+    analytic = y64 / (nx * ny) - (x64 * y64).sum(-1, keepdim=True) / (nx**3 * ny) * x64
+    torch.testing.assert_close(xr.grad.double(), analytic, rtol=0, atol=2e-5)
+
+
+def test_fp16_large_token_norms_stay_finite_and_correct() -> None:
+    # ||x|| around 600 and 900: the squared norms (3.6e5, 8e5) overflow float16 (max 65504).
+    x = (_randn(2, 9, 384, seed=6) * 30).to(torch.float16)
+    y = (_randn(2, 9, 384, seed=7) * 45 + x.double()).to(torch.float16)
+    assert float(x.double().norm(dim=-1).min()) > 400
+    xr = x.clone().requires_grad_(True)
+    cos = cosine_similarity(xr, y)
+    truth = F.cosine_similarity(x.double(), y.double(), dim=-1)
+    assert torch.isfinite(cos).all()
+    torch.testing.assert_close(cos.double(), truth, rtol=0, atol=1e-5)
+    cos.sum().backward()
+    assert torch.isfinite(xr.grad).all()
+    assert float(xr.grad.float().abs().max()) > 0
+
+
+# ----------------------------------------------------------------------------- weights, reduce
+
+
+def test_weighted_reductions_match_hand_formulas() -> None:
+    x, y = _randn(3, 6, 5, seed=8), _randn(3, 6, 5, seed=9)
+    w = torch.rand(3, 6, generator=_generator(10), dtype=torch.float64)
+    cos = F.cosine_similarity(x, y, dim=-1)
+    torch.testing.assert_close(cosine_similarity(x, y, weight=w), w * cos)
+    torch.testing.assert_close(cosine_similarity(x, y, weight=w, reduce="sum"), (w * cos).sum(1))
+    torch.testing.assert_close(
+        cosine_similarity(x, y, weight=w, reduce="mean"), (w * cos).sum(1) / w.sum(1)
+    )
+    torch.testing.assert_close(cosine_similarity(x, y, reduce="mean"), cos.mean(1))
+    # A per-token weight shared by every image broadcasts.
+    shared = w[0]
+    torch.testing.assert_close(
+        cosine_similarity(x, y, weight=shared, reduce="mean"),
+        (shared * cos).sum(1) / (shared.sum() * torch.ones(3, dtype=torch.float64)),
+    )
+
+
+def test_broadcast_and_dim() -> None:
+    x = _randn(2, 7, 5, seed=11)
+    prototypes = _randn(1, 7, 5, seed=12)
+    torch.testing.assert_close(
+        cosine_similarity(x, prototypes), F.cosine_similarity(x, prototypes.expand_as(x), dim=-1)
+    )
+    channels_first = x.transpose(1, 2)  # (B, D, N): features on dim 1
+    torch.testing.assert_close(
+        cosine_similarity(channels_first, prototypes.transpose(1, 2), dim=1),
+        cosine_similarity(x, prototypes),
+    )
+    single = cosine_similarity(x[0, 0], prototypes[0, 0])  # one vector pair -> a scalar
+    assert single.shape == ()
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("reduce", [None, "mean", "sum"])
+def test_gradcheck_float64(reduce: str | None) -> None:
+    x = _randn(2, 4, 6, seed=13).requires_grad_(True)
+    y = _randn(2, 4, 6, seed=14).requires_grad_(True)
+    w = torch.rand(2, 4, generator=_generator(15), dtype=torch.float64).requires_grad_(True)
+
+    def fn(a, b, c):
+        return cosine_similarity(a, b, weight=c, reduce=reduce, backend="torch")
+
+    assert torch.autograd.gradcheck(fn, (x, y, w))
+    assert torch.autograd.gradgradcheck(fn, (x, y, w))
+
+
+def test_gradcheck_inside_the_eps_branch() -> None:
+    # Norms ~1e-4 < eps = 1e-3: gradcheck's 1e-6 steps stay inside the clamped branch.
+    x = (_randn(3, 5, seed=16) * 3e-5).requires_grad_(True)
+    y = _randn(3, 5, seed=17).requires_grad_(True)
+    assert float(x.detach().norm(dim=-1).max()) < 1e-3
+    assert torch.autograd.gradcheck(lambda a, b: cosine_similarity(a, b, eps=1e-3), (x, y))
+
+
+@pytest.mark.parametrize(
+    ("reduce", "weighted", "need_dy"),
+    [(None, False, True), ("sum", True, False), ("mean", True, True)],
+)
+def test_explicit_backward_formulas_match_autograd_of_the_spec(
+    reduce: str | None, weighted: bool, need_dy: bool
+) -> None:
+    x = _randn(2, 6, 9, seed=18)
+    y = _randn(2, 6, 9, seed=19)
+    x[0, 1] = 0.0  # a zero row and a row below eps exercise the eps branch
+    x[1, 2] *= 1e-9
+    y[1, 3] = 0.0
+    w = torch.rand(2, 6, generator=_generator(20), dtype=torch.float64) if weighted else None
+    eps = 1e-6
+    xr, yr = x.clone().requires_grad_(True), y.clone().requires_grad_(need_dy)
+    spec = cosine_similarity_reference(xr, yr, eps=eps, weight=w, reduce=reduce)
+    grad = _randn(*spec.shape, seed=21)
+    spec.backward(grad)
+
+    code = REDUCE_NONE if reduce is None else REDUCE_SUM
+    scale = 1.0 / 6 if reduce == "mean" and w is None else 1.0
+    out, stats = cosine_forward_reference(x, y, w, eps, code, scale)
+    upstream = grad / w.sum(-1) if reduce == "mean" and w is not None else grad
+    if reduce == "mean" and w is not None:
+        out = out / w.sum(-1)
+    torch.testing.assert_close(out, spec.detach())
+    dx, dy = cosine_backward_reference(upstream, x, y, w, stats, eps, code, scale, True, need_dy)
+    torch.testing.assert_close(dx, xr.grad)
+    if need_dy:
+        torch.testing.assert_close(dy, yr.grad)
+    else:
+        assert dy.numel() == 0
+
+
+# ----------------------------------------------------------------------------- invariants
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    features=st.integers(2, 48),
+    log_scale=st.floats(-3.0, 3.0),
+)
+def test_invariants_float64(seed: int, features: int, log_scale: float) -> None:
+    x = _randn(4, features, seed=seed)
+    y = _randn(4, features, seed=seed + 1)
+    a = 10.0**log_scale
+    base = cosine_similarity(x, y)
+    # Scale invariance in either argument (norms stay far above eps).
+    torch.testing.assert_close(cosine_similarity(a * x, y), base, rtol=0, atol=1e-13)
+    torch.testing.assert_close(cosine_similarity(x, a * y), base, rtol=0, atol=1e-13)
+    xr = x.clone().requires_grad_(True)
+    cosine_similarity(xr, y).sum().backward()
+    grad = xr.grad
+    # The gradient is orthogonal to x and its norm is sin(theta) / ||x||.
+    norm_x = x.norm(dim=-1)
+    assert float(((grad * x).sum(-1) / (grad.norm(dim=-1) * norm_x + 1e-300)).abs().max()) < 1e-12
+    sin_theta = (1 - base.clamp(-1, 1) ** 2).clamp_min(0).sqrt()
+    torch.testing.assert_close(grad.norm(dim=-1), sin_theta / norm_x, rtol=1e-10, atol=1e-14)
+    assert float(base.abs().max()) <= 1.0
+    assert not math.isnan(float(base.sum()))
+
+
+# ----------------------------------------------------------------------------- registered ops
+
+
+@pytest.mark.parametrize(
+    ("weighted", "reduce", "y_grad"), [(False, REDUCE_NONE, True), (True, REDUCE_SUM, False)]
+)
+def test_opcheck_registered_ops(weighted: bool, reduce: int, y_grad: bool) -> None:
+    x = torch.randn(2, 5, 7, generator=_generator(22), requires_grad=True)
+    y = torch.randn(2, 5, 7, generator=_generator(23), requires_grad=y_grad)
+    w = torch.rand(2, 5, generator=_generator(24), requires_grad=True) if weighted else None
+    scale = 0.2 if reduce == REDUCE_SUM else 1.0
+    torch.library.opcheck(cosine_similarity_forward, (x, y, w, 1e-8, reduce, scale))
+    # Non-contiguous inputs go through the op as views.
+    torch.library.opcheck(
+        cosine_similarity_forward, (x.transpose(0, 1), y.transpose(0, 1), None, 1e-8, reduce, 1.0)
+    )
+    w = None if w is None else w.detach()
+    _, stats = cosine_similarity_forward(x.detach(), y.detach(), w, 1e-8, reduce, scale)
+    grad = torch.randn(2) if reduce == REDUCE_SUM else torch.randn(2, 5)
+    args = (grad, x.detach(), y.detach(), w, stats, 1e-8, reduce, scale, True, y_grad)
+    torch.library.opcheck(cosine_similarity_backward, args)
+
+
+def test_registered_op_autograd_matches_the_spec() -> None:
+    x = _randn(3, 4, 10, seed=25).requires_grad_(True)
+    y = _randn(3, 4, 10, seed=26).requires_grad_(True)
+    w = torch.rand(3, 4, generator=_generator(27), dtype=torch.float64).requires_grad_(True)
+    out, _ = cosine_similarity_forward(x, y, w, 1e-8, REDUCE_SUM, 1.0)
+    grad = _randn(3, seed=28)
+    got = torch.autograd.grad(out, (x, y, w), grad)
+    spec = cosine_similarity_reference(x, y, weight=w, reduce="sum")
+    expected = torch.autograd.grad(spec, (x, y, w), grad)
+    torch.testing.assert_close(out, spec)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_torch_compile_fullgraph() -> None:
+    torch._dynamo.reset()
+
+    def loss(sr_tokens, gt_tokens, weight):
+        fidelity = cosine_similarity(sr_tokens, gt_tokens, weight=weight, reduce="mean")
+        return (1 - fidelity).mean()
+
+    def fused_op_loss(sr_tokens, gt_tokens):
+        out, _ = torch.ops.percepfid.cosine_similarity_forward(
+            sr_tokens, gt_tokens, None, 1e-8, REDUCE_SUM, 1.0 / sr_tokens.shape[1]
+        )
+        return (1 - out).mean()
+
+    x = torch.randn(2, 9, 16, generator=_generator(29), requires_grad=True)
+    y = torch.randn(2, 9, 16, generator=_generator(30))
+    w = torch.rand(9, generator=_generator(31))
+    for fn, args in ((loss, (x, y, w)), (fused_op_loss, (x, y))):
+        compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+        value = compiled(*args)
+        (grad,) = torch.autograd.grad(value, x)
+        expected = fn(*args)
+        (expected_grad,) = torch.autograd.grad(expected, x)
+        torch.testing.assert_close(value, expected)
+        torch.testing.assert_close(grad, expected_grad)
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def _uses_fused(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = dispatch._fused
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "_fused", spy)
+    return calls
+
+
+def test_auto_on_cpu_uses_the_reference_quietly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("PERCEPFID_KERNEL", raising=False)
+    calls = _uses_fused(monkeypatch)
+    x = torch.randn(2, 3, 4)
+    with caplog.at_level(logging.DEBUG, logger="percepfid"):
+        cosine_similarity(x, x)
+    assert calls == []
+    assert caplog.records == []
+
+
+def test_explicit_triton_on_cpu_without_interpreter_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x = torch.randn(2, 3, 4)
+    with pytest.raises(KernelUnavailableError, match="TRITON_INTERPRET=1") as info:
+        cosine_similarity(x, x, backend="triton")
+    assert "backend='torch'" in str(info.value)
+    assert isinstance(info.value, ArgumentError)
+
+
+def test_env_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x = torch.randn(2, 3, 4)
+    monkeypatch.setenv("PERCEPFID_KERNEL", "triton")
+    with pytest.raises(KernelUnavailableError, match="PERCEPFID_KERNEL=triton"):
+        cosine_similarity(x, x)
+    # An explicit argument wins over the switch.
+    torch.testing.assert_close(cosine_similarity(x, x, backend="torch"), torch.ones(2, 3))
+    monkeypatch.setenv("PERCEPFID_KERNEL", "torch")
+    with pytest.raises(KernelUnavailableError):
+        cosine_similarity(x, x, backend="triton")
+    calls = _uses_fused(monkeypatch)
+    cosine_similarity(x, x)
+    assert calls == []
+    monkeypatch.setenv("PERCEPFID_KERNEL", "cuda")
+    with pytest.raises(ValueError, match="PERCEPFID_KERNEL"):
+        cosine_similarity(x, x)
+
+
+def test_triton_refusal_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    doubles = torch.randn(2, 3, 4, dtype=torch.float64)
+    with pytest.raises(KernelUnavailableError, match="float64"):
+        cosine_similarity(doubles, doubles, backend="triton")
+    meta = torch.empty(2, 3, 4, device="meta")
+    with pytest.raises(KernelUnavailableError, match="CUDA"):
+        cosine_similarity(meta, meta, backend="triton")
+    monkeypatch.setattr(dispatch, "_TRITON_INSTALLED", False)
+    x = torch.randn(2, 3, 4)
+    with pytest.raises(KernelUnavailableError, match="pip install triton"):
+        cosine_similarity(x, x, backend="triton")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"x": [1.0, 2.0]}, DTypeError, "x must be a torch.Tensor"),
+        ({"y": torch.ones(2, 3, dtype=torch.int64)}, DTypeError, "y must be a floating"),
+        ({"y": torch.ones(2, 5)}, ShapeError, "broadcastable"),
+        ({"dim": 2}, ArgumentError, "dim must be an int"),
+        ({"eps": 0.0}, ArgumentError, "eps must be a finite number > 0"),
+        ({"reduce": "max"}, ArgumentError, "reduce must be one of"),
+        ({"backend": "cuda"}, ArgumentError, "backend must be one of"),
+        ({"weight": torch.ones(3)}, ShapeError, r"per-token cosine shape \(2,\)"),
+        ({"weight": torch.ones(4, 2)}, ShapeError, "weight must broadcast"),
+        ({"x": torch.ones(3), "y": torch.ones(3), "reduce": "mean"}, ShapeError, "token axis"),
+    ],
+)
+def test_argument_errors(kwargs: dict, error: type[Exception], match: str) -> None:
+    arguments = {"x": torch.ones(2, 3), "y": torch.ones(2, 3)} | kwargs
+    x, y = arguments.pop("x"), arguments.pop("y")
+    with pytest.raises(error, match=match):
+        cosine_similarity(x, y, **arguments)
+
+
+def test_import_does_not_import_triton() -> None:
+    code = (
+        "import sys, percepfid, percepfid.kernels, torch\n"
+        "x = torch.randn(2, 3, 4, requires_grad=True)\n"
+        "percepfid.kernels.cosine_similarity(x, x.detach(), reduce='mean').sum().backward()\n"
+        "assert 'triton' not in sys.modules, 'triton was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_auto_uses_triton_and_matches_reference(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("PERCEPFID_KERNEL", raising=False)
+    calls = _uses_fused(monkeypatch)
+    x = torch.randn(3, 257, 1000, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    y = torch.randn(3, 257, 1000, device="cuda", dtype=torch.bfloat16)
+    out = cosine_similarity(x, y, reduce="mean")
+    assert calls == [1]
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    xr = x.detach().clone().requires_grad_(True)
+    ref = cosine_similarity_reference(xr, y, reduce="mean")
+    (ref_grad,) = torch.autograd.grad(ref.sum(), xr)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        grad.float(), ref_grad.float(), rtol=0, atol=1e-2 * float(ref_grad.abs().max())
+    )
+    monkeypatch.setattr(dispatch, "_logged_reasons", set())
+    with caplog.at_level(logging.INFO, logger="percepfid"):
+        for _ in range(2):
+            cosine_similarity(x.double(), y.double())
+    assert len([r for r in caplog.records if "float64" in r.getMessage()]) == 1
