@@ -12,6 +12,7 @@ import torch
 
 from percepfid import WeightsError
 from percepfid._errors import ArgumentError, ShapeError
+from percepfid.losses.rqi import RQILoss
 from percepfid.rqi import MANIQARQI, TransposedAttention, create_maniqa_rqi, load_released_weights
 from percepfid.rqi._swin import WindowAttention, _shift_mask
 
@@ -32,9 +33,10 @@ def _listing() -> dict:
 
 
 @pytest.fixture(scope="module")
-def released() -> MANIQARQI:
+def released() -> RQILoss:
+    """The full-size released architecture behind RQILoss (random weights), built once."""
     torch.manual_seed(0)
-    return MANIQARQI().eval()
+    return RQILoss(pretrained=False)
 
 
 def test_listing_is_the_released_checkpoint_layout():
@@ -59,20 +61,35 @@ def test_listing_is_the_released_checkpoint_layout():
 
 
 @pytest.mark.slow
-def test_released_architecture_loads_listing_strictly(released):
-    listing = _listing()["tensors"]
+def test_released_architecture_has_the_listed_layout(released):
     ours = {
         k: [list(v.shape), str(v.dtype).removeprefix("torch.")]
-        for k, v in released.state_dict().items()
+        for k, v in released.model.state_dict().items()
     }
-    assert ours == listing
-    # A state dict with exactly the listed names and shapes loads with strict=True (zero-stride
-    # tensors: no memory for 145 M values).
+    assert ours == _listing()["tensors"]
+    assert released.state_dict() == {}  # frozen weights are not part of the loss's checkpoint
+
+
+@pytest.mark.slow
+def test_released_architecture_scores_a_large_pair(released):
+    """A 240 x 230 pair is cropped to 224 and scored (the training step itself is measured
+    in benchmarks/bench_rqi.py)."""
+    assert released.crop_size == 224
+    with torch.no_grad():
+        score = released.score(torch.rand(1, 3, 240, 230), torch.rand(1, 3, 240, 230))
+    assert score.shape == (1,) and torch.isfinite(score).all() and score.abs().item() > 0
+
+
+@pytest.mark.slow
+def test_released_architecture_loads_listing_strictly(released):
+    """A state dict with exactly the listed names and shapes loads with strict=True (zero-stride
+    tensors: no memory for 145 M values). Overwrites the fixture's weights: keep it last."""
+    listing = _listing()["tensors"]
     dtypes = {"float32": torch.float32, "int64": torch.int64}
     fake = {k: torch.zeros((), dtype=dtypes[d]).expand(shape) for k, (shape, d) in listing.items()}
-    model = MANIQARQI()
-    result = model.load_state_dict(fake, strict=True)
+    result = released.model.load_state_dict(fake, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
+    assert torch.count_nonzero(released.model.conv0_x.weight) == 0
 
 
 def _authors_module(monkeypatch, **vit_overrides):

@@ -58,7 +58,7 @@ def _scorer(model: object, antisymmetric: bool | None) -> tuple[Callable, int]:
         raise ArgumentError(
             f"model must be an RQILoss, a MANIQARQI or a callable (a, ref) -> (B,); got {type(model).__name__}"
         )
-    if antisymmetric:
+    if antisymmetric is None or antisymmetric:
         return (lambda a, b: (model(a, b) - model(b, a)) / 2), size
     return model, size
 

@@ -1,0 +1,275 @@
+"""RQILoss: Relative Quality Index as a differentiable, exactly antisymmetric training loss."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_image_pair, check_input_range, check_reduction
+from .._errors import ArgumentError, DTypeError
+from ..functional.rqi import rqi_loss, rqi_score
+from ..rqi.crops import CROP_MODES, aligned_crop
+from ..rqi.head import EMBEDDINGS, BackbonePairModel, RQIHead
+from ..rqi.maniqa import RELEASED_WEIGHTS, create_maniqa_rqi
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RQILoss"]
+
+
+def _drop_frozen(module: RQILoss, state_dict: dict, prefix: str, local_metadata: Any) -> None:  # noqa: ARG001
+    for frozen in module._frozen_prefixes:
+        for key in [k for k in state_dict if k.startswith(prefix + frozen)]:
+            del state_dict[key]
+
+
+def _fill_frozen(module: RQILoss, state_dict: Mapping, prefix: str, *args: Any) -> None:  # noqa: ARG001
+    # A checkpoint of the loss holds no frozen weights: take them from the live module so
+    # that strict loading of the loss (or of a model that holds it) works.
+    for frozen in module._frozen_prefixes:
+        part = module.get_submodule(frozen.rstrip("."))
+        for name, tensor in nn.Module.state_dict(part, keep_vars=True).items():
+            state_dict.setdefault(prefix + frozen + name, tensor.detach())
+
+
+class RQILoss(nn.Module):
+    """Relative Quality Index loss: how much better or worse ``sr`` looks than ``gt``.
+
+    RQI (Su et al., arXiv 2503.13074) learns ``f(a, b) = quality(a) - quality(b)`` from
+    dense pairs of distorted images of one scene, so it stays meaningful when the GT itself
+    is imperfect. percepfid makes it antisymmetric by construction,
+    ``score(a, b) = (g(a, b) - g(b, a)) / 2``, so ``score(a, b) == -score(b, a)`` and
+    ``score(x, x) == 0`` exactly (the released model ``g`` alone is not antisymmetric;
+    ``antisymmetric=False`` gives it raw). The loss is ``weight * reduce(-score(sr, gt))``:
+    lower is better, and it can go below zero when SR looks better than GT.
+
+    Two kinds of model:
+
+    - ``backbone=None`` (default): the released MANIQA-RQI trained on PIPAL (weights from
+      the Hub repo ``shaolin999/rqi``; licence not stated by the authors). It works on
+      224 x 224 crops: larger images get one aligned crop per image (``crop='random'``,
+      positions from ``generator``), smaller ones are upsampled first.
+    - ``backbone='dinov2'`` (any registered name or module) with a two-input ``head``
+      (:class:`~percepfid.rqi.RQIHead` or any ``head(e_a, e_b) -> (B,)``), trained with
+      :func:`percepfid.train.train_rqi`: RQI on modern backbones and at any resolution.
+
+    The model is frozen (no gradient to its weights) and stays in ``eval()`` under
+    ``.train()``; the frozen weights are left out of ``state_dict()`` (a checkpoint of the
+    loss holds only the head). The reference is embedded without autograd; gradients flow
+    to ``sr`` only.
+
+    Args:
+        backbone: ``None`` for the released MANIQA-RQI, or a backbone name / module.
+        head: with a backbone: a module, or a path / Hub repo id of a saved
+            :class:`~percepfid.rqi.RQIHead`. ``None`` builds an untrained head (a warning
+            is logged; train it with :func:`~percepfid.train.train_rqi`).
+        pretrained: load the released weights (or the backbone's); ``False`` gives random
+            weights for tests and plumbing only.
+        antisymmetric: antisymmetrise the model (default) or use it raw.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
+        weight: multiplier of the loss (papers use about 0.1 next to a pixel loss).
+        input_range: the value range of the images.
+        crop: how images are brought to ``crop_size``: ``'random'`` aligned crops,
+            ``'center'``, or ``'resize'`` (squash).
+        crop_size: the side of the model input; default 224 for the released model and
+            ``None`` (whole image, resized by the backbone) with a backbone.
+        generator: CPU generator for the random crops; default a private one seeded with
+            ``seed``. The global RNG is never used.
+        seed: seed of the default generator.
+        embedding: with a backbone: ``'cls'`` (pooled) or ``'patch'`` (aligned tokens).
+        train_head: keep the head trainable (used by the trainer); by default the whole
+            loss is frozen.
+        weights: the manifest name or local file of the released checkpoint.
+        model_kwargs: architecture overrides of :class:`~percepfid.rqi.MANIQARQI` (small
+            configurations for tests; the released weights fit only the defaults).
+
+    Shape:
+        - sr, gt: ``(B, 3, H, W)`` in ``input_range``, any ``H, W``.
+        - output: scalar, or ``(B,)`` with ``reduction='none'``.
+
+    Raises:
+        ShapeError, DTypeError, RangeError: bad images (at call time).
+        ArgumentError: bad settings.
+        WeightsError: pretrained weights missing offline (the message gives the fix).
+
+    Example:
+        >>> small = dict(img_size=32, vit_kwargs=dict(embed_dim=32, depth=4, num_heads=2),
+        ...              feature_indices=(0, 1, 2, 3), embed_dim=32, window_size=2,
+        ...              num_heads=(2, 2), dim_mlp=32)
+        >>> loss_fn = RQILoss(pretrained=False, model_kwargs=small)  # random weights
+        >>> sr = torch.rand(2, 3, 48, 40, requires_grad=True)
+        >>> loss = loss_fn(sr, torch.rand(2, 3, 48, 40))
+        >>> loss.backward()
+        >>> loss_fn.score(sr, sr).abs().max().item()
+        0.0
+    """
+
+    higher_is_better = False
+    is_differentiable = True
+
+    def __init__(
+        self,
+        backbone: str | nn.Module | None = None,
+        *,
+        head: nn.Module | str | os.PathLike | None = None,
+        pretrained: bool = True,
+        antisymmetric: bool = True,
+        reduction: str = "mean",
+        weight: float = 1.0,
+        input_range: Sequence[float] = (0.0, 1.0),
+        crop: str = "random",
+        crop_size: int | None = None,
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+        embedding: str = "cls",
+        train_head: bool = False,
+        weights: str | os.PathLike = RELEASED_WEIGHTS,
+        model_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.reduction = check_reduction(reduction)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise DTypeError(f"weight must be a number; got {type(weight).__name__} {weight!r}")
+        self.weight = float(weight)
+        self.input_range = check_input_range(input_range)
+        self.crop = check_choice(crop, "crop", CROP_MODES)
+        self.antisymmetric = bool(antisymmetric)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise DTypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        self._frozen_prefixes: tuple[str, ...] = ()
+
+        if backbone is None:
+            if head is not None:
+                raise ArgumentError(
+                    "head= needs backbone= (the released MANIQA-RQI has its own head); got backbone=None"
+                )
+            self.model: nn.Module = create_maniqa_rqi(
+                pretrained, weights, **dict(model_kwargs or {})
+            )
+            self.model.requires_grad_(False)
+            self._frozen_prefixes = ("model.",)
+            default_size: int | None = self.model.img_size
+        else:
+            if model_kwargs:
+                raise ArgumentError(
+                    "model_kwargs applies to the released model only (backbone=None)"
+                )
+            from ..backbones import create_backbone
+
+            embedding = check_choice(embedding, "embedding", EMBEDDINGS)
+            encoder = create_backbone(backbone, pretrained=pretrained)
+            self.model = BackbonePairModel(
+                encoder, self._build_head(head, encoder, embedding), embedding
+            )
+            if not train_head:
+                self.model.head.requires_grad_(False)
+            default_size = None
+        self.train_head = bool(train_head) and backbone is not None
+        if crop_size is not None and (
+            isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size <= 0
+        ):
+            raise ArgumentError(f"crop_size must be a positive int or None; got {crop_size!r}")
+        fixed = getattr(self.model, "img_size", None)
+        if fixed is not None and crop_size is not None and crop_size != fixed:
+            raise ArgumentError(
+                f"the MANIQA-RQI model takes {fixed} x {fixed} crops; got crop_size={crop_size}"
+            )
+        self.crop_size = crop_size if crop_size is not None else default_size
+        self._register_state_dict_hook(_drop_frozen)
+        self.register_load_state_dict_pre_hook(_fill_frozen)
+        self.train(self.training)
+
+    @staticmethod
+    def _build_head(head: Any, encoder: nn.Module, embedding: str) -> nn.Module:
+        if isinstance(head, nn.Module):
+            return head
+        if isinstance(head, (str, os.PathLike)):
+            return RQIHead.from_pretrained(os.fspath(head))
+        if head is not None:
+            raise DTypeError(
+                f"head must be an nn.Module, a path or a Hub repo id; got {type(head).__name__}"
+            )
+        width = getattr(encoder, "token_dim" if embedding == "patch" else "embed_dim", None)
+        if not width:
+            raise ArgumentError(
+                f"cannot size a default RQIHead: the backbone reports no {embedding} width; pass head="
+            )
+        logger.warning(
+            "RQILoss: no head given, using an untrained RQIHead(%d); its scores mean nothing until "
+            "it is trained with percepfid.train.train_rqi",
+            width,
+        )
+        return RQIHead(int(width))
+
+    def train(self, mode: bool = True) -> RQILoss:
+        super().train(mode)
+        if isinstance(self.model, BackbonePairModel):
+            self.model.head.train(mode and self.train_head)
+        else:
+            self.model.eval()
+        return self
+
+    def _to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_range is None or self.input_range == (0.0, 1.0):
+            return x
+        low, high = self.input_range
+        return (x - low) / (high - low)
+
+    def _pair_score(
+        self, a: torch.Tensor, ref: torch.Tensor, antisymmetric: bool | None = None
+    ) -> torch.Tensor:
+        """Score ``[0, 1]`` images already at the model's input size (no checks, no crop)."""
+        flag = self.antisymmetric if antisymmetric is None else antisymmetric
+        return rqi_score(self.model.features, self.model.compare, a, ref, antisymmetric=flag)
+
+    def score(
+        self, a: torch.Tensor, ref: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Relative quality of ``a`` with respect to ``ref``, one value per image.
+
+        Args:
+            a: ``(B, 3, H, W)`` images (gradients flow to them).
+            ref: aligned references of the same shape (no autograd).
+            generator: crop positions for this call; default the loss's own generator.
+
+        Returns:
+            ``(B,)``: > 0 when ``a`` looks better than ``ref``; antisymmetric in
+            ``(a, ref)`` unless ``antisymmetric=False``.
+        """
+        check_image_pair(a, ref, ("a", "ref"), input_range=self.input_range)
+        return self._score(a, ref, generator)
+
+    def _score(
+        self, a: torch.Tensor, ref: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        a, ref = self._to_unit(a), self._to_unit(ref)
+        if self.crop_size is not None:
+            generator = self.generator if generator is None else generator
+            a, ref = aligned_crop(a, ref, self.crop_size, mode=self.crop, generator=generator)
+        return self._pair_score(a, ref)
+
+    def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        """``weight * reduce(-score(sr, gt))``: lower is better.
+
+        Args:
+            sr: ``(B, 3, H, W)`` super-resolved images.
+            gt: aligned ground truth, same shape.
+
+        Returns:
+            A scalar, or ``(B,)`` with ``reduction='none'``.
+        """
+        check_image_pair(sr, gt, ("sr", "gt"), input_range=self.input_range)
+        return rqi_loss(self._score(sr, gt, None), weight=self.weight, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        kind = "maniqa-rqi" if self._frozen_prefixes else f"backbone+head({self.model.embedding})"
+        return (
+            f"model={kind}, antisymmetric={self.antisymmetric}, crop={self.crop!r}, "
+            f"crop_size={self.crop_size}, weight={self.weight}, reduction={self.reduction!r}"
+        )
