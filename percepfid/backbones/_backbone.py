@@ -124,8 +124,15 @@ def _drop_own_keys(module, state_dict, prefix, local_metadata):  # noqa: ARG001
 
 
 def _fill_own_keys(module, state_dict, prefix, *args):  # noqa: ARG001
-    for name, tensor in nn.Module.state_dict(module, keep_vars=True).items():
-        state_dict.setdefault(prefix + name, tensor.detach())
+    # The frozen weights are never in a parent's checkpoint: load them as they are now.
+    for module_name, submodule in module.named_modules():
+        base = prefix + (module_name + "." if module_name else "")
+        for name, param in submodule._parameters.items():
+            if param is not None:
+                state_dict.setdefault(base + name, param.detach())
+        for name, buffer in submodule._buffers.items():
+            if buffer is not None and name not in submodule._non_persistent_buffers_set:
+                state_dict.setdefault(base + name, buffer.detach())
 
 
 def create_backbone(

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+from ._fake_hub import FakeHub, FakeHubRequest
 from .checks import (
     Metric,
     check_antisymmetric,
@@ -49,6 +50,8 @@ from .distortions import (
 )
 
 __all__ = [
+    "FakeHub",
+    "FakeHubRequest",
     "DISTORTION_KINDS",
     "Distortion",
     "Metric",
