@@ -16,10 +16,14 @@ from ._errors import (  # noqa: E402
     UnknownNameError,
     WeightsError,
 )
-from .losses import HLFLoss  # noqa: E402
+from .data import ArgmaxPatchSelector, IQAWeightedSampler  # noqa: E402
+from .losses import HLFLoss, RQILoss  # noqa: E402
 
 __all__ = [
+    "ArgmaxPatchSelector",
     "HLFLoss",
+    "IQAWeightedSampler",
+    "RQILoss",
     "__version__",
     "ArgumentError",
     "DTypeError",
