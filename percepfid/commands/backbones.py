@@ -1,0 +1,71 @@
+"""``percepfid backbones``: the registered backbones and whether their weights are cached."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ._common import EXIT_OK, echo, format_table
+from ._weights_status import status
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``backbones`` subcommand."""
+    parser = subparsers.add_parser(
+        "backbones",
+        help="list the registered backbones with their weights status",
+        description=(
+            "List the registered backbones: canonical name, aliases, library, and whether "
+            "their weights are in the local Hugging Face cache (no network access)."
+        ),
+    )
+    parser.add_argument(
+        "pattern", nargs="?", default="*", help="shell pattern, e.g. '*dinov2*' (default: all)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--cache-dir", help="the Hugging Face cache folder to look in")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``percepfid backbones``."""
+    from .. import hub
+    from ..backbones import get_spec, list_backbones
+
+    manifest = hub.load_manifest()
+    names = set(list_backbones(args.pattern, aliases=False))
+    # a pattern that matches an alias lists its backbone too
+    names |= {get_spec(alias).name for alias in list_backbones(args.pattern, aliases=True)}
+    records = []
+    for name in sorted(names):
+        spec = get_spec(name)
+        entry = manifest.get(spec.name)
+        records.append(
+            {
+                "name": spec.name,
+                "aliases": list(spec.aliases),
+                "source": spec.source,
+                "weights": status(entry, args.cache_dir),
+                "sha256_pinned": bool(entry is not None and entry.sha256),
+                "description": spec.description or "",
+            }
+        )
+    if args.json:
+        echo(json.dumps(records, indent=2))
+        return EXIT_OK
+    if not records:
+        echo(f"no backbone matches {args.pattern!r}")
+        return EXIT_OK
+    rows = [
+        [
+            r["name"],
+            ", ".join(r["aliases"]) or "-",
+            r["source"],
+            r["weights"],
+            "yes" if r["sha256_pinned"] else "no",
+        ]
+        for r in records
+    ]
+    echo(format_table(["name", "aliases", "source", "weights", "sha256"], rows))
+    return EXIT_OK

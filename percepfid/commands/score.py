@@ -1,0 +1,411 @@
+"""``percepfid score``: score a folder (or a CSV) of images with an HLF, RQI or NR-IQA metric.
+
+Metrics:
+    - ``hlf:<backbone>`` (``hlf`` = ``hlf:dinov2``): HLF cosine fidelity of each distorted
+      image to its reference, or predicted human fidelity with ``--head``;
+    - ``rqi``: the signed Relative Quality Index of the distorted image against its reference;
+    - ``nr:<name>``: a no-reference IQA model (``nr:clipiqa``, ``nr:nr-head``, ...); no
+      references needed.
+
+Under ``torchrun`` the pairs are sharded across the processes (gloo on CPU, nccl on CUDA)
+and rank 0 writes one output file with every row, in the same order as a single process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import __version__
+from .._errors import ArgumentError, PercepfidError
+from ._common import EXIT_OK, InputError, output_format, warn, write_records
+from ._pairs import (
+    MATCH_MODES,
+    Pair,
+    batches_by_size,
+    load_image,
+    pairs_from_csv,
+    pairs_from_folders,
+)
+
+logger = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_WARNING = (
+    "--random-weights: the model has random weights, so these scores mean nothing; "
+    "use this only to test the plumbing"
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``score`` subcommand."""
+    parser = subparsers.add_parser(
+        "score",
+        help="score images against references (HLF, RQI) or alone (NR-IQA)",
+        description=(
+            "Score every image of --dist against the image of the same name in --ref, or "
+            "the pairs of a --pairs CSV. Writes CSV (default) or JSON."
+        ),
+    )
+    source = parser.add_argument_group("images")
+    source.add_argument("--dist", help="folder of images to score (e.g. SR outputs)")
+    source.add_argument("--ref", help="folder of references (e.g. ground truths)")
+    source.add_argument(
+        "--pairs", help="CSV of pairs (columns distorted/dist/sr and reference/ref/gt)"
+    )
+    source.add_argument("--dist-col", help="distorted-image column of --pairs")
+    source.add_argument("--ref-col", help="reference column of --pairs")
+    source.add_argument(
+        "--match",
+        choices=MATCH_MODES,
+        default="name",
+        help="pair folder images by file name, or by name without extension (default: name)",
+    )
+    source.add_argument("--recursive", action="store_true", help="include sub-folders")
+    source.add_argument(
+        "--skip-unmatched",
+        action="store_true",
+        help="leave out images without a reference instead of failing",
+    )
+    model = parser.add_argument_group("metric")
+    model.add_argument(
+        "--metric", required=True, help="hlf:<backbone> (e.g. hlf:dinov2), rqi, or nr:<name>"
+    )
+    model.add_argument("--head", help="HLF calibration head: a save_pretrained folder or Hub id")
+    model.add_argument(
+        "--embedding",
+        choices=("cls", "patch", "cls+patch"),
+        default="cls",
+        help="HLF embedding (default: cls)",
+    )
+    model.add_argument("--image-size", type=int, help="override the backbone input size")
+    model.add_argument("--weights", help="NR model weights (folder or Hub id), e.g. for nr-head")
+    model.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="random weights, no download: plumbing tests only, the scores mean nothing",
+    )
+    model.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument(
+        "--batch-size", type=int, default=8, help="images per batch (default: 8)"
+    )
+    run_group.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N"
+    )
+    run_group.add_argument(
+        "--workers", type=int, default=0, help="image-loading worker processes (default: 0)"
+    )
+    run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", "-o", help="output file (default: stdout)")
+    out.add_argument(
+        "--format", choices=("csv", "json"), help="default: json for a .json output, else csv"
+    )
+    parser.set_defaults(handler=run)
+    return parser
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class Scorer:
+    """A metric ready to score batches: ``function(distorted, reference) -> (B,)``."""
+
+    name: str
+    needs_reference: bool
+    higher_is_better: bool
+    function: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+    module: torch.nn.Module
+
+
+def _parse_metric(metric: str) -> tuple[str, str | None]:
+    family, _, name = metric.partition(":")
+    family = family.strip().lower()
+    if family == "hlf":
+        return "hlf", name or "dinov2"
+    if family == "rqi":
+        if name:
+            raise ArgumentError(f"--metric rqi takes no name; got {metric!r}")
+        return "rqi", None
+    if family == "nr":
+        if not name:
+            raise ArgumentError(f"--metric nr needs a model name, e.g. nr:clipiqa; got {metric!r}")
+        return "nr", name
+    raise ArgumentError(f"--metric must be 'hlf:<backbone>', 'rqi' or 'nr:<name>'; got {metric!r}")
+
+
+def build_scorer(args: argparse.Namespace, device: torch.device) -> Scorer:
+    """Build the metric named by ``args.metric`` on ``device`` (weights per the flags)."""
+    family, name = _parse_metric(args.metric)
+    pretrained = not args.random_weights
+    if family == "hlf":
+        from ..losses.hlf import HLFLoss
+
+        loss = HLFLoss(
+            name,
+            pretrained=pretrained,
+            head=args.head,
+            embedding=args.embedding,
+            image_size=args.image_size,
+        )
+        loss = loss.to(device).eval()
+        return Scorer(f"hlf:{name}", True, True, loss.fidelity, loss)
+    if args.head is not None:
+        raise ArgumentError("--head applies to hlf metrics only")
+    if family == "rqi":
+        try:
+            from ..losses.rqi import RQILoss
+        except ModuleNotFoundError as error:  # pragma: no cover - depends on the install
+            raise ArgumentError(f"--metric rqi is not available in this build ({error})") from None
+        rqi = RQILoss(pretrained=pretrained).to(device).eval()
+        return Scorer("rqi", True, True, rqi.score, rqi)
+    from ..iqa import create_nriqa
+
+    kwargs: dict[str, Any] = {}
+    if args.weights is not None:
+        kwargs["weights"] = args.weights
+    if args.image_size is not None:
+        kwargs["image_size"] = args.image_size
+    model = create_nriqa(name, pretrained=pretrained, **kwargs).to(device).eval()
+    higher = bool(getattr(model, "higher_is_better", True))
+    return Scorer(f"nr:{name}", False, higher, lambda dist, ref: model(dist), model)
+
+
+def _device(requested: str, local_rank: int | None) -> torch.device:
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except RuntimeError as error:
+        raise ArgumentError(f"--device {requested!r} is not a device: {error}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ArgumentError(f"--device {requested}: CUDA is not available on this machine")
+        if device.index is None:
+            device = torch.device("cuda", local_rank or 0)
+    return device
+
+
+# --------------------------------------------------------------------------- distribution
+
+
+@dataclass
+class _World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int | None = None
+    created: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def _world_from_env() -> _World:
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return _World()
+    local = os.environ.get("LOCAL_RANK")
+    return _World(
+        rank=int(os.environ.get("RANK", "0")),
+        size=size,
+        local_rank=None if local is None else int(local),
+    )
+
+
+def _init_distributed(world: _World, device: torch.device) -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend)
+    world.created = True
+    logger.info("rank %d/%d: process group initialised (%s)", world.rank, world.size, backend)
+
+
+def _gather(
+    world: _World, rows: list[tuple[int, float]], failure: BaseException | None
+) -> list[tuple[int, float]]:
+    """All ranks' rows, sorted by pair index; re-raises a failure of any rank on every rank."""
+    if not world.distributed:
+        return sorted(rows, key=lambda row: row[0])
+    import torch.distributed as dist
+
+    message = None if failure is None else f"{type(failure).__name__}: {failure}"
+    gathered: list[Any] = [None] * world.size
+    dist.all_gather_object(gathered, (rows, message))
+    if failure is not None:
+        raise failure
+    for rank, (_, peer_message) in enumerate(gathered):
+        if peer_message is not None:
+            raise InputError(f"rank {rank} failed: {peer_message}")
+    merged = [row for part, _ in gathered for row in part]
+    return sorted(merged, key=lambda row: row[0])
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+class _PairImages(torch.utils.data.Dataset):
+    def __init__(self, pairs: Sequence[Pair]) -> None:
+        self.pairs = list(pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, item: int) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+        pair = self.pairs[item]
+        reference = None if pair.reference is None else load_image(pair.reference)
+        return pair.index, load_image(pair.distorted), reference
+
+
+def _collate(items: list[tuple[int, torch.Tensor, torch.Tensor | None]]):  # noqa: ANN202
+    indices = [item[0] for item in items]
+    distorted = torch.stack([item[1] for item in items])
+    references = [item[2] for item in items]
+    reference = None if references[0] is None else torch.stack(references)
+    return indices, distorted, reference
+
+
+def score_pairs(
+    scorer: Scorer,
+    pairs: Sequence[Pair],
+    *,
+    batch_size: int,
+    device: torch.device,
+    workers: int = 0,
+    progress: bool = True,
+) -> list[tuple[int, float]]:
+    """Score pairs in batches of equal image size; return ``(pair.index, score)`` rows.
+
+    Raises:
+        InputError: an image cannot be read.
+    """
+    from tqdm.auto import tqdm
+
+    position = {pair.index: i for i, pair in enumerate(pairs)}
+    batches = [[position[p.index] for p in batch] for batch in batches_by_size(pairs, batch_size)]
+    loader = torch.utils.data.DataLoader(
+        _PairImages(pairs),
+        batch_sampler=batches,
+        collate_fn=_collate,
+        num_workers=workers,
+    )
+    rows: list[tuple[int, float]] = []
+    with (
+        tqdm(total=len(pairs), desc="score", unit="img", disable=not progress) as bar,
+        torch.inference_mode(),
+    ):
+        for indices, distorted, reference in loader:
+            distorted = distorted.to(device, non_blocking=True)
+            if reference is not None:
+                reference = reference.to(device, non_blocking=True)
+            values = scorer.function(distorted, reference).float().reshape(-1).cpu().tolist()
+            rows += zip(indices, values, strict=True)
+            bar.update(len(indices))
+    return rows
+
+
+def _pairs(args: argparse.Namespace, needs_reference: bool) -> list[Pair]:
+    if args.pairs is not None:
+        return pairs_from_csv(
+            args.pairs,
+            ref_root=args.ref,
+            dist_root=args.dist,
+            ref_col=args.ref_col,
+            dist_col=args.dist_col,
+            needs_reference=needs_reference,
+        )
+    if args.dist is None:
+        raise InputError("give the images to score with --dist DIR (and --ref DIR) or --pairs CSV")
+    if needs_reference and args.ref is None:
+        raise InputError(f"--metric {args.metric} compares against references: pass --ref DIR")
+    return pairs_from_folders(
+        args.dist,
+        args.ref if needs_reference else None,
+        match=args.match,
+        recursive=args.recursive,
+        skip_unmatched=args.skip_unmatched,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``percepfid score``."""
+    if args.batch_size < 1:
+        raise ArgumentError(f"--batch-size must be >= 1; got {args.batch_size}")
+    if args.workers < 0:
+        raise ArgumentError(f"--workers must be >= 0; got {args.workers}")
+    family, _ = _parse_metric(args.metric)
+    needs_reference = family != "nr"
+    fmt = output_format(args.output, args.format)
+    world = _world_from_env()
+    device = _device(args.device, world.local_rank)
+    # Every rank lists and checks all pairs (headers only), so input errors are the same
+    # everywhere and no rank waits for a peer that already failed.
+    pairs = _pairs(args, needs_reference)
+    if args.random_weights and world.rank == 0:
+        warn(RANDOM_WEIGHTS_WARNING)
+    if world.distributed:
+        _init_distributed(world, device)
+    try:
+        failure: BaseException | None = None
+        rows: list[tuple[int, float]] = []
+        try:
+            torch.manual_seed(args.seed)  # identical random weights on every rank
+            scorer = build_scorer(args, device)
+            rows = score_pairs(
+                scorer,
+                pairs[world.rank :: world.size],
+                batch_size=args.batch_size,
+                device=device,
+                workers=args.workers,
+                progress=not args.no_progress and world.rank == 0,
+            )
+        except PercepfidError as error:
+            if not world.distributed:
+                raise
+            failure = error  # reported to the peers so that none waits forever
+        rows = _gather(world, rows, failure)
+    finally:
+        if world.created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if world.rank != 0:
+        return EXIT_OK
+    by_index = {pair.index: pair for pair in pairs}
+    records = []
+    for index, value in rows:
+        pair = by_index[index]
+        records.append(
+            {
+                "distorted": str(pair.distorted),
+                "reference": "" if pair.reference is None else str(pair.reference),
+                "score": None if math.isnan(value) else value,
+            }
+        )
+    metadata = {
+        "metric": scorer.name,
+        "higher_is_better": scorer.higher_is_better,
+        "random_weights": bool(args.random_weights),
+        "head": args.head,
+        "embedding": args.embedding if family == "hlf" else None,
+        "count": len(records),
+        "processes": world.size,
+        "percepfid_version": __version__,
+    }
+    if args.random_weights:
+        metadata["warning"] = RANDOM_WEIGHTS_WARNING
+    write_records(records, args.output, fmt=fmt, metadata=metadata)
+    return EXIT_OK
