@@ -239,11 +239,12 @@ def cosine_similarity(
     Example:
         >>> import torch
         >>> from percepfid.kernels import cosine_similarity
-        >>> x, y = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
-        >>> cosine_similarity(x, y).shape
-        torch.Size([2, 5])
-        >>> cosine_similarity(x, x, reduce="mean")
-        tensor([1., 1.])
+        >>> x = torch.tensor([[[3.0, 4.0], [1.0, 0.0]]])  # (B=1, N=2, D=2)
+        >>> y = torch.tensor([[[4.0, 3.0], [0.0, 2.0]]])
+        >>> cosine_similarity(x, y)
+        tensor([[0.9600, 0.0000]])
+        >>> cosine_similarity(x, y, weight=torch.tensor([3.0, 1.0]), reduce="mean")
+        tensor([0.7200])
     """
     shape, dim = _validate(x, y, dim, eps, weight, reduce, backend)
     if select_backend(backend, x, y) == "torch":

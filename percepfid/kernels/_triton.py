@@ -27,6 +27,8 @@ or interpreted, and that includes triton's own ``tl.zeros`` and friends.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -212,6 +214,11 @@ def _blocks(n: int, d: int) -> tuple[int, int, int]:
     return block_r, block_d, num_warps
 
 
+def _on_device(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Launch on the tensor's GPU (triton launches on the current device)."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
 def _weight_args(weight: torch.Tensor | None, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     if weight is None:
         return x, 0, 0  # never read (HAS_WEIGHT is False)
@@ -243,28 +250,29 @@ def forward(
     block_r, block_d, num_warps = _blocks(n, d)
     row_blocks = triton.cdiv(n, block_r)
     w, stride_wl, stride_wn = _weight_args(weight, x)
-    _cosine_forward_kernel[(images * row_blocks,)](
-        x,
-        y,
-        w,
-        out,
-        stats,
-        n,
-        d,
-        row_blocks,
-        images * n,
-        *x.stride(),
-        *y.stride(),
-        stride_wl,
-        stride_wn,
-        float(eps),
-        float(scale),
-        HAS_WEIGHT=weight is not None,
-        REDUCE=atomic,
-        BLOCK_R=block_r,
-        BLOCK_D=block_d,
-        num_warps=num_warps,
-    )
+    with _on_device(x):
+        _cosine_forward_kernel[(images * row_blocks,)](
+            x,
+            y,
+            w,
+            out,
+            stats,
+            n,
+            d,
+            row_blocks,
+            images * n,
+            *x.stride(),
+            *y.stride(),
+            stride_wl,
+            stride_wn,
+            float(eps),
+            float(scale),
+            HAS_WEIGHT=weight is not None,
+            REDUCE=atomic,
+            BLOCK_R=block_r,
+            BLOCK_D=block_d,
+            num_warps=num_warps,
+        )
     if reduced and not atomic:
         out = out.sum(-1) * scale
     return out, stats
@@ -294,32 +302,33 @@ def backward(
     reduced = reduce == REDUCE_SUM
     stride_gl = grad.stride(0)
     stride_gn = 0 if reduced else grad.stride(1)
-    _cosine_backward_kernel[(images * row_blocks,)](
-        grad,
-        x,
-        y,
-        w,
-        stats,
-        dx,
-        dy,
-        n,
-        d,
-        row_blocks,
-        images * n,
-        stride_gl,
-        stride_gn,
-        *x.stride(),
-        *y.stride(),
-        stride_wl,
-        stride_wn,
-        float(eps),
-        float(scale),
-        HAS_WEIGHT=weight is not None,
-        REDUCE=reduced,
-        HAS_DX=need_dx,
-        HAS_DY=need_dy,
-        BLOCK_R=block_r,
-        BLOCK_D=block_d,
-        num_warps=num_warps,
-    )
+    with _on_device(x):
+        _cosine_backward_kernel[(images * row_blocks,)](
+            grad,
+            x,
+            y,
+            w,
+            stats,
+            dx,
+            dy,
+            n,
+            d,
+            row_blocks,
+            images * n,
+            stride_gl,
+            stride_gn,
+            *x.stride(),
+            *y.stride(),
+            stride_wl,
+            stride_wn,
+            float(eps),
+            float(scale),
+            HAS_WEIGHT=weight is not None,
+            REDUCE=reduced,
+            HAS_DX=need_dx,
+            HAS_DY=need_dy,
+            BLOCK_R=block_r,
+            BLOCK_D=block_d,
+            num_warps=num_warps,
+        )
     return dx, dy
