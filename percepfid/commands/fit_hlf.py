@@ -1,0 +1,125 @@
+"""``percepfid fit-hlf``: fit an HLF calibration head on a CSV of human fidelity ratings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .._errors import ArgumentError
+from ._common import EXIT_OK, echo, format_table, warn
+
+RANDOM_WEIGHTS_WARNING = (
+    "--random-weights: the backbone has random weights, so the fitted head and its "
+    "statistics mean nothing; use this only to test the plumbing"
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``fit-hlf`` subcommand."""
+    parser = subparsers.add_parser(
+        "fit-hlf",
+        help="fit an HLF calibration head on human fidelity ratings",
+        description=(
+            "Fit the HLF calibration head sigmoid(scale * cos + bias) to human fidelity "
+            "scores. RATINGS is a CSV with columns sr, gt, score and group (source image); "
+            "groups never cross the train/validation split."
+        ),
+    )
+    parser.add_argument("ratings", help="CSV of human ratings")
+    parser.add_argument("--backbone", default="dinov2", help="HLF backbone (default: dinov2)")
+    parser.add_argument(
+        "--embedding", choices=("cls", "patch", "cls+patch"), default="cls", help="default: cls"
+    )
+    parser.add_argument("--image-size", type=int, help="override the backbone input size")
+    parser.add_argument("--sr-col", default="sr", help="column of SR image paths (default: sr)")
+    parser.add_argument("--gt-col", default="gt", help="column of GT image paths (default: gt)")
+    parser.add_argument("--score-col", default="score", help="human score column (default: score)")
+    parser.add_argument(
+        "--group-col", default="group", help="source-image column (default: group; absent: the GT)"
+    )
+    parser.add_argument("--root", help="folder image paths are relative to (default: the CSV's)")
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share of groups held out (default: 0.2)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
+    parser.add_argument(
+        "--score-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="human scores mapped to 0 and 1 (default: the training min and max)",
+    )
+    parser.add_argument("--output-dir", "-o", help="save the head here (save_pretrained)")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the head to the Hub")
+    parser.add_argument("--public", action="store_true", help="make the pushed repo public")
+    parser.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="random backbone weights, no download: plumbing tests only",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``percepfid fit-hlf``."""
+    from ..train.hlf import fit_hlf_head
+
+    if args.output_dir is None and args.push_to_hub is None:
+        warn("neither --output-dir nor --push-to-hub given: the fitted head is not saved")
+    if args.batch_size < 1:
+        raise ArgumentError(f"--batch-size must be >= 1; got {args.batch_size}")
+    if args.random_weights:
+        warn(RANDOM_WEIGHTS_WARNING)
+    result = fit_hlf_head(
+        args.ratings,
+        args.backbone,
+        pretrained=not args.random_weights,
+        embedding=args.embedding,
+        image_size=args.image_size,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        score_range=None if args.score_range is None else tuple(args.score_range),
+        batch_size=args.batch_size,
+        device=args.device,
+        output_dir=args.output_dir,
+        push_to_hub=args.push_to_hub,
+        private=not args.public,
+        progress=not args.no_progress,
+        csv_columns={
+            "sr_col": args.sr_col,
+            "gt_col": args.gt_col,
+            "score_col": args.score_col,
+            "group_col": args.group_col,
+            "root": args.root,
+        },
+    )
+    report = result.report() | {"random_weights": bool(args.random_weights)}
+    if args.json:
+        echo(json.dumps(report, indent=2))
+        return EXIT_OK
+    rows = []
+    for split, stats in (("train", result.train), ("val", result.val)):
+        if stats:
+            rows.append(
+                [
+                    split,
+                    stats["n"],
+                    stats["srcc_cosine"],
+                    stats["plcc_cosine"],
+                    stats["srcc_head"],
+                    stats["plcc_head"],
+                ]
+            )
+    echo(format_table(["split", "n", "srcc_cos", "plcc_cos", "srcc_head", "plcc_head"], rows))
+    config = report["head_config"]
+    echo(f"head: sigmoid({config['scale']:.4g} * cos + {config['bias']:.4g})")
+    if result.output_dir:
+        echo(f"saved to {result.output_dir}")
+    if result.repo_id:
+        echo(f"pushed to {result.repo_id}")
+    return EXIT_OK

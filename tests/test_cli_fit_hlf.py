@@ -1,0 +1,115 @@
+"""``percepfid fit-hlf`` end to end on generated images (random tiny backbone, offline)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from percepfid.cli import main
+from percepfid.heads import CalibrationHead
+
+TINY = "timm:vit_tiny_patch16_224.augreg_in21k"
+BASE = ["--backbone", TINY, "--image-size", "32", "--random-weights", "--no-progress"]
+
+
+@pytest.fixture
+def ratings_csv(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(3)
+    rows = []
+    for g in range(6):
+        gt = (rng.random((16, 16, 3)) * 255).astype(np.uint8)
+        Image.fromarray(gt).save(tmp_path / f"gt{g}.png")
+        for v in range(3):
+            level = 20.0 * v + 5.0
+            sr = np.clip(gt + rng.normal(scale=level, size=gt.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(sr).save(tmp_path / f"sr{g}_{v}.png")
+            rows.append([f"sr{g}_{v}.png", f"gt{g}.png", 5.0 - v - rng.random(), f"scene{g}"])
+    path = tmp_path / "ratings.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sr_path", "gt_path", "mos", "scene"])
+        writer.writerows(rows)
+    return path
+
+
+def test_fit_hlf_cli_saves_a_loadable_head(
+    ratings_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "head"
+    columns = [
+        "--sr-col",
+        "sr_path",
+        "--gt-col",
+        "gt_path",
+        "--score-col",
+        "mos",
+        "--group-col",
+        "scene",
+    ]
+    code = main(
+        [
+            "fit-hlf",
+            str(ratings_csv),
+            *BASE,
+            *columns,
+            "--val-fraction",
+            "0.34",
+            "-o",
+            str(out),
+            "--json",
+        ]
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "mean nothing" in captured.err
+    report = json.loads(captured.out)
+    assert report["random_weights"] is True
+    assert report["train"]["n"] + report["val"]["n"] == 18
+    assert len(report["val_groups"]) == 2 and set(report["val_groups"]).isdisjoint(
+        report["train_groups"]
+    )
+    assert report["score_range"][1] > report["score_range"][0]
+    head = CalibrationHead.from_pretrained(out)
+    assert float(head.scale.detach()) == pytest.approx(report["head_config"]["scale"])
+    cos = torch.linspace(-1, 1, 5)
+    with torch.no_grad():
+        expected = torch.sigmoid(
+            report["head_config"]["scale"] * cos + report["head_config"]["bias"]
+        )
+        torch.testing.assert_close(head(cos), expected)
+
+    # the table form (huggingface_hub printed a line while loading: drop it)
+    capsys.readouterr()
+    assert main(["fit-hlf", str(ratings_csv), *BASE, *columns, "--val-fraction", "0"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].split()[:2] == ["split", "n"]
+    assert "head: sigmoid(" in captured.out
+    assert "not saved" in captured.err
+
+
+def test_fit_hlf_cli_errors(
+    ratings_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fit-hlf", str(tmp_path / "none.csv"), *BASE]) == 2
+    assert "ratings CSV not found" in capsys.readouterr().err
+    assert main(["fit-hlf", str(ratings_csv), *BASE]) == 2  # default column 'sr' absent
+    err = capsys.readouterr().err
+    assert "percepfid fit-hlf: error:" in err and "no column 'sr'" in err
+    columns = [
+        "--sr-col",
+        "sr_path",
+        "--gt-col",
+        "gt_path",
+        "--score-col",
+        "mos",
+        "--group-col",
+        "scene",
+    ]
+    assert main(["fit-hlf", str(ratings_csv), *BASE, *columns, "--val-fraction", "1.5"]) == 2
+    assert "val_fraction" in capsys.readouterr().err
