@@ -299,6 +299,15 @@ def test_registered_op_autograd_matches_the_spec() -> None:
         torch.testing.assert_close(a, b)
 
 
+def test_registered_op_refuses_double_backward_clearly() -> None:
+    x = torch.randn(2, 3, 5, generator=_generator(32), requires_grad=True)
+    y = torch.randn(2, 3, 5, generator=_generator(33))
+    out, _ = cosine_similarity_forward(x, y, None, 1e-8, REDUCE_SUM, 1.0)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    with pytest.raises(KernelUnavailableError, match="backend='torch'"):
+        grad.square().sum().backward()
+
+
 def test_torch_compile_fullgraph() -> None:
     torch._dynamo.reset()
 
@@ -392,6 +401,32 @@ def test_triton_refusal_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
     x = torch.randn(2, 3, 4)
     with pytest.raises(KernelUnavailableError, match="pip install triton"):
         cosine_similarity(x, x, backend="triton")
+
+
+def test_auto_on_cuda_tensors_picks_triton_or_logs_the_reason_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Fake CUDA tensors carry device and dtype without a GPU: enough for the dispatch rules.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    monkeypatch.delenv("PERCEPFID_KERNEL", raising=False)
+    monkeypatch.setattr(dispatch, "_logged_reasons", set())
+    with FakeTensorMode():
+        half = torch.empty(2, 3, 4, device="cuda", dtype=torch.bfloat16)
+        doubles = torch.empty(2, 3, 4, device="cuda", dtype=torch.float64)
+        assert dispatch.select_backend("auto", half, half) == "triton"
+        assert dispatch.select_backend("triton", half, half.float()) == "triton"
+        with caplog.at_level(logging.INFO, logger="percepfid"):
+            for _ in range(3):
+                assert dispatch.select_backend("auto", doubles, doubles) == "torch"
+        with pytest.raises(KernelUnavailableError, match="float64"):
+            dispatch.select_backend("triton", doubles, doubles)
+        monkeypatch.setattr(dispatch, "_TRITON_INSTALLED", False)
+        assert dispatch.select_backend("auto", half, half) == "torch"
+        monkeypatch.setenv("PERCEPFID_KERNEL", "torch")
+        assert dispatch.select_backend("auto", half, half) == "torch"
+    messages = [record.getMessage() for record in caplog.records]
+    assert len([m for m in messages if "float64" in m]) == 1, messages
 
 
 @pytest.mark.parametrize(

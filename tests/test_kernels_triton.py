@@ -181,6 +181,13 @@ def test_non_contiguous_inputs(dtype: torch.dtype) -> None:
     _compare(x.transpose(1, 2), y_channels_first, dim=1, reduce="mean")
 
 
+def test_mixed_input_dtypes() -> None:
+    # Under autocast the SR branch may be bfloat16 while the reference stays float32.
+    x = _rand((2, 257, 383), torch.bfloat16, seed=24)
+    y = _rand((2, 257, 383), torch.float32, seed=25)
+    _compare(x, y, reduce="mean")
+
+
 def test_zero_and_sub_eps_rows() -> None:
     x = _rand((2, 257, 64), torch.float32, seed=9)
     y = _rand((2, 257, 64), torch.float32, seed=10)

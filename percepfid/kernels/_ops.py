@@ -172,6 +172,20 @@ def _backward(ctx, grad_out: Tensor, _grad_stats: Tensor | None):
     return dx, dy, d_weight, None, None, None
 
 
+def _no_double_backward(ctx, *grads):
+    from .._errors import KernelUnavailableError
+
+    raise KernelUnavailableError(
+        "the fused cosine kernel gives first-order gradients only; double backward "
+        "(create_graph=True, gradient penalties) needs backend='torch'"
+    )
+
+
 torch.library.register_autograd(
     "percepfid::cosine_similarity_forward", _backward, setup_context=_setup_context
+)
+torch.library.register_autograd(
+    "percepfid::cosine_similarity_backward",
+    _no_double_backward,
+    setup_context=lambda ctx, inputs, output: None,
 )
