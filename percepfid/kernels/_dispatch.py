@@ -10,8 +10,8 @@ import torch
 from .. import _config
 from .._checks import check_choice, check_positive, check_tensor
 from .._errors import ArgumentError, KernelUnavailableError, ShapeError
-from .._imports import install_hint, is_available
-from ._ops import cosine_similarity_forward, interpreter_unavailable
+from .._imports import install_hint
+from ._ops import _TRITON_INSTALLED, cosine_similarity_forward, interpreter_unavailable
 from ._reference import REDUCE_NONE, REDUCE_SUM, cosine_similarity_reference
 
 __all__ = ["BACKENDS", "REDUCES", "cosine_similarity", "select_backend"]
@@ -29,11 +29,6 @@ def _log_once(message: str) -> None:
         return
     _logged_reasons.add(message)
     logger.info(message)
-
-
-# Looked up once (without importing triton): a plain constant is what torch.compile can
-# trace without caveats.
-_TRITON_INSTALLED = is_available("triton")
 
 
 def _triton_unavailable(x: torch.Tensor, y: torch.Tensor) -> tuple[str, str] | None:
@@ -56,7 +51,7 @@ def _triton_unavailable(x: torch.Tensor, y: torch.Tensor) -> tuple[str, str] | N
         return (
             reason,
             "move the tensors to a CUDA device, use backend='torch', or (for testing on CPU) "
-            "set TRITON_INTERPRET=1 before percepfid.kernels._triton is imported",
+            "start the process with TRITON_INTERPRET=1 (before triton is imported)",
         )
     return (
         f"the tensors are on {x.device.type!r}; the Triton kernel runs on CUDA devices",

@@ -35,7 +35,9 @@ __all__ = ["cosine_similarity_backward", "cosine_similarity_forward", "interpret
 
 _TRITON_MODULE = __package__ + "._triton"
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_TRITON_INSTALLED = is_available("triton")  # a constant, so torch.compile traces it plainly
+# Looked up once, without importing triton: a plain constant is what torch.compile traces
+# without caveats.
+_TRITON_INSTALLED = is_available("triton")
 
 
 def interpreter_unavailable() -> str | None:

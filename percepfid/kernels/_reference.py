@@ -23,7 +23,9 @@ Definition, for rows ``x_i``, ``y_i`` (the ``dim`` axis holds the features)::
   above: where ``||x|| >= eps``, ``d cos / d x = y / (||x|| max(||y||, eps)) - cos x / ||x||^2``
   (orthogonal to ``x``, norm ``sin(theta) / ||x||``); where ``||x|| < eps`` the clamped norm
   is the constant ``eps``, so ``d cos / d x = y / (eps max(||y||, eps))`` (finite, and zero
-  when ``y`` is zero too). At ``x = 0`` this is also the one-sided derivative, never NaN.
+  when ``y`` is zero too). Inside that ball the formula is linear in ``x``, so at ``x = 0``
+  too this is the true derivative, never NaN. At ``||x|| == eps`` exactly the first
+  branch is used.
 * The clamp to ``[-1, 1]`` only removes rounding error (mathematically ``|cos| <= 1``).
   It is applied to the value only; the gradient is that of the unclamped expression, so
   the clamp never zeroes a gradient (a hard clamp would kill it at ``x || y``).
