@@ -189,7 +189,7 @@ def train_nr_head(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(index)
+            total += loss.detach().item() * len(index)
         if epoch == epochs - 1 or epoch % max(1, epochs // 10) == 0:
             logger.info("nr-head epoch %d/%d: mse %.4f", epoch + 1, epochs, total / len(rows))
     return head.eval()
