@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import subprocess
 import sys
 
@@ -459,6 +460,73 @@ def test_import_does_not_import_triton() -> None:
         "assert 'triton' not in sys.modules, 'triton was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+_GPU_COMPILE_SCRIPT = """
+import triton
+import triton.compiler as tc
+from triton.backends.compiler import GPUTarget
+from percepfid.kernels import _triton as kernels
+
+assert not kernels.INTERPRETED
+# What triton's JIT assumes for 16-byte aligned pointers and strides divisible by 16.
+ALIGNED = {"x_ptr", "y_ptr", "dx_ptr", "dy_ptr", "grad_ptr", "w_ptr", "out_ptr", "stats_ptr",
+           "D", "stride_xl", "stride_xn", "stride_yl", "stride_yn"}
+
+def ptx(kernel, pointer_types, constexprs, arch):
+    names = list(kernel.arg_names)
+    signature = {}
+    for name in names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = pointer_types.get(name, "*fp32")
+        else:
+            signature[name] = "fp32" if name in ("eps", "scale") else "i32"
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in ALIGNED
+             if n in names and n not in constexprs}
+    source = tc.ASTSource(fn=kernel, signature=signature, attrs=attrs, constexprs=constexprs)
+    target = GPUTarget("cuda", arch, 32)
+    return triton.compile(source, target=target, options={"num_warps": 8}).asm["ptx"]
+
+bf16 = {"x_ptr": "*bf16", "y_ptr": "*bf16", "dx_ptr": "*bf16", "dy_ptr": "*bf16"}
+tile = {"BLOCK_R": 16, "BLOCK_D": 256, "stride_xd": 1, "stride_yd": 1}
+forward = ptx(kernels._cosine_forward_kernel, bf16,
+              {"HAS_WEIGHT": True, "REDUCE": True, **tile}, 90)
+backward = ptx(kernels._cosine_backward_kernel, bf16,
+               {"HAS_WEIGHT": False, "REDUCE": False, "HAS_DX": True, "HAS_DY": True, **tile}, 90)
+d1 = ptx(kernels._cosine_backward_kernel, {"x_ptr": "*fp16", "y_ptr": "*fp16", "dx_ptr": "*fp16"},
+         {"HAS_WEIGHT": True, "REDUCE": True, "HAS_DX": True, "HAS_DY": False,
+          "BLOCK_R": 1, "BLOCK_D": 1}, 80)
+print(forward.count("ld.global.v4"), forward.count("atom.global"),
+      backward.count("ld.global.v4"), backward.count("st.global.v4"), d1.count("st.global"))
+"""
+
+
+def test_kernels_compile_for_nvidia_gpus_with_vector_memory_access() -> None:
+    """Compile (no GPU needed) for sm_90/sm_80 and check 128-bit loads and stores.
+
+    The interpreter accepts code the GPU compiler rejects, and bandwidth needs vector
+    memory access: with aligned, contiguous bf16 rows each thread moves 8 elements at once.
+    """
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-c", _GPU_COMPILE_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    fwd_v4_loads, fwd_atomics, bwd_v4_loads, bwd_v4_stores, d1_stores = map(
+        int, result.stdout.split()
+    )
+    # 16 x 256 tile, 256 threads: 16 elements of x and of y per thread = 2 + 2 128-bit loads.
+    assert fwd_v4_loads >= 4 and bwd_v4_loads >= 4
+    assert bwd_v4_stores >= 4  # dx and dy
+    assert fwd_atomics >= 1  # the per-image sum
+    assert d1_stores >= 1
 
 
 @pytest.mark.cuda
