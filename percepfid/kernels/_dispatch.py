@@ -204,7 +204,9 @@ def cosine_similarity(
     raises if it cannot serve the call; ``'auto'`` follows ``PERCEPFID_KERNEL``
     (default ``auto``: Triton for CUDA tensors it can serve, else the reference, logging the
     reason once). The Triton path gives first-order gradients for ``x``, ``y`` and
-    ``weight``; for double backward use ``backend='torch'``.
+    ``weight``; double backward and ``torch.func`` transforms (``vmap``, ``jvp``) need
+    ``backend='torch'``. Its per-image sums use float32 atomics (summation order varies
+    at the last bit) unless ``torch.use_deterministic_algorithms(True)`` is on.
 
     Args:
         x: embeddings, e.g. ``(B, N, D)`` tokens; gets gradients.
