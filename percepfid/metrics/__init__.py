@@ -1,0 +1,131 @@
+"""torchmetrics ``Metric`` wrappers for HLF and RQI (optional: ``pip install 'percepfid[metrics]'``).
+
+``update`` accumulates per-image scores as summed states, so a distributed evaluation loop
+(DDP, Lightning) reduces them across processes for free when ``compute`` is called.
+
+Example:
+    >>> import torch
+    >>> from percepfid.metrics import HLFMetric
+    >>> metric = HLFMetric("timm:vit_tiny_patch16_224.augreg_in21k", pretrained=False, image_size=32)
+    >>> metric.update(torch.rand(2, 3, 24, 24), torch.rand(2, 3, 24, 24))
+    >>> metric.compute().shape
+    torch.Size([])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._imports import require
+
+require("torchmetrics", "percepfid.metrics")
+
+from torchmetrics import Metric  # noqa: E402
+
+__all__ = ["HLFMetric", "RQIMetric"]
+
+
+class _MeanScore(Metric):
+    """Mean of a per-image score over everything seen by every process."""
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state(
+            "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def _scores(self, images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update(self, images: torch.Tensor, reference: torch.Tensor) -> None:
+        """Score a batch: ``images`` and ``reference`` are ``(B, 3, H, W)`` in [0, 1]."""
+        with torch.no_grad():
+            scores = self._scores(images, reference).reshape(-1)
+        self.total += scores.double().sum()
+        self.count += scores.numel()
+
+    def compute(self) -> torch.Tensor:
+        """The mean score (NaN before any update)."""
+        if int(self.count) == 0:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        return self.total / self.count
+
+
+class HLFMetric(_MeanScore):
+    """Mean HLF fidelity of SR images to their GT (higher = more faithful).
+
+    Args:
+        backbone: as for :class:`~percepfid.HLFLoss` (name, full spec or module).
+        pretrained: load the backbone's weights; ``False`` gives random weights (tests).
+        head: a calibration head (module, folder or Hub repo id); then the mean predicted
+            human fidelity in [0, 1] instead of the mean cosine.
+        embedding: ``'cls'``, ``'patch'`` or ``'cls+patch'``.
+        image_size: override the backbone input size.
+        **kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``dist_sync_fn``, ...).
+
+    Shape:
+        - update: ``sr`` and ``gt`` ``(B, 3, H, W)`` in [0, 1].
+        - compute: scalar (float64).
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "dinov2",
+        *,
+        pretrained: bool = True,
+        head: nn.Module | str | Path | None = None,
+        embedding: str = "cls",
+        image_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        from ..losses.hlf import HLFLoss
+
+        self.loss = HLFLoss(
+            backbone, pretrained=pretrained, head=head, embedding=embedding, image_size=image_size
+        )
+
+    def _scores(self, images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        return self.loss.fidelity(images, reference)
+
+
+class RQIMetric(_MeanScore):
+    """Mean Relative Quality Index of images against their references (> 0: better).
+
+    Args:
+        backbone: ``None`` for the released MANIQA-RQI model, or a backbone as for
+            :class:`~percepfid.RQILoss`.
+        pretrained: load the released weights; ``False`` gives random weights (tests).
+        **kwargs: other :class:`~percepfid.RQILoss` arguments (``head``, ``crop``, ...) and
+            torchmetrics ``Metric`` options.
+
+    Shape:
+        - update: ``images`` and ``reference`` ``(B, 3, H, W)`` in [0, 1].
+        - compute: scalar (float64).
+    """
+
+    _METRIC_OPTIONS = frozenset(
+        {"compute_on_cpu", "dist_sync_on_step", "process_group", "dist_sync_fn",
+         "distributed_available_fn", "sync_on_compute", "compute_with_cache"}
+    )  # fmt: skip
+
+    def __init__(
+        self, backbone: str | nn.Module | None = None, *, pretrained: bool = True, **kwargs: Any
+    ) -> None:
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in self._METRIC_OPTIONS}
+        super().__init__(**options)
+        from ..losses.rqi import RQILoss
+
+        self.loss = RQILoss(backbone, pretrained=pretrained, **kwargs)
+
+    def _scores(self, images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        return self.loss.score(images, reference)
