@@ -106,3 +106,39 @@ def test_explicit_lists_and_errors(folder, tmp_path) -> None:
         score_candidates(tmp_path / "empty", CountingBrightness(), progress=False)
     with pytest.raises(ArgumentError, match="not a folder"):
         find_candidates(tmp_path / "nope")
+
+
+def test_cli_score_candidates(folder, tmp_path) -> None:
+    pytest.importorskip("open_clip")
+    import csv
+
+    from srnets import register_tiny_clip
+
+    from percepfid.cli import main
+
+    root, _ = folder
+    arch = register_tiny_clip()
+    out = tmp_path / "scores.csv"
+    argv = [
+        "score-candidates",
+        str(root),
+        "--iqa",
+        f"clipiqa:{arch}",
+        "--random-weights",
+        "--output",
+        str(out),
+        "--cache",
+        str(tmp_path / "cache.json"),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["item"], r["candidate"]) for r in rows] == [
+        ("a", "0"),
+        ("a", "1"),
+        ("b", "0"),
+        ("b", "1"),
+        ("b", "2"),
+    ]
+    assert all(0.0 < float(r["score"]) < 1.0 for r in rows)
+    assert main(["score-candidates", str(tmp_path / "nope"), "--no-progress"]) == 2

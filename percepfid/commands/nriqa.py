@@ -1,0 +1,71 @@
+"""``percepfid score-candidates``: score candidate ground truths with an NR-IQA model.
+
+Reads a folder laid out as ``ROOT/<item>/<candidate image>`` and writes one row per
+candidate (item, candidate index, path, score), ready for ``IQAWeightedSampler``. Scores
+are cached by file content with ``--cache``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from ._common import EXIT_OK, echo, output_format, write_records
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``score-candidates`` subcommand."""
+    parser = subparsers.add_parser(
+        "score-candidates",
+        help="score candidate GTs (ROOT/<item>/<image>) with an NR-IQA model",
+        description=(
+            "Score every candidate ground truth under ROOT/<item>/ with a no-reference IQA "
+            "model, for IQA-weighted GT sampling (SMA/SMP) during SR training."
+        ),
+    )
+    parser.add_argument("root", help="folder with one sub-folder of candidate images per item")
+    parser.add_argument(
+        "--iqa", default="clipiqa", help="NR-IQA model name (default: clipiqa; e.g. pyiqa:musiq)"
+    )
+    parser.add_argument("--output", "-o", help="CSV or JSON file to write (default: stdout)")
+    parser.add_argument("--format", choices=("csv", "json"), help="output format")
+    parser.add_argument("--cache", help="JSON score cache, keyed by model and file content")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="random model weights: offline plumbing check, the scores mean nothing",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score the candidates and write the table."""
+    from ..data import find_candidates, score_candidates
+
+    names, groups = find_candidates(args.root)
+    scores = score_candidates(
+        groups,
+        args.iqa,
+        batch_size=args.batch_size,
+        cache=args.cache,
+        device=args.device,
+        pretrained=not args.random_weights,
+        progress=not args.no_progress,
+    )
+    records = [
+        {"item": name, "candidate": k, "path": str(path), "score": float(scores[i, k])}
+        for i, (name, group) in enumerate(zip(names, groups, strict=True))
+        for k, path in enumerate(group)
+        if not math.isnan(float(scores[i, k]))
+    ]
+    metadata = {"iqa": args.iqa, "random_weights": bool(args.random_weights)}
+    write_records(
+        records, args.output, fmt=output_format(args.output, args.format), metadata=metadata
+    )
+    if args.output:
+        echo(f"scored {len(records)} candidates of {len(names)} items -> {args.output}")
+    return EXIT_OK
