@@ -27,6 +27,7 @@ from torch import nn
 
 from .._checks import check_choice
 from .._errors import ArgumentError, EmptyBatchError, PercepfidError, ShapeError
+from ._common import load_image
 
 __all__ = ["HLFFitResult", "HumanRating", "fit_hlf_head", "read_ratings"]
 
@@ -150,17 +151,6 @@ def read_ratings(
     return ratings
 
 
-def _load_rgb(path: Path) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise RatingsError(f"cannot read image {path}: {error}") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
 @torch.no_grad()
 def _cosines(
     loss: nn.Module,
@@ -186,7 +176,7 @@ def _cosines(
 
     with tqdm(total=len(ratings), desc="cosine", unit="pair", disable=not progress) as bar:
         for index, rating in enumerate(ratings):
-            sr, gt = _load_rgb(rating.sr), _load_rgb(rating.gt)
+            sr, gt = load_image(rating.sr), load_image(rating.gt)
             if sr.shape != gt.shape:
                 raise ShapeError(
                     f"{rating.sr} is {tuple(sr.shape[1:])} but its GT {rating.gt} is "
