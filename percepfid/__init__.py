@@ -8,6 +8,7 @@ from ._errors import (  # noqa: E402
     ArgumentError,
     DTypeError,
     EmptyBatchError,
+    KernelUnavailableError,  # noqa: E402
     MissingDependencyError,
     NonFiniteError,
     PercepfidError,
@@ -16,14 +17,22 @@ from ._errors import (  # noqa: E402
     UnknownNameError,
     WeightsError,
 )
-from .data import ArgmaxPatchSelector, IQAWeightedSampler  # noqa: E402
-from .losses import HLFLoss, RQILoss  # noqa: E402
+from .data import ArgmaxPatchSelector, IQAWeightedSampler, score_candidates  # noqa: E402
+from .iqa import create_nriqa, list_nriqa  # noqa: E402
+from .kernels import cosine_similarity  # noqa: E402
+from .losses import HLFLoss, LoRANRIQALoss, RQILoss  # noqa: E402
 
 __all__ = [
     "ArgmaxPatchSelector",
     "HLFLoss",
     "IQAWeightedSampler",
+    "KernelUnavailableError",
+    "LoRANRIQALoss",
     "RQILoss",
+    "cosine_similarity",
+    "create_nriqa",
+    "list_nriqa",
+    "score_candidates",
     "__version__",
     "ArgumentError",
     "DTypeError",

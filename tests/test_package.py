@@ -27,7 +27,16 @@ def test_import_percepfid_imports_no_model_family_library():
 
 
 def test_public_surface_snapshot():
-    expected = {"HLFLoss", "RQILoss", "IQAWeightedSampler", "ArgmaxPatchSelector", "__version__"}
+    expected = {
+        "HLFLoss",
+        "RQILoss",
+        "LoRANRIQALoss",
+        "IQAWeightedSampler",
+        "ArgmaxPatchSelector",
+        "create_nriqa",
+        "cosine_similarity",
+        "__version__",
+    }
     assert expected <= set(percepfid.__all__)
     for name in percepfid.__all__:
         assert hasattr(percepfid, name), name
