@@ -9,6 +9,7 @@ from torch import nn
 
 from .._checks import check_choice, check_input_range
 from .._errors import ArgumentError, DTypeError
+from .._frozen import exclude_from_state_dict
 from . import _adapters
 from ._preprocess import Preprocess
 from ._registry import get_spec
@@ -60,10 +61,8 @@ class Backbone(nn.Module):
         super().train(False)
         if (self.embed_dim is None or self.token_dim is None) and preprocess is not None:
             self._infer_dims()
-        # Frozen weights are not part of any parent's checkpoint: drop them on save and
-        # fill them from the live module on load so strict loading of a parent works.
-        self._register_state_dict_hook(_drop_own_keys)
-        self.register_load_state_dict_pre_hook(_fill_own_keys)
+        # Frozen weights are not part of any parent's checkpoint (filled back on load).
+        exclude_from_state_dict(self)
 
     @torch.no_grad()
     def _infer_dims(self) -> None:
@@ -116,23 +115,6 @@ class Backbone(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.spec.name!r}, embed_dim={self.embed_dim}, token_dim={self.token_dim}"
-
-
-def _drop_own_keys(module, state_dict, prefix, local_metadata):  # noqa: ARG001
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        del state_dict[key]
-
-
-def _fill_own_keys(module, state_dict, prefix, *args):  # noqa: ARG001
-    # The frozen weights are never in a parent's checkpoint: load them as they are now.
-    for module_name, submodule in module.named_modules():
-        base = prefix + (module_name + "." if module_name else "")
-        for name, param in submodule._parameters.items():
-            if param is not None:
-                state_dict.setdefault(base + name, param.detach())
-        for name, buffer in submodule._buffers.items():
-            if buffer is not None and name not in submodule._non_persistent_buffers_set:
-                state_dict.setdefault(base + name, buffer.detach())
 
 
 def create_backbone(

@@ -12,6 +12,7 @@ from torch import nn
 
 from .._checks import check_choice, check_image_pair, check_input_range, check_reduction
 from .._errors import ArgumentError, DTypeError
+from .._frozen import exclude_from_state_dict
 from ..functional.rqi import rqi_loss, rqi_score
 from ..rqi.crops import CROP_MODES, aligned_crop
 from ..rqi.head import EMBEDDINGS, BackbonePairModel, RQIHead
@@ -20,21 +21,6 @@ from ..rqi.maniqa import RELEASED_WEIGHTS, create_maniqa_rqi
 logger = logging.getLogger(__name__)
 
 __all__ = ["RQILoss"]
-
-
-def _drop_frozen(module: RQILoss, state_dict: dict, prefix: str, local_metadata: Any) -> None:  # noqa: ARG001
-    for frozen in module._frozen_prefixes:
-        for key in [k for k in state_dict if k.startswith(prefix + frozen)]:
-            del state_dict[key]
-
-
-def _fill_frozen(module: RQILoss, state_dict: Mapping, prefix: str, *args: Any) -> None:  # noqa: ARG001
-    # A checkpoint of the loss holds no frozen weights: take them from the live module so
-    # that strict loading of the loss (or of a model that holds it) works.
-    for frozen in module._frozen_prefixes:
-        part = module.get_submodule(frozen.rstrip("."))
-        for name, tensor in nn.Module.state_dict(part, keep_vars=True).items():
-            state_dict.setdefault(prefix + frozen + name, tensor.detach())
 
 
 class RQILoss(nn.Module):
@@ -181,8 +167,8 @@ class RQILoss(nn.Module):
                 f"the MANIQA-RQI model takes {fixed} x {fixed} crops; got crop_size={crop_size}"
             )
         self.crop_size = crop_size if crop_size is not None else default_size
-        self._register_state_dict_hook(_drop_frozen)
-        self.register_load_state_dict_pre_hook(_fill_frozen)
+        for frozen in self._frozen_prefixes:  # on the loss, so self.model.state_dict() is full
+            exclude_from_state_dict(self, frozen.rstrip("."))
         self.train(self.training)
 
     @staticmethod
