@@ -1,6 +1,7 @@
 """Fit an HLF calibration head on human fidelity ratings and use it in HLFLoss.
 
     python examples/fit_hlf_head.py --ratings ratings.csv --output-dir my-hlf-head
+    python examples/fit_hlf_head.py --ratings ratings.csv --head mlp --unfreeze-blocks 2
     python examples/fit_hlf_head.py --random-weights   # offline plumbing demo on generated
                                                         # ratings: the numbers mean nothing
 
@@ -8,7 +9,8 @@ ratings.csv has one row per rated pair: ``sr`` and ``gt`` (image paths, relative
 CSV), ``score`` (human fidelity, any scale) and ``group`` (the source image; groups never
 cross the train/validation split). The fitted head maps the cosine to predicted human
 fidelity in [0, 1]; ``HLFLoss(backbone, head="my-hlf-head")`` loads it (or a Hub repo id
-after ``--push-to-hub``). The same as ``percepfid fit-hlf ratings.csv -o my-hlf-head``.
+after ``--push-to-hub``), together with the backbone's last blocks when
+``--unfreeze-blocks`` fine-tuned them. The same as ``percepfid fit-hlf ratings.csv -o my-hlf-head``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ def main() -> int:
     parser.add_argument("--backbone", default="dinov2")
     parser.add_argument("--output-dir", type=Path, help="where to save the head")
     parser.add_argument("--push-to-hub", help="Hub repo id to push the head to")
+    parser.add_argument("--head", choices=("calibration", "mlp"), default="calibration")
+    parser.add_argument(
+        "--unfreeze-blocks", type=int, default=0, help="fine-tune the last N backbone blocks"
+    )
+    parser.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs")
     parser.add_argument(
         "--random-weights", action="store_true", help="offline plumbing demo: numbers mean nothing"
     )
@@ -84,6 +91,9 @@ def main() -> int:
             pretrained=not args.random_weights,
             image_size=image_size,
             val_fraction=0.25,
+            head=args.head,
+            unfreeze_blocks=args.unfreeze_blocks,
+            epochs=args.epochs,
             output_dir=output_dir,
             push_to_hub=args.push_to_hub,
         )

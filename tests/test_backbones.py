@@ -14,6 +14,7 @@ from percepfid.backbones import (
     list_backbones,
     tile_grid,
 )
+from percepfid.backbones._blocks import block_list, last_block_parameters
 
 ALIASES = [
     "dinov2",
@@ -86,6 +87,15 @@ def test_alias_builds_and_embeds_odd_sizes(alias):
     backbone.train()
     assert not backbone.training and not any(m.training for m in backbone.modules())
     assert backbone.state_dict() == {}
+    # "the last N blocks" (for fit_hlf_head(unfreeze_blocks=N)) is found in every family:
+    # one block plus everything after it, up to the tower's last parameter
+    names = [name for name, _ in backbone.encoder.named_parameters()]
+    last_one = last_block_parameters(backbone.encoder, 1)
+    list_name, blocks = block_list(backbone.encoder)
+    assert len(blocks) >= 2 and last_one[-1] == names[-1]
+    assert any(n.startswith(f"{list_name}.{len(blocks) - 1}.") for n in last_one)
+    assert not any(n.startswith(f"{list_name}.{len(blocks) - 2}.") for n in last_one)
+    assert set(last_one) < set(last_block_parameters(backbone.encoder, 2))
 
 
 def test_gradients_flow_to_the_input(tiny_backbone_name):
@@ -162,3 +172,13 @@ def test_user_module_backbone():
     out = backbone(torch.rand(2, 3, 5, 5))
     assert out.shape == (2, 8)
     assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_last_blocks_need_a_block_list_and_a_count_in_range(tiny_backbone_name):
+    backbone = create_backbone(tiny_backbone_name, pretrained=False, image_size=32)
+    for count in (0, 13, 1.0, True):
+        with pytest.raises(ArgumentError, match=r"unfreeze_blocks must be an int in \[1, 12\]"):
+            last_block_parameters(backbone.encoder, count)
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
+    with pytest.raises(ArgumentError, match="cannot find the transformer blocks"):
+        last_block_parameters(flat, 1)

@@ -113,3 +113,30 @@ def test_fit_hlf_cli_errors(
     ]
     assert main(["fit-hlf", str(ratings_csv), *BASE, *columns, "--val-fraction", "1.5"]) == 2
     assert "val_fraction" in capsys.readouterr().err
+
+
+def test_fit_hlf_cli_mlp_head_with_unfrozen_blocks(
+    ratings_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from percepfid import HLFLoss
+    from percepfid.heads import MLPCalibrationHead, load_head
+
+    out = tmp_path / "tuned"
+    columns = ["--sr-col", "sr_path", "--gt-col", "gt_path", "--score-col", "mos"]
+    args = ["fit-hlf", str(ratings_csv), *BASE, *columns, "--group-col", "scene"]
+    tuning = ["--head", "mlp", "--hidden", "8", "--unfreeze-blocks", "1", "--epochs", "2"]
+    assert main([*args, *tuning, "--backbone-lr", "1e-4", "-o", str(out)]) == 0
+    output = capsys.readouterr().out
+    assert "head: MLPCalibrationHead(hidden=8)" in output
+    assert "fine-tuned the last 1 backbone block(s) for 2 epoch(s); kept epoch" in output
+    head = load_head(out)
+    assert isinstance(head, MLPCalibrationHead) and head.backbone_update.blocks == 1
+    report = json.loads((out / "fit_report.json").read_text())
+    assert report["unfreeze_blocks"] == 1 and len(report["history"]) == 3
+    assert report["best_epoch"] in (0, 1, 2)
+    loss = HLFLoss(TINY, pretrained=False, image_size=32, head=str(out))
+    value = loss(torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16))
+    assert 0.0 <= float(value) <= 1.0
+
+    assert main([*args, "--unfreeze-blocks", "99"]) == 2
+    assert "unfreeze_blocks must be an int in [1, 12]" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``percepfid fit-hlf``: fit an HLF calibration head on a CSV of human fidelity ratings."""
+"""``percepfid fit-hlf``: fit an HLF calibration head on a CSV of human fidelity ratings,
+optionally fine-tuning the backbone's last blocks with it."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "fit-hlf",
         help="fit an HLF calibration head on human fidelity ratings",
         description=(
-            "Fit the HLF calibration head sigmoid(scale * cos + bias) to human fidelity "
-            "scores. RATINGS is a CSV with columns sr, gt, score and group (source image); "
+            "Fit an HLF calibration head (sigmoid(scale * cos + bias), or a small MLP) to "
+            "human fidelity scores, optionally fine-tuning the backbone's last blocks with "
+            "it. RATINGS is a CSV with columns sr, gt, score and group (source image); "
             "groups never cross the train/validation split."
         ),
     )
@@ -31,6 +33,31 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--embedding", choices=("cls", "patch", "cls+patch"), default="cls", help="default: cls"
     )
     parser.add_argument("--image-size", type=int, help="override the backbone input size")
+    parser.add_argument(
+        "--head",
+        choices=("calibration", "mlp"),
+        default="calibration",
+        help="calibration: sigmoid(scale * cos + bias); mlp: MLP on the cosine and embedding "
+        "differences (default: calibration)",
+    )
+    parser.add_argument("--hidden", type=int, default=16, help="MLP hidden width (default: 16)")
+    parser.add_argument(
+        "--unfreeze-blocks",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fine-tune the backbone's last N blocks with the head (default: 0, frozen)",
+    )
+    parser.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (default: 5)")
+    parser.add_argument(
+        "--lr", type=float, default=1e-3, help="head learning rate when fine-tuning (default: 1e-3)"
+    )
+    parser.add_argument(
+        "--backbone-lr",
+        type=float,
+        default=1e-5,
+        help="learning rate of the unfrozen blocks (default: 1e-5)",
+    )
     parser.add_argument("--sr-col", default="sr", help="column of SR image paths (default: sr)")
     parser.add_argument("--gt-col", default="gt", help="column of GT image paths (default: gt)")
     parser.add_argument("--score-col", default="score", help="human score column (default: score)")
@@ -81,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
         pretrained=not args.random_weights,
         embedding=args.embedding,
         image_size=args.image_size,
+        head=args.head,
+        hidden=args.hidden,
+        unfreeze_blocks=args.unfreeze_blocks,
+        epochs=args.epochs,
+        lr=args.lr,
+        backbone_lr=args.backbone_lr,
         val_fraction=args.val_fraction,
         seed=args.seed,
         score_range=None if args.score_range is None else tuple(args.score_range),
@@ -117,7 +150,15 @@ def run(args: argparse.Namespace) -> int:
             )
     echo(format_table(["split", "n", "srcc_cos", "plcc_cos", "srcc_head", "plcc_head"], rows))
     config = report["head_config"]
-    echo(f"head: sigmoid({config['scale']:.4g} * cos + {config['bias']:.4g})")
+    if "scale" in config:
+        echo(f"head: sigmoid({config['scale']:.4g} * cos + {config['bias']:.4g})")
+    else:
+        echo(f"head: {config['class']}(hidden={config.get('hidden')})")
+    if result.unfreeze_blocks:
+        echo(
+            f"fine-tuned the last {result.unfreeze_blocks} backbone block(s) for "
+            f"{len(result.history) - 1} epoch(s); kept epoch {result.best_epoch}"
+        )
     if result.output_dir:
         echo(f"saved to {result.output_dir}")
     if result.repo_id:

@@ -1,6 +1,6 @@
 """Small trainable heads that sit on frozen backbones, saved in the Hub format."""
 
-from ._base import HubHead, load_head
+from ._base import BackboneUpdate, HubHead, load_head
 from .hlf import CalibrationHead, MLPCalibrationHead
 
-__all__ = ["CalibrationHead", "HubHead", "MLPCalibrationHead", "load_head"]
+__all__ = ["BackboneUpdate", "CalibrationHead", "HubHead", "MLPCalibrationHead", "load_head"]

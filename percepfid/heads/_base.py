@@ -4,9 +4,13 @@ the Hugging Face Hub format (``config.json`` + ``model.safetensors``)."""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
@@ -14,7 +18,89 @@ from .._errors import UnknownNameError, WeightsError
 
 # The key in config.json that names the head class, so load_head can rebuild any head.
 CLASS_KEY = "percepfid_head"
+# The key in config.json that records a backbone update saved next to the head.
+BACKBONE_KEY = "percepfid_backbone"
+BACKBONE_FILE = "backbone.safetensors"
 _HEADS: dict[str, type[HubHead]] = {}
+
+
+@dataclass
+class BackboneUpdate:
+    """Backbone weights fine-tuned together with a head (the last ``blocks`` blocks).
+
+    Attributes:
+        backbone: the backbone's spec name; the update only applies to that backbone.
+        blocks: how many of its last blocks were fine-tuned.
+        state: the tuned tensors, keyed by name relative to ``Backbone.encoder``.
+    """
+
+    backbone: str
+    blocks: int
+    state: dict[str, torch.Tensor]
+
+    def apply(self, backbone: nn.Module) -> None:
+        """Load the tuned tensors into ``backbone`` (a :class:`~percepfid.backbones.Backbone`).
+
+        Raises:
+            ArgumentError: ``backbone`` is not the one the update was fitted on.
+            WeightsError: the tensors do not fit its encoder (missing names, wrong shapes).
+        """
+        from .._errors import ArgumentError
+
+        name = backbone.spec.name
+        if name != self.backbone:
+            raise ArgumentError(
+                f"this head was fitted with the last {self.blocks} block(s) of backbone "
+                f"{self.backbone!r} fine-tuned; it cannot be used with backbone {name!r}. "
+                f"Pass backbone={self.backbone!r}."
+            )
+        own = backbone.encoder.state_dict()
+        unknown = sorted(set(self.state) - set(own))
+        if unknown:
+            raise WeightsError(
+                f"backbone update for {name!r} holds {len(unknown)} tensor(s) its encoder does "
+                f"not have (first: {unknown[0]!r}); the file does not match this backbone"
+            )
+        for key, tensor in self.state.items():
+            if tensor.shape != own[key].shape:
+                raise WeightsError(
+                    f"backbone update tensor {key!r} has shape {tuple(tensor.shape)}; the "
+                    f"encoder expects {tuple(own[key].shape)}"
+                )
+        backbone.encoder.load_state_dict(self.state, strict=False)
+
+
+def _write_backbone_update(folder: Path, update: BackboneUpdate) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in update.state.items()}
+    # write to a temporary name, then rename: no half-written file on failure
+    fd, tmp = tempfile.mkstemp(prefix=".backbone-", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"backbone": update.backbone, "blocks": str(update.blocks)})
+        os.replace(tmp, folder / BACKBONE_FILE)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read_backbone_update(path: Path, record: dict) -> BackboneUpdate:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as error:
+        raise WeightsError(
+            f"{path}: unreadable backbone update ({error}); re-save or re-download the head"
+        ) from error
+    try:
+        return BackboneUpdate(str(record["name"]), int(record["blocks"]), state)
+    except (KeyError, TypeError, ValueError) as error:
+        raise WeightsError(
+            f"{path.parent / 'config.json'}: malformed {BACKBONE_KEY!r} entry {record!r}"
+        ) from error
 
 
 class HubHead(
@@ -30,21 +116,92 @@ class HubHead(
     lists); the mixin records them in ``config.json`` so ``from_pretrained`` rebuilds the
     same architecture before loading ``model.safetensors``. The class name is recorded too,
     so :func:`load_head` can load any head without knowing its class.
+
+    A head fitted together with the last blocks of its backbone carries them in
+    :attr:`backbone_update`; they are saved next to it as ``backbone.safetensors`` and
+    :class:`~percepfid.HLFLoss` loads them into its backbone.
     """
+
+    backbone_update: BackboneUpdate | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _HEADS[cls.__name__] = cls
 
-    def save_pretrained(self, save_directory, *, config: dict | None = None, **kwargs: Any):
+    def _full_config(self, config: dict | None) -> dict:
         config = dict(config if config is not None else (self._hub_mixin_config or {}))
         config[CLASS_KEY] = type(self).__name__
-        return super().save_pretrained(save_directory, config=config, **kwargs)
+        if self.backbone_update is not None:
+            config[BACKBONE_KEY] = {
+                "name": self.backbone_update.backbone,
+                "blocks": self.backbone_update.blocks,
+            }
+        return config
 
-    def push_to_hub(self, repo_id: str, *, config: dict | None = None, **kwargs: Any):
-        config = dict(config if config is not None else (self._hub_mixin_config or {}))
-        config[CLASS_KEY] = type(self).__name__
-        return super().push_to_hub(repo_id, config=config, **kwargs)
+    def save_pretrained(self, save_directory, *, config: dict | None = None, **kwargs: Any):
+        result = super().save_pretrained(save_directory, config=self._full_config(config), **kwargs)
+        if self.backbone_update is not None:
+            _write_backbone_update(Path(save_directory), self.backbone_update)
+        return result
+
+    # push_to_hub needs no override: the mixin saves through save_pretrained into a
+    # temporary folder and uploads that, so the config keys and backbone update travel too.
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs: Any):
+        """Load the head (and its backbone update, when saved with one)."""
+        head = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        fetch = _fetcher(pretrained_model_name_or_path, kwargs)
+        record = _read_config(fetch)[1].get(BACKBONE_KEY)
+        if record is not None:
+            head.backbone_update = _read_backbone_update(fetch(BACKBONE_FILE), record)
+        return head
+
+
+def _fetcher(path_or_repo_id: str | Path, hub_kwargs: dict[str, Any]):
+    """A function ``filename -> local path`` for a head folder or Hub repo id."""
+    local = Path(path_or_repo_id)
+    if local.is_dir():
+
+        def fetch(filename: str) -> Path:
+            path = local / filename
+            if not path.is_file():
+                raise WeightsError(
+                    f"head folder {str(local)!r} has no {filename} (save it with save_pretrained)"
+                )
+            return path
+
+    else:
+        from huggingface_hub import hf_hub_download
+
+        allowed = {
+            k: hub_kwargs[k]
+            for k in ("revision", "cache_dir", "local_files_only", "token")
+            if k in hub_kwargs
+        }
+
+        def fetch(filename: str) -> Path:
+            try:
+                return Path(
+                    hf_hub_download(
+                        str(path_or_repo_id), filename, library_name="percepfid", **allowed
+                    )
+                )
+            except Exception as error:  # noqa: BLE001 - report any hub failure the same way
+                raise WeightsError(
+                    f"head {str(path_or_repo_id)!r} is neither a local folder nor a reachable "
+                    f"Hub repo with a {filename} ({type(error).__name__}: {error})"
+                ) from error
+
+    return fetch
+
+
+def _read_config(fetch) -> tuple[Path, dict]:
+    config_path = fetch("config.json")
+    try:
+        return config_path, json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise WeightsError(f"{config_path}: unreadable head config ({error})") from error
 
 
 def load_head(path_or_repo_id: str | Path, **hub_kwargs: Any) -> HubHead:
@@ -55,40 +212,15 @@ def load_head(path_or_repo_id: str | Path, **hub_kwargs: Any) -> HubHead:
         **hub_kwargs: passed to ``from_pretrained`` (``revision``, ``cache_dir``,
             ``local_files_only``, ...).
 
+    Returns:
+        The head, with its :attr:`~HubHead.backbone_update` when the folder holds one.
+
     Raises:
-        WeightsError: the folder/repo holds no percepfid head config.
+        WeightsError: the folder/repo holds no percepfid head config, or its backbone update
+            is missing or unreadable.
         UnknownNameError: the config names a head class percepfid does not know.
     """
-    local = Path(path_or_repo_id)
-    if local.is_dir():
-        config_path = local / "config.json"
-        if not config_path.is_file():
-            raise WeightsError(
-                f"head folder {str(local)!r} has no config.json (save it with save_pretrained)"
-            )
-    else:
-        from huggingface_hub import hf_hub_download
-
-        allowed = {
-            k: hub_kwargs[k]
-            for k in ("revision", "cache_dir", "local_files_only", "token")
-            if k in hub_kwargs
-        }
-        try:
-            config_path = Path(
-                hf_hub_download(
-                    str(path_or_repo_id), "config.json", library_name="percepfid", **allowed
-                )
-            )
-        except Exception as error:  # noqa: BLE001 - report any hub failure the same way
-            raise WeightsError(
-                f"head {str(path_or_repo_id)!r} is neither a local folder nor a reachable Hub repo "
-                f"with a config.json ({type(error).__name__}: {error})"
-            ) from error
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise WeightsError(f"{config_path}: unreadable head config ({error})") from error
+    config_path, config = _read_config(_fetcher(path_or_repo_id, hub_kwargs))
     name = config.get(CLASS_KEY)
     if name not in _HEADS:
         raise UnknownNameError("head class", str(name), _HEADS, hint=f"(read from {config_path})")

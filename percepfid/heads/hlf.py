@@ -40,7 +40,10 @@ class CalibrationHead(HubHead):
 class MLPCalibrationHead(HubHead):
     """An MLP on ``[cos, mean|e_sr - e_gt|, max|e_sr - e_gt|]`` -> fidelity in [0, 1].
 
-    A richer alternative to :class:`CalibrationHead` (PAPERS.md section 1 [D]).
+    A richer alternative to :class:`CalibrationHead` (PAPERS.md section 1 [D]). The
+    features are standardised by the buffers ``feature_mean`` / ``feature_std`` (set from
+    the training features by :func:`percepfid.train.fit_hlf_head`, saved with the head)
+    before the MLP, so it copes with backbones whose cosines crowd near 1.
 
     Args:
         hidden: width of the hidden layer.
@@ -57,6 +60,8 @@ class MLPCalibrationHead(HubHead):
         self.net = nn.Sequential(
             nn.Linear(self.num_features, hidden), nn.GELU(), nn.Linear(hidden, 1)
         )
+        self.register_buffer("feature_mean", torch.zeros(self.num_features))
+        self.register_buffer("feature_std", torch.ones(self.num_features))
 
     @staticmethod
     def features(
@@ -68,5 +73,12 @@ class MLPCalibrationHead(HubHead):
         diff = diff / scale * diff.shape[1] ** 0.5
         return torch.stack([cosine.float(), diff.mean(1), diff.amax(1)], dim=1)
 
+    @torch.no_grad()
+    def set_feature_statistics(self, features: torch.Tensor) -> None:
+        """Standardise inputs like ``features`` ``(N, 3)``: their mean and std become the buffers."""
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(features.std(0).clamp_min(1e-6) if len(features) > 1 else 1.0)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(features).squeeze(-1))
+        x = (features - self.feature_mean) / self.feature_std
+        return torch.sigmoid(self.net(x).squeeze(-1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,11 @@ class HLFLoss(nn.Module):
         crop: ``'center'``, ``'squash'`` or ``'tiles'`` (mean over aligned tiles, so
             nothing at the border is cropped away); default: the backbone's own.
         head: a calibration head (module, ``save_pretrained`` folder or Hub repo id)
-            mapping the cosine to predicted human fidelity in ``[0, 1]``.
+            mapping the cosine to predicted human fidelity in ``[0, 1]``. A head fitted
+            with fine-tuned backbone blocks (``fit_hlf_head(unfreeze_blocks=N)``) carries
+            them, and they are loaded into this loss's backbone (a backbone passed as a
+            module is copied first, never changed in place). A head loaded from a folder
+            or repo is frozen; a module is used as given.
         reduction: ``'mean'``, ``'sum'`` or ``'none'``.
         weight: scale of the loss.
         input_range: value range of ``sr`` and ``gt``.
@@ -115,12 +120,17 @@ class HLFLoss(nn.Module):
             raise ArgumentError(
                 f"embedding={embedding!r} needs patch tokens; backbone {self.backbone.spec.name!r} has none"
             )
-        if isinstance(head, (str, Path)):
-            head = load_head(head)
+        if isinstance(head, (str, Path)):  # a fitted head: frozen, like the backbone
+            head = load_head(head).eval().requires_grad_(False)
         if head is not None and not isinstance(head, nn.Module):
             raise DTypeError(
                 f"head must be an nn.Module, a folder or a Hub repo id; got {type(head).__name__}"
             )
+        update = getattr(head, "backbone_update", None)
+        if update is not None:
+            if isinstance(backbone, nn.Module):  # the caller's module: do not change it
+                self.backbone = copy.deepcopy(self.backbone)
+            update.apply(self.backbone)
         self.head = head
 
     # ------------------------------------------------------------------ embeddings
@@ -184,30 +194,31 @@ class HLFLoss(nn.Module):
         if isinstance(gt, ReferenceEmbedding):
             check_image(sr, "sr", input_range=self.input_range)
         current = self._encode(sr)
-        kw = {"eps": self.eps, "backend": self.kernel}
-        if self.embedding == "cls":
-            cosine = high_level_fidelity(current.pooled, reference.pooled, **kw)
-        elif self.embedding == "patch":
-            cosine = high_level_fidelity(current.tokens, reference.tokens, **kw)
-        else:
-            cosine = 0.5 * (
-                high_level_fidelity(current.pooled, reference.pooled, **kw)
-                + high_level_fidelity(current.tokens, reference.tokens, **kw)
-            )
-        return cosine, current, reference
+        return self.compare(current, reference), current, reference
 
-    def fidelity(self, sr: torch.Tensor, gt: torch.Tensor | ReferenceEmbedding) -> torch.Tensor:
-        """Per-image fidelity ``(B,)``, higher = more faithful.
+    def compare(self, current: Embeddings, reference: Embeddings) -> torch.Tensor:
+        """Cosine fidelity ``(B,)`` of two batches of embeddings, per ``embedding``."""
+        return _cosine_of(current, reference, self.embedding, eps=self.eps, backend=self.kernel)
 
-        The cosine in ``[-1, 1]``, or the head's predicted human fidelity in ``[0, 1]``.
-        """
-        cosine, current, reference = self._cosine_and_embeddings(sr, gt)
+    def apply_head(
+        self, cosine: torch.Tensor, current: Embeddings, reference: Embeddings
+    ) -> torch.Tensor:
+        """The head's predicted fidelity from the cosine (and, for a head with a
+        ``features`` method such as :class:`~percepfid.heads.MLPCalibrationHead`, both
+        pooled embeddings); the cosine itself when there is no head."""
         if self.head is None:
             return cosine
         features = getattr(self.head, "features", None)
         if callable(features):
             return self.head(features(cosine, current.pooled, reference.pooled))
         return self.head(cosine)
+
+    def fidelity(self, sr: torch.Tensor, gt: torch.Tensor | ReferenceEmbedding) -> torch.Tensor:
+        """Per-image fidelity ``(B,)``, higher = more faithful.
+
+        The cosine in ``[-1, 1]``, or the head's predicted human fidelity in ``[0, 1]``.
+        """
+        return self.apply_head(*self._cosine_and_embeddings(sr, gt))
 
     def forward(self, sr: torch.Tensor, gt: torch.Tensor | ReferenceEmbedding) -> torch.Tensor:
         """``weight * reduce(1 - fidelity(sr, gt))``: 0 for a perfect match, lower is better."""
@@ -242,12 +253,18 @@ def hlf_fidelity(
     check_choice(embedding, "embedding", EMBEDDINGS)
     with torch.no_grad():
         reference = backbone.encode(gt, crop)
-    current = backbone.encode(sr, crop)
+    return _cosine_of(backbone.encode(sr, crop), reference, embedding, eps=eps)
+
+
+def _cosine_of(
+    current: Embeddings, reference: Embeddings, embedding: str, **kwargs
+) -> torch.Tensor:
+    """Cosine of pooled embeddings, of patch tokens, or the mean of both."""
     if embedding == "cls":
-        return high_level_fidelity(current.pooled, reference.pooled, eps=eps)
+        return high_level_fidelity(current.pooled, reference.pooled, **kwargs)
     if embedding == "patch":
-        return high_level_fidelity(current.tokens, reference.tokens, eps=eps)
+        return high_level_fidelity(current.tokens, reference.tokens, **kwargs)
     return 0.5 * (
-        high_level_fidelity(current.pooled, reference.pooled, eps=eps)
-        + high_level_fidelity(current.tokens, reference.tokens, eps=eps)
+        high_level_fidelity(current.pooled, reference.pooled, **kwargs)
+        + high_level_fidelity(current.tokens, reference.tokens, **kwargs)
     )

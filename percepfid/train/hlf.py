@@ -1,21 +1,22 @@
 """Fit an HLF calibration head on human fidelity scores.
 
-The backbone stays frozen: the cosine fidelity of every (SR, GT) pair is computed once,
-then the two parameters of :class:`~percepfid.heads.CalibrationHead`
-(``sigmoid(scale * cos + bias)``) are fitted to the human scores, normalised to [0, 1], by
-least squares. Pairs are split into train and validation sets *by group* (the source
-image), so no GT is seen on both sides, and SRCC/PLCC of the raw cosine and of the head
-are reported on both.
+Every (SR, GT) pair is embedded once with the frozen backbone, then the head is fitted to
+the human scores, normalised to [0, 1], by least squares: the two parameters of
+:class:`~percepfid.heads.CalibrationHead` (``sigmoid(scale * cos + bias)``) or the small MLP
+of :class:`~percepfid.heads.MLPCalibrationHead`. Optionally the head and the backbone's last
+N blocks are then fine-tuned end to end. Pairs are split into train and validation sets
+*by group* (the source image), so no GT is seen on both sides, and SRCC/PLCC of the raw
+cosine and of the head are reported on both.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
 import math
 import os
-import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ from torch import nn
 
 from .._checks import check_choice
 from .._errors import ArgumentError, EmptyBatchError, PercepfidError, ShapeError
-from ._common import load_image
+from ._common import load_image, seeded, split_groups
+from ._common import progress as progress_bar
 
 __all__ = ["HLFFitResult", "HumanRating", "fit_hlf_head", "read_ratings"]
 
@@ -60,7 +62,9 @@ class HLFFitResult:
     """What :func:`fit_hlf_head` returns.
 
     Attributes:
-        head: the fitted :class:`~percepfid.heads.CalibrationHead` (eval mode, on the CPU).
+        head: the fitted :class:`~percepfid.heads.CalibrationHead` or
+            :class:`~percepfid.heads.MLPCalibrationHead` (eval mode, on the CPU), with its
+            ``backbone_update`` when blocks were fine-tuned.
         train, val: statistics per split: ``n``, ``groups``, ``srcc_cosine``,
             ``plcc_cosine``, ``srcc_head``, ``plcc_head``, ``rmse_head`` (``val`` is empty
             when ``val_fraction`` is 0).
@@ -68,6 +72,12 @@ class HLFFitResult:
         train_groups, val_groups: the groups of each split.
         output_dir: where the head was saved, if it was.
         repo_id: where it was pushed, if it was.
+        unfreeze_blocks: how many backbone blocks were fine-tuned with the head.
+        history: per fine-tuning epoch, ``epoch``, ``train_mse`` and ``val_plcc_head``
+            (epoch 0 is the frozen fit, with no ``train_mse``; ``val_plcc_head`` is None
+            without a validation split); empty without fine-tuning.
+        best_epoch: the fine-tuning epoch kept (best validation PLCC of the head; the last
+            epoch without a validation split); None without fine-tuning.
     """
 
     head: nn.Module
@@ -78,15 +88,22 @@ class HLFFitResult:
     val_groups: list[str] = field(default_factory=list)
     output_dir: str | None = None
     repo_id: str | None = None
+    unfreeze_blocks: int = 0
+    history: list[dict[str, float | None]] = field(default_factory=list)
+    best_epoch: int | None = None
 
     def report(self) -> dict[str, Any]:
         """The JSON-serialisable part (no module)."""
         data = asdict(self)
         data.pop("head")
-        data["head_config"] = {
-            "scale": float(self.head.scale.detach()),
-            "bias": float(self.head.bias.detach()),
-        }
+        config: dict[str, Any] = {"class": type(self.head).__name__}
+        config |= dict(getattr(self.head, "_hub_mixin_config", None) or {})
+        if hasattr(self.head, "scale") and hasattr(self.head, "bias"):  # the fitted values
+            config |= {
+                "scale": float(self.head.scale.detach()),
+                "bias": float(self.head.bias.detach()),
+            }
+        data["head_config"] = config
         return data
 
 
@@ -151,62 +168,95 @@ def read_ratings(
     return ratings
 
 
+def _shape_batches(
+    indices: Sequence[int],
+    shapes: Sequence[tuple[int, int]],
+    batch_size: int,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """Batches of indices whose images share a size (shuffled when a generator is given)."""
+    buckets: dict[tuple[int, int], list[int]] = {}
+    order = list(indices)
+    if generator is not None:
+        order = [order[i] for i in torch.randperm(len(order), generator=generator).tolist()]
+    for index in order:
+        buckets.setdefault(shapes[index], []).append(index)
+    batches = [
+        bucket[start : start + batch_size]
+        for bucket in buckets.values()
+        for start in range(0, len(bucket), batch_size)
+    ]
+    if generator is not None:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
+
+
+def _image_sizes(ratings: Sequence[HumanRating]) -> list[tuple[int, int]]:
+    """(height, width) of every pair, read from the file headers; SR and GT must agree."""
+    from PIL import Image, UnidentifiedImageError
+
+    def size(path: Path) -> tuple[int, int]:
+        try:
+            with Image.open(path) as image:
+                return image.size[1], image.size[0]
+        except (UnidentifiedImageError, OSError) as error:
+            raise RatingsError(f"cannot read image {path}: {error}") from error
+
+    sizes = []
+    for rating in ratings:
+        sr, gt = size(rating.sr), size(rating.gt)
+        if sr != gt:
+            raise ShapeError(
+                f"{rating.sr} is {sr} but its GT {rating.gt} is {gt}; HLF compares images of "
+                "the same size"
+            )
+        sizes.append(sr)
+    return sizes
+
+
+def _load_batch(
+    ratings: Sequence[HumanRating], batch: Sequence[int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    sr = torch.stack([load_image(ratings[i].sr) for i in batch]).to(device)
+    gt = torch.stack([load_image(ratings[i].gt) for i in batch]).to(device)
+    return sr, gt
+
+
 @torch.no_grad()
-def _cosines(
+def _embed_pass(
     loss: nn.Module,
     ratings: Sequence[HumanRating],
+    shapes: Sequence[tuple[int, int]],
     *,
     batch_size: int,
     device: torch.device,
     progress: bool,
-) -> np.ndarray:
-    """Raw cosine fidelity of every rating, batched by image size (bounded memory)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw cosine ``(N,)`` and :class:`MLPCalibrationHead` features ``(N, 3)`` of every pair,
+    batched by image size (bounded memory)."""
     from tqdm.auto import tqdm
 
-    values = np.full(len(ratings), np.nan)
-    buckets: dict[tuple[int, ...], list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
+    from ..heads import MLPCalibrationHead
 
-    def flush(key: tuple[int, ...]) -> None:
-        items = buckets.pop(key)
-        sr = torch.stack([item[1] for item in items]).to(device)
-        gt = torch.stack([item[2] for item in items]).to(device)
-        cos = loss.cosine(sr, gt).float().cpu().numpy()
-        for (index, _, _), value in zip(items, cos, strict=True):
-            values[index] = value
-
-    with tqdm(total=len(ratings), desc="cosine", unit="pair", disable=not progress) as bar:
-        for index, rating in enumerate(ratings):
-            sr, gt = load_image(rating.sr), load_image(rating.gt)
-            if sr.shape != gt.shape:
-                raise ShapeError(
-                    f"{rating.sr} is {tuple(sr.shape[1:])} but its GT {rating.gt} is "
-                    f"{tuple(gt.shape[1:])}; HLF compares images of the same size"
-                )
-            key = tuple(sr.shape)
-            buckets.setdefault(key, []).append((index, sr, gt))
-            if len(buckets[key]) >= batch_size:
-                flush(key)
-            bar.update(1)
-        for key in list(buckets):
-            flush(key)
-    return values
+    cosine = np.full(len(ratings), np.nan)
+    features = np.full((len(ratings), MLPCalibrationHead.num_features), np.nan)
+    batches = _shape_batches(range(len(ratings)), shapes, batch_size)
+    with tqdm(total=len(ratings), desc="embed", unit="pair", disable=not progress) as bar:
+        for batch in batches:
+            sr, gt = _load_batch(ratings, batch, device)
+            current, reference = (
+                loss.backbone.encode(sr, loss.crop),
+                loss.backbone.encode(gt, loss.crop),
+            )
+            cos = loss.compare(current, reference)
+            feats = MLPCalibrationHead.features(cos, current.pooled, reference.pooled)
+            cosine[batch] = cos.float().cpu().numpy()
+            features[batch] = feats.float().cpu().numpy()
+            bar.update(len(batch))
+    return cosine, features
 
 
 # --------------------------------------------------------------------------- fitting
-
-
-def _split(groups: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    unique = sorted(set(groups))
-    if val_fraction == 0:
-        return unique, []
-    if len(unique) < 2:
-        raise ArgumentError(
-            f"a validation split needs at least 2 groups (source images); got {len(unique)}. "
-            "Pass val_fraction=0 to fit on everything."
-        )
-    random.Random(seed).shuffle(unique)
-    n_val = min(len(unique) - 1, max(1, round(val_fraction * len(unique))))
-    return sorted(unique[n_val:]), sorted(unique[:n_val])
 
 
 def _fit_calibration(
@@ -223,13 +273,18 @@ def _fit_calibration(
     with torch.no_grad():
         head.scale.fill_(slope)
         head.bias.fill_(float(logits.mean()) - slope * float(cosine.mean()))
+    _lbfgs(head, cosine, target, steps)
+
+
+def _lbfgs(head: nn.Module, inputs: torch.Tensor, target: torch.Tensor, steps: int) -> None:
+    """Full-batch least squares of ``head(inputs)`` on ``target`` with L-BFGS."""
     optimiser = torch.optim.LBFGS(
         head.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe"
     )
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        loss = nn.functional.mse_loss(head(cosine), target)
+        loss = nn.functional.mse_loss(head(inputs), target)
         loss.backward()
         return loss
 
@@ -253,10 +308,119 @@ def _statistics(
     }
 
 
+@torch.no_grad()
+def _head_predict(head: nn.Module, cosine: np.ndarray, features: np.ndarray) -> np.ndarray:
+    head.eval()
+    uses_features = callable(getattr(head, "features", None))
+    inputs = torch.tensor(features if uses_features else cosine, dtype=torch.float32)
+    device = next(head.parameters()).device
+    return head(inputs.to(device)).double().cpu().numpy()
+
+
+def _fine_tune(
+    loss: nn.Module,
+    head: nn.Module,
+    ratings: Sequence[HumanRating],
+    shapes: Sequence[tuple[int, int]],
+    target: np.ndarray,
+    train_index: np.ndarray,
+    val_index: np.ndarray,
+    *,
+    unfreeze_blocks: int,
+    epochs: int,
+    lr: float,
+    backbone_lr: float,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    progress: bool,
+) -> tuple[list[str], list[dict[str, float | None]], int]:
+    """Train the head and the last ``unfreeze_blocks`` backbone blocks end to end (MSE on
+    the normalised human scores), keeping the epoch with the best validation PLCC (epoch 0
+    is the frozen fit, so fine-tuning never reports a worse validation PLCC than it)."""
+    from ..backbones._blocks import last_block_parameters
+    from ..eval import plcc
+
+    encoder = loss.backbone.encoder
+    names = last_block_parameters(encoder, unfreeze_blocks)
+    params = dict(encoder.named_parameters())
+    tuned = [params[name] for name in names]
+    head.to(device)
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.tensor(target, dtype=torch.float32)
+
+    def snapshot() -> dict[str, torch.Tensor]:
+        state = {f"encoder.{n}": params[n].detach().clone() for n in names}
+        return state | {f"head.{k}": v.detach().clone() for k, v in head.state_dict().items()}
+
+    def validate() -> float | None:
+        if len(val_index) == 0:
+            return None
+        cos, feats = _embed_pass(
+            loss,
+            [ratings[i] for i in val_index],
+            [shapes[i] for i in val_index],
+            batch_size=batch_size,
+            device=device,
+            progress=False,
+        )
+        value = plcc(_head_predict(head, cos, feats), target[val_index])
+        return None if math.isnan(value) else value
+
+    best_score, best_state, best_epoch = validate(), snapshot(), 0
+    history = [{"epoch": 0, "train_mse": None, "val_plcc_head": best_score}]
+    for param in tuned:
+        param.requires_grad_(True)
+    optimiser = torch.optim.AdamW(
+        [{"params": list(head.parameters()), "lr": lr}, {"params": tuned, "lr": backbone_lr}],
+        weight_decay=0.0,
+    )
+    try:
+        for epoch in range(1, epochs + 1):
+            total, count = 0.0, 0
+            batches = _shape_batches(train_index.tolist(), shapes, batch_size, generator)
+            for batch in progress_bar(batches, enabled=progress, desc=f"epoch {epoch}"):
+                sr, gt = _load_batch(ratings, batch, device)
+                current = loss.backbone.encode(sr, loss.crop)
+                reference = loss.backbone.encode(gt, loss.crop)
+                cos = loss.compare(current, reference)
+                predicted = loss.apply_head(cos, current, reference)
+                mse = nn.functional.mse_loss(predicted.float(), targets[batch].to(device))
+                optimiser.zero_grad(set_to_none=True)
+                mse.backward()
+                optimiser.step()
+                total += float(mse.detach()) * len(batch)
+                count += len(batch)
+            score = validate()
+            history.append({"epoch": epoch, "train_mse": total / count, "val_plcc_head": score})
+            logger.info("epoch %d: train MSE %.5f, val PLCC %s", epoch, total / count, score)
+            if len(val_index) == 0 or (
+                score is not None and (best_score is None or score > best_score)
+            ):
+                best_score, best_state, best_epoch = score, snapshot(), epoch
+    finally:
+        for param in tuned:
+            param.requires_grad_(False)
+    with torch.no_grad():
+        for key, value in best_state.items():
+            kind, name = key.split(".", 1)
+            if kind == "encoder":
+                params[name].copy_(value)
+        head.load_state_dict({k[5:]: v for k, v in best_state.items() if k.startswith("head.")})
+    head.eval()
+    return names, history, best_epoch
+
+
 def fit_hlf_head(
     ratings: str | os.PathLike[str] | Sequence[HumanRating],
     backbone: str | nn.Module = "dinov2",
     *,
+    head: str = "calibration",
+    hidden: int = 16,
+    unfreeze_blocks: int = 0,
+    epochs: int = 5,
+    lr: float = 1e-3,
+    backbone_lr: float = 1e-5,
     pretrained: bool = True,
     embedding: str = "cls",
     image_size: int | None = None,
@@ -272,27 +436,46 @@ def fit_hlf_head(
     progress: bool = False,
     csv_columns: dict[str, str | None] | None = None,
 ) -> HLFFitResult:
-    """Fit a :class:`~percepfid.heads.CalibrationHead` to human fidelity scores.
+    """Fit an HLF calibration head to human fidelity scores.
+
+    With the backbone frozen (``unfreeze_blocks=0``, the default), every pair is embedded
+    once and the head is fitted to the human scores, normalised to [0, 1], by least squares
+    (L-BFGS). With ``unfreeze_blocks=N`` that fit is the starting point of an end-to-end
+    fine-tune of the head and the backbone's last N blocks (AdamW, ``epochs`` passes); the
+    epoch with the best validation PLCC is kept, and the tuned blocks are saved with the
+    head so ``HLFLoss(backbone, head=output_dir)`` loads them.
 
     Args:
         ratings: a CSV path (columns ``sr``, ``gt``, ``score``, ``group``; see
             :func:`read_ratings`) or a sequence of :class:`HumanRating`.
-        backbone: the HLF backbone (name, full spec or module), as for ``HLFLoss``.
+        backbone: the HLF backbone (name, full spec or module), as for ``HLFLoss``. A
+            module is copied before fine-tuning, never changed in place.
+        head: ``'calibration'`` (:class:`~percepfid.heads.CalibrationHead`, monotone in
+            the cosine, 2 parameters) or ``'mlp'``
+            (:class:`~percepfid.heads.MLPCalibrationHead` on the cosine and embedding
+            differences).
+        hidden: hidden width of the ``'mlp'`` head.
+        unfreeze_blocks: fine-tune the last N transformer blocks (and the final norm after
+            them) together with the head; 0 keeps the backbone frozen.
+        epochs: fine-tuning passes over the training pairs (``unfreeze_blocks > 0``).
+        lr: the head's learning rate while fine-tuning.
+        backbone_lr: the unfrozen blocks' learning rate.
         pretrained: load the backbone's weights; ``False`` for random weights (tests only:
             the fitted head then means nothing).
         embedding: ``'cls'``, ``'patch'`` or ``'cls+patch'``, as for ``HLFLoss``.
         image_size: override the backbone input size.
         val_fraction: fraction of groups held out for validation (0 fits on everything).
-        seed: seed of the group split.
+        seed: seed of the group split, the MLP's initialisation and the batch order.
         score_range: human scores mapped to 0 and 1; default the min and max of the
             training scores (scores already in [0, 1] are kept as they are).
-        steps: maximum L-BFGS iterations.
-        batch_size: pairs per backbone forward pass.
+        steps: maximum L-BFGS iterations of the frozen fit.
+        batch_size: pairs per backbone forward pass (and per fine-tuning step).
         device: where the backbone runs; default CUDA when available, else CPU.
-        output_dir: save the head there with ``save_pretrained`` (plus ``fit_report.json``).
+        output_dir: save the head there with ``save_pretrained`` (plus ``fit_report.json``
+            and, with ``unfreeze_blocks``, ``backbone.safetensors``).
         push_to_hub: a Hub repo id to push the head to (needs a Hub login).
         private: create the pushed repository as private.
-        progress: show a progress bar while embedding.
+        progress: show progress bars.
         csv_columns: column names for a CSV: keys ``sr_col``, ``gt_col``, ``score_col``,
             ``group_col``, ``root`` (see :func:`read_ratings`).
 
@@ -302,35 +485,62 @@ def fit_hlf_head(
 
     Raises:
         RatingsError: unusable ratings (missing columns or images, bad numbers).
-        ArgumentError: bad options (fewer than 2 groups for a split, bad fraction, ...).
+        ArgumentError: bad options (fewer than 2 groups for a split, bad fraction, a
+            backbone without findable blocks for ``unfreeze_blocks``, ...).
         EmptyBatchError: no ratings.
 
     Example:
         >>> result = fit_hlf_head("ratings.csv", "dinov2", output_dir="my-head")  # doctest: +SKIP
         >>> result.val["plcc_head"]  # doctest: +SKIP
     """
-    from ..heads import CalibrationHead
+    from ..heads import CalibrationHead, MLPCalibrationHead
+    from ..heads._base import BackboneUpdate
     from ..losses.hlf import HLFLoss
 
+    check_choice(head, "head", ("calibration", "mlp"))
+    check_choice(embedding, "embedding", ("cls", "patch", "cls+patch"))
     if not 0.0 <= val_fraction < 1.0:
         raise ArgumentError(f"val_fraction must lie in [0, 1); got {val_fraction!r}")
-    if batch_size < 1:
-        raise ArgumentError(f"batch_size must be >= 1; got {batch_size!r}")
-    check_choice(embedding, "embedding", ("cls", "patch", "cls+patch"))
+    for value, name in ((batch_size, "batch_size"), (hidden, "hidden"), (epochs, "epochs")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"{name} must be an int >= 1; got {value!r}")
+    if (
+        isinstance(unfreeze_blocks, bool)
+        or not isinstance(unfreeze_blocks, int)
+        or unfreeze_blocks < 0
+    ):
+        raise ArgumentError(f"unfreeze_blocks must be an int >= 0; got {unfreeze_blocks!r}")
+    for value, name in ((lr, "lr"), (backbone_lr, "backbone_lr")):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ArgumentError(f"{name} must be a positive number; got {value!r}")
     if isinstance(ratings, (str, os.PathLike)):
         ratings = read_ratings(ratings, **(csv_columns or {}))
     ratings = list(ratings)
     if not ratings:
         raise EmptyBatchError("ratings is empty; expected at least a few human-rated pairs")
-    train_groups, val_groups = _split([r.group for r in ratings], val_fraction, seed)
+    groups = [r.group for r in ratings]
+    if val_fraction > 0 and len(set(groups)) < 2:
+        raise ArgumentError(
+            f"a validation split needs at least 2 groups (source images); got {len(set(groups))}. "
+            "Pass val_fraction=0 to fit on everything."
+        )
+    train_groups, val_groups = split_groups(
+        groups, val_fraction, torch.Generator().manual_seed(seed)
+    )
+    train_groups, val_groups = sorted(train_groups), sorted(val_groups)
     in_val = set(val_groups)
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
+    if unfreeze_blocks and isinstance(backbone, nn.Module):
+        backbone = copy.deepcopy(backbone)  # fine-tuning must not change the caller's module
     loss = HLFLoss(backbone, pretrained=pretrained, embedding=embedding, image_size=image_size)
     loss = loss.to(device).eval()
-    cosine = _cosines(loss, ratings, batch_size=batch_size, device=device, progress=progress)
+    shapes = _image_sizes(ratings)
+    cosine, features = _embed_pass(
+        loss, ratings, shapes, batch_size=batch_size, device=device, progress=progress
+    )
     human = np.array([r.score for r in ratings], dtype=np.float64)
     is_val = np.array([r.group in in_val for r in ratings])
     train_human = human[~is_val]
@@ -346,16 +556,52 @@ def fit_hlf_head(
             f"score_range must have high > low; got ({low}, {high}) (are all training scores equal?)"
         )
     target = np.clip((human - low) / (high - low), 0.0, 1.0)
+    train_target = torch.tensor(target[~is_val], dtype=torch.float32)
 
-    head = CalibrationHead()
-    _fit_calibration(
-        head,
-        torch.tensor(cosine[~is_val], dtype=torch.float32),
-        torch.tensor(target[~is_val], dtype=torch.float32),
-        steps,
-    )
-    with torch.no_grad():
-        predicted = head(torch.tensor(cosine, dtype=torch.float32)).double().numpy()
+    with seeded(seed):
+        fitted = CalibrationHead() if head == "calibration" else MLPCalibrationHead(hidden)
+    if head == "calibration":
+        _fit_calibration(
+            fitted, torch.tensor(cosine[~is_val], dtype=torch.float32), train_target, steps
+        )
+    else:
+        train_features = torch.tensor(features[~is_val], dtype=torch.float32)
+        fitted.set_feature_statistics(train_features)
+        _lbfgs(fitted, train_features, train_target, steps)
+
+    history: list[dict[str, float | None]] = []
+    best_epoch = None
+    if unfreeze_blocks:
+        loss.head = fitted
+        names, history, best_epoch = _fine_tune(
+            loss,
+            fitted,
+            ratings,
+            shapes,
+            target,
+            np.flatnonzero(~is_val),
+            np.flatnonzero(is_val),
+            unfreeze_blocks=unfreeze_blocks,
+            epochs=epochs,
+            lr=lr,
+            backbone_lr=backbone_lr,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            progress=progress,
+        )
+        loss.head = None
+        fitted.cpu()
+        encoder_state = loss.backbone.encoder.state_dict()
+        fitted.backbone_update = BackboneUpdate(
+            loss.backbone.spec.name,
+            unfreeze_blocks,
+            {name: encoder_state[name].detach().cpu().clone() for name in names},
+        )
+        cosine, features = _embed_pass(
+            loss, ratings, shapes, batch_size=batch_size, device=device, progress=progress
+        )
+    predicted = _head_predict(fitted, cosine, features)
 
     def stats_for(mask: np.ndarray) -> dict[str, float]:
         if not mask.any():
@@ -363,23 +609,26 @@ def fit_hlf_head(
         return _statistics(cosine[mask], predicted[mask], human[mask], target[mask])
 
     result = HLFFitResult(
-        head=head,
+        head=fitted,
         train=stats_for(~is_val),
         val=stats_for(is_val),
         score_range=(low, high),
         train_groups=train_groups,
         val_groups=val_groups,
+        unfreeze_blocks=unfreeze_blocks,
+        history=history,
+        best_epoch=best_epoch,
     )
     backbone_name = loss.backbone.spec.name
     if output_dir is not None:
         folder = Path(output_dir)
-        head.save_pretrained(folder)
+        fitted.save_pretrained(folder)
         report = result.report() | {"backbone": backbone_name, "embedding": embedding}
         (folder / "fit_report.json").write_text(json.dumps(report, indent=2) + "\n")
         result.output_dir = str(folder)
         logger.info("saved the head to %s", folder)
     if push_to_hub is not None:
-        head.push_to_hub(push_to_hub, private=private)
+        fitted.push_to_hub(push_to_hub, private=private)
         result.repo_id = push_to_hub
         logger.info("pushed the head to %s", push_to_hub)
     return result
