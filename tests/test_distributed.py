@@ -83,3 +83,37 @@ def test_torchrun_failure_on_one_rank_stops_every_rank(folders, tmp_path: Path) 
     assert "cannot read image" in result.stderr and "im3.png" in result.stderr
     assert "failed" in result.stderr  # the peer reports the failing rank instead of hanging
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_cuda_ranks_pick_nccl_and_their_local_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA path's choices, checked with the process-group calls mocked (this test
+    cannot run nccl itself): each rank uses cuda:LOCAL_RANK, sets it current, and asks
+    for nccl; CPU ranks ask for gloo."""
+    from unittest import mock
+
+    import torch.distributed as dist
+
+    from percepfid.commands import score
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    world = score._world_from_env()
+    assert (world.rank, world.size, world.local_rank) == (3, 4, 1)
+    with (
+        mock.patch.object(torch.cuda, "is_available", return_value=True),
+        mock.patch.object(torch.cuda, "set_device") as set_device,
+        mock.patch.object(dist, "is_initialized", return_value=False),
+        mock.patch.object(dist, "init_process_group") as init,
+    ):
+        device = score._device("auto", world.local_rank)
+        assert device == torch.device("cuda", 1)
+        assert score._device("cuda:0", world.local_rank) == torch.device("cuda", 0)
+        score._init_distributed(world, device)
+        set_device.assert_called_once_with(torch.device("cuda", 1))
+        assert init.call_args.kwargs["backend"] == "nccl" and world.created
+        score._init_distributed(score._world_from_env(), torch.device("cpu"))
+        assert init.call_args.kwargs["backend"] == "gloo"
+    with mock.patch.object(torch.cuda, "is_available", return_value=False):
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            score._device("cuda", 1)
