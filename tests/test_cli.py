@@ -198,3 +198,24 @@ def test_parser_lists_every_present_command() -> None:
         module = name.replace("-", "_")
         if is_available(f"percepfid.commands.{module}"):
             assert name in text
+
+
+@pytest.mark.parametrize(
+    ("command", "positional"),
+    [("score", ["--metric", "rqi"]), ("fit-hlf", ["r.csv"]), ("train-rqi", ["r.csv", "-o", "out"]),
+     ("score-candidates", ["root"])],
+)  # fmt: skip
+def test_model_commands_share_the_runtime_options(
+    command: str, positional: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from percepfid.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args([command, *positional])
+    assert (args.device, args.random_weights, args.no_progress) == ("auto", False, False)
+    args = parser.parse_args([command, *positional, "--batch-size", "3", "--device", "cpu"])
+    assert (args.batch_size, args.device) == (3, "cpu")
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args([command, *positional, "--batch-size", "0"])
+    assert exit_info.value.code == 2
+    assert "expected an integer >= 1; got 0" in capsys.readouterr().err

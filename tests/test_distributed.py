@@ -94,6 +94,7 @@ def test_cuda_ranks_pick_nccl_and_their_local_gpu(monkeypatch: pytest.MonkeyPatc
     import torch.distributed as dist
 
     from percepfid.commands import score
+    from percepfid.commands._common import resolve_device
 
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
@@ -106,9 +107,9 @@ def test_cuda_ranks_pick_nccl_and_their_local_gpu(monkeypatch: pytest.MonkeyPatc
         mock.patch.object(dist, "is_initialized", return_value=False),
         mock.patch.object(dist, "init_process_group") as init,
     ):
-        device = score._device("auto", world.local_rank)
+        device = resolve_device("auto", world.local_rank)
         assert device == torch.device("cuda", 1)
-        assert score._device("cuda:0", world.local_rank) == torch.device("cuda", 0)
+        assert resolve_device("cuda:0", world.local_rank) == torch.device("cuda", 0)
         score._init_distributed(world, device)
         set_device.assert_called_once_with(torch.device("cuda", 1))
         assert init.call_args.kwargs["backend"] == "nccl" and world.created
@@ -116,4 +117,4 @@ def test_cuda_ranks_pick_nccl_and_their_local_gpu(monkeypatch: pytest.MonkeyPatc
         assert init.call_args.kwargs["backend"] == "gloo"
     with mock.patch.object(torch.cuda, "is_available", return_value=False):
         with pytest.raises(ValueError, match="CUDA is not available"):
-            score._device("cuda", 1)
+            resolve_device("cuda", 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import logging
@@ -9,9 +10,12 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import ArgumentError, PercepfidError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,69 @@ def echo(text: str = "", *, file: TextIO | None = None) -> None:
 def warn(text: str) -> None:
     """Write a warning line to stderr."""
     sys.stderr.write(f"percepfid: warning: {text}\n")
+
+
+def random_weights_warning(results: str) -> str:
+    """The warning every command prints under ``--random-weights``."""
+    return (
+        f"--random-weights: the model has random weights, so {results} mean nothing; "
+        "use this only to test the plumbing"
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {value}")
+    return value
+
+
+def add_runtime_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, batch_size: int, unit: str
+) -> None:
+    """Add the options of every command that runs a model: ``--batch-size``, ``--device``
+    (see :func:`resolve_device`), ``--random-weights`` and ``--no-progress``."""
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=batch_size,
+        help=f"{unit} per forward pass (default: {batch_size})",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N"
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="random weights, no download: plumbing tests only, the numbers mean nothing",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def resolve_device(requested: str, local_rank: int | None = None) -> torch.device:
+    """The device of a ``--device`` value: ``auto`` is CUDA when available, else the CPU;
+    a bare ``cuda`` is ``cuda:LOCAL_RANK`` under torchrun (``cuda:0`` otherwise).
+
+    Raises:
+        ArgumentError: not a device, or CUDA asked for on a machine without it.
+    """
+    import torch
+
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except RuntimeError as error:
+        raise ArgumentError(f"--device {requested!r} is not a device: {error}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ArgumentError(f"--device {requested}: CUDA is not available on this machine")
+        if device.index is None:
+            device = torch.device("cuda", local_rank or 0)
+    return device
 
 
 def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

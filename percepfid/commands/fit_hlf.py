@@ -6,13 +6,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from .._errors import ArgumentError
-from ._common import EXIT_OK, echo, format_table, warn
-
-RANDOM_WEIGHTS_WARNING = (
-    "--random-weights: the backbone has random weights, so the fitted head and its "
-    "statistics mean nothing; use this only to test the plumbing"
+from ._common import (
+    EXIT_OK,
+    add_runtime_options,
+    echo,
+    format_table,
+    random_weights_warning,
+    resolve_device,
+    warn,
 )
+
+RANDOM_WEIGHTS_WARNING = random_weights_warning("the fitted head and its statistics")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -79,15 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", "-o", help="save the head here (save_pretrained)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the head to the Hub")
     parser.add_argument("--public", action="store_true", help="make the pushed repo public")
-    parser.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
-    parser.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="random backbone weights, no download: plumbing tests only",
-    )
+    add_runtime_options(parser, batch_size=16, unit="pairs")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run)
     return parser
 
@@ -98,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output_dir is None and args.push_to_hub is None:
         warn("neither --output-dir nor --push-to-hub given: the fitted head is not saved")
-    if args.batch_size < 1:
-        raise ArgumentError(f"--batch-size must be >= 1; got {args.batch_size}")
     if args.random_weights:
         warn(RANDOM_WEIGHTS_WARNING)
     result = fit_hlf_head(
@@ -118,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         score_range=None if args.score_range is None else tuple(args.score_range),
         batch_size=args.batch_size,
-        device=args.device,
+        device=resolve_device(args.device),
         output_dir=args.output_dir,
         push_to_hub=args.push_to_hub,
         private=not args.public,

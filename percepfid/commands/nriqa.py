@@ -10,7 +10,16 @@ from __future__ import annotations
 import argparse
 import math
 
-from ._common import EXIT_OK, echo, output_format, write_records
+from ._common import (
+    EXIT_OK,
+    add_runtime_options,
+    echo,
+    output_format,
+    random_weights_warning,
+    resolve_device,
+    warn,
+    write_records,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,14 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", help="CSV or JSON file to write (default: stdout)")
     parser.add_argument("--format", choices=("csv", "json"), help="output format")
     parser.add_argument("--cache", help="JSON score cache, keyed by model and file content")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="random model weights: offline plumbing check, the scores mean nothing",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_runtime_options(parser, batch_size=16, unit="images")
     parser.set_defaults(handler=run)
     return parser
 
@@ -47,12 +49,14 @@ def run(args: argparse.Namespace) -> int:
     from ..data import find_candidates, score_candidates
 
     names, groups = find_candidates(args.root)
+    if args.random_weights:
+        warn(random_weights_warning("the scores"))
     scores = score_candidates(
         groups,
         args.iqa,
         batch_size=args.batch_size,
         cache=args.cache,
-        device=args.device,
+        device=resolve_device(args.device),
         pretrained=not args.random_weights,
         progress=not args.no_progress,
     )

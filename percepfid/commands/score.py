@@ -25,7 +25,16 @@ import torch
 
 from .. import __version__
 from .._errors import ArgumentError, PercepfidError
-from ._common import EXIT_OK, InputError, output_format, warn, write_records
+from ._common import (
+    EXIT_OK,
+    InputError,
+    add_runtime_options,
+    output_format,
+    random_weights_warning,
+    resolve_device,
+    warn,
+    write_records,
+)
 from ._pairs import (
     MATCH_MODES,
     Pair,
@@ -37,10 +46,7 @@ from ._pairs import (
 
 logger = logging.getLogger(__name__)
 
-RANDOM_WEIGHTS_WARNING = (
-    "--random-weights: the model has random weights, so these scores mean nothing; "
-    "use this only to test the plumbing"
-)
+RANDOM_WEIGHTS_WARNING = random_weights_warning("these scores")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -86,23 +92,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     model.add_argument("--image-size", type=int, help="override the backbone input size")
     model.add_argument("--weights", help="NR model weights (folder or Hub id), e.g. for nr-head")
-    model.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="random weights, no download: plumbing tests only, the scores mean nothing",
-    )
     model.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
     run_group = parser.add_argument_group("run")
-    run_group.add_argument(
-        "--batch-size", type=int, default=8, help="images per batch (default: 8)"
-    )
-    run_group.add_argument(
-        "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N"
-    )
+    add_runtime_options(run_group, batch_size=8, unit="images")
     run_group.add_argument(
         "--workers", type=int, default=0, help="image-loading worker processes (default: 0)"
     )
-    run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     out = parser.add_argument_group("output")
     out.add_argument("--output", "-o", help="output file (default: stdout)")
     out.add_argument(
@@ -177,21 +172,6 @@ def build_scorer(args: argparse.Namespace, device: torch.device) -> Scorer:
     model = create_nriqa(name, pretrained=pretrained, **kwargs).to(device).eval()
     higher = bool(getattr(model, "higher_is_better", True))
     return Scorer(f"nr:{name}", False, higher, lambda dist, ref: model(dist), model)
-
-
-def _device(requested: str, local_rank: int | None) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(requested)
-    except RuntimeError as error:
-        raise ArgumentError(f"--device {requested!r} is not a device: {error}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ArgumentError(f"--device {requested}: CUDA is not available on this machine")
-        if device.index is None:
-            device = torch.device("cuda", local_rank or 0)
-    return device
 
 
 # --------------------------------------------------------------------------- distribution
@@ -342,15 +322,13 @@ def _pairs(args: argparse.Namespace, needs_reference: bool) -> list[Pair]:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``percepfid score``."""
-    if args.batch_size < 1:
-        raise ArgumentError(f"--batch-size must be >= 1; got {args.batch_size}")
     if args.workers < 0:
         raise ArgumentError(f"--workers must be >= 0; got {args.workers}")
     family, _ = _parse_metric(args.metric)
     needs_reference = family != "nr"
     fmt = output_format(args.output, args.format)
     world = _world_from_env()
-    device = _device(args.device, world.local_rank)
+    device = resolve_device(args.device, world.local_rank)
     # Every rank lists and checks all pairs (headers only), so input errors are the same
     # everywhere and no rank waits for a peer that already failed.
     pairs = _pairs(args, needs_reference)

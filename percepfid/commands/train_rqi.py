@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import EXIT_OK, echo
+from ._common import (
+    EXIT_OK,
+    add_runtime_options,
+    echo,
+    random_weights_warning,
+    resolve_device,
+    warn,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,9 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--image-size", type=int, default=None, help="override the backbone input size"
     )
-    parser.add_argument(
-        "--random-weights", action="store_true", help="random backbone weights (plumbing only)"
-    )
     parser.add_argument("--image-column", default="image")
     parser.add_argument("--scene-column", default="scene")
     parser.add_argument("--mos-column", default="mos")
@@ -41,7 +45,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--lower-is-better", action="store_true", help="the score is a DMOS (lower means better)"
     )
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--weight-decay", type=float, default=1e-5)
     parser.add_argument("--delta", type=float, default=1.0, help="Huber delta (labels in [-1, 1])")
@@ -50,8 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--max-pairs-per-epoch", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
-    parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1 (default cpu)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_runtime_options(parser, batch_size=8, unit="image pairs")
     parser.set_defaults(handler=run)
     return parser
 
@@ -60,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``percepfid train-rqi``."""
     from ..train import train_rqi
 
+    if args.random_weights:
+        warn(random_weights_warning("the trained head and its statistics"))
     result = train_rqi(
         args.csv,
         args.output,
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         max_pairs_per_epoch=args.max_pairs_per_epoch,
         seed=args.seed,
         resume=args.resume,
-        device=args.device,
+        device=resolve_device(args.device),
         progress_bar=not args.no_progress,
     )
     for row in result.history:
