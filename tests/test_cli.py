@@ -140,7 +140,7 @@ def test_correlate_bad_input_messages(
 ) -> None:
     scores_csv, human_csv, *_ = scored
     assert main(["correlate", str(tmp_path / "missing.csv")]) == 2
-    assert "no such file" in capsys.readouterr().err
+    assert "scores CSV not found" in capsys.readouterr().err
 
     assert main(["correlate", str(scores_csv), "--human", str(human_csv)]) == 2
     err = capsys.readouterr().err

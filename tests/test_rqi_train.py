@@ -207,7 +207,7 @@ def test_csv_errors_name_what_is_missing(tmp_path):
     with pytest.raises(ArgumentError, match=r"not found.*b\.png"):
         read_rating_csv(path)
     path.write_text("image,scene,mos\na.png,s,good\n")
-    with pytest.raises(ArgumentError, match=r"line 2: mos='good' is not a number"):
+    with pytest.raises(ArgumentError, match=r"row 2, column 'mos': expected a number; got 'good'"):
         read_rating_csv(path)
     with pytest.raises(ArgumentError, match="not found"):
         read_rating_csv(tmp_path / "absent.csv")

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .._csv import parse_number, read_table, require_columns
 from .._errors import ArgumentError, PercepfidError
 
 if TYPE_CHECKING:
@@ -124,44 +125,23 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def read_csv(path: str | os.PathLike[str], *, what: str) -> tuple[list[str], list[dict[str, str]]]:
-    """Read a CSV file with a header row.
+    """Column names and rows of a CSV with a header row (see :func:`percepfid._csv.read_table`).
 
     Raises:
-        InputError: the file is missing, empty or has no header.
+        InputError: the file is missing, empty or has no header or no rows.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"{what}: no such file: {file}")
-    with file.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames:
-            raise InputError(f"{what}: {file} is empty; expected a CSV with a header row")
-        rows = [dict(row) for row in reader]
-    fields = [name.strip() for name in reader.fieldnames]
-    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in rows]
-    if not rows:
-        raise InputError(f"{what}: {file} has a header but no rows")
-    return fields, rows
+    return read_table(path, what=what, error=InputError)
 
 
 def require_column(fields: Sequence[str], column: str, *, what: str, option: str) -> str:
     """Raise :class:`InputError` unless ``column`` is one of ``fields``."""
-    if column not in fields:
-        raise InputError(
-            f"{what} has no column {column!r} (columns: {', '.join(map(repr, fields))}); "
-            f"choose one with {option}"
-        )
+    require_columns(fields, {column: option}, what=what, error=InputError)
     return column
 
 
 def parse_float(value: str, *, column: str, row: int, what: str) -> float:
-    """Parse a CSV cell as a float, naming the cell on failure."""
-    try:
-        return float(value)
-    except ValueError:
-        raise InputError(
-            f"{what}: row {row}, column {column!r}: expected a number; got {value!r}"
-        ) from None
+    """Parse a CSV cell as a float (NaN and infinities allowed), naming the cell on failure."""
+    return parse_number(value, what=what, row=row, column=column, finite=False, error=InputError)
 
 
 def write_records(

@@ -5,7 +5,6 @@ progress bars."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .._csv import parse_number, read_table, require_columns, shorten
 from .._errors import ArgumentError, WeightsError
 
 logger = logging.getLogger(__name__)
@@ -68,44 +68,30 @@ def read_rating_csv(
             image files are missing (the message names them).
     """
     file = Path(path)
-    if not file.is_file():
-        raise ArgumentError(f"rating CSV not found: {file}")
+    what = f"rating CSV {file}"
+    fields, table = read_table(file, what="rating CSV")
+    require_columns(
+        fields,
+        {
+            image_column: "image_column=",
+            group_column: "group_column=",
+            score_column: "score_column=",
+        },
+        what=what,
+    )
     base = Path(root) if root is not None else file.parent
-    with file.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        fields = [name.strip() for name in (reader.fieldnames or [])]
-        if not fields:
-            raise ArgumentError(
-                f"{file} is empty; expected a header row with columns {image_column!r}, {group_column!r}, {score_column!r}"
-            )
-        missing = [c for c in (image_column, group_column, score_column) if c not in fields]
-        if missing:
-            raise ArgumentError(
-                f"{file} has no column {', '.join(repr(c) for c in missing)}; its columns are "
-                f"{', '.join(repr(c) for c in fields)} (choose others with image_column=, "
-                f"group_column=, score_column=)"
-            )
-        raw = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    rows: list[RatingRow] = []
-    for line, row in enumerate(raw, start=2):
-        try:
-            score = float(row[score_column])
-        except ValueError:
-            raise ArgumentError(
-                f"{file} line {line}: {score_column}={row[score_column]!r} is not a number"
-            ) from None
-        if score != score or score in (float("inf"), float("-inf")):
-            raise ArgumentError(
-                f"{file} line {line}: {score_column}={row[score_column]!r} is not finite"
-            )
-        rows.append(RatingRow(base / row[image_column], row[group_column], score))
-    if not rows:
-        raise ArgumentError(f"{file} has a header but no rows")
+    rows = [
+        RatingRow(
+            base / row[image_column],
+            row[group_column],
+            parse_number(row[score_column], what=what, row=line, column=score_column),
+        )
+        for line, row in enumerate(table, start=2)
+    ]
     absent = [str(r.image) for r in rows if not r.image.is_file()]
     if absent:
-        shown = ", ".join(absent[:5]) + (f", ... ({len(absent)} in all)" if len(absent) > 5 else "")
         raise ArgumentError(
-            f"{file}: image files not found (paths are relative to {base}): {shown}"
+            f"{file}: image files not found (paths are relative to {base}): {shorten(absent)}"
         )
     return rows
 

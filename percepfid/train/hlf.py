@@ -12,7 +12,6 @@ cosine and of the head are reported on both.
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import logging
 import math
@@ -27,7 +26,8 @@ import torch
 from torch import nn
 
 from .._checks import check_choice
-from .._errors import ArgumentError, EmptyBatchError, PercepfidError, ShapeError
+from .._csv import parse_number, read_table, require_columns, shorten
+from .._errors import ArgumentError, EmptyBatchError, ShapeError
 from ._common import load_image, seeded, split_groups
 from ._common import progress as progress_bar
 
@@ -36,7 +36,7 @@ __all__ = ["HLFFitResult", "HumanRating", "fit_hlf_head", "read_ratings"]
 logger = logging.getLogger(__name__)
 
 
-class RatingsError(PercepfidError, ValueError):
+class RatingsError(ArgumentError):
     """The human-ratings file or rows are unusable (missing columns, files, numbers)."""
 
 
@@ -128,43 +128,32 @@ def read_ratings(
         RatingsError: the file, a column or an image is missing, or a score is not a number.
     """
     path = Path(csv_path)
-    if not path.is_file():
-        raise RatingsError(f"ratings CSV not found: {path}")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        fields = [f.strip() for f in (reader.fieldnames or [])]
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    for column, option in ((sr_col, "sr_col"), (gt_col, "gt_col"), (score_col, "score_col")):
-        if column not in fields:
-            raise RatingsError(
-                f"ratings CSV {path} has no column {column!r} (columns: {', '.join(fields)}); "
-                f"set {option}"
-            )
+    what = f"ratings CSV {path}"
+    fields, rows = read_table(path, what="ratings CSV", error=RatingsError)
+    require_columns(
+        fields,
+        {sr_col: "sr_col", gt_col: "gt_col", score_col: "score_col"},
+        what=what,
+        error=RatingsError,
+    )
     use_group = group_col is not None and group_col in fields
     if group_col is not None and not use_group:
         logger.info("no %r column in %s: grouping pairs by their GT", group_col, path)
     base = Path(root) if root is not None else path.parent
     ratings, missing = [], []
     for number, row in enumerate(rows, start=2):
-        try:
-            score = float(row[score_col])
-        except ValueError:
-            raise RatingsError(
-                f"{path}: row {number}, column {score_col!r}: expected a number; got "
-                f"{row[score_col]!r}"
-            ) from None
-        if not math.isfinite(score):
-            raise RatingsError(f"{path}: row {number}: score {score} is not finite")
+        score = parse_number(
+            row[score_col], what=what, row=number, column=score_col, error=RatingsError
+        )
         sr, gt = (Path(row[c]).expanduser() for c in (sr_col, gt_col))
         sr, gt = (p if p.is_absolute() else base / p for p in (sr, gt))
         missing += [str(p) for p in (sr, gt) if not p.is_file()]
         group = row[group_col] if use_group else str(gt)
         ratings.append(HumanRating(sr, gt, score, group))
     if missing:
-        shown = ", ".join(missing[:5]) + ("" if len(missing) <= 5 else f", ... ({len(missing)})")
-        raise RatingsError(f"{len(missing)} image(s) named in {path} do not exist: {shown}")
-    if not ratings:
-        raise RatingsError(f"ratings CSV {path} has no rows")
+        raise RatingsError(
+            f"{len(missing)} image(s) named in {path} do not exist: {shorten(missing)}"
+        )
     return ratings
 
 
