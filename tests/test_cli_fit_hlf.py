@@ -16,6 +16,17 @@ from percepfid.heads import CalibrationHead
 
 TINY = "timm:vit_tiny_patch16_224.augreg_in21k"
 BASE = ["--backbone", TINY, "--image-size", "32", "--random-weights", "--no-progress"]
+# the fixture's CSV uses other column names than the defaults
+COLUMNS = [
+    "--sr-col",
+    "sr_path",
+    "--gt-col",
+    "gt_path",
+    "--score-col",
+    "mos",
+    "--group-col",
+    "scene",
+]
 
 
 @pytest.fixture
@@ -42,22 +53,12 @@ def test_fit_hlf_cli_saves_a_loadable_head(
     ratings_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "head"
-    columns = [
-        "--sr-col",
-        "sr_path",
-        "--gt-col",
-        "gt_path",
-        "--score-col",
-        "mos",
-        "--group-col",
-        "scene",
-    ]
     code = main(
         [
             "fit-hlf",
             str(ratings_csv),
             *BASE,
-            *columns,
+            *COLUMNS,
             "--val-fraction",
             "0.34",
             "-o",
@@ -86,7 +87,7 @@ def test_fit_hlf_cli_saves_a_loadable_head(
 
     # the table form (huggingface_hub printed a line while loading: drop it)
     capsys.readouterr()
-    assert main(["fit-hlf", str(ratings_csv), *BASE, *columns, "--val-fraction", "0"]) == 0
+    assert main(["fit-hlf", str(ratings_csv), *BASE, *COLUMNS, "--val-fraction", "0"]) == 0
     captured = capsys.readouterr()
     assert captured.out.splitlines()[0].split()[:2] == ["split", "n"]
     assert "head: sigmoid(" in captured.out
@@ -101,17 +102,7 @@ def test_fit_hlf_cli_errors(
     assert main(["fit-hlf", str(ratings_csv), *BASE]) == 2  # default column 'sr' absent
     err = capsys.readouterr().err
     assert "percepfid fit-hlf: error:" in err and "no column 'sr'" in err
-    columns = [
-        "--sr-col",
-        "sr_path",
-        "--gt-col",
-        "gt_path",
-        "--score-col",
-        "mos",
-        "--group-col",
-        "scene",
-    ]
-    assert main(["fit-hlf", str(ratings_csv), *BASE, *columns, "--val-fraction", "1.5"]) == 2
+    assert main(["fit-hlf", str(ratings_csv), *BASE, *COLUMNS, "--val-fraction", "1.5"]) == 2
     assert "val_fraction" in capsys.readouterr().err
 
 
@@ -122,8 +113,7 @@ def test_fit_hlf_cli_mlp_head_with_unfrozen_blocks(
     from percepfid.heads import MLPCalibrationHead, load_head
 
     out = tmp_path / "tuned"
-    columns = ["--sr-col", "sr_path", "--gt-col", "gt_path", "--score-col", "mos"]
-    args = ["fit-hlf", str(ratings_csv), *BASE, *columns, "--group-col", "scene"]
+    args = ["fit-hlf", str(ratings_csv), *BASE, *COLUMNS]
     tuning = ["--head", "mlp", "--hidden", "8", "--unfreeze-blocks", "1", "--epochs", "2"]
     assert main([*args, *tuning, "--backbone-lr", "1e-4", "-o", str(out)]) == 0
     output = capsys.readouterr().out
