@@ -259,22 +259,23 @@ class FakeHub:
             yield
 
 
+def _set_env(values: dict[str, str | None]) -> None:
+    """Set each environment variable to its value; unset those whose value is ``None``."""
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @contextlib.contextmanager
 def _patched_env(values: dict[str, str | None]) -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in values}
     try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_env(values)
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_env(saved)
 
 
 _MISSING = object()
@@ -341,6 +342,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, payload: Any) -> None:
         self._send(200, json.dumps(payload).encode(), {"Content-Type": "application/json"})
 
+    def _revision(self, repo_id: str, revision: str) -> tuple[dict[str, bytes], str] | None:
+        """``(files, commit)`` of ``revision`` (a branch or its commit hash), or ``None``
+        once 404 ``RevisionNotFound`` has been answered."""
+        found = self.fake_hub._lookup(repo_id, revision)
+        if found is None:
+            self._error("RevisionNotFound", f"Revision {revision} not found in {repo_id}")
+            return None
+        branch, files = found
+        return files, _commit_for(repo_id, branch)
+
     def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
         self._route()
 
@@ -365,12 +376,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.fake_hub._has_repo(repo_id):
             self._error("RepoNotFound", f"Repository {repo_id} not found")
             return
-        found = self.fake_hub._lookup(repo_id, revision)
+        found = self._revision(repo_id, revision)
         if found is None:
-            self._error("RevisionNotFound", f"Revision {revision} not found in {repo_id}")
             return
-        branch, files = found
-        commit = _commit_for(repo_id, branch)
+        files, commit = found
         data = files.get(filename)
         if data is None:
             self._error(
@@ -394,16 +403,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = data[start : end + 1]
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-        if self.command == "HEAD":
-            # The HEAD answer carries the length of the body a GET would send.
-            self._record(200)
-            self.send_response(200)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            return
-        self._send(status, body, headers)
+        # A HEAD answer is the GET answer without the body (Content-Length included);
+        # ranges apply to GET only, so HEAD always answers 200 with the whole file's length.
+        self._send(status, body, headers, include_body=self.command != "HEAD")
 
     def _api(self, rest: str) -> None:
         # rest: {repo_id}[/revision/{rev}] or {repo_id}/tree/{rev}[/{folder}]
@@ -422,12 +424,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error("EntryNotFound", f"unsupported API route {unquote(rest)}")
             return
-        found = self.fake_hub._lookup(repo_id, revision)
+        found = self._revision(repo_id, revision)
         if found is None:
-            self._error("RevisionNotFound", f"Revision {revision} not found in {repo_id}")
             return
-        branch, files = found
-        commit = _commit_for(repo_id, branch)
+        files, commit = found
         if mode == "info":
             self._json(
                 {

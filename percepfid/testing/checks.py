@@ -46,14 +46,13 @@ Metric = Callable[[torch.Tensor, torch.Tensor], Any]
 _SHOWN = 8  # values printed per tensor in failure messages
 
 
-def _check_metric(metric: Any) -> None:
+def _check_arguments(metric: Any, a: Any, b: Any) -> None:
+    """Raise percepfid's typed errors unless ``metric`` is callable and ``a``, ``b`` are
+    floating image batches of the same shape."""
     if not callable(metric):
         raise DTypeError(
             f"metric must be a callable metric(a, b) -> Tensor; got {type(metric).__name__}"
         )
-
-
-def _check_pair(a: Any, b: Any) -> None:
     check_tensor(a, "a")
     check_tensor(b, "b")
     if a.ndim == 0:
@@ -88,6 +87,14 @@ def _evaluate(metric: Metric, a: torch.Tensor, b: torch.Tensor, check: str) -> t
             f"{check}: metric(a, b) must return floating-point values; got {scores.dtype}"
         )
     return scores
+
+
+def _evaluate_both_orders(
+    metric: Metric, a: torch.Tensor, b: torch.Tensor, check: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(metric(a, b), metric(b, a))`` under ``torch.no_grad()``, each checked by ``_evaluate``."""
+    with torch.no_grad():
+        return _evaluate(metric, a, b, check), _evaluate(metric, b, a, check)
 
 
 def _assert_close(
@@ -153,8 +160,7 @@ def check_identity(
         >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
         >>> check_identity(mse, torch.rand(2, 3, 8, 8), 0.0)
     """
-    _check_metric(metric)
-    _check_pair(x, x)
+    _check_arguments(metric, x, x)
     with torch.no_grad():
         scores = _evaluate(metric, x, x.clone(), "check_identity")
     target = torch.as_tensor(expected, dtype=torch.float64)
@@ -199,11 +205,8 @@ def check_symmetric(
         >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
         >>> check_symmetric(mse, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
     """
-    _check_metric(metric)
-    _check_pair(a, b)
-    with torch.no_grad():
-        forward = _evaluate(metric, a, b, "check_symmetric")
-        backward = _evaluate(metric, b, a, "check_symmetric")
+    _check_arguments(metric, a, b)
+    forward, backward = _evaluate_both_orders(metric, a, b, "check_symmetric")
     _assert_close(
         forward,
         backward,
@@ -248,11 +251,8 @@ def check_antisymmetric(
         >>> brighter = lambda a, b: (a - b).flatten(1).mean(1)
         >>> check_antisymmetric(brighter, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), exact=True)
     """
-    _check_metric(metric)
-    _check_pair(a, b)
-    with torch.no_grad():
-        forward = _evaluate(metric, a, b, "check_antisymmetric")
-        backward = _evaluate(metric, b, a, "check_antisymmetric")
+    _check_arguments(metric, a, b)
+    forward, backward = _evaluate_both_orders(metric, a, b, "check_antisymmetric")
     _assert_close(
         forward,
         -backward,
@@ -294,8 +294,7 @@ def check_range(
         >>> cosine = lambda a, b: torch.cosine_similarity(a.flatten(1), b.flatten(1))
         >>> check_range(cosine, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), -1.0, 1.0)
     """
-    _check_metric(metric)
-    _check_pair(a, b)
+    _check_arguments(metric, a, b)
     if not low <= high:
         raise ArgumentError(f"check_range needs low <= high; got low={low!r}, high={high!r}")
     with torch.no_grad():
@@ -348,8 +347,7 @@ def check_gradients(
         >>> mse = lambda sr, gt: (sr - gt.detach()).pow(2).flatten(1).mean(1)
         >>> check_gradients(mse, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
     """
-    _check_metric(metric)
-    _check_pair(a, b)
+    _check_arguments(metric, a, b)
     check = "check_gradients"
     leaf_a = a.detach().clone().requires_grad_(True)
     leaf_b = b.detach().clone().requires_grad_(True)
@@ -436,8 +434,7 @@ def check_batch_invariance(
         >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
         >>> check_batch_invariance(mse, torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 8))
     """
-    _check_metric(metric)
-    _check_pair(a, b)
+    _check_arguments(metric, a, b)
     check = "check_batch_invariance"
     batch = a.shape[0]
     if batch < 2:
@@ -523,8 +520,7 @@ def check_dtype_consistency(
         >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
         >>> check_dtype_consistency(mse, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
     """
-    _check_metric(metric)
-    _check_pair(a, b)
+    _check_arguments(metric, a, b)
     if dtype not in (torch.bfloat16, torch.float16):
         raise ArgumentError(f"dtype must be torch.bfloat16 or torch.float16; got {dtype!r}")
     check = f"check_dtype_consistency ({str(dtype).replace('torch.', '')} autocast)"
@@ -648,8 +644,7 @@ def check_monotone(
         >>> x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
         >>> check_monotone(mse, x, "blur", higher_is_better=False, strict=True)
     """
-    _check_metric(metric)
-    _check_pair(reference, reference)
+    _check_arguments(metric, reference, reference)
     check = "check_monotone"
     levels = [float(level) for level in levels]
     if len(levels) < 3 or any(lo >= hi for lo, hi in zip(levels, levels[1:], strict=False)):

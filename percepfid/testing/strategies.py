@@ -29,9 +29,8 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_input_range
 from .._errors import ArgumentError, DTypeError, MissingDependencyError, UnknownNameError
-from .distortions import DISTORTION_KINDS, Distortion
+from .distortions import DISTORTION_KINDS, Distortion, _check_value_range
 
 try:
     from hypothesis import assume
@@ -108,13 +107,6 @@ def _check_dtype(dtype: Any) -> torch.dtype:
     return dtype
 
 
-def _check_range(value_range: Any) -> tuple[float, float]:
-    bounds = check_input_range(value_range)
-    if bounds is None:
-        raise ArgumentError("value_range must be a pair (low, high) such as (0, 1); got None")
-    return bounds
-
-
 def _check_names(values: Sequence[str], known: Sequence[str], kind: str, name: str) -> tuple:
     values = (values,) if isinstance(values, str) else tuple(values)
     if not values:
@@ -125,20 +117,50 @@ def _check_names(values: Sequence[str], known: Sequence[str], kind: str, name: s
     return values
 
 
+class _Spec(NamedTuple):
+    """The image arguments of :func:`images`, :func:`image_pairs` and :func:`distorted`,
+    checked as far as possible before drawing (sizes, dtype and range may be strategies)."""
+
+    batch: Any
+    height: Any
+    width: Any
+    dtype: Any
+    value_range: Any
+    patterns: tuple[str, ...]
+    device: torch.device | str
+
+
+def _validate(
+    batch: Any,
+    height: Any,
+    width: Any,
+    dtype: Any,
+    value_range: Any,
+    patterns: Sequence[str],
+    device: torch.device | str,
+) -> _Spec:
+    for name, side in (("batch", batch), ("height", height), ("width", width)):
+        _check_side(side, name)
+    if not isinstance(dtype, st.SearchStrategy):
+        _check_dtype(dtype)
+    if not isinstance(value_range, st.SearchStrategy):
+        value_range = _check_value_range(value_range)
+    patterns = _check_names(patterns, PATTERNS, "image pattern", "patterns")
+    return _Spec(batch, height, width, dtype, value_range, patterns, device)
+
+
 class _Layout(NamedTuple):
     shape: tuple[int, int, int, int]
     dtype: torch.dtype
     bounds: tuple[float, float]
 
 
-def _draw_layout(
-    draw: Any, batch: Any, height: Any, width: Any, dtype: Any, value_range: Any
-) -> _Layout:
+def _draw_layout(draw: Any, spec: _Spec) -> _Layout:
     shape = (
-        draw(_as_strategy(batch)),
+        draw(_as_strategy(spec.batch)),
         3,
-        draw(_as_strategy(height)),
-        draw(_as_strategy(width)),
+        draw(_as_strategy(spec.height)),
+        draw(_as_strategy(spec.width)),
     )
     for name, side in zip(
         ("batch", "height", "width"), (shape[0], shape[2], shape[3]), strict=True
@@ -146,8 +168,8 @@ def _draw_layout(
         _check_side(side, name)
     return _Layout(
         shape,
-        _check_dtype(draw(_as_strategy(dtype))),
-        _check_range(draw(_as_strategy(value_range))),
+        _check_dtype(draw(_as_strategy(spec.dtype))),
+        _check_value_range(draw(_as_strategy(spec.value_range))),
     )
 
 
@@ -215,34 +237,13 @@ def images(
         DTypeError: ``dtype`` is not a floating dtype.
         UnknownNameError: a pattern is unknown.
     """
-    spec = _validate(batch, height, width, dtype, value_range)
-    patterns = _check_names(patterns, PATTERNS, "image pattern", "patterns")
-    return _images(*spec, patterns, device)
-
-
-def _validate(batch: Any, height: Any, width: Any, dtype: Any, value_range: Any) -> tuple:
-    for name, side in (("batch", batch), ("height", height), ("width", width)):
-        _check_side(side, name)
-    if not isinstance(dtype, st.SearchStrategy):
-        _check_dtype(dtype)
-    if not isinstance(value_range, st.SearchStrategy):
-        value_range = _check_range(value_range)
-    return batch, height, width, dtype, value_range
+    return _images(_validate(batch, height, width, dtype, value_range, patterns, device))
 
 
 @st.composite
-def _images(
-    draw: Any,
-    batch: Any,
-    height: Any,
-    width: Any,
-    dtype: Any,
-    value_range: Any,
-    patterns: tuple[str, ...],
-    device: torch.device | str,
-) -> torch.Tensor:
-    layout = _draw_layout(draw, batch, height, width, dtype, value_range)
-    return _to_range(_draw_unit(draw, layout.shape, patterns), layout, device)
+def _images(draw: Any, spec: _Spec) -> torch.Tensor:
+    layout = _draw_layout(draw, spec)
+    return _to_range(_draw_unit(draw, layout.shape, spec.patterns), layout, spec.device)
 
 
 def image_pairs(
@@ -285,34 +286,25 @@ def image_pairs(
         ArgumentError, DTypeError, UnknownNameError: as for :func:`images`, or an unknown
             relation.
     """
-    spec = _validate(batch, height, width, dtype, value_range)
-    patterns = _check_names(patterns, PATTERNS, "image pattern", "patterns")
+    spec = _validate(batch, height, width, dtype, value_range, patterns, device)
     relations = _check_names(relations, RELATIONS, "pair relation", "relations")
-    return _image_pairs(*spec, patterns, relations, device)
+    return _image_pairs(spec, relations)
 
 
 @st.composite
 def _image_pairs(
-    draw: Any,
-    batch: Any,
-    height: Any,
-    width: Any,
-    dtype: Any,
-    value_range: Any,
-    patterns: tuple[str, ...],
-    relations: tuple[str, ...],
-    device: torch.device | str,
+    draw: Any, spec: _Spec, relations: tuple[str, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    layout = _draw_layout(draw, batch, height, width, dtype, value_range)
-    reference = _draw_unit(draw, layout.shape, patterns)
+    layout = _draw_layout(draw, spec)
+    reference = _draw_unit(draw, layout.shape, spec.patterns)
     relation = draw(st.sampled_from(relations))
     if relation == "identical":
         first = reference.clone()
     elif relation == "distorted":
         first = draw(distortions())(reference)
     else:
-        first = _draw_unit(draw, layout.shape, patterns, stream=1)
-    a, b = _to_range(first, layout, device), _to_range(reference, layout, device)
+        first = _draw_unit(draw, layout.shape, spec.patterns, stream=1)
+    a, b = _to_range(first, layout, spec.device), _to_range(reference, layout, spec.device)
     if relation == "independent":
         # every image of a must differ from its reference (two equal constants, two equal
         # 1x1 binary images, or values that round together in a narrow dtype)
@@ -338,9 +330,15 @@ def distortions(
         ArgumentError: a fixed ``level`` is outside ``[0, 1]``.
     """
     kinds = _check_names(kinds, DISTORTION_KINDS, "distortion", "kinds")
+    return _distortions(st.sampled_from(kinds), level)
+
+
+def _distortions(
+    kinds: st.SearchStrategy[str], level: float | st.SearchStrategy[float]
+) -> st.SearchStrategy[Distortion]:
     if not isinstance(level, st.SearchStrategy):
-        Distortion(kinds[0], level)  # validates the level now rather than at draw time
-    return st.builds(Distortion, st.sampled_from(kinds), _as_strategy(level), _SEEDS)
+        Distortion(DISTORTION_KINDS[0], level)  # validates the level now rather than at draw time
+    return st.builds(Distortion, kinds, _as_strategy(level), _SEEDS)
 
 
 def distorted(
@@ -376,38 +374,23 @@ def distorted(
         ArgumentError, DTypeError, UnknownNameError: as for :func:`images` and
             :func:`distortions`.
     """
-    spec = _validate(batch, height, width, dtype, value_range)
-    patterns = _check_names(patterns, PATTERNS, "image pattern", "patterns")
+    spec = _validate(batch, height, width, dtype, value_range, patterns, device)
     if kind is None:
         kinds = st.sampled_from(DISTORTION_KINDS)
     elif isinstance(kind, st.SearchStrategy):
         kinds = kind
     else:
         kinds = st.just(_check_names(kind, DISTORTION_KINDS, "distortion", "kind")[0])
-    levels = _LEVELS if level is None else level
-    if not isinstance(levels, st.SearchStrategy):
-        Distortion(DISTORTION_KINDS[0], levels)  # validate now
-    chosen = st.builds(Distortion, kinds, _as_strategy(levels), _SEEDS)
-    return _distorted(*spec, patterns, device, chosen)
+    return _distorted(spec, _distortions(kinds, _LEVELS if level is None else level))
 
 
 @st.composite
-def _distorted(
-    draw: Any,
-    batch: Any,
-    height: Any,
-    width: Any,
-    dtype: Any,
-    value_range: Any,
-    patterns: tuple[str, ...],
-    device: torch.device | str,
-    chosen: st.SearchStrategy[Distortion],
-) -> DistortedPair:
-    layout = _draw_layout(draw, batch, height, width, dtype, value_range)
-    reference = _draw_unit(draw, layout.shape, patterns)
+def _distorted(draw: Any, spec: _Spec, chosen: st.SearchStrategy[Distortion]) -> DistortedPair:
+    layout = _draw_layout(draw, spec)
+    reference = _draw_unit(draw, layout.shape, spec.patterns)
     distortion = draw(chosen)
     return DistortedPair(
-        _to_range(distortion(reference), layout, device),
-        _to_range(reference, layout, device),
+        _to_range(distortion(reference), layout, spec.device),
+        _to_range(reference, layout, spec.device),
         distortion,
     )
