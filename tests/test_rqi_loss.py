@@ -8,21 +8,13 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_rqi_model import SMALL  # the small MANIQA-RQI architecture of the model tests
 
 from percepfid._errors import ArgumentError, DTypeError, RangeError, ShapeError
 from percepfid.functional.rqi import antisymmetrize, huber, rqi_loss, rqi_score
 from percepfid.losses.rqi import RQILoss
 from percepfid.rqi import PROTOCOLS, RQIHead, aligned_crop, crop_offsets, evaluate
 
-SMALL = dict(
-    img_size=32,
-    vit_kwargs=dict(embed_dim=32, depth=4, num_heads=2),
-    feature_indices=(0, 1, 2, 3),
-    embed_dim=32,
-    window_size=2,
-    num_heads=(2, 2),
-    dim_mlp=32,
-)
 SETTINGS = settings(max_examples=6, deadline=None, derandomize=True)
 
 

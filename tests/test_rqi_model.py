@@ -16,6 +16,7 @@ from percepfid.losses.rqi import RQILoss
 from percepfid.rqi import MANIQARQI, TransposedAttention, create_maniqa_rqi, load_released_weights
 from percepfid.rqi._swin import WindowAttention, _shift_mask
 
+# A small MANIQA-RQI (32x32 input, 4-block ViT) for fast tests; test_rqi_loss uses it too.
 SMALL = dict(
     img_size=32,
     vit_kwargs=dict(embed_dim=32, depth=4, num_heads=2),
