@@ -73,11 +73,12 @@ class HLFFitResult:
         output_dir: where the head was saved, if it was.
         repo_id: where it was pushed, if it was.
         unfreeze_blocks: how many backbone blocks were fine-tuned with the head.
-        history: per fine-tuning epoch, ``epoch``, ``train_mse`` and ``val_plcc_head``
-            (epoch 0 is the frozen fit, with no ``train_mse``; ``val_plcc_head`` is None
-            without a validation split); empty without fine-tuning.
-        best_epoch: the fine-tuning epoch kept (best validation PLCC of the head; the last
-            epoch without a validation split); None without fine-tuning.
+        history: per fine-tuning epoch, ``epoch``, ``train_mse``, ``val_srcc_head``,
+            ``val_plcc_head`` and ``val_score`` (their sum, the selection score). Epoch 0 is
+            the frozen fit, with no ``train_mse``; the validation values are None without a
+            validation split. Empty without fine-tuning.
+        best_epoch: the fine-tuning epoch kept (best validation SRCC + PLCC of the head;
+            the last epoch without a validation split); None without fine-tuning.
     """
 
     head: nn.Module
@@ -312,6 +313,7 @@ def _fine_tune(
     ratings: Sequence[HumanRating],
     shapes: Sequence[tuple[int, int]],
     target: np.ndarray,
+    human: np.ndarray,
     train_index: np.ndarray,
     val_index: np.ndarray,
     *,
@@ -325,10 +327,10 @@ def _fine_tune(
     progress: bool,
 ) -> tuple[list[str], list[dict[str, float | None]], int]:
     """Train the head and the last ``unfreeze_blocks`` backbone blocks end to end (MSE on
-    the normalised human scores), keeping the epoch with the best validation PLCC (epoch 0
-    is the frozen fit, so fine-tuning never reports a worse validation PLCC than it)."""
+    the normalised human scores), keeping the epoch with the best validation SRCC + PLCC
+    (epoch 0 is the frozen fit, so fine-tuning never ends worse on that score than it)."""
     from ..backbones._blocks import last_block_parameters
-    from ..eval import plcc
+    from ..eval import plcc, srcc
 
     encoder = loss.backbone.encoder
     names = last_block_parameters(encoder, unfreeze_blocks)
@@ -342,9 +344,11 @@ def _fine_tune(
         state = {f"encoder.{n}": params[n].detach().clone() for n in names}
         return state | {f"head.{k}": v.detach().clone() for k, v in head.state_dict().items()}
 
-    def validate() -> float | None:
+    def validate() -> dict[str, float | None]:
+        """SRCC and PLCC of the head against the human scores on validation, and their sum
+        (the selection score; None when either is undefined or there is no split)."""
         if len(val_index) == 0:
-            return None
+            return {"val_srcc_head": None, "val_plcc_head": None, "val_score": None}
         cos, feats = _embed_pass(
             loss,
             [ratings[i] for i in val_index],
@@ -353,11 +357,15 @@ def _fine_tune(
             device=device,
             progress=False,
         )
-        value = plcc(_head_predict(head, cos, feats), target[val_index])
-        return None if math.isnan(value) else value
+        predicted = _head_predict(head, cos, feats)
+        values = [srcc(predicted, human[val_index]), plcc(predicted, human[val_index])]
+        values = [None if math.isnan(v) else v for v in values]
+        total = None if None in values else values[0] + values[1]
+        return {"val_srcc_head": values[0], "val_plcc_head": values[1], "val_score": total}
 
-    best_score, best_state, best_epoch = validate(), snapshot(), 0
-    history = [{"epoch": 0, "train_mse": None, "val_plcc_head": best_score}]
+    row = validate()
+    best_score, best_state, best_epoch = row["val_score"], snapshot(), 0
+    history = [{"epoch": 0, "train_mse": None} | row]
     for param in tuned:
         param.requires_grad_(True)
     optimiser = torch.optim.AdamW(
@@ -380,9 +388,10 @@ def _fine_tune(
                 optimiser.step()
                 total += float(mse.detach()) * len(batch)
                 count += len(batch)
-            score = validate()
-            history.append({"epoch": epoch, "train_mse": total / count, "val_plcc_head": score})
-            logger.info("epoch %d: train MSE %.5f, val PLCC %s", epoch, total / count, score)
+            row = validate()
+            score = row["val_score"]
+            history.append({"epoch": epoch, "train_mse": total / count} | row)
+            logger.info("epoch %d: train MSE %.5f, val SRCC+PLCC %s", epoch, total / count, score)
             if len(val_index) == 0 or (
                 score is not None and (best_score is None or score > best_score)
             ):
@@ -431,7 +440,7 @@ def fit_hlf_head(
     once and the head is fitted to the human scores, normalised to [0, 1], by least squares
     (L-BFGS). With ``unfreeze_blocks=N`` that fit is the starting point of an end-to-end
     fine-tune of the head and the backbone's last N blocks (AdamW, ``epochs`` passes); the
-    epoch with the best validation PLCC is kept, and the tuned blocks are saved with the
+    epoch with the best validation SRCC + PLCC is kept, and the tuned blocks are saved with the
     head so ``HLFLoss(backbone, head=output_dir)`` loads them.
 
     Args:
@@ -568,6 +577,7 @@ def fit_hlf_head(
             ratings,
             shapes,
             target,
+            human,
             np.flatnonzero(~is_val),
             np.flatnonzero(is_val),
             unfreeze_blocks=unfreeze_blocks,
