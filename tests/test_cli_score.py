@@ -224,3 +224,56 @@ def test_score_pretrained_offline_fails_with_weights_exit_code(
     assert code == 4
     err = capsys.readouterr().err
     assert "percepfid score: error:" in err and "percepfid weights download" in err
+
+
+def test_score_with_a_head_that_carries_tuned_blocks(
+    folders, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--head`` loads the fine-tuned blocks saved with a head into the scoring backbone."""
+    import copy
+
+    from percepfid.backbones import create_backbone
+    from percepfid.heads import load_head
+    from percepfid.train.hlf import HumanRating, fit_hlf_head
+
+    gt, sr = folders
+    ratings = [
+        HumanRating(sr / f"img{i}.png", gt / f"img{i}.png", 5.0 - i, f"g{i}")
+        for i in range(len(SIZES))
+    ]
+    torch.manual_seed(0)  # the random backbone `score --random-weights --seed 0` builds
+    backbone = create_backbone(TINY, pretrained=False, image_size=32)
+    head_dir = tmp_path / "head"
+    fit_hlf_head(
+        ratings,
+        backbone,
+        unfreeze_blocks=1,
+        epochs=2,
+        backbone_lr=1e-3,
+        val_fraction=0.0,
+        batch_size=1,
+        output_dir=head_dir,
+    )
+    out = tmp_path / "scores.csv"
+    argv = ["score", *HLF, "--head", str(head_dir), "--ref", str(gt), "--dist", str(sr)]
+    assert main([*argv, "-o", str(out)]) == 0
+    scores = [float(row["score"]) for row in _read_csv(out)]
+
+    # expected: the head on torch's cosine of the backbone with the blocks loaded by hand
+    head = load_head(head_dir).eval()
+    tuned = copy.deepcopy(backbone)
+    tuned.encoder.load_state_dict(head.backbone_update.state, strict=False)
+
+    def load(path: Path) -> torch.Tensor:
+        array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1)[None]
+
+    with torch.no_grad():
+        expected, untuned = [], []
+        for i in range(len(SIZES)):
+            a, b = load(sr / f"img{i}.png"), load(gt / f"img{i}.png")
+            for model, into in ((tuned, expected), (backbone, untuned)):
+                cos = torch.nn.functional.cosine_similarity(model(a), model(b), dim=1)
+                into.append(float(head(cos)))
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert not np.allclose(scores, untuned, atol=1e-5)  # the blocks did matter
