@@ -32,10 +32,16 @@ def block_list(encoder: nn.Module) -> tuple[str, nn.Module]:
     return max(candidates, key=lambda item: len(item[1]))
 
 
+# Output projections some towers keep as a bare parameter of a module above the blocks
+# (open_clip's ``VisionTransformer.proj``): registered before the blocks, applied after them.
+_OUTPUT_PROJECTIONS = ("proj",)
+
+
 def last_block_parameters(encoder: nn.Module, count: int) -> list[str]:
     """Names (relative to ``encoder``) of the parameters of its last ``count`` blocks and of
-    every parameter registered after the block list (the final norm and, in timm and BLIP
-    towers, the pooling projection).
+    every layer after them: the parameters registered after the block list (final norm,
+    attention pooling, the projection of timm and BLIP towers) and an output projection
+    held as a bare ``proj`` parameter above the blocks (open_clip towers).
 
     Args:
         encoder: a backbone's encoder (``Backbone.encoder``).
@@ -54,9 +60,20 @@ def last_block_parameters(encoder: nn.Module, count: int) -> list[str]:
     chosen = {f"{name}.{i}." for i in range(first, len(blocks))}
     names = [n for n, _ in encoder.named_parameters()]
     list_prefix = name + "."
+    parts = name.split(".")
+    ancestors = {".".join(parts[:i]) for i in range(len(parts))}
+    projections = {
+        f"{path}.{p}" if path else p
+        for path in ancestors
+        for p in _OUTPUT_PROJECTIONS
+        if isinstance(getattr(encoder.get_submodule(path), p, None), nn.Parameter)
+    }
     after = False
     selected = []
     for param_name in names:
+        if param_name in projections:
+            selected.append(param_name)
+            continue
         if param_name.startswith(list_prefix):
             after = True
             if any(param_name.startswith(prefix) for prefix in chosen):

@@ -453,8 +453,9 @@ def fit_hlf_head(
             (:class:`~percepfid.heads.MLPCalibrationHead` on the cosine and embedding
             differences).
         hidden: hidden width of the ``'mlp'`` head.
-        unfreeze_blocks: fine-tune the last N transformer blocks (and the final norm after
-            them) together with the head; 0 keeps the backbone frozen.
+        unfreeze_blocks: fine-tune the last N transformer blocks and the layers after them
+            (final norm, pooling, output projection) together with the head; 0 keeps the
+            backbone frozen.
         epochs: fine-tuning passes over the training pairs (``unfreeze_blocks > 0``).
         lr: the head's learning rate while fine-tuning.
         backbone_lr: the unfrozen blocks' learning rate.
