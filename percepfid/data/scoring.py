@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._atomic import atomic_path
 from .._errors import ArgumentError, DTypeError, EmptyBatchError
 from ..iqa import create_nriqa
 
@@ -83,10 +84,9 @@ def _load_cache(path: Path | None) -> dict[str, dict[str, float]]:
 
 
 def _save_cache(path: Path, models: dict[str, dict[str, float]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + f".tmp{os.getpid()}")
-    temporary.write_text(json.dumps({"format": _CACHE_FORMAT, "models": models}), encoding="utf-8")
-    os.replace(temporary, path)  # atomic: a crash never leaves a half-written cache
+    document = json.dumps({"format": _CACHE_FORMAT, "models": models})
+    with atomic_path(path) as temporary:  # a crash never leaves a half-written cache
+        temporary.write_text(document, encoding="utf-8")
 
 
 def score_candidates(

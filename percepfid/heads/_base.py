@@ -4,8 +4,6 @@ the Hugging Face Hub format (``config.json`` + ``model.safetensors``)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,8 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .._errors import UnknownNameError, WeightsError
+from .._atomic import atomic_path
+from .._errors import ArgumentError, UnknownNameError, WeightsError
 
 # The key in config.json that names the head class, so load_head can rebuild any head.
 CLASS_KEY = "percepfid_head"
@@ -45,8 +44,6 @@ class BackboneUpdate:
             ArgumentError: ``backbone`` is not the one the update was fitted on.
             WeightsError: the tensors do not fit its encoder (missing names, wrong shapes).
         """
-        from .._errors import ArgumentError
-
         name = backbone.spec.name
         if name != self.backbone:
             raise ArgumentError(
@@ -74,15 +71,9 @@ def _write_backbone_update(folder: Path, update: BackboneUpdate) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in update.state.items()}
-    # write to a temporary name, then rename: no half-written file on failure
-    fd, tmp = tempfile.mkstemp(prefix=".backbone-", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"backbone": update.backbone, "blocks": str(update.blocks)})
-        os.replace(tmp, folder / BACKBONE_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    metadata = {"backbone": update.backbone, "blocks": str(update.blocks)}
+    with atomic_path(folder / BACKBONE_FILE) as partial:
+        save_file(state, str(partial), metadata=metadata)
 
 
 def _read_backbone_update(path: Path, record: dict) -> BackboneUpdate:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._atomic import atomic_path
 from .._checks import check_positive
 from .._errors import ArgumentError, DTypeError, WeightsError
 from .._imports import require
@@ -208,8 +209,8 @@ def save_lora(model: nn.Module, path: str | os.PathLike) -> Path:
         "layers": json.dumps(lora_layer_names(model)),
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=metadata)
+    with atomic_path(path) as partial:
+        save_file(state, str(partial), metadata=metadata)
     return path
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .._atomic import atomic_path
 from .._csv import parse_number, read_table, require_columns, shorten
 from .._errors import ArgumentError, WeightsError
 
@@ -156,10 +157,8 @@ def split_groups(
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """Write ``state`` with ``torch.save`` atomically (a crash never leaves half a file)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, target)
+    with atomic_path(target) as partial:
+        torch.save(state, partial)
     return target
 
 
