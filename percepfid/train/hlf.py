@@ -17,7 +17,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -89,14 +89,19 @@ class HLFFitResult:
     val_groups: list[str] = field(default_factory=list)
     output_dir: str | None = None
     repo_id: str | None = None
-    unfreeze_blocks: int = 0
     history: list[dict[str, float | None]] = field(default_factory=list)
     best_epoch: int | None = None
 
+    @property
+    def unfreeze_blocks(self) -> int:
+        """How many backbone blocks were fine-tuned with the head (0: none)."""
+        update = getattr(self.head, "backbone_update", None)
+        return 0 if update is None else update.blocks
+
     def report(self) -> dict[str, Any]:
         """The JSON-serialisable part (no module)."""
-        data = asdict(self)
-        data.pop("head")
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "head"}
+        data["unfreeze_blocks"] = self.unfreeze_blocks
         config: dict[str, Any] = {"class": type(self.head).__name__}
         config |= dict(getattr(self.head, "_hub_mixin_config", None) or {})
         if hasattr(self.head, "scale") and hasattr(self.head, "bias"):  # the fitted values
@@ -212,6 +217,17 @@ def _load_batch(
     return sr, gt
 
 
+def _pair_forward(
+    loss: nn.Module, ratings: Sequence[HumanRating], batch: Sequence[int], device: torch.device
+) -> tuple[torch.Tensor, Any, Any]:
+    """Cosine and both embeddings of a batch of pairs; unlike ``HLFLoss.fidelity`` the GT
+    branch keeps its graph too, so tuned blocks learn from both images."""
+    sr, gt = _load_batch(ratings, batch, device)
+    current = loss.backbone.encode(sr, loss.crop)
+    reference = loss.backbone.encode(gt, loss.crop)
+    return loss.compare(current, reference), current, reference
+
+
 @torch.no_grad()
 def _embed_pass(
     loss: nn.Module,
@@ -233,12 +249,7 @@ def _embed_pass(
     batches = _shape_batches(range(len(ratings)), shapes, batch_size)
     with tqdm(total=len(ratings), desc="embed", unit="pair", disable=not progress) as bar:
         for batch in batches:
-            sr, gt = _load_batch(ratings, batch, device)
-            current, reference = (
-                loss.backbone.encode(sr, loss.crop),
-                loss.backbone.encode(gt, loss.crop),
-            )
-            cos = loss.compare(current, reference)
+            cos, current, reference = _pair_forward(loss, ratings, batch, device)
             feats = MLPCalibrationHead.features(cos, current.pooled, reference.pooled)
             cosine[batch] = cos.float().cpu().numpy()
             features[batch] = feats.float().cpu().numpy()
@@ -340,9 +351,9 @@ def _fine_tune(
     generator = torch.Generator().manual_seed(seed)
     targets = torch.tensor(target, dtype=torch.float32)
 
-    def snapshot() -> dict[str, torch.Tensor]:
-        state = {f"encoder.{n}": params[n].detach().clone() for n in names}
-        return state | {f"head.{k}": v.detach().clone() for k, v in head.state_dict().items()}
+    def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        blocks = {n: params[n].detach().clone() for n in names}
+        return blocks, {k: v.detach().clone() for k, v in head.state_dict().items()}
 
     def validate() -> dict[str, float | None]:
         """SRCC and PLCC of the head against the human scores on validation, and their sum
@@ -364,7 +375,9 @@ def _fine_tune(
         return {"val_srcc_head": values[0], "val_plcc_head": values[1], "val_score": total}
 
     row = validate()
-    best_score, best_state, best_epoch = row["val_score"], snapshot(), 0
+    # without a validation split the last epoch is kept: nothing to snapshot
+    has_val = len(val_index) > 0
+    best_score, best_state, best_epoch = row["val_score"], snapshot() if has_val else None, 0
     history = [{"epoch": 0, "train_mse": None} | row]
     for param in tuned:
         param.requires_grad_(True)
@@ -377,11 +390,7 @@ def _fine_tune(
             total, count = 0.0, 0
             batches = _shape_batches(train_index.tolist(), shapes, batch_size, generator)
             for batch in progress_bar(batches, enabled=progress, desc=f"epoch {epoch}"):
-                sr, gt = _load_batch(ratings, batch, device)
-                current = loss.backbone.encode(sr, loss.crop)
-                reference = loss.backbone.encode(gt, loss.crop)
-                cos = loss.compare(current, reference)
-                predicted = loss.apply_head(cos, current, reference)
+                predicted = loss.apply_head(*_pair_forward(loss, ratings, batch, device))
                 mse = nn.functional.mse_loss(predicted.float(), targets[batch].to(device))
                 optimiser.zero_grad(set_to_none=True)
                 mse.backward()
@@ -392,19 +401,19 @@ def _fine_tune(
             score = row["val_score"]
             history.append({"epoch": epoch, "train_mse": total / count} | row)
             logger.info("epoch %d: train MSE %.5f, val SRCC+PLCC %s", epoch, total / count, score)
-            if len(val_index) == 0 or (
-                score is not None and (best_score is None or score > best_score)
-            ):
+            if not has_val:
+                best_epoch = epoch
+            elif score is not None and (best_score is None or score > best_score):
                 best_score, best_state, best_epoch = score, snapshot(), epoch
     finally:
         for param in tuned:
             param.requires_grad_(False)
-    with torch.no_grad():
-        for key, value in best_state.items():
-            kind, name = key.split(".", 1)
-            if kind == "encoder":
+    if best_state is not None:
+        blocks, head_state = best_state
+        with torch.no_grad():
+            for name, value in blocks.items():
                 params[name].copy_(value)
-        head.load_state_dict({k[5:]: v for k, v in best_state.items() if k.startswith("head.")})
+        head.load_state_dict(head_state)
     head.eval()
     return names, history, best_epoch
 
@@ -615,7 +624,6 @@ def fit_hlf_head(
         score_range=(low, high),
         train_groups=train_groups,
         val_groups=val_groups,
-        unfreeze_blocks=unfreeze_blocks,
         history=history,
         best_epoch=best_epoch,
     )
