@@ -58,6 +58,13 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> floa
     return float(value)
 
 
+def check_positive_int(value: int, name: str) -> int:
+    """Raise unless ``value`` is an int >= 1 (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArgumentError(f"{name} must be a positive int; got {value!r}")
+    return value
+
+
 def check_input_range(input_range: Sequence[float] | None) -> tuple[float, float] | None:
     """Validate an ``input_range=(low, high)`` argument."""
     if input_range is None:

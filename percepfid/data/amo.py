@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .._checks import check_tensor
+from .._checks import check_positive_int, check_tensor
 from .._errors import ArgumentError, DTypeError, EmptyBatchError, ShapeError
 from ..iqa import NRIQAModel, create_nriqa
 
@@ -74,9 +74,8 @@ class ArgmaxPatchSelector(nn.Module):
         iqa_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        for value, name in ((patch_size, "patch_size"), (scale, "scale")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ArgumentError(f"{name} must be a positive int; got {value!r}")
+        check_positive_int(patch_size, "patch_size")
+        check_positive_int(scale, "scale")
         if patch_size % scale:
             raise ArgumentError(
                 f"patch_size={patch_size} must be divisible by scale={scale} so the LR crop aligns"

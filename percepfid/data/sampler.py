@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from .._checks import check_choice, check_positive
+from .._checks import check_choice, check_positive, check_positive_int
 from .._errors import ArgumentError, DTypeError, EmptyBatchError, NonFiniteError, ShapeError
 
 __all__ = ["IQAWeightedSampler", "candidate_probabilities", "SAMPLER_MODES"]
@@ -171,8 +171,7 @@ class IQAWeightedSampler(Sampler[tuple[int, int]]):
         self.num_items = self.probabilities.shape[0]
         if num_samples is None:
             num_samples = self.num_items
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ArgumentError(f"num_samples must be a positive int; got {num_samples!r}")
+        check_positive_int(num_samples, "num_samples")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise DTypeError(f"seed must be an int; got {seed!r}")
         num_replicas, rank = _world(num_replicas, rank)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_path
+from .._checks import check_positive_int
 from .._errors import ArgumentError, DTypeError, EmptyBatchError
 from ..iqa import create_nriqa
 
@@ -130,8 +131,7 @@ def score_candidates(
 
     from ..iqa.train import load_image
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ArgumentError(f"batch_size must be a positive int; got {batch_size!r}")
+    check_positive_int(batch_size, "batch_size")
     if isinstance(candidates, (str, os.PathLike)):
         _, groups = find_candidates(candidates)
     elif isinstance(candidates, Sequence):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_path
-from .._checks import check_positive
+from .._checks import check_positive, check_positive_int
 from .._errors import ArgumentError, DTypeError, WeightsError
 from .._imports import require
 from ._targets import LoRATargets, default_rank, find_lora_targets
@@ -107,8 +107,7 @@ def inject_lora(
     names = find_lora_targets(model, targets)
     if rank is None:
         rank = default_rank(model, targets)
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ArgumentError(f"rank must be a positive int; got {rank!r}")
+    check_positive_int(rank, "rank")
     alpha = float(rank) if alpha is None else check_positive(alpha, "alpha")
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ArgumentError(f"dropout must be in [0, 1); got {dropout!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_choice
+from .._checks import check_choice, check_positive_int
 from .._errors import ArgumentError
 
 __all__ = ["fit_to_crop", "crop_offsets", "crop_at", "aligned_crop"]
@@ -19,9 +19,7 @@ CROP_MODES = ("random", "center", "resize")
 
 
 def _check_size(size: int) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise ArgumentError(f"crop size must be a positive int; got {size!r}")
-    return size
+    return check_positive_int(size, "crop size")
 
 
 def fit_to_crop(x: torch.Tensor, size: int, *, antialias: bool = False) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_positive_int
 from .._errors import ArgumentError, ShapeError
 from ..heads import HubHead
 
@@ -43,9 +43,8 @@ class RQIHead(HubHead):
         self, embed_dim: int, hidden_dim: int = 256, dropout: float = 0.0, norm: bool = True
     ) -> None:
         super().__init__()
-        for name, value in (("embed_dim", embed_dim), ("hidden_dim", hidden_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ArgumentError(f"{name} must be a positive int; got {value!r}")
+        check_positive_int(embed_dim, "embed_dim")
+        check_positive_int(hidden_dim, "hidden_dim")
         if not 0.0 <= dropout < 1.0:
             raise ArgumentError(f"dropout must be in [0, 1); got {dropout!r}")
         self.embed_dim = embed_dim

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_choice, check_image_pair, check_input_range
+from .._checks import check_choice, check_image_pair, check_input_range, check_positive_int
 from .._errors import ArgumentError
 from ..functional.rqi import rqi_score
 from .crops import crop_at, crop_offsets, fit_to_crop
@@ -118,8 +118,7 @@ def evaluate(
         ArgumentError: an unknown protocol or a bad ``batch_size``.
     """
     schedule = PROTOCOLS[check_choice(protocol, "protocol", tuple(PROTOCOLS))]
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ArgumentError(f"batch_size must be a positive int; got {batch_size!r}")
+    check_positive_int(batch_size, "batch_size")
     input_range = check_input_range(input_range)
     check_image_pair(sr, gt, ("sr", "gt"), input_range=input_range)
     score, default_size = _scorer(model, antisymmetric)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_positive, check_positive_int
 from .._csv import parse_number, read_table, require_columns, shorten
 from .._errors import ArgumentError, EmptyBatchError, ShapeError
 from ._common import load_image, seeded, split_groups
@@ -510,17 +510,15 @@ def fit_hlf_head(
     if not 0.0 <= val_fraction < 1.0:
         raise ArgumentError(f"val_fraction must lie in [0, 1); got {val_fraction!r}")
     for value, name in ((batch_size, "batch_size"), (hidden, "hidden"), (epochs, "epochs")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ArgumentError(f"{name} must be an int >= 1; got {value!r}")
+        check_positive_int(value, name)
     if (
         isinstance(unfreeze_blocks, bool)
         or not isinstance(unfreeze_blocks, int)
         or unfreeze_blocks < 0
     ):
         raise ArgumentError(f"unfreeze_blocks must be an int >= 0; got {unfreeze_blocks!r}")
-    for value, name in ((lr, "lr"), (backbone_lr, "backbone_lr")):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ArgumentError(f"{name} must be a positive number; got {value!r}")
+    check_positive(lr, "lr")
+    check_positive(backbone_lr, "backbone_lr")
     if isinstance(ratings, (str, os.PathLike)):
         ratings = read_ratings(ratings, **(csv_columns or {}))
     ratings = list(ratings)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_positive
+from .._checks import check_positive, check_positive_int
 from .._errors import ArgumentError, ShapeError, WeightsError
 from ..functional.rqi import huber
 from ..rqi.crops import crop_offsets, fit_to_crop
@@ -227,8 +227,7 @@ def train_rqi(
     from ..losses.rqi import RQILoss
 
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("crop_size", crop_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ArgumentError(f"{name} must be a positive int; got {value!r}")
+        check_positive_int(value, name)
     check_positive(lr, "lr")
     check_positive(weight_decay, "weight_decay", allow_zero=True)
     check_positive(delta, "delta")
