@@ -1,14 +1,18 @@
-"""percepfid: differentiable image-quality losses and metrics for super-resolution."""
+"""percepfid: differentiable image-quality losses and metrics for super-resolution.
 
-from __future__ import annotations
+The top level holds the four losses and samplers, the reference-embedding record, the AMO
+patch selector and the errors. Everything else lives in its subpackage:
+``percepfid.functional`` (the losses as functions), ``percepfid.backbones``,
+``percepfid.heads``, ``percepfid.rqi``, ``percepfid.iqa``, ``percepfid.lora``,
+``percepfid.kernels``, ``percepfid.data``, ``percepfid.train``, ``percepfid.eval``,
+``percepfid.metrics``, ``percepfid.hub`` and ``percepfid.testing``.
+"""
 
-__version__ = "0.1.0.dev0"
-
-from ._errors import (  # noqa: E402
+from ._errors import (
     ArgumentError,
     DTypeError,
     EmptyBatchError,
-    KernelUnavailableError,  # noqa: E402
+    KernelUnavailableError,
     MissingDependencyError,
     NonFiniteError,
     PercepfidError,
@@ -17,31 +21,51 @@ from ._errors import (  # noqa: E402
     UnknownNameError,
     WeightsError,
 )
-from .data import ArgmaxPatchSelector, IQAWeightedSampler, score_candidates  # noqa: E402
-from .iqa import create_nriqa, list_nriqa  # noqa: E402
-from .kernels import cosine_similarity  # noqa: E402
-from .losses import HLFLoss, LoRANRIQALoss, RQILoss  # noqa: E402
+from ._version import __version__
+
+# The losses and samplers import torch: they are loaded on first use, so that the command
+# line (``percepfid --help``) and ``import percepfid`` stay fast.
+_LAZY = {
+    "ArgmaxPatchSelector": "data",
+    "IQAWeightedSampler": "data",
+    "HLFLoss": "losses",
+    "LoRANRIQALoss": "losses",
+    "RQILoss": "losses",
+    "ReferenceEmbedding": "losses",
+}
 
 __all__ = [
     "ArgmaxPatchSelector",
+    "ArgumentError",
+    "DTypeError",
+    "EmptyBatchError",
     "HLFLoss",
     "IQAWeightedSampler",
     "KernelUnavailableError",
     "LoRANRIQALoss",
-    "RQILoss",
-    "cosine_similarity",
-    "create_nriqa",
-    "list_nriqa",
-    "score_candidates",
-    "__version__",
-    "ArgumentError",
-    "DTypeError",
-    "EmptyBatchError",
     "MissingDependencyError",
     "NonFiniteError",
     "PercepfidError",
+    "RQILoss",
     "RangeError",
+    "ReferenceEmbedding",
     "ShapeError",
     "UnknownNameError",
     "WeightsError",
+    "__version__",
 ]
+
+
+def __getattr__(name: str):
+    package = _LAZY.get(name)
+    if package is None:
+        raise AttributeError(f"module 'percepfid' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{package}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

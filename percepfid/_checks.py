@@ -1,4 +1,5 @@
-"""Input validation shared by every loss and metric.
+"""Input validation shared by every loss and metric, and the ``PERCEPFID_*`` switches
+(read from the environment at call time) that govern it and the kernel.
 
 Shape and dtype checks are free and always run. Value checks (finite, inside
 ``input_range``) read two scalars back from the device once per call; they are skipped
@@ -8,12 +9,12 @@ while ``torch.compile`` traces and can be switched off with ``PERCEPFID_CHECKS=0
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 
-from . import _config
 from ._errors import (
     ArgumentError,
     DTypeError,
@@ -22,10 +23,46 @@ from ._errors import (
     RangeError,
     ShapeError,
 )
+from ._vocab import KERNEL_BACKENDS, REDUCTIONS
 
-REDUCTIONS = ("mean", "sum", "none")
 # Slack for values a hair outside the range (resampling overshoot, fp16 rounding).
 _RANGE_SLACK = 1e-3
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    value = value.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"environment variable {name}={value!r}: expected one of 1/0/true/false")
+
+
+def input_checks_enabled() -> bool:
+    """``PERCEPFID_CHECKS`` (default on): validate value range and finiteness of inputs.
+
+    The value checks read one scalar back from the device per call; training loops that
+    have validated their data may turn them off with ``PERCEPFID_CHECKS=0``. Shape and
+    dtype checks always run (they cost nothing).
+    """
+    return _flag("PERCEPFID_CHECKS", True)
+
+
+def kernel_backend() -> str:
+    """``PERCEPFID_KERNEL`` (default ``auto``): the default backend of the cosine kernel."""
+    value = os.environ.get("PERCEPFID_KERNEL", "auto").strip().lower()
+    if value not in KERNEL_BACKENDS:
+        raise ValueError(
+            f"environment variable PERCEPFID_KERNEL={value!r}: expected one of "
+            + ", ".join(map(repr, KERNEL_BACKENDS))
+        )
+    return value
 
 
 def _compiling() -> bool:
@@ -92,15 +129,6 @@ def check_tensor(x: Any, name: str) -> torch.Tensor:
     return x
 
 
-def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (one device sync)."""
-    if _compiling() or not _config.input_checks_enabled() or x.numel() == 0:
-        return x
-    if not bool(torch.isfinite(x.detach()).all()):
-        raise NonFiniteError(f"{name} contains NaN or infinite values")
-    return x
-
-
 def check_image(
     x: Any,
     name: str,
@@ -142,7 +170,7 @@ def check_image(
         raise EmptyBatchError(f"{name} is an empty batch (B == 0); got shape {tuple(x.shape)}")
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise EmptyBatchError(f"{name} has a zero-sized side; got shape {tuple(x.shape)}")
-    if _compiling() or not _config.input_checks_enabled():
+    if _compiling() or not input_checks_enabled():
         return x
     low_high = torch.stack([x.detach().amin(), x.detach().amax()]).float().tolist()
     low, high = low_high

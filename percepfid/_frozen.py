@@ -1,41 +1,54 @@
-"""Keep frozen weights out of checkpoints: they come from the Hub, not from the user."""
+"""Keep frozen weights out of checkpoints: they come from the Hub (or the user's own
+checkpoint of the base network), not from the loss's."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from torch import nn
 
 
-def exclude_from_state_dict(owner: nn.Module, path: str = "") -> None:
+def exclude_from_state_dict(
+    owner: nn.Module, path: str = "", *, keep: Callable[[str], bool] | None = None
+) -> None:
     """Leave the submodule ``path`` of ``owner`` (default: ``owner`` itself) out of
     ``owner.state_dict()``, and fill its missing keys from the live module on load, so
     that strict loading of a checkpoint of ``owner`` (or of a parent) works.
 
     The hooks sit on ``owner`` and are keyed by ``path``, resolved on every call: with a
     non-empty ``path`` the submodule's own ``state_dict()`` stays complete.
+
+    Args:
+        owner: the module whose checkpoints should not hold the frozen weights.
+        path: the frozen submodule, relative to ``owner``; ``""`` for all of ``owner``.
+        keep: a predicate on keys relative to ``path``; keys it accepts stay in the
+            checkpoint (e.g. the LoRA adapters of an otherwise frozen network). It must be
+            a module-level function so the module still pickles.
     """
     # partial of module-level functions, not closures, so the module still pickles.
-    owner._register_state_dict_hook(partial(_drop, path))
-    owner.register_load_state_dict_pre_hook(partial(_fill, path))
+    owner._register_state_dict_hook(partial(_drop, path, keep))
+    owner.register_load_state_dict_pre_hook(partial(_fill, path, keep))
 
 
 def _subtree(prefix: str, path: str) -> str:
     return prefix + path + "." if path else prefix
 
 
-def _drop(path: str, module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+def _drop(path: str, keep, module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
     base = _subtree(prefix, path)
     for key in [k for k in state_dict if k.startswith(base)]:
-        del state_dict[key]
+        if keep is None or not keep(key[len(base) :]):
+            del state_dict[key]
 
 
-def _fill(path: str, module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+def _fill(path: str, keep, module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
     base = _subtree(prefix, path)
     live: dict = {}
     # What state_dict() writes for the subtree (persistent parameters and buffers), no hooks.
     for name, sub in module.get_submodule(path).named_modules(remove_duplicate=False):
         sub._save_to_state_dict(live, base + name + "." if name else base, False)
     for key, tensor in live.items():
-        state_dict.setdefault(key, tensor)
+        if keep is None or not keep(key[len(base) :]):
+            state_dict.setdefault(key, tensor)

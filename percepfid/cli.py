@@ -23,10 +23,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__
 from ._errors import PercepfidError
-from .commands import COMMANDS
-from .commands._common import EXIT_FAILURE, exit_code_for
+from ._version import __version__
+from .commands import COMMANDS, EXIT_FAILURE, exit_code_for
 
 logger = logging.getLogger(__name__)
 

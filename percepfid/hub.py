@@ -33,9 +33,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from . import __version__
 from ._checks import check_choice
 from ._errors import ArgumentError, DTypeError, UnknownNameError, WeightsError
+from ._version import __version__
 
 __all__ = [
     "ChecksumError",

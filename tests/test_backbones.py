@@ -9,12 +9,13 @@ from percepfid import ArgumentError, UnknownNameError
 from percepfid.backbones import (
     Backbone,
     PreprocessConfig,
+    block_list,
     create_backbone,
     get_spec,
+    last_block_parameters,
     list_backbones,
     tile_grid,
 )
-from percepfid.backbones._blocks import block_list, last_block_parameters
 
 ALIASES = [
     "dinov2",

@@ -219,3 +219,15 @@ def test_model_commands_share_the_runtime_options(
         parser.parse_args([command, *positional, "--batch-size", "0"])
     assert exit_info.value.code == 2
     assert "expected an integer >= 1; got 0" in capsys.readouterr().err
+
+
+def test_help_and_argument_errors_do_not_import_torch():
+    # `percepfid --help` and usage errors must answer at once: no torch, no models.
+    code = (
+        "import sys\n"
+        "from percepfid.cli import main\n"
+        "codes = [main(['--help']), main(['score', '--help']), main(['score', '--batch-size', '0'])]\n"
+        "print(codes, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[0, 0, 2] False"

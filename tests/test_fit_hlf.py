@@ -182,7 +182,7 @@ def test_mlp_head_fits_and_loads_into_hlfloss(rated, backbone, tmp_path) -> None
         cos = torch.nn.functional.cosine_similarity(e_sr, e_gt, dim=1)
         diff = (e_sr - e_gt).abs() / e_gt.norm(dim=1, keepdim=True) * e_sr.shape[1] ** 0.5
         features = torch.stack([cos, diff.mean(1), diff.amax(1)], dim=1)
-        expected = result.head(features)
+        expected = result.head.from_features(features)
         torch.testing.assert_close(loss.fidelity(sr, gt), expected, atol=1e-5, rtol=1e-5)
 
 

@@ -17,9 +17,8 @@ from percepfid import (
     ShapeError,
     UnknownNameError,
 )
-from percepfid.functional import high_level_fidelity, hlf_loss
+from percepfid.functional import high_level_fidelity, hlf_fidelity, hlf_loss
 from percepfid.heads import CalibrationHead, MLPCalibrationHead
-from percepfid.losses import hlf_fidelity
 from percepfid.testing import (
     check_batch_invariance,
     check_dtype_consistency,
@@ -247,3 +246,40 @@ def test_input_range_minus_one_to_one(loss):
     signed = HLFLoss(TINY, pretrained=False, image_size=32, input_range=(-1, 1), reduction="none")
     signed.backbone.encoder.load_state_dict(loss.backbone.encoder.state_dict())
     torch.testing.assert_close(signed(x * 2 - 1, y * 2 - 1), loss(x, y), rtol=1e-4, atol=1e-5)
+
+
+def test_one_call_visits_few_files_and_checks_each_input_once(monkeypatch):
+    # The data path of a loss call is short and one-way: at most 7 percepfid files, and one
+    # value check (one host sync) per input tensor.
+    import sys
+    from pathlib import Path
+
+    import percepfid
+    from percepfid import _checks
+
+    loss = HLFLoss(TINY, pretrained=False, image_size=32, kernel="torch")
+    sr, gt = torch.rand(2, 3, 32, 32, requires_grad=True), torch.rand(2, 3, 32, 32)
+    loss(sr, gt)  # warm up lazy imports
+    root = str(Path(percepfid.__file__).parent)
+    files: set[str] = set()
+
+    def profile(frame, event, arg):  # noqa: ARG001
+        if event == "call" and frame.f_code.co_filename.startswith(root):
+            files.add(frame.f_code.co_filename[len(root) + 1 :])
+
+    checked: list[int] = []
+    original = _checks.check_image
+
+    def counting(x, name, **kwargs):
+        checked.append(id(x))
+        return original(x, name, **kwargs)
+
+    monkeypatch.setattr(_checks, "check_image", counting)
+    monkeypatch.setattr(sys.modules[HLFLoss.__module__], "check_image", counting, raising=False)
+    sys.setprofile(profile)
+    try:
+        loss(sr, gt)
+    finally:
+        sys.setprofile(None)
+    assert len(files) <= 7, sorted(files)
+    assert sorted(checked) == sorted([id(sr), id(gt)])

@@ -137,3 +137,40 @@ def test_untrained_head_and_errors(tmp_path) -> None:
     (tmp_path / "flat.csv").write_text("image,mos\nx.png,2\nx.png,2\n")
     with pytest.raises(ArgumentError, match="equal"):
         train_nr_head(tmp_path / "flat.csv", BACKBONE, pretrained_backbone=False, progress=False)
+
+
+def test_training_leaves_the_global_rng_alone(tmp_path) -> None:
+    # The trainer seeds its own head initialisation; the caller's global RNG must not move.
+    csv_path = _dataset(tmp_path, count=4)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = train_nr_head(
+        csv_path,
+        BACKBONE,
+        image_size=32,
+        pretrained_backbone=False,
+        hidden=4,
+        epochs=1,
+        batch_size=4,
+        progress=False,
+        seed=5,
+    )
+    assert torch.equal(torch.rand(3), expected)
+    # and the seed still fixes the head's initialisation
+    second = train_nr_head(
+        csv_path,
+        BACKBONE,
+        image_size=32,
+        pretrained_backbone=False,
+        hidden=4,
+        epochs=1,
+        batch_size=4,
+        progress=False,
+        seed=5,
+    )
+    for (name, a), (_, b) in zip(
+        first.state_dict().items(), second.state_dict().items(), strict=True
+    ):
+        if not name.startswith("backbone"):
+            assert torch.equal(a, b), name

@@ -4,18 +4,18 @@ Model-family libraries (timm, open_clip, transformers) are imported only when a 
 of that family is built.
 """
 
-from ._backbone import Backbone, Embeddings, create_backbone
-from ._preprocess import Preprocess, tile_grid
+from ._backbone import Backbone, Embeddings, Preprocess, create_backbone, tile_grid
+from ._blocks import block_list, last_block_parameters
 from ._registry import get_spec, list_backbones, register_backbone
-from ._spec import CROPS, EMBEDDINGS, BackboneSpec, PreprocessConfig
+from ._spec import BackboneSpec, PreprocessConfig
 
 __all__ = [
-    "CROPS",
-    "EMBEDDINGS",
     "Backbone",
     "BackboneSpec",
     "Embeddings",
     "Preprocess",
+    "block_list",
+    "last_block_parameters",
     "PreprocessConfig",
     "create_backbone",
     "get_spec",

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-EMBEDDINGS = ("cls", "patch", "cls+patch")
-CROPS = ("center", "squash", "tiles")
-INTERPOLATIONS = ("bicubic", "bilinear")
-SOURCES = ("timm", "open_clip", "hf", "module")
-
 
 @dataclass(frozen=True)
 class PreprocessConfig:

@@ -2,13 +2,16 @@
 
 A command module defines ``register(subparsers)``: it adds its parser with
 ``subparsers.add_parser(...)`` and sets ``handler`` to a function
-``(argparse.Namespace) -> int`` returning the exit code. Heavy imports (torch models, timm,
-scipy) happen inside the handler, so ``percepfid --help`` stays fast.
+``(argparse.Namespace) -> int`` returning the exit code. Heavy imports (torch, models,
+scipy) happen inside the handler, never at module level, so ``percepfid --help`` and
+argument errors answer without importing torch (a test guards this).
 
 Modules listed in :data:`COMMANDS` that are not present are skipped by the CLI.
 """
 
 from __future__ import annotations
+
+from ._common import EXIT_FAILURE, exit_code_for
 
 #: Command modules, in the order ``percepfid --help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -21,4 +24,4 @@ COMMANDS: tuple[str, ...] = (
     "weights",
 )
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "EXIT_FAILURE", "exit_code_for"]

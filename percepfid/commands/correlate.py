@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._imports import require
+from .._vocab import MATCH_MODES
 from ._common import (
     EXIT_OK,
     InputError,
@@ -26,8 +27,6 @@ from ._common import (
     warn,
     write_records,
 )
-
-MATCH_MODES = ("exact", "name", "stem")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

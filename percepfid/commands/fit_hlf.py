@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .._vocab import EMBEDDINGS
 from ._common import (
     EXIT_OK,
     add_runtime_options,
@@ -33,9 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("ratings", help="CSV of human ratings")
     parser.add_argument("--backbone", default="dinov2", help="HLF backbone (default: dinov2)")
-    parser.add_argument(
-        "--embedding", choices=("cls", "patch", "cls+patch"), default="cls", help="default: cls"
-    )
+    parser.add_argument("--embedding", choices=EMBEDDINGS, default="cls", help="default: cls")
     parser.add_argument("--image-size", type=int, help="override the backbone input size")
     parser.add_argument(
         "--head",
@@ -91,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``percepfid fit-hlf``."""
-    from ..train.hlf import fit_hlf_head
+    from ..train import fit_hlf_head
 
     if args.output_dir is None and args.push_to_hub is None:
         warn("neither --output-dir nor --push-to-hub given: the fitted head is not saved")

@@ -19,12 +19,11 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from .. import __version__
 from .._errors import ArgumentError, PercepfidError
+from .._version import __version__
+from .._vocab import EMBEDDINGS, MATCH_MODES
 from ._common import (
     EXIT_OK,
     InputError,
@@ -35,14 +34,11 @@ from ._common import (
     warn,
     write_records,
 )
-from ._pairs import (
-    MATCH_MODES,
-    Pair,
-    batches_by_size,
-    load_image,
-    pairs_from_csv,
-    pairs_from_folders,
-)
+
+if TYPE_CHECKING:  # torch and the image readers load only when a command runs
+    import torch
+
+    from ._pairs import Pair
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     source.add_argument("--ref-col", help="reference column of --pairs")
     source.add_argument(
         "--match",
-        choices=MATCH_MODES,
+        choices=MATCH_MODES[1:],
         default="name",
         help="pair folder images by file name, or by name without extension (default: name)",
     )
@@ -86,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     model.add_argument("--head", help="HLF calibration head: a save_pretrained folder or Hub id")
     model.add_argument(
         "--embedding",
-        choices=("cls", "patch", "cls+patch"),
+        choices=EMBEDDINGS,
         default="cls",
         help="HLF embedding (default: cls)",
     )
@@ -142,7 +138,7 @@ def build_scorer(args: argparse.Namespace, device: torch.device) -> Scorer:
     family, name = _parse_metric(args.metric)
     pretrained = not args.random_weights
     if family == "hlf":
-        from ..losses.hlf import HLFLoss
+        from ..losses import HLFLoss
 
         loss = HLFLoss(
             name,
@@ -156,10 +152,8 @@ def build_scorer(args: argparse.Namespace, device: torch.device) -> Scorer:
     if args.head is not None:
         raise ArgumentError("--head applies to hlf metrics only")
     if family == "rqi":
-        try:
-            from ..losses.rqi import RQILoss
-        except ModuleNotFoundError as error:  # pragma: no cover - depends on the install
-            raise ArgumentError(f"--metric rqi is not available in this build ({error})") from None
+        from ..losses import RQILoss
+
         rqi = RQILoss(pretrained=pretrained).to(device).eval()
         return Scorer("rqi", True, True, rqi.score, rqi)
     from ..iqa import create_nriqa
@@ -208,6 +202,8 @@ def _init_distributed(world: _World, device: torch.device) -> None:
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
+        import torch
+
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend)
     world.created = True
@@ -237,7 +233,9 @@ def _gather(
 # --------------------------------------------------------------------------- scoring
 
 
-class _PairImages(torch.utils.data.Dataset):
+class _PairImages:
+    """A map-style dataset of (index, distorted, reference) images for the DataLoader."""
+
     def __init__(self, pairs: Sequence[Pair]) -> None:
         self.pairs = list(pairs)
 
@@ -245,12 +243,16 @@ class _PairImages(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def __getitem__(self, item: int) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+        from ._pairs import load_image
+
         pair = self.pairs[item]
         reference = None if pair.reference is None else load_image(pair.reference)
         return pair.index, load_image(pair.distorted), reference
 
 
 def _collate(items: list[tuple[int, torch.Tensor, torch.Tensor | None]]):  # noqa: ANN202
+    import torch
+
     indices = [item[0] for item in items]
     distorted = torch.stack([item[1] for item in items])
     references = [item[2] for item in items]
@@ -272,7 +274,10 @@ def score_pairs(
     Raises:
         InputError: an image cannot be read.
     """
+    import torch
     from tqdm.auto import tqdm
+
+    from ._pairs import batches_by_size
 
     position = {pair.index: i for i, pair in enumerate(pairs)}
     batches = [[position[p.index] for p in batch] for batch in batches_by_size(pairs, batch_size)]
@@ -298,6 +303,8 @@ def score_pairs(
 
 
 def _pairs(args: argparse.Namespace, needs_reference: bool) -> list[Pair]:
+    from ._pairs import pairs_from_csv, pairs_from_folders
+
     if args.pairs is not None:
         return pairs_from_csv(
             args.pairs,
@@ -322,6 +329,8 @@ def _pairs(args: argparse.Namespace, needs_reference: bool) -> list[Pair]:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``percepfid score``."""
+    import torch
+
     if args.workers < 0:
         raise ArgumentError(f"--workers must be >= 0; got {args.workers}")
     family, _ = _parse_metric(args.metric)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._vocab import RQI_EMBEDDINGS
 from ._common import (
     EXIT_OK,
     add_runtime_options,
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--backbone", default="dinov2", help="registered backbone name (default dinov2)"
     )
-    parser.add_argument("--embedding", choices=("cls", "patch"), default="cls")
+    parser.add_argument("--embedding", choices=RQI_EMBEDDINGS, default="cls")
     parser.add_argument(
         "--image-size", type=int, default=None, help="override the backbone input size"
     )

@@ -17,8 +17,6 @@ from ._base import CallableNRIQA, NRIQAModel
 
 __all__ = ["create_nriqa", "list_nriqa"]
 
-_FAMILIES = ("clipiqa", "nr-head", "pyiqa")
-
 
 def create_nriqa(
     name: str | nn.Module | Callable[[torch.Tensor], torch.Tensor],

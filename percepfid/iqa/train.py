@@ -161,15 +161,17 @@ def train_nr_head(
             f"all {len(rows)} scores in {str(csv_path)!r} are equal ({low}); nothing to fit"
         )
 
-    torch.manual_seed(seed)
-    head = NRHead(
-        backbone=backbone,
-        hidden=hidden,
-        image_size=image_size,
-        pretrained_backbone=pretrained_backbone,
-        score_range=[low, high],
-        higher_is_better=higher_is_better,
-    ).to(device)
+    # Seed the head's initialisation without touching the caller's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = NRHead(
+            backbone=backbone,
+            hidden=hidden,
+            image_size=image_size,
+            pretrained_backbone=pretrained_backbone,
+            score_range=[low, high],
+            higher_is_better=higher_is_better,
+        ).to(device)
     features = _embed(head.backbone, [p for p, _ in rows], torch.device(device), progress)
     mean, std = scores.mean(), scores.std().clamp_min(1e-8)
     head.target_mean.fill_(float(mean))

@@ -7,20 +7,18 @@ import math
 
 import torch
 
-from .. import _config
-from .._checks import check_choice, check_positive, check_tensor
+from .._checks import check_choice, check_positive, check_tensor, kernel_backend
 from .._errors import ArgumentError, KernelUnavailableError, ShapeError
 from .._imports import install_hint
+from .._vocab import KERNEL_BACKENDS
 from ._ops import _TRITON_INSTALLED, cosine_similarity_forward, interpreter_unavailable
-from ._reference import REDUCE_NONE, REDUCE_SUM, cosine_similarity_reference
+from ._reference import KERNEL_DTYPES, REDUCE_NONE, REDUCE_SUM, cosine_similarity_reference
 
-__all__ = ["BACKENDS", "REDUCES", "cosine_similarity", "select_backend"]
+__all__ = ["REDUCES", "cosine_similarity", "select_backend"]
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "triton")
 REDUCES = (None, "mean", "sum")
-_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _logged_reasons: set[str] = set()
 
 
@@ -34,7 +32,7 @@ def _log_once(message: str) -> None:
 def _triton_unavailable(x: torch.Tensor, y: torch.Tensor) -> tuple[str, str] | None:
     """None when the Triton kernels can serve ``(x, y)``; else ``(reason, fix)``."""
     for name, tensor in (("x", x), ("y", y)):
-        if tensor.dtype not in _KERNEL_DTYPES:
+        if tensor.dtype not in KERNEL_DTYPES:
             return (
                 f"{name} has dtype {tensor.dtype}; the kernel supports float16, bfloat16 and "
                 "float32 (it accumulates in float32)",
@@ -69,7 +67,7 @@ def select_backend(backend: str, x: torch.Tensor, y: torch.Tensor) -> str:
     requested = backend
     source = f"backend={backend!r}"
     if backend == "auto":
-        requested = _config.kernel_backend()
+        requested = kernel_backend()
         source = f"PERCEPFID_KERNEL={requested}"
     if requested == "torch":
         return "torch"
@@ -101,7 +99,7 @@ def _validate(
     check_tensor(x, "x")
     check_tensor(y, "y")
     check_choice(reduce, "reduce", REDUCES)
-    check_choice(backend, "backend", BACKENDS)
+    check_choice(backend, "backend", KERNEL_BACKENDS)
     check_positive(eps, "eps")
     if x.device != y.device:
         raise ArgumentError(f"x and y must be on the same device; got {x.device} and {y.device}")

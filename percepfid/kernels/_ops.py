@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .._imports import is_available
 from ._reference import (
+    KERNEL_DTYPES,
     REDUCE_SUM,
     compute_dtype,
     cosine_backward_reference,
@@ -34,7 +35,6 @@ from ._reference import (
 __all__ = ["cosine_similarity_backward", "cosine_similarity_forward", "interpreter_unavailable"]
 
 _TRITON_MODULE = __package__ + "._triton"
-_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Looked up once, without importing triton: a plain constant is what torch.compile traces
 # without caveats.
 _TRITON_INSTALLED = is_available("triton")
@@ -71,7 +71,7 @@ def _kernels():
 
 
 def _use_triton(x: Tensor, y: Tensor) -> bool:
-    if x.dtype not in _KERNEL_DTYPES or y.dtype not in _KERNEL_DTYPES:
+    if x.dtype not in KERNEL_DTYPES or y.dtype not in KERNEL_DTYPES:
         return False
     if x.device.type == "cuda":
         return True

@@ -39,6 +39,9 @@ from __future__ import annotations
 
 import torch
 
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+"""The input dtypes the fused kernel serves (it accumulates in fp32)."""
+
 __all__ = [
     "REDUCE_NONE",
     "REDUCE_SUM",

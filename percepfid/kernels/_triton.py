@@ -35,9 +35,7 @@ import triton.language as tl
 
 from ._reference import REDUCE_SUM
 
-__all__ = ["INTERPRETED", "SUPPORTED_DTYPES", "backward", "forward"]
-
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+__all__ = ["INTERPRETED", "backward", "forward"]
 
 
 @triton.jit

@@ -14,11 +14,12 @@ from ._core import (
     merge_lora,
     save_lora,
 )
-from ._targets import LORA_PRESETS, PRESET_RANKS, find_lora_targets
+from ._targets import LORA_PRESETS, PRESET_RANKS, LoRATargets, find_lora_targets
 
 __all__ = [
     "LORA_PRESETS",
     "PRESET_RANKS",
+    "LoRATargets",
     "find_lora_targets",
     "has_lora",
     "inject_lora",

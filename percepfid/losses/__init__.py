@@ -1,7 +1,7 @@
-"""The losses: thin nn.Module shells over percepfid's functional core."""
+"""The losses: thin nn.Module shells over :mod:`percepfid.functional`."""
 
-from .hlf import HLFLoss, ReferenceEmbedding, hlf_fidelity
+from .hlf import HLFLoss, ReferenceEmbedding
 from .lora_nriqa import LoRANRIQALoss
 from .rqi import RQILoss
 
-__all__ = ["HLFLoss", "LoRANRIQALoss", "RQILoss", "ReferenceEmbedding", "hlf_fidelity"]
+__all__ = ["HLFLoss", "LoRANRIQALoss", "RQILoss", "ReferenceEmbedding"]

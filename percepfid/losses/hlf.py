@@ -9,19 +9,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._checks import (
-    check_choice,
-    check_image,
-    check_image_pair,
-    check_input_range,
-    check_positive,
-    check_reduction,
-)
+from .._checks import check_choice, check_image, check_image_pair, check_positive
 from .._errors import ArgumentError, DTypeError, ShapeError
-from ..backbones import EMBEDDINGS, Backbone, Embeddings, create_backbone
-from ..functional._reduction import reduce_loss
-from ..functional.hlf import high_level_fidelity
+from .._vocab import EMBEDDINGS, KERNEL_BACKENDS
+from ..backbones import Backbone, Embeddings, create_backbone
+from ..functional import embedding_fidelity, fidelity_loss
 from ..heads import load_head
+from ._base import ImageLoss
 
 
 @dataclass(frozen=True)
@@ -42,7 +36,7 @@ class ReferenceEmbedding:
         return self.pooled.shape[0]
 
 
-class HLFLoss(nn.Module):
+class HLFLoss(ImageLoss):
     """High-level fidelity loss (Rocafort et al., arXiv 2512.07037).
 
     ``fidelity(sr, gt) = cos(phi(sr), phi(gt))`` with ``phi`` a frozen foundation model
@@ -61,7 +55,10 @@ class HLFLoss(nn.Module):
         crop: ``'center'``, ``'squash'`` or ``'tiles'`` (mean over aligned tiles, so
             nothing at the border is cropped away); default: the backbone's own.
         head: a calibration head (module, ``save_pretrained`` folder or Hub repo id)
-            mapping the cosine to predicted human fidelity in ``[0, 1]``. A head fitted
+            mapping the cosine to predicted human fidelity in ``[0, 1]``. It is called as
+            ``head(cosine, sr_embedding, gt_embedding)`` with the pooled embeddings (the
+            signature of :class:`~percepfid.heads.CalibrationHead` and
+            :class:`~percepfid.heads.MLPCalibrationHead`). A head fitted
             with fine-tuned backbone blocks (``fit_hlf_head(unfreeze_blocks=N)``) carries
             them, and they are loaded into this loss's backbone (a backbone passed as a
             module is copied first, never changed in place). A head loaded from a folder
@@ -83,9 +80,6 @@ class HLFLoss(nn.Module):
         >>> loss(sr, torch.rand(2, 3, 40, 48)).backward()
     """
 
-    higher_is_better = False
-    is_differentiable = True
-
     def __init__(
         self,
         backbone: str | nn.Module = "dinov2",
@@ -101,13 +95,10 @@ class HLFLoss(nn.Module):
         image_size: int | tuple[int, int] | None = None,
         kernel: str = "auto",
     ) -> None:
-        super().__init__()
+        super().__init__(reduction=reduction, weight=weight, input_range=input_range)
         self.embedding = check_choice(embedding, "embedding", EMBEDDINGS)
-        self.reduction = check_reduction(reduction)
-        self.weight = check_positive(weight, "weight", allow_zero=True)
-        self.input_range = check_input_range(input_range)
         self.eps = check_positive(eps, "eps")
-        self.kernel = check_choice(kernel, "kernel", ("auto", "torch", "triton"))
+        self.kernel = check_choice(kernel, "kernel", KERNEL_BACKENDS)
         self.crop = crop
         self.backbone: Backbone = create_backbone(
             backbone, pretrained, image_size=image_size, crop=crop, input_range=self.input_range
@@ -135,7 +126,8 @@ class HLFLoss(nn.Module):
 
     # ------------------------------------------------------------------ embeddings
 
-    def _encode(self, images: torch.Tensor) -> Embeddings:
+    def encode(self, images: torch.Tensor) -> Embeddings:
+        """Backbone embeddings of images in ``input_range`` (with autograd; no checks)."""
         return self.backbone.encode(images, self.crop)
 
     @torch.no_grad()
@@ -149,7 +141,7 @@ class HLFLoss(nn.Module):
             A :class:`ReferenceEmbedding` to pass as ``gt`` to :meth:`forward` / :meth:`fidelity`.
         """
         check_image(gt, "gt", input_range=self.input_range)
-        out = self._encode(gt)
+        out = self.encode(gt)
         return ReferenceEmbedding(
             pooled=out.pooled,
             tokens=out.tokens if self.embedding != "cls" else None,
@@ -159,112 +151,76 @@ class HLFLoss(nn.Module):
             image_shape=tuple(gt.shape),
         )
 
-    def _reference(self, gt: torch.Tensor | ReferenceEmbedding, sr: torch.Tensor) -> Embeddings:
+    def embed_pair(
+        self, sr: torch.Tensor, gt: torch.Tensor | ReferenceEmbedding
+    ) -> tuple[Embeddings, Embeddings]:
+        """Check a pair once and embed it: ``sr`` with autograd, ``gt`` without.
+
+        Args:
+            sr: ``(B, 3, H, W)`` in ``input_range``.
+            gt: aligned GT of the same shape, or a :class:`ReferenceEmbedding` of it.
+
+        Returns:
+            ``(sr_embeddings, gt_embeddings)``, :class:`~percepfid.backbones.Embeddings`.
+        """
         if isinstance(gt, ReferenceEmbedding):
-            if (
-                gt.backbone != self.backbone.spec.name
-                or gt.embedding != self.embedding
-                or gt.crop != self.crop
-            ):
-                raise ArgumentError(
-                    f"gt is a ReferenceEmbedding of backbone={gt.backbone!r}, embedding={gt.embedding!r}, "
-                    f"crop={gt.crop!r}; this loss uses {self.backbone.spec.name!r}, {self.embedding!r}, "
-                    f"{self.crop!r}. Re-embed it with this loss's embed_reference(gt)."
-                )
-            if gt.image_shape != tuple(sr.shape):
-                raise ShapeError(
-                    f"sr has shape {tuple(sr.shape)} but the reference embedding was made from "
-                    f"gt of shape {gt.image_shape}"
-                )
-            return Embeddings(gt.pooled, gt.tokens)
+            check_image(sr, "sr", input_range=self.input_range)
+            return self.encode(sr), self._stored_reference(gt, sr)
         check_image_pair(sr, gt, ("sr", "gt"), input_range=self.input_range)
         with torch.no_grad():
-            return self._encode(gt)
+            reference = self.encode(gt)
+        return self.encode(sr), reference
+
+    def _stored_reference(self, gt: ReferenceEmbedding, sr: torch.Tensor) -> Embeddings:
+        if (
+            gt.backbone != self.backbone.spec.name
+            or gt.embedding != self.embedding
+            or gt.crop != self.crop
+        ):
+            raise ArgumentError(
+                f"gt is a ReferenceEmbedding of backbone={gt.backbone!r}, embedding={gt.embedding!r}, "
+                f"crop={gt.crop!r}; this loss uses {self.backbone.spec.name!r}, {self.embedding!r}, "
+                f"{self.crop!r}. Re-embed it with this loss's embed_reference(gt)."
+            )
+        if gt.image_shape != tuple(sr.shape):
+            raise ShapeError(
+                f"sr has shape {tuple(sr.shape)} but the reference embedding was made from "
+                f"gt of shape {gt.image_shape}"
+            )
+        return Embeddings(gt.pooled, gt.tokens)
 
     # --------------------------------------------------------------------- scores
 
-    def cosine(self, sr: torch.Tensor, gt: torch.Tensor | ReferenceEmbedding) -> torch.Tensor:
-        """Raw cosine fidelity ``(B,)`` in ``[-1, 1]`` (no head)."""
-        return self._cosine_and_embeddings(sr, gt)[0]
-
-    def _cosine_and_embeddings(self, sr, gt):
-        if not isinstance(gt, ReferenceEmbedding):
-            check_image(sr, "sr", input_range=self.input_range)
-        reference = self._reference(gt, sr)
-        if isinstance(gt, ReferenceEmbedding):
-            check_image(sr, "sr", input_range=self.input_range)
-        current = self._encode(sr)
-        return self.compare(current, reference), current, reference
-
     def compare(self, current: Embeddings, reference: Embeddings) -> torch.Tensor:
         """Cosine fidelity ``(B,)`` of two batches of embeddings, per ``embedding``."""
-        return _cosine_of(current, reference, self.embedding, eps=self.eps, backend=self.kernel)
+        return embedding_fidelity(
+            current, reference, self.embedding, eps=self.eps, backend=self.kernel
+        )
 
     def apply_head(
         self, cosine: torch.Tensor, current: Embeddings, reference: Embeddings
     ) -> torch.Tensor:
-        """The head's predicted fidelity from the cosine (and, for a head with a
-        ``features`` method such as :class:`~percepfid.heads.MLPCalibrationHead`, both
-        pooled embeddings); the cosine itself when there is no head."""
+        """The head's predicted fidelity ``head(cosine, sr_pooled, gt_pooled)``; the cosine
+        itself when there is no head."""
         if self.head is None:
             return cosine
-        features = getattr(self.head, "features", None)
-        if callable(features):
-            return self.head(features(cosine, current.pooled, reference.pooled))
-        return self.head(cosine)
+        return self.head(cosine, current.pooled, reference.pooled)
+
+    def cosine(self, sr: torch.Tensor, gt: torch.Tensor | ReferenceEmbedding) -> torch.Tensor:
+        """Raw cosine fidelity ``(B,)`` in ``[-1, 1]`` (no head)."""
+        return self.compare(*self.embed_pair(sr, gt))
 
     def fidelity(self, sr: torch.Tensor, gt: torch.Tensor | ReferenceEmbedding) -> torch.Tensor:
         """Per-image fidelity ``(B,)``, higher = more faithful.
 
         The cosine in ``[-1, 1]``, or the head's predicted human fidelity in ``[0, 1]``.
         """
-        return self.apply_head(*self._cosine_and_embeddings(sr, gt))
+        current, reference = self.embed_pair(sr, gt)
+        return self.apply_head(self.compare(current, reference), current, reference)
 
     def forward(self, sr: torch.Tensor, gt: torch.Tensor | ReferenceEmbedding) -> torch.Tensor:
         """``weight * reduce(1 - fidelity(sr, gt))``: 0 for a perfect match, lower is better."""
-        return self.weight * reduce_loss(1.0 - self.fidelity(sr, gt), self.reduction)
+        return fidelity_loss(self.fidelity(sr, gt), weight=self.weight, reduction=self.reduction)
 
     def extra_repr(self) -> str:
-        return (
-            f"embedding={self.embedding!r}, crop={self.crop!r}, reduction={self.reduction!r}, "
-            f"weight={self.weight}, input_range={self.input_range}"
-        )
-
-
-def hlf_fidelity(
-    sr: torch.Tensor,
-    gt: torch.Tensor,
-    backbone: Backbone,
-    *,
-    embedding: str = "cls",
-    crop: str | None = None,
-    eps: float = 1e-8,
-) -> torch.Tensor:
-    """Functional form: cosine fidelity ``(B,)`` of ``sr`` to ``gt`` under a frozen backbone.
-
-    Args:
-        sr: ``(B, 3, H, W)``, gets gradients.
-        gt: same shape; embedded without autograd.
-        backbone: a :class:`~percepfid.backbones.Backbone` (see ``create_backbone``).
-        embedding: ``'cls'``, ``'patch'`` or ``'cls+patch'``.
-        crop: crop mode, default the backbone's own.
-        eps: lower bound on the norms.
-    """
-    check_choice(embedding, "embedding", EMBEDDINGS)
-    with torch.no_grad():
-        reference = backbone.encode(gt, crop)
-    return _cosine_of(backbone.encode(sr, crop), reference, embedding, eps=eps)
-
-
-def _cosine_of(
-    current: Embeddings, reference: Embeddings, embedding: str, **kwargs
-) -> torch.Tensor:
-    """Cosine of pooled embeddings, of patch tokens, or the mean of both."""
-    if embedding == "cls":
-        return high_level_fidelity(current.pooled, reference.pooled, **kwargs)
-    if embedding == "patch":
-        return high_level_fidelity(current.tokens, reference.tokens, **kwargs)
-    return 0.5 * (
-        high_level_fidelity(current.pooled, reference.pooled, **kwargs)
-        + high_level_fidelity(current.tokens, reference.tokens, **kwargs)
-    )
+        return f"embedding={self.embedding!r}, crop={self.crop!r}, " + super().extra_repr()

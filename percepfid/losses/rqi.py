@@ -10,20 +10,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_image_pair, check_input_range, check_reduction
+from .._checks import check_choice, check_image_pair
 from .._errors import ArgumentError, DTypeError
 from .._frozen import exclude_from_state_dict
-from ..functional.rqi import rqi_loss, rqi_score
-from ..rqi.crops import CROP_MODES, aligned_crop
-from ..rqi.head import EMBEDDINGS, BackbonePairModel, RQIHead
-from ..rqi.maniqa import RELEASED_WEIGHTS, create_maniqa_rqi
+from .._vocab import RQI_EMBEDDINGS
+from ..functional import rqi_loss, rqi_score
+from ..rqi import (
+    CROP_MODES,
+    RELEASED_WEIGHTS,
+    BackbonePairModel,
+    RQIHead,
+    aligned_crop,
+    create_maniqa_rqi,
+)
+from ._base import ImageLoss
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RQILoss"]
 
 
-class RQILoss(nn.Module):
+class RQILoss(ImageLoss):
     """Relative Quality Index loss: how much better or worse ``sr`` looks than ``gt``.
 
     RQI (Su et al., arXiv 2503.13074) learns ``f(a, b) = quality(a) - quality(b)`` from
@@ -95,9 +102,6 @@ class RQILoss(nn.Module):
         0.0
     """
 
-    higher_is_better = False
-    is_differentiable = True
-
     def __init__(
         self,
         backbone: str | nn.Module | None = None,
@@ -117,12 +121,7 @@ class RQILoss(nn.Module):
         weights: str | os.PathLike = RELEASED_WEIGHTS,
         model_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.reduction = check_reduction(reduction)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise DTypeError(f"weight must be a number; got {type(weight).__name__} {weight!r}")
-        self.weight = float(weight)
-        self.input_range = check_input_range(input_range)
+        super().__init__(reduction=reduction, weight=weight, input_range=input_range)
         self.crop = check_choice(crop, "crop", CROP_MODES)
         self.antisymmetric = bool(antisymmetric)
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -148,7 +147,7 @@ class RQILoss(nn.Module):
                 )
             from ..backbones import create_backbone
 
-            embedding = check_choice(embedding, "embedding", EMBEDDINGS)
+            embedding = check_choice(embedding, "embedding", RQI_EMBEDDINGS)
             encoder = create_backbone(backbone, pretrained=pretrained)
             self.model = BackbonePairModel(
                 encoder, self._build_head(head, encoder, embedding), embedding
@@ -201,44 +200,46 @@ class RQILoss(nn.Module):
             self.model.eval()
         return self
 
-    def _to_unit(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_range is None or self.input_range == (0.0, 1.0):
-            return x
-        low, high = self.input_range
-        return (x - low) / (high - low)
-
-    def _pair_score(
-        self, a: torch.Tensor, ref: torch.Tensor, antisymmetric: bool | None = None
+    def pair_score(
+        self, sr: torch.Tensor, gt: torch.Tensor, *, antisymmetric: bool | None = None
     ) -> torch.Tensor:
-        """Score ``[0, 1]`` images already at the model's input size (no checks, no crop)."""
-        flag = self.antisymmetric if antisymmetric is None else antisymmetric
-        return rqi_score(self.model.features, self.model.compare, a, ref, antisymmetric=flag)
+        """Score ``[0, 1]`` images already at the model's input size (no checks, no crop).
 
-    def score(
-        self, a: torch.Tensor, ref: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Relative quality of ``a`` with respect to ``ref``, one value per image.
+        The building block of :meth:`score`, of the evaluation protocol
+        (:func:`percepfid.rqi.evaluate`) and of the trainer.
 
         Args:
-            a: ``(B, 3, H, W)`` images (gradients flow to them).
-            ref: aligned references of the same shape (no autograd).
+            sr, gt: ``(B, 3, h, w)`` in ``[0, 1]``; ``gt`` is embedded without autograd.
+            antisymmetric: override the loss's ``antisymmetric`` setting.
+        """
+        flag = self.antisymmetric if antisymmetric is None else antisymmetric
+        return rqi_score(self.model.features, self.model.compare, sr, gt, antisymmetric=flag)
+
+    def score(
+        self, sr: torch.Tensor, gt: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Relative quality of ``sr`` with respect to the reference ``gt``, one value per image.
+
+        Args:
+            sr: ``(B, 3, H, W)`` images (gradients flow to them).
+            gt: aligned references of the same shape (no autograd).
             generator: crop positions for this call; default the loss's own generator.
 
         Returns:
-            ``(B,)``: > 0 when ``a`` looks better than ``ref``; antisymmetric in
-            ``(a, ref)`` unless ``antisymmetric=False``.
+            ``(B,)``: > 0 when ``sr`` looks better than ``gt``; antisymmetric in
+            ``(sr, gt)`` unless ``antisymmetric=False``.
         """
-        check_image_pair(a, ref, ("a", "ref"), input_range=self.input_range)
-        return self._score(a, ref, generator)
+        check_image_pair(sr, gt, ("sr", "gt"), input_range=self.input_range)
+        return self._score(sr, gt, generator)
 
     def _score(
-        self, a: torch.Tensor, ref: torch.Tensor, generator: torch.Generator | None
+        self, sr: torch.Tensor, gt: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
-        a, ref = self._to_unit(a), self._to_unit(ref)
+        sr, gt = self.to_unit(sr), self.to_unit(gt)
         if self.crop_size is not None:
             generator = self.generator if generator is None else generator
-            a, ref = aligned_crop(a, ref, self.crop_size, mode=self.crop, generator=generator)
-        return self._pair_score(a, ref)
+            sr, gt = aligned_crop(sr, gt, self.crop_size, mode=self.crop, generator=generator)
+        return self.pair_score(sr, gt)
 
     def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         """``weight * reduce(-score(sr, gt))``: lower is better.
@@ -257,5 +258,5 @@ class RQILoss(nn.Module):
         kind = "maniqa-rqi" if self._frozen_prefixes else f"backbone+head({self.model.embedding})"
         return (
             f"model={kind}, antisymmetric={self.antisymmetric}, crop={self.crop!r}, "
-            f"crop_size={self.crop_size}, weight={self.weight}, reduction={self.reduction!r}"
+            f"crop_size={self.crop_size}, " + super().extra_repr()
         )

@@ -88,7 +88,7 @@ class HLFMetric(_MeanScore):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        from ..losses.hlf import HLFLoss
+        from ..losses import HLFLoss
 
         self.loss = HLFLoss(
             backbone, pretrained=pretrained, head=head, embedding=embedding, image_size=image_size
@@ -123,7 +123,7 @@ class RQIMetric(_MeanScore):
     ) -> None:
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in self._METRIC_OPTIONS}
         super().__init__(**options)
-        from ..losses.rqi import RQILoss
+        from ..losses import RQILoss
 
         self.loss = RQILoss(backbone, pretrained=pretrained, **kwargs)
 

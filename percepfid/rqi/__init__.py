@@ -9,7 +9,7 @@
 The loss built on these is :class:`percepfid.RQILoss` (``percepfid.losses.rqi``).
 """
 
-from .crops import aligned_crop, crop_at, crop_offsets, fit_to_crop
+from .crops import CROP_MODES, aligned_crop, crop_at, crop_offsets, fit_to_crop
 from .head import BackbonePairModel, RQIHead
 from .maniqa import (
     MANIQARQI,
@@ -21,6 +21,7 @@ from .maniqa import (
 from .protocol import PROTOCOLS, Protocol, evaluate
 
 __all__ = [
+    "CROP_MODES",
     "MANIQARQI",
     "PROTOCOLS",
     "RELEASED_WEIGHTS",

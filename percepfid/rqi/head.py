@@ -7,11 +7,10 @@ from torch import nn
 
 from .._checks import check_choice, check_positive_int
 from .._errors import ArgumentError, ShapeError
+from .._vocab import RQI_EMBEDDINGS
 from ..heads import HubHead
 
 __all__ = ["RQIHead", "BackbonePairModel"]
-
-EMBEDDINGS = ("cls", "patch")
 
 
 class RQIHead(HubHead):
@@ -94,7 +93,7 @@ class BackbonePairModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, head: nn.Module, embedding: str = "cls") -> None:
         super().__init__()
-        self.embedding = check_choice(embedding, "embedding", EMBEDDINGS)
+        self.embedding = check_choice(embedding, "embedding", RQI_EMBEDDINGS)
         self.backbone = backbone
         self.head = head
 

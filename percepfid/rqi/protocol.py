@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from .._checks import check_choice, check_image_pair, check_input_range, check_positive_int
 from .._errors import ArgumentError
-from ..functional.rqi import rqi_score
+from ..functional import rqi_score, to_unit
 from .crops import crop_at, crop_offsets, fit_to_crop
 
 __all__ = ["evaluate", "PROTOCOLS", "Protocol"]
@@ -41,7 +41,7 @@ PROTOCOLS: dict[str, Protocol] = {
 
 def _scorer(model: object, antisymmetric: bool | None) -> tuple[Callable, int]:
     """A function ``(a, ref) -> (B,)`` on [0, 1] crops, and the crop size of ``model``."""
-    pair_score = getattr(model, "_pair_score", None)
+    pair_score = getattr(model, "pair_score", None)
     if pair_score is not None:  # RQILoss: its own setting unless overridden
         size = model.crop_size  # type: ignore[attr-defined]
         if size is None:
@@ -123,9 +123,7 @@ def evaluate(
     check_image_pair(sr, gt, ("sr", "gt"), input_range=input_range)
     score, default_size = _scorer(model, antisymmetric)
     size = default_size if crop_size is None else crop_size
-    if input_range is not None and input_range != (0.0, 1.0):
-        low, high = input_range
-        sr, gt = (sr - low) / (high - low), (gt - low) / (high - low)
+    sr, gt = to_unit(sr, input_range), to_unit(gt, input_range)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
 

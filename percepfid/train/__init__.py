@@ -1,5 +1,7 @@
-"""Training loops: fitting RQI heads on frozen backbones (and the shared pieces in
-:mod:`percepfid.train._common`: seeding, rating CSVs, image loading, checkpoints)."""
+"""Training loops on frozen backbones: :func:`fit_hlf_head` fits an HLF calibration head
+(optionally with the backbone's last blocks) to human fidelity scores; :func:`train_rqi`
+trains an RQI head on dense pairs. Both share seeding, group splits, checkpoints and
+progress bars (``_common``); images and rating tables come from :mod:`percepfid.data`."""
 
 from .hlf import HLFFitResult, HumanRating, fit_hlf_head, read_ratings
 from .rqi import RQITrainResult, dense_pairs, train_rqi

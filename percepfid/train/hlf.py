@@ -28,6 +28,7 @@ from torch import nn
 from .._checks import check_choice, check_positive, check_positive_int
 from .._csv import parse_number, read_table, require_columns, shorten
 from .._errors import ArgumentError, EmptyBatchError, ShapeError
+from .._vocab import EMBEDDINGS
 from ._common import load_image, seeded, split_groups
 from ._common import progress as progress_bar
 
@@ -223,14 +224,14 @@ def _pair_forward(
     """Cosine and both embeddings of a batch of pairs; unlike ``HLFLoss.fidelity`` the GT
     branch keeps its graph too, so tuned blocks learn from both images."""
     sr, gt = _load_batch(ratings, batch, device)
-    current = loss.backbone.encode(sr, loss.crop)
-    reference = loss.backbone.encode(gt, loss.crop)
+    current, reference = loss.encode(sr), loss.encode(gt)
     return loss.compare(current, reference), current, reference
 
 
 @torch.no_grad()
 def _embed_pass(
     loss: nn.Module,
+    head: nn.Module,
     ratings: Sequence[HumanRating],
     shapes: Sequence[tuple[int, int]],
     *,
@@ -238,19 +239,17 @@ def _embed_pass(
     device: torch.device,
     progress: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Raw cosine ``(N,)`` and :class:`MLPCalibrationHead` features ``(N, 3)`` of every pair,
-    batched by image size (bounded memory)."""
+    """Raw cosine ``(N,)`` and the head's input features ``(N, F)`` (``head.features``) of
+    every pair, batched by image size (bounded memory)."""
     from tqdm.auto import tqdm
 
-    from ..heads import MLPCalibrationHead
-
     cosine = np.full(len(ratings), np.nan)
-    features = np.full((len(ratings), MLPCalibrationHead.num_features), np.nan)
+    features = np.full((len(ratings), head.num_features), np.nan)
     batches = _shape_batches(range(len(ratings)), shapes, batch_size)
     with tqdm(total=len(ratings), desc="embed", unit="pair", disable=not progress) as bar:
         for batch in batches:
             cos, current, reference = _pair_forward(loss, ratings, batch, device)
-            feats = MLPCalibrationHead.features(cos, current.pooled, reference.pooled)
+            feats = head.features(cos, current.pooled, reference.pooled)
             cosine[batch] = cos.float().cpu().numpy()
             features[batch] = feats.float().cpu().numpy()
             bar.update(len(batch))
@@ -261,9 +260,10 @@ def _embed_pass(
 
 
 def _fit_calibration(
-    head: nn.Module, cosine: torch.Tensor, target: torch.Tensor, steps: int
+    head: nn.Module, features: torch.Tensor, target: torch.Tensor, steps: int
 ) -> None:
     """Least-squares fit of ``sigmoid(scale * cos + bias)`` to targets in [0, 1]."""
+    cosine = features[:, 0]
     # Start from the linear fit of logit(target) on the cosine: close to the optimum even
     # when random-weight cosines crowd near 1 and need a large slope.
     clipped = target.clamp(0.02, 0.98)
@@ -274,18 +274,18 @@ def _fit_calibration(
     with torch.no_grad():
         head.scale.fill_(slope)
         head.bias.fill_(float(logits.mean()) - slope * float(cosine.mean()))
-    _lbfgs(head, cosine, target, steps)
+    _lbfgs(head, features, target, steps)
 
 
-def _lbfgs(head: nn.Module, inputs: torch.Tensor, target: torch.Tensor, steps: int) -> None:
-    """Full-batch least squares of ``head(inputs)`` on ``target`` with L-BFGS."""
+def _lbfgs(head: nn.Module, features: torch.Tensor, target: torch.Tensor, steps: int) -> None:
+    """Full-batch least squares of ``head.from_features(features)`` on ``target`` (L-BFGS)."""
     optimiser = torch.optim.LBFGS(
         head.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe"
     )
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        loss = nn.functional.mse_loss(head(inputs), target)
+        loss = nn.functional.mse_loss(head.from_features(features), target)
         loss.backward()
         return loss
 
@@ -310,12 +310,11 @@ def _statistics(
 
 
 @torch.no_grad()
-def _head_predict(head: nn.Module, cosine: np.ndarray, features: np.ndarray) -> np.ndarray:
+def _head_predict(head: nn.Module, features: np.ndarray) -> np.ndarray:
     head.eval()
-    uses_features = callable(getattr(head, "features", None))
-    inputs = torch.tensor(features if uses_features else cosine, dtype=torch.float32)
+    inputs = torch.tensor(features, dtype=torch.float32)
     device = next(head.parameters()).device
-    return head(inputs.to(device)).double().cpu().numpy()
+    return head.from_features(inputs.to(device)).double().cpu().numpy()
 
 
 def _fine_tune(
@@ -340,7 +339,7 @@ def _fine_tune(
     """Train the head and the last ``unfreeze_blocks`` backbone blocks end to end (MSE on
     the normalised human scores), keeping the epoch with the best validation SRCC + PLCC
     (epoch 0 is the frozen fit, so fine-tuning never ends worse on that score than it)."""
-    from ..backbones._blocks import last_block_parameters
+    from ..backbones import last_block_parameters
     from ..eval import plcc, srcc
 
     encoder = loss.backbone.encoder
@@ -360,15 +359,16 @@ def _fine_tune(
         (the selection score; None when either is undefined or there is no split)."""
         if len(val_index) == 0:
             return {"val_srcc_head": None, "val_plcc_head": None, "val_score": None}
-        cos, feats = _embed_pass(
+        _, feats = _embed_pass(
             loss,
+            head,
             [ratings[i] for i in val_index],
             [shapes[i] for i in val_index],
             batch_size=batch_size,
             device=device,
             progress=False,
         )
-        predicted = _head_predict(head, cos, feats)
+        predicted = _head_predict(head, feats)
         values = [srcc(predicted, human[val_index]), plcc(predicted, human[val_index])]
         values = [None if math.isnan(v) else v for v in values]
         total = None if None in values else values[0] + values[1]
@@ -390,7 +390,8 @@ def _fine_tune(
             total, count = 0.0, 0
             batches = _shape_batches(train_index.tolist(), shapes, batch_size, generator)
             for batch in progress_bar(batches, enabled=progress, desc=f"epoch {epoch}"):
-                predicted = loss.apply_head(*_pair_forward(loss, ratings, batch, device))
+                cos, current, reference = _pair_forward(loss, ratings, batch, device)
+                predicted = head(cos, current.pooled, reference.pooled)
                 mse = nn.functional.mse_loss(predicted.float(), targets[batch].to(device))
                 optimiser.zero_grad(set_to_none=True)
                 mse.backward()
@@ -501,12 +502,11 @@ def fit_hlf_head(
         >>> result = fit_hlf_head("ratings.csv", "dinov2", output_dir="my-head")  # doctest: +SKIP
         >>> result.val["plcc_head"]  # doctest: +SKIP
     """
-    from ..heads import CalibrationHead, MLPCalibrationHead
-    from ..heads._base import BackboneUpdate
-    from ..losses.hlf import HLFLoss
+    from ..heads import BackboneUpdate, CalibrationHead, MLPCalibrationHead
+    from ..losses import HLFLoss
 
     check_choice(head, "head", ("calibration", "mlp"))
-    check_choice(embedding, "embedding", ("cls", "patch", "cls+patch"))
+    check_choice(embedding, "embedding", EMBEDDINGS)
     if not 0.0 <= val_fraction < 1.0:
         raise ArgumentError(f"val_fraction must lie in [0, 1); got {val_fraction!r}")
     for value, name in ((batch_size, "batch_size"), (hidden, "hidden"), (epochs, "epochs")):
@@ -544,8 +544,10 @@ def fit_hlf_head(
     loss = HLFLoss(backbone, pretrained=pretrained, embedding=embedding, image_size=image_size)
     loss = loss.to(device).eval()
     shapes = _image_sizes(ratings)
+    with seeded(seed):
+        fitted = CalibrationHead() if head == "calibration" else MLPCalibrationHead(hidden)
     cosine, features = _embed_pass(
-        loss, ratings, shapes, batch_size=batch_size, device=device, progress=progress
+        loss, fitted, ratings, shapes, batch_size=batch_size, device=device, progress=progress
     )
     human = np.array([r.score for r in ratings], dtype=np.float64)
     is_val = np.array([r.group in in_val for r in ratings])
@@ -564,21 +566,16 @@ def fit_hlf_head(
     target = np.clip((human - low) / (high - low), 0.0, 1.0)
     train_target = torch.tensor(target[~is_val], dtype=torch.float32)
 
-    with seeded(seed):
-        fitted = CalibrationHead() if head == "calibration" else MLPCalibrationHead(hidden)
+    train_features = torch.tensor(features[~is_val], dtype=torch.float32)
     if head == "calibration":
-        _fit_calibration(
-            fitted, torch.tensor(cosine[~is_val], dtype=torch.float32), train_target, steps
-        )
+        _fit_calibration(fitted, train_features, train_target, steps)
     else:
-        train_features = torch.tensor(features[~is_val], dtype=torch.float32)
         fitted.set_feature_statistics(train_features)
         _lbfgs(fitted, train_features, train_target, steps)
 
     history: list[dict[str, float | None]] = []
     best_epoch = None
     if unfreeze_blocks:
-        loss.head = fitted
         names, history, best_epoch = _fine_tune(
             loss,
             fitted,
@@ -597,7 +594,6 @@ def fit_hlf_head(
             seed=seed,
             progress=progress,
         )
-        loss.head = None
         fitted.cpu()
         encoder_state = loss.backbone.encoder.state_dict()
         fitted.backbone_update = BackboneUpdate(
@@ -606,9 +602,9 @@ def fit_hlf_head(
             {name: encoder_state[name].detach().cpu().clone() for name in names},
         )
         cosine, features = _embed_pass(
-            loss, ratings, shapes, batch_size=batch_size, device=device, progress=progress
+            loss, fitted, ratings, shapes, batch_size=batch_size, device=device, progress=progress
         )
-    predicted = _head_predict(fitted, cosine, features)
+    predicted = _head_predict(fitted, features)
 
     def stats_for(mask: np.ndarray) -> dict[str, float]:
         if not mask.any():

@@ -16,9 +16,8 @@ from torch import nn
 
 from .._checks import check_positive, check_positive_int
 from .._errors import ArgumentError, ShapeError, WeightsError
-from ..functional.rqi import huber
-from ..rqi.crops import crop_offsets, fit_to_crop
-from ..rqi.head import RQIHead
+from ..functional import huber
+from ..rqi import RQIHead, crop_offsets, fit_to_crop
 from ._common import (
     RatingRow,
     cached_loader,
@@ -130,7 +129,7 @@ def _batch(
 
 
 def _predict(loss: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return loss._pair_score(a, b)
+    return loss.pair_score(a, b)
 
 
 def _validate(loss: Any, pairs, rows, loader, crop_size, batch_size, device) -> float:
@@ -224,7 +223,7 @@ def train_rqi(
         WeightsError: a resume checkpoint that is missing or does not fit.
     """
     from ..backbones import create_backbone
-    from ..losses.rqi import RQILoss
+    from ..losses import RQILoss
 
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("crop_size", crop_size)):
         check_positive_int(value, name)
