@@ -25,6 +25,7 @@ import torch
 
 from .. import __version__
 from .._errors import ArgumentError, PercepfidError
+from ..data import batches_by_size, read_image
 from ._common import (
     EXIT_OK,
     InputError,
@@ -35,14 +36,7 @@ from ._common import (
     warn,
     write_records,
 )
-from ._pairs import (
-    MATCH_MODES,
-    Pair,
-    batches_by_size,
-    load_image,
-    pairs_from_csv,
-    pairs_from_folders,
-)
+from ._pairs import MATCH_MODES, Pair, pairs_from_csv, pairs_from_folders
 
 logger = logging.getLogger(__name__)
 
@@ -246,8 +240,8 @@ class _PairImages(torch.utils.data.Dataset):
 
     def __getitem__(self, item: int) -> tuple[int, torch.Tensor, torch.Tensor | None]:
         pair = self.pairs[item]
-        reference = None if pair.reference is None else load_image(pair.reference)
-        return pair.index, load_image(pair.distorted), reference
+        reference = None if pair.reference is None else read_image(pair.reference)
+        return pair.index, read_image(pair.distorted), reference
 
 
 def _collate(items: list[tuple[int, torch.Tensor, torch.Tensor | None]]):  # noqa: ANN202
@@ -270,12 +264,11 @@ def score_pairs(
     """Score pairs in batches of equal image size; return ``(pair.index, score)`` rows.
 
     Raises:
-        InputError: an image cannot be read.
+        ImageReadError: an image cannot be read.
     """
     from tqdm.auto import tqdm
 
-    position = {pair.index: i for i, pair in enumerate(pairs)}
-    batches = [[position[p.index] for p in batch] for batch in batches_by_size(pairs, batch_size)]
+    batches = batches_by_size([(p.distorted_size, p.reference_size) for p in pairs], batch_size)
     loader = torch.utils.data.DataLoader(
         _PairImages(pairs),
         batch_sampler=batches,
