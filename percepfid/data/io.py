@@ -7,12 +7,15 @@ so a format fix (16-bit, float, alpha) or a better error message lands everywher
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import os
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +71,7 @@ def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
       declares 16 bits per sample).
     - 16-bit colour PNG (RGB, RGBA, grey + alpha) at full 16-bit precision: Pillow reduces
       these to 8 bits, so after Pillow has checked the file, torchvision's PNG decoder reads
-      the 16 bits.
+      the 16 bits (with a torchvision that no longer has it, 8-bit precision, logged once).
     - 16-bit colour TIFF at its true scale but 8-bit precision (Pillow keeps the high byte).
     - 32-bit float greyscale TIFF (Pillow's ``F`` mode), whose values must lie in
       ``[0, 1]``.
@@ -104,8 +107,6 @@ def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
             f"image not found: {file}" if not file.exists() else f"image {file} is not a file"
         )
     array = _read_pil(file)
-    if array is None:  # a 16-bit colour PNG Pillow has checked but read at 8 bits
-        array = _read_png16(file)
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
@@ -124,16 +125,19 @@ def _is_16bit_colour_png(file: Path) -> bool:
     )
 
 
-def _read_pil(file: Path) -> np.ndarray | None:
-    """The image as float32 ``(H, W)`` or ``(H, W, 3)`` in [0, 1]; None for a 16-bit colour
-    PNG, which Pillow decodes (so a corrupt file is refused here) but only at 8 bits."""
+def _read_pil(file: Path) -> np.ndarray:
+    """The image as float32 ``(H, W)`` or ``(H, W, 3)`` in [0, 1]."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(file) as image:
-            image.load()
+            image.load()  # decodes everything: a corrupt file fails here
             if image.format == "PNG" and _is_16bit_colour_png(file):
-                return None
+                # Pillow has 8 bits of these; torchvision's libpng reads all 16, and only
+                # after Pillow has checked the file (libpng crashes on some corrupt files)
+                precise = _read_png16(file)
+                if precise is not None:
+                    return precise
             return _pil_to_array(image, file)
     except ImageReadError:
         raise
@@ -202,18 +206,36 @@ def _float_to_array(values: np.ndarray, file: Path) -> np.ndarray:
     return values
 
 
-def _read_png16(file: Path) -> np.ndarray:
-    """A 16-bit colour PNG at full precision, with torchvision's libpng decoder."""
-    from torchvision.io import ImageReadMode, decode_png, read_file
-
+@functools.cache
+def _png16_decoder() -> Any:
+    """torchvision's PNG decoder, or None where this torchvision has none (logged once)."""
     try:
-        data = decode_png(read_file(str(file)), mode=ImageReadMode.UNCHANGED)
+        from torchvision.io import ImageReadMode, decode_png
+    except ImportError as error:
+        logger.warning(
+            "torchvision has no PNG decoder (%s): 16-bit colour PNGs are read at 8-bit "
+            "precision (still at their true scale)",
+            error,
+        )
+        return None
+    return functools.partial(decode_png, mode=ImageReadMode.UNCHANGED)
+
+
+def _read_png16(file: Path) -> np.ndarray | None:
+    """A 16-bit colour PNG at full precision (None when no decoder is available)."""
+    decode = _png16_decoder()
+    if decode is None:
+        return None
+    data = torch.frombuffer(bytearray(file.read_bytes()), dtype=torch.uint8)
+    try:
+        with warnings.catch_warnings():  # torchvision announces the move of its decoders
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = decode(data)
     except RuntimeError as error:
         raise ImageReadError(f"cannot read image {file}: {error}") from None
     # older torchvision returns 16-bit PNGs as int32, newer as uint16: both hold 0..65535
-    values = data.to(torch.int32).numpy().astype(np.float32) / np.float32(65535)
-    channels = values.shape[0]
-    if channels in (1, 2):  # grey, grey + alpha
+    values = decoded.to(torch.int32).numpy().astype(np.float32) / np.float32(65535)
+    if values.shape[0] in (1, 2):  # grey, grey + alpha
         return values[0]
     return values[:3].transpose(1, 2, 0)  # RGB, RGBA: alpha dropped
 
