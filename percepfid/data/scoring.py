@@ -16,7 +16,6 @@ from torch import nn
 from .._atomic import atomic_path
 from .._checks import check_positive_int
 from .._errors import ArgumentError, DTypeError, EmptyBatchError
-from ..iqa import create_nriqa
 from .io import IMAGE_EXTENSIONS, list_images, read_image
 
 __all__ = ["find_candidates", "score_candidates"]
@@ -121,6 +120,7 @@ def score_candidates(
     from tqdm.auto import tqdm
 
     from ..hub import sha256_file
+    from ..iqa import create_nriqa
 
     check_positive_int(batch_size, "batch_size")
     if isinstance(candidates, (str, os.PathLike)):
