@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from percepfid.cli import main
-from percepfid.commands._pairs import batches_by_size, pairs_from_folders
+from percepfid.commands._pairs import pairs_from_folders
+from percepfid.data import batches_by_size
 
 TINY = "timm:vit_tiny_patch16_224.augreg_in21k"
 HLF = ["--metric", f"hlf:{TINY}", "--image-size", "32", "--random-weights", "--no-progress"]
@@ -124,9 +125,9 @@ def test_score_json_batch_size_one_and_pairs_csv(
 def test_batches_group_sizes_and_keep_order(folders) -> None:
     gt, sr = folders
     pairs = pairs_from_folders(sr, gt)
-    batches = batches_by_size(pairs, 2)
-    assert [[p.index for p in batch] for batch in batches] == [[0, 2], [4], [1, 3]]
-    assert all(len({p.distorted_size for p in batch}) == 1 for batch in batches)
+    batches = batches_by_size([(p.distorted_size, p.reference_size) for p in pairs], 2)
+    assert [[pairs[i].index for i in batch] for batch in batches] == [[0, 2], [4], [1, 3]]
+    assert all(len({pairs[i].distorted_size for i in batch}) == 1 for batch in batches)
 
 
 def test_score_bad_input_exit_codes(

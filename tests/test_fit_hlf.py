@@ -145,7 +145,7 @@ def test_fit_errors(rated, backbone, tmp_path) -> None:
         read_ratings(root / "ratings.csv", score_col="mos")
     bad = tmp_path / "bad.csv"
     bad.write_text("sr,gt,score\nnope.png,gt_0.png,3\n")
-    with pytest.raises(RatingsError, match="do not exist"):
+    with pytest.raises(RatingsError, match=r"not found.*nope\.png"):
         read_ratings(bad, root=root)
     bad.write_text(f"sr,gt,score\n{ratings[0].sr},{ratings[0].gt},high\n")
     with pytest.raises(RatingsError, match="row 2, column 'score'"):

@@ -12,8 +12,9 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from percepfid import ArgumentError, EmptyBatchError
+from percepfid.data import read_image, read_rating_table
 from percepfid.iqa import NRHead, NRHeadIQA, create_nriqa
-from percepfid.iqa.train import read_mos_csv, train_nr_head
+from percepfid.iqa.train import train_nr_head
 from percepfid.testing._fake_hub import FakeHub
 
 BACKBONE = "timm:vit_tiny_patch16_224.augreg_in21k"
@@ -52,11 +53,9 @@ def trained(tmp_path_factory) -> tuple[NRHead, Path]:
 
 
 def _load_rows(csv_path: Path) -> tuple[torch.Tensor, list[float]]:
-    from percepfid.iqa.train import load_image
-
-    rows = read_mos_csv(csv_path)
-    images = torch.stack([load_image(path) for path, _ in rows])
-    return images, [mos for _, mos in rows]
+    rows = read_rating_table(csv_path)
+    images = torch.stack([read_image(row.image) for row in rows])
+    return images, [row.score for row in rows]
 
 
 def test_training_fits_the_scores(trained) -> None:
@@ -123,17 +122,20 @@ def test_untrained_head_and_errors(tmp_path) -> None:
         create_nriqa(f"nr-head:{BACKBONE}")
     (tmp_path / "bad.csv").write_text("image,score\nx.png,1\n")
     with pytest.raises(ArgumentError, match="score_column"):
-        read_mos_csv(tmp_path / "bad.csv")
+        train_nr_head(tmp_path / "bad.csv", BACKBONE, pretrained_backbone=False, progress=False)
     (tmp_path / "missing.csv").write_text("image,mos\nx.png,1\n")
-    with pytest.raises(ArgumentError, match="not found"):
-        read_mos_csv(tmp_path / "missing.csv")
+    with pytest.raises(ArgumentError, match=r"not found.*x\.png"):
+        train_nr_head(tmp_path / "missing.csv", BACKBONE, pretrained_backbone=False)
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "x.png")
     (tmp_path / "nan.csv").write_text("image,mos\nx.png,abc\n")
+    with pytest.raises(ArgumentError, match=r"row 2, column 'mos': expected a number"):
+        train_nr_head(tmp_path / "nan.csv", BACKBONE, pretrained_backbone=False)
+    (tmp_path / "nan.csv").write_text("image,mos\nx.png,nan\n")
     with pytest.raises(ArgumentError, match="finite"):
-        read_mos_csv(tmp_path / "nan.csv")
+        train_nr_head(tmp_path / "nan.csv", BACKBONE, pretrained_backbone=False)
     (tmp_path / "empty.csv").write_text("image,mos\n")
     with pytest.raises(EmptyBatchError):
-        read_mos_csv(tmp_path / "empty.csv")
+        train_nr_head(tmp_path / "empty.csv", BACKBONE, pretrained_backbone=False)
     (tmp_path / "flat.csv").write_text("image,mos\nx.png,2\nx.png,2\n")
     with pytest.raises(ArgumentError, match="equal"):
         train_nr_head(tmp_path / "flat.csv", BACKBONE, pretrained_backbone=False, progress=False)

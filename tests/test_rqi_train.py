@@ -14,10 +14,10 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from percepfid._errors import ArgumentError
+from percepfid.data import Rating
 from percepfid.losses.rqi import RQILoss
 from percepfid.rqi import RQIHead
 from percepfid.train import dense_pairs, train_rqi
-from percepfid.train._common import RatingRow, read_rating_csv
 
 pytest.importorskip("percepfid.backbones")
 
@@ -186,10 +186,10 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_dense_pairs_labels_by_hand():
     rows = [
-        RatingRow(Path("a"), "x", 1.0),
-        RatingRow(Path("b"), "x", 3.0),
-        RatingRow(Path("c"), "y", 5.0),
-        RatingRow(Path("d"), "y", 2.0),
+        Rating(Path("a"), 1.0, "x"),
+        Rating(Path("b"), 3.0, "x"),
+        Rating(Path("c"), 5.0, "y"),
+        Rating(Path("d"), 2.0, "y"),
     ]
     # scores normalised over all rows: (s - 1) / 4 -> 0, 0.5, 1, 0.25
     assert dense_pairs(rows, ["x"]) == [(0, 1, -0.5), (1, 0, 0.5)]
@@ -198,19 +198,27 @@ def test_dense_pairs_labels_by_hand():
 
 
 def test_csv_errors_name_what_is_missing(tmp_path):
+    def read(csv_path):  # train_rqi reads the CSV before it builds anything
+        train_rqi(csv_path, tmp_path / "out", pretrained=False)
+
     path = tmp_path / "r.csv"
     path.write_text("image,scene,score\na.png,s,1\n")
-    with pytest.raises(ArgumentError, match=r"no column 'mos'.*'image', 'scene', 'score'"):
-        read_rating_csv(path)
+    with pytest.raises(
+        ArgumentError, match=r"no column 'mos'.*'image', 'scene', 'score'.*mos_column"
+    ):
+        read(path)
+    path.write_text("image,group,mos\na.png,s,1\n")
+    with pytest.raises(ArgumentError, match=r"no column 'scene'.*scene_column"):
+        read(path)
     path.write_text("image,scene,mos\na.png,s,1\nb.png,s,2\n")
     (tmp_path / "a.png").write_bytes(b"")
     with pytest.raises(ArgumentError, match=r"not found.*b\.png"):
-        read_rating_csv(path)
+        read(path)
     path.write_text("image,scene,mos\na.png,s,good\n")
     with pytest.raises(ArgumentError, match=r"row 2, column 'mos': expected a number; got 'good'"):
-        read_rating_csv(path)
+        read(path)
     with pytest.raises(ArgumentError, match="not found"):
-        read_rating_csv(tmp_path / "absent.csv")
+        read(tmp_path / "absent.csv")
 
 
 def test_cli_train_rqi(tmp_path, capsys):

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .._csv import parse_number, read_table, require_columns
 from .._errors import ArgumentError, PercepfidError
+from ..data import parse_number, read_table, require_columns
 
 if TYPE_CHECKING:
     import torch
@@ -125,7 +125,7 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def read_csv(path: str | os.PathLike[str], *, what: str) -> tuple[list[str], list[dict[str, str]]]:
-    """Column names and rows of a CSV with a header row (see :func:`percepfid._csv.read_table`).
+    """Column names and rows of a CSV with a header row (see :func:`percepfid.data.read_table`).
 
     Raises:
         InputError: the file is missing, empty or has no header or no rows.

@@ -14,15 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from ..data import image_size, list_images
 from ._common import InputError, read_csv
 
 logger = logging.getLogger(__name__)
 
-#: File suffixes treated as images when a folder is listed.
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MATCH_MODES = ("name", "stem")
 _REFERENCE_COLUMNS = ("reference", "ref", "gt", "hr")
 _DISTORTED_COLUMNS = ("distorted", "dist", "sr", "image")
@@ -51,58 +47,6 @@ class Pair:
 def _shown(items: Sequence[object]) -> str:
     text = ", ".join(str(item) for item in items[:_SHOWN])
     return text + (f", ... ({len(items)} in all)" if len(items) > _SHOWN else "")
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """``(H, W)`` of an image, reading only its header.
-
-    Raises:
-        InputError: the file is missing or is not a readable image.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except FileNotFoundError:
-        raise InputError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise InputError(f"cannot read image {path}: {error}") from None
-    return height, width
-
-
-def load_image(path: Path) -> torch.Tensor:
-    """An image as a float tensor ``(3, H, W)`` in [0, 1] (converted to RGB).
-
-    Raises:
-        InputError: the file is not a readable image (e.g. truncated).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise InputError(f"cannot read image {path}: {error}") from None
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-def list_images(folder: Path, *, recursive: bool = False, what: str = "folder") -> list[Path]:
-    """The image files of ``folder`` (sorted), by suffix.
-
-    Raises:
-        InputError: ``folder`` does not exist, is not a folder, or holds no images.
-    """
-    if not folder.exists():
-        raise InputError(f"{what} {folder} does not exist")
-    if not folder.is_dir():
-        raise InputError(f"{what} {folder} is not a folder")
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    images = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        suffixes = ", ".join(IMAGE_SUFFIXES)
-        raise InputError(f"{what} {folder} holds no images (looked for {suffixes})")
-    return images
 
 
 def _key(path: Path, root: Path, match: str) -> str:
@@ -170,16 +114,19 @@ def pairs_from_folders(
         The pairs, sorted by distorted file name.
 
     Raises:
-        InputError: a folder is missing or empty, names do not match, images are unreadable
-            or of different sizes.
+        InputError: a folder is missing or empty, names do not match, or images are of
+            different sizes.
+        ImageReadError: an image header cannot be read.
     """
     distorted_root = Path(dist_dir)
-    distorted = list_images(distorted_root, recursive=recursive, what="--dist folder")
+    distorted = list_images(
+        distorted_root, recursive=recursive, what="--dist folder", error=InputError
+    )
     if ref_dir is None:
         return _with_sizes([(path, None) for path in distorted], same_size=same_size)
     reference_root = Path(ref_dir)
     references = _index(
-        list_images(reference_root, recursive=recursive, what="--ref folder"),
+        list_images(reference_root, recursive=recursive, what="--ref folder", error=InputError),
         reference_root,
         match,
         "--ref folder",
@@ -238,7 +185,8 @@ def pairs_from_csv(
     relative to ``dist_root`` / ``ref_root`` when given, else to the CSV's folder.
 
     Raises:
-        InputError: the CSV or a column is missing, or an image is missing or unreadable.
+        InputError: the CSV or a column is missing, or an image is missing.
+        ImageReadError: an image header cannot be read.
     """
     csv_file = Path(csv_path)
     fields, rows = read_csv(csv_file, what="--pairs")
@@ -280,18 +228,3 @@ def pairs_from_csv(
             f"{len(missing)} image(s) named in {csv_file} do not exist: {_shown(missing)}"
         )
     return _with_sizes(items, same_size=same_size)
-
-
-def batches_by_size(pairs: Sequence[Pair], batch_size: int) -> list[list[Pair]]:
-    """Split pairs into batches whose images share one size, keeping the pair order.
-
-    Batches of each size appear in the order of that size's first pair.
-    """
-    groups: dict[tuple[object, object], list[Pair]] = {}
-    for pair in pairs:
-        groups.setdefault((pair.distorted_size, pair.reference_size), []).append(pair)
-    batches = []
-    for members in groups.values():
-        for start in range(0, len(members), batch_size):
-            batches.append(members[start : start + batch_size])
-    return batches

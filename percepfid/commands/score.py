@@ -243,11 +243,11 @@ class _PairImages:
         return len(self.pairs)
 
     def __getitem__(self, item: int) -> tuple[int, torch.Tensor, torch.Tensor | None]:
-        from ._pairs import load_image
+        from ..data import read_image
 
         pair = self.pairs[item]
-        reference = None if pair.reference is None else load_image(pair.reference)
-        return pair.index, load_image(pair.distorted), reference
+        reference = None if pair.reference is None else read_image(pair.reference)
+        return pair.index, read_image(pair.distorted), reference
 
 
 def _collate(items: list[tuple[int, torch.Tensor, torch.Tensor | None]]):  # noqa: ANN202
@@ -272,15 +272,14 @@ def score_pairs(
     """Score pairs in batches of equal image size; return ``(pair.index, score)`` rows.
 
     Raises:
-        InputError: an image cannot be read.
+        ImageReadError: an image cannot be read.
     """
     import torch
     from tqdm.auto import tqdm
 
-    from ._pairs import batches_by_size
+    from ..data import batches_by_size
 
-    position = {pair.index: i for i, pair in enumerate(pairs)}
-    batches = [[position[p.index] for p in batch] for batch in batches_by_size(pairs, batch_size)]
+    batches = batches_by_size([(p.distorted_size, p.reference_size) for p in pairs], batch_size)
     loader = torch.utils.data.DataLoader(
         _PairImages(pairs),
         batch_sampler=batches,

@@ -1,17 +1,42 @@
-"""Choosing among several ground truths by their quality: SMA/SMP sampling and AMO crops."""
+"""Data: reading images and rating tables, and choosing among several ground truths by
+their quality (SMA/SMP sampling and AMO crops)."""
 
-from .amo import AMOSelection, ArgmaxPatchSelector
-from .sampler import SAMPLER_MODES, IQAWeightedSampler, candidate_probabilities
-from .scoring import IMAGE_EXTENSIONS, file_digest, find_candidates, score_candidates
+import importlib
 
-__all__ = [
-    "AMOSelection",
-    "ArgmaxPatchSelector",
-    "IMAGE_EXTENSIONS",
-    "IQAWeightedSampler",
-    "SAMPLER_MODES",
-    "candidate_probabilities",
-    "file_digest",
-    "find_candidates",
-    "score_candidates",
-]
+# Loaded on first use: the command line reads tables through this package without
+# importing torch.
+_LAZY = {
+    "AMOSelection": "amo",
+    "ArgmaxPatchSelector": "amo",
+    "IMAGE_EXTENSIONS": "io",
+    "IQAWeightedSampler": "sampler",
+    "ImageReadError": "io",
+    "Rating": "io",
+    "SAMPLER_MODES": "sampler",
+    "batches_by_size": "io",
+    "candidate_probabilities": "sampler",
+    "find_candidates": "scoring",
+    "image_size": "io",
+    "list_images": "io",
+    "parse_number": "io",
+    "read_image": "io",
+    "read_rating_table": "io",
+    "read_table": "io",
+    "require_columns": "io",
+    "score_candidates": "scoring",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

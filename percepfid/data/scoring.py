@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,23 +16,13 @@ from torch import nn
 from .._atomic import atomic_path
 from .._checks import check_positive_int
 from .._errors import ArgumentError, DTypeError, EmptyBatchError
-from ..iqa import create_nriqa
+from .io import IMAGE_EXTENSIONS, list_images, read_image
 
-__all__ = ["IMAGE_EXTENSIONS", "find_candidates", "score_candidates", "file_digest"]
+__all__ = ["find_candidates", "score_candidates"]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _CACHE_FORMAT = "percepfid.candidate-scores/1"
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file's bytes (the cache key of its score)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def find_candidates(
@@ -56,16 +45,16 @@ def find_candidates(
     root = Path(root)
     if not root.is_dir():
         raise ArgumentError(f"root {str(root)!r} is not a folder")
-    suffixes = {e.lower() for e in extensions}
     names, groups = [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
+        files = list_images(folder, extensions=extensions, allow_empty=True)
         if files:
             names.append(folder.name)
             groups.append(files)
     if not groups:
         raise EmptyBatchError(
-            f"no candidate images under {str(root)!r} (expected root/<item>/<image>{sorted(suffixes)})"
+            f"no candidate images under {str(root)!r} (expected root/<item>/<image> with one of "
+            f"{', '.join(extensions)})"
         )
     return names, groups
 
@@ -124,12 +113,14 @@ def score_candidates(
         candidates.
 
     Raises:
-        ArgumentError: ``batch_size`` is not positive; a file is missing or unreadable.
+        ArgumentError: ``batch_size`` is not positive; a file is missing.
+        ImageReadError: an image cannot be read (see :func:`~percepfid.data.read_image`).
         EmptyBatchError: there is nothing to score.
     """
     from tqdm.auto import tqdm
 
-    from ..iqa.train import load_image
+    from ..hub import sha256_file
+    from ..iqa import create_nriqa
 
     check_positive_int(batch_size, "batch_size")
     if isinstance(candidates, (str, os.PathLike)):
@@ -152,17 +143,12 @@ def score_candidates(
     models = _load_cache(cache_path)
     known: dict[str, float] = models.setdefault(key, {})
 
-    digests = {p: file_digest(p) for group in groups for p in group}
+    digests = {p: sha256_file(p) for group in groups for p in group}
     todo = sorted({p for p, d in digests.items() if d not in known}, key=str)
     by_size: dict[tuple[int, ...], list[tuple[Path, torch.Tensor]]] = defaultdict(list)
     with tqdm(total=len(todo), desc=f"scoring ({key})", unit="img", disable=not progress) as bar:
         for path in todo:
-            try:
-                image = load_image(path)
-            except OSError as error:
-                raise ArgumentError(
-                    f"cannot read candidate image {str(path)!r}: {error}"
-                ) from error
+            image = read_image(path)
             bucket = by_size[tuple(image.shape)]
             bucket.append((path, image))
             if len(bucket) == batch_size:

@@ -6,9 +6,7 @@ cached embeddings with a mean-squared error on standardised MOS (fast, even on a
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,75 +15,13 @@ import torch
 from torch import nn
 
 from .._checks import check_positive
-from .._errors import ArgumentError, EmptyBatchError
+from .._errors import ArgumentError
+from ..data import read_image, read_rating_table
 from ._nrhead import NRHead
 
-__all__ = ["read_mos_csv", "load_image", "train_nr_head"]
+__all__ = ["train_nr_head"]
 
 logger = logging.getLogger(__name__)
-
-
-def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read an image file as a float tensor ``(3, H, W)`` in ``[0, 1]`` (RGB)."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
-
-
-def read_mos_csv(
-    path: str | os.PathLike,
-    *,
-    image_column: str = "image",
-    score_column: str = "mos",
-    root: str | os.PathLike | None = None,
-) -> list[tuple[Path, float]]:
-    """Read ``(image path, MOS)`` rows from a CSV file with a header line.
-
-    Args:
-        path: the CSV file.
-        image_column: the column holding image paths (relative to ``root``).
-        score_column: the column holding the scores.
-        root: folder the image paths are relative to (default: the CSV's folder).
-
-    Returns:
-        The rows, in file order.
-
-    Raises:
-        ArgumentError: a column is missing, a score is not a finite number, or an image
-            file does not exist.
-        EmptyBatchError: the file has no rows.
-    """
-    path = Path(path)
-    root = path.parent if root is None else Path(root)
-    rows: list[tuple[Path, float]] = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        for column, argument in ((image_column, "image_column"), (score_column, "score_column")):
-            if column not in header:
-                raise ArgumentError(
-                    f"{argument}={column!r} is not a column of {str(path)!r}; columns: {header}"
-                )
-        for line, record in enumerate(reader, start=2):
-            try:
-                score = float(record[score_column])
-            except (TypeError, ValueError):
-                score = math.nan
-            if not math.isfinite(score):
-                raise ArgumentError(
-                    f"{str(path)!r} line {line}: {score_column}={record[score_column]!r} is not "
-                    "a finite number"
-                )
-            image = root / record[image_column]
-            if not image.is_file():
-                raise ArgumentError(f"{str(path)!r} line {line}: image {str(image)!r} not found")
-            rows.append((image, score))
-    if not rows:
-        raise EmptyBatchError(f"{str(path)!r} lists no images")
-    return rows
 
 
 @torch.no_grad()
@@ -96,7 +32,7 @@ def _embed(
 
     embeddings = []
     for path in tqdm(paths, desc="embedding", unit="img", disable=not progress):
-        image = load_image(path).unsqueeze(0).to(device)
+        image = read_image(path).unsqueeze(0).to(device)
         embeddings.append(backbone(image).float().cpu())
     return torch.cat(embeddings)
 
@@ -123,7 +59,8 @@ def train_nr_head(
     """Fit a no-reference regression head to the MOS in a CSV of ``(image, mos)`` rows.
 
     Args:
-        csv_path: the CSV file (header line; see :func:`read_mos_csv`).
+        csv_path: the CSV file (header line; read with
+            :func:`percepfid.data.read_rating_table`).
         backbone: the registered backbone the head sits on.
         root: folder the image paths are relative to (default: the CSV's folder).
         image_column: column with the image paths.
@@ -147,14 +84,18 @@ def train_nr_head(
 
     Raises:
         ArgumentError: bad CSV content or hyper-parameters.
+        EmptyBatchError: the CSV has a header but no rows.
+        ImageReadError: an image cannot be read (see :func:`percepfid.data.read_image`).
     """
-    rows = read_mos_csv(csv_path, image_column=image_column, score_column=score_column, root=root)
+    rows = read_rating_table(
+        csv_path, image_column=image_column, score_column=score_column, root=root
+    )
     for value, argument in ((epochs, "epochs"), (batch_size, "batch_size")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ArgumentError(f"{argument} must be a positive int; got {value!r}")
     check_positive(lr, "lr")
     check_positive(weight_decay, "weight_decay", allow_zero=True)
-    scores = torch.tensor([score for _, score in rows], dtype=torch.float32)
+    scores = torch.tensor([row.score for row in rows], dtype=torch.float32)
     low, high = float(scores.min()), float(scores.max())
     if not low < high:
         raise ArgumentError(
@@ -172,7 +113,7 @@ def train_nr_head(
             score_range=[low, high],
             higher_is_better=higher_is_better,
         ).to(device)
-    features = _embed(head.backbone, [p for p, _ in rows], torch.device(device), progress)
+    features = _embed(head.backbone, [row.image for row in rows], torch.device(device), progress)
     mean, std = scores.mean(), scores.std().clamp_min(1e-8)
     head.target_mean.fill_(float(mean))
     head.target_std.fill_(float(std))

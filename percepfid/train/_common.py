@@ -1,6 +1,5 @@
-"""Pieces every trainer shares: seeding without touching the global RNG, rating CSVs with
-errors that name what is missing, a small image loader, atomic checkpoints, group splits,
-progress bars."""
+"""Pieces every trainer shares: seeding without touching the global RNG, a cached image
+loader, atomic checkpoints, group splits, progress bars."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,15 +14,12 @@ from typing import Any
 import torch
 
 from .._atomic import atomic_path
-from .._csv import parse_number, read_table, require_columns, shorten
 from .._errors import ArgumentError, WeightsError
+from ..data import read_image
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "RatingRow",
-    "read_rating_csv",
-    "load_image",
     "cached_loader",
     "seeded",
     "split_groups",
@@ -34,92 +29,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class RatingRow:
-    """One rated image: its file, its group (scene / reference id) and its score."""
-
-    image: Path
-    group: str
-    score: float
-
-
-def read_rating_csv(
-    path: str | os.PathLike[str],
-    *,
-    image_column: str = "image",
-    group_column: str = "scene",
-    score_column: str = "mos",
-    root: str | os.PathLike[str] | None = None,
-) -> list[RatingRow]:
-    """Read a CSV of rated images (header row required).
-
-    Args:
-        path: the CSV file.
-        image_column: the column with image paths (relative to ``root``).
-        group_column: the column with the scene / reference id.
-        score_column: the column with the score (MOS).
-        root: the folder image paths are relative to; default the CSV's folder.
-
-    Returns:
-        One :class:`RatingRow` per data row.
-
-    Raises:
-        ArgumentError: the CSV is missing or empty, a column is missing (the message names
-            it and lists the columns present), a score is not a number (with the row), or
-            image files are missing (the message names them).
-    """
-    file = Path(path)
-    what = f"rating CSV {file}"
-    fields, table = read_table(file, what="rating CSV")
-    require_columns(
-        fields,
-        {
-            image_column: "image_column=",
-            group_column: "group_column=",
-            score_column: "score_column=",
-        },
-        what=what,
-    )
-    base = Path(root) if root is not None else file.parent
-    rows = [
-        RatingRow(
-            base / row[image_column],
-            row[group_column],
-            parse_number(row[score_column], what=what, row=line, column=score_column),
-        )
-        for line, row in enumerate(table, start=2)
-    ]
-    absent = [str(r.image) for r in rows if not r.image.is_file()]
-    if absent:
-        raise ArgumentError(
-            f"{file}: image files not found (paths are relative to {base}): {shorten(absent)}"
-        )
-    return rows
-
-
-def load_image(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Read an image file as a float RGB tensor ``(3, H, W)`` in ``[0, 1]``.
-
-    Raises:
-        ArgumentError: the file is missing or cannot be decoded.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-            data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-            width, height = rgb.size
-    except FileNotFoundError:
-        raise ArgumentError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise ArgumentError(f"cannot read image {path}: {error}") from error
-    return data.reshape(height, width, 3).permute(2, 0, 1).float().div_(255)
-
-
 def cached_loader(size: int = 256) -> Any:
-    """:func:`load_image` with an LRU cache of ``size`` decoded images."""
-    return lru_cache(maxsize=size)(load_image)
+    """:func:`percepfid.data.read_image` with an LRU cache of ``size`` decoded images."""
+    return lru_cache(maxsize=size)(read_image)
 
 
 @contextlib.contextmanager

@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_positive, check_positive_int
-from .._csv import parse_number, read_table, require_columns, shorten
 from .._errors import ArgumentError, EmptyBatchError, ShapeError
 from .._vocab import EMBEDDINGS
-from ._common import load_image, seeded, split_groups
+from ..data import batches_by_size, image_size, read_image, read_rating_table
 from ._common import progress as progress_bar
+from ._common import seeded, split_groups
 
 __all__ = ["HLFFitResult", "HumanRating", "fit_hlf_head", "read_ratings"]
 
@@ -133,74 +133,37 @@ def read_ratings(
 
     Raises:
         RatingsError: the file, a column or an image is missing, or a score is not a number.
+        EmptyBatchError: the file has a header but no rows.
     """
-    path = Path(csv_path)
-    what = f"ratings CSV {path}"
-    fields, rows = read_table(path, what="ratings CSV", error=RatingsError)
-    require_columns(
-        fields,
-        {sr_col: "sr_col", gt_col: "gt_col", score_col: "score_col"},
-        what=what,
+    ratings = read_rating_table(
+        csv_path,
+        image_column=sr_col,
+        reference_column=gt_col,
+        score_column=score_col,
+        group_column=group_col,
+        group_optional=True,
+        root=root,
+        options={
+            "image_column": "sr_col",
+            "reference_column": "gt_col",
+            "score_column": "score_col",
+            "group_column": "group_col",
+        },
         error=RatingsError,
     )
-    use_group = group_col is not None and group_col in fields
-    if group_col is not None and not use_group:
-        logger.info("no %r column in %s: grouping pairs by their GT", group_col, path)
-    base = Path(root) if root is not None else path.parent
-    ratings, missing = [], []
-    for number, row in enumerate(rows, start=2):
-        score = parse_number(
-            row[score_col], what=what, row=number, column=score_col, error=RatingsError
-        )
-        sr, gt = (Path(row[c]).expanduser() for c in (sr_col, gt_col))
-        sr, gt = (p if p.is_absolute() else base / p for p in (sr, gt))
-        missing += [str(p) for p in (sr, gt) if not p.is_file()]
-        group = row[group_col] if use_group else str(gt)
-        ratings.append(HumanRating(sr, gt, score, group))
-    if missing:
-        raise RatingsError(
-            f"{len(missing)} image(s) named in {path} do not exist: {shorten(missing)}"
-        )
-    return ratings
-
-
-def _shape_batches(
-    indices: Sequence[int],
-    shapes: Sequence[tuple[int, int]],
-    batch_size: int,
-    generator: torch.Generator | None = None,
-) -> list[list[int]]:
-    """Batches of indices whose images share a size (shuffled when a generator is given)."""
-    buckets: dict[tuple[int, int], list[int]] = {}
-    order = list(indices)
-    if generator is not None:
-        order = [order[i] for i in torch.randperm(len(order), generator=generator).tolist()]
-    for index in order:
-        buckets.setdefault(shapes[index], []).append(index)
-    batches = [
-        bucket[start : start + batch_size]
-        for bucket in buckets.values()
-        for start in range(0, len(bucket), batch_size)
+    if group_col is not None and ratings[0].group is None:
+        logger.info("no %r column in %s: grouping pairs by their GT", group_col, csv_path)
+    return [
+        HumanRating(r.image, r.reference, r.score, str(r.reference) if r.group is None else r.group)
+        for r in ratings
     ]
-    if generator is not None:
-        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-    return batches
 
 
 def _image_sizes(ratings: Sequence[HumanRating]) -> list[tuple[int, int]]:
     """(height, width) of every pair, read from the file headers; SR and GT must agree."""
-    from PIL import Image, UnidentifiedImageError
-
-    def size(path: Path) -> tuple[int, int]:
-        try:
-            with Image.open(path) as image:
-                return image.size[1], image.size[0]
-        except (UnidentifiedImageError, OSError) as error:
-            raise RatingsError(f"cannot read image {path}: {error}") from error
-
     sizes = []
     for rating in ratings:
-        sr, gt = size(rating.sr), size(rating.gt)
+        sr, gt = image_size(rating.sr), image_size(rating.gt)
         if sr != gt:
             raise ShapeError(
                 f"{rating.sr} is {sr} but its GT {rating.gt} is {gt}; HLF compares images of "
@@ -213,8 +176,8 @@ def _image_sizes(ratings: Sequence[HumanRating]) -> list[tuple[int, int]]:
 def _load_batch(
     ratings: Sequence[HumanRating], batch: Sequence[int], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    sr = torch.stack([load_image(ratings[i].sr) for i in batch]).to(device)
-    gt = torch.stack([load_image(ratings[i].gt) for i in batch]).to(device)
+    sr = torch.stack([read_image(ratings[i].sr) for i in batch]).to(device)
+    gt = torch.stack([read_image(ratings[i].gt) for i in batch]).to(device)
     return sr, gt
 
 
@@ -245,7 +208,7 @@ def _embed_pass(
 
     cosine = np.full(len(ratings), np.nan)
     features = np.full((len(ratings), head.num_features), np.nan)
-    batches = _shape_batches(range(len(ratings)), shapes, batch_size)
+    batches = batches_by_size(shapes, batch_size)
     with tqdm(total=len(ratings), desc="embed", unit="pair", disable=not progress) as bar:
         for batch in batches:
             cos, current, reference = _pair_forward(loss, ratings, batch, device)
@@ -388,7 +351,9 @@ def _fine_tune(
     try:
         for epoch in range(1, epochs + 1):
             total, count = 0.0, 0
-            batches = _shape_batches(train_index.tolist(), shapes, batch_size, generator)
+            batches = batches_by_size(
+                shapes, batch_size, indices=train_index.tolist(), generator=generator
+            )
             for batch in progress_bar(batches, enabled=progress, desc=f"epoch {epoch}"):
                 cos, current, reference = _pair_forward(loss, ratings, batch, device)
                 predicted = head(cos, current.pooled, reference.pooled)
@@ -494,6 +459,7 @@ def fit_hlf_head(
 
     Raises:
         RatingsError: unusable ratings (missing columns or images, bad numbers).
+        ImageReadError: an image cannot be read (see :func:`percepfid.data.read_image`).
         ArgumentError: bad options (fewer than 2 groups for a split, bad fraction, a
             backbone without findable blocks for ``unfreeze_blocks``, ...).
         EmptyBatchError: no ratings.

@@ -16,14 +16,13 @@ from torch import nn
 
 from .._checks import check_positive, check_positive_int
 from .._errors import ArgumentError, ShapeError, WeightsError
+from ..data import Rating, read_rating_table
 from ..functional import huber
 from ..rqi import RQIHead, crop_offsets, fit_to_crop
 from ._common import (
-    RatingRow,
     cached_loader,
     load_checkpoint,
     progress,
-    read_rating_csv,
     save_checkpoint,
     seeded,
     split_groups,
@@ -57,7 +56,7 @@ class RQITrainResult:
 
 
 def dense_pairs(
-    rows: Sequence[RatingRow], groups: Sequence[str], higher_is_better: bool = True
+    rows: Sequence[Rating], groups: Sequence[str], higher_is_better: bool = True
 ) -> list[tuple[int, int, float]]:
     """All ordered pairs ``(i, j)``, ``i != j``, of images of the same group, with labels.
 
@@ -91,7 +90,7 @@ def dense_pairs(
 
 
 def _load_pair(
-    loader: Any, rows: Sequence[RatingRow], i: int, j: int
+    loader: Any, rows: Sequence[Rating], i: int, j: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = loader(rows[i].image), loader(rows[j].image)
     if a.shape != b.shape:
@@ -104,7 +103,7 @@ def _load_pair(
 
 def _batch(
     pairs: Sequence[tuple[int, int, float]],
-    rows: Sequence[RatingRow],
+    rows: Sequence[Rating],
     loader: Any,
     crop_size: int,
     generator: torch.Generator | None,
@@ -232,12 +231,14 @@ def train_rqi(
     check_positive(delta, "delta")
     device = torch.device(device or "cpu")
     output = Path(output_dir)
-    rows = read_rating_csv(
+    rows = read_rating_table(
         csv_path,
         image_column=image_column,
         group_column=scene_column,
         score_column=mos_column,
         root=root,
+        what="rating CSV",
+        options={"group_column": "scene_column=", "score_column": "mos_column="},
     )
     generator = torch.Generator().manual_seed(seed)
     train_groups, val_groups = split_groups([r.group for r in rows], val_fraction, generator)
