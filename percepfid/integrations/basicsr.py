@@ -68,7 +68,8 @@ try:
     from basicsr.utils.registry import LOSS_REGISTRY, METRIC_REGISTRY
 except ImportError as _error:  # pragma: no cover - exercised in a test by hiding basicsr
     _INSTALL = "pip install 'percepfid[basicsr]'"
-    if isinstance(_error, ModuleNotFoundError) and _error.name == "basicsr":
+    _missing = isinstance(_error, ModuleNotFoundError) and (_error.name or "").split(".")[0]
+    if _missing == "basicsr":
         _why = "BasicSR is not installed"
     else:
         _why = (
