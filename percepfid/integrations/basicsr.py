@@ -1,0 +1,560 @@
+"""percepfid in BasicSR: losses and validation metrics that a YAML file names.
+
+Importing this module registers, under names that cannot collide with BasicSR's own:
+
+Losses, in ``LOSS_REGISTRY`` (built by ``basicsr.losses.build_loss`` from a ``*_opt`` block):
+
+- ``PercepfidHLFLoss``: :class:`percepfid.HLFLoss` (high-level fidelity to the GT).
+- ``PercepfidRQILoss``: :class:`percepfid.RQILoss` (relative quality of the output vs the GT).
+- ``PercepfidNRIQALoss``: ``loss_weight * reduce(-Q(output))`` for a no-reference model
+  ``Q`` from :func:`percepfid.create_nriqa` (the GT is not used).
+- ``PercepfidSumLoss``: the sum of several registered losses, to put more than one loss in
+  one slot (BasicSR's ``SRModel`` has two: ``pixel_opt`` and ``perceptual_opt``).
+
+Every loss takes BasicSR's ``loss_weight`` (percepfid's ``weight``) and ``reduction``; the
+other options are the percepfid class's keyword arguments (``backbone``, ``pretrained``,
+``image_size``, ``head``, ...). ``pixel_opt`` expects one tensor and ``perceptual_opt`` a
+pair ``(perceptual, style)``: set ``as_tuple: true`` in ``perceptual_opt`` and the loss
+returns ``(loss, None)``. The network output is clamped to ``[0, 1]`` before it is scored,
+as BasicSR clamps it when it saves an image (clamped pixels pass no gradient through this
+loss; the pixel loss still sees them).
+
+Metrics, in ``METRIC_REGISTRY`` (for ``val.metrics``; each a function
+``f(img, img2, crop_border, **options) -> float`` on BasicSR's uint8 BGR ``HWC`` images,
+converted here to RGB floats in ``[0, 1]`` after ``crop_border`` pixels are cut from each
+side):
+
+- ``calculate_percepfid_hlf``: HLF fidelity of ``img`` to ``img2`` (higher is better).
+- ``calculate_percepfid_rqi``: RQI score of ``img`` relative to ``img2`` (> 0: ``img``
+  looks better; higher is better).
+- ``calculate_percepfid_nriqa``: a no-reference score of ``img`` (``img2`` is ignored).
+
+The model behind a metric is built on the first call and reused for every later call with
+the same options (:func:`clear_metric_cache` drops them).
+
+BasicSR imports only its own loss and metric files, so import this module before the
+training pipeline starts, e.g. in a launch script::
+
+    import percepfid.integrations.basicsr  # noqa: F401  (registers the names above)
+    from basicsr.train import train_pipeline
+
+    train_pipeline(os.getcwd())
+
+Requires ``pip install 'percepfid[basicsr]'`` (the ``basicsr-fixed`` distribution; the
+original ``basicsr`` 1.4.2 imports a torchvision module removed in torchvision 0.17).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._checks import check_image, check_input_range, check_reduction
+from .._errors import ArgumentError, DTypeError, MissingDependencyError, ShapeError
+from .._frozen import exclude_from_state_dict
+from ..functional import reduce_loss
+from ..iqa import create_nriqa
+from ..losses import HLFLoss, RQILoss
+from ..rqi import evaluate as rqi_evaluate
+
+try:
+    from basicsr.losses import build_loss
+    from basicsr.utils.registry import LOSS_REGISTRY, METRIC_REGISTRY
+except ImportError as _error:  # pragma: no cover - exercised in a test by hiding basicsr
+    _INSTALL = "pip install 'percepfid[basicsr]'"
+    _missing = isinstance(_error, ModuleNotFoundError) and (_error.name or "").split(".")[0]
+    if _missing == "basicsr":
+        _why = "BasicSR is not installed"
+    else:
+        _why = (
+            f"BasicSR is installed but failed to import ({_error}); the original 'basicsr' "
+            "1.4.2 release imports a torchvision module removed in torchvision 0.17, "
+            "'basicsr-fixed' does not"
+        )
+    raise MissingDependencyError(
+        f"percepfid.integrations.basicsr requires BasicSR: {_why}. Install it with: {_INSTALL}"
+    ) from _error
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PercepfidHLFLoss",
+    "PercepfidNRIQALoss",
+    "PercepfidRQILoss",
+    "PercepfidSumLoss",
+    "calculate_percepfid_hlf",
+    "calculate_percepfid_nriqa",
+    "calculate_percepfid_rqi",
+    "clear_metric_cache",
+]
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def _check_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise DTypeError(f"{name} must be true or false; got {type(value).__name__} {value!r}")
+    return value
+
+
+def _reject_weight(options: Mapping[str, Any], loss: str) -> None:
+    if "weight" in options:
+        raise ArgumentError(
+            f"{loss}: BasicSR configs scale a loss with loss_weight; got weight={options['weight']!r}. "
+            "Write loss_weight instead."
+        )
+
+
+def _clamped(output: Any, input_range: tuple[float, float] | None) -> torch.Tensor:
+    """The network output clamped to ``input_range``, as BasicSR clamps it to save it."""
+    check_image(output, "output", input_range=None)
+    if input_range is None:
+        return output
+    return output.clamp(*input_range)
+
+
+def _slot(loss: torch.Tensor, as_tuple: bool) -> torch.Tensor | tuple[torch.Tensor, None]:
+    """One tensor for ``pixel_opt``-style slots, ``(loss, None)`` for ``perceptual_opt``."""
+    return (loss, None) if as_tuple else loss
+
+
+class PercepfidHLFLoss(HLFLoss):
+    """:class:`percepfid.HLFLoss` with BasicSR's loss options.
+
+    Args:
+        loss_weight: scale of the loss (percepfid's ``weight``; the HLF paper uses 0.01
+            next to an L1 loss).
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
+        as_tuple: return ``(loss, None)``, the form BasicSR's ``perceptual_opt`` slot
+            unpacks; ``False`` (default) returns one tensor, for ``pixel_opt``-style slots.
+        **options: keyword arguments of :class:`percepfid.HLFLoss` (``backbone``,
+            ``pretrained``, ``embedding``, ``crop``, ``head``, ``image_size``, ...).
+
+    Example (YAML)::
+
+        perceptual_opt:
+          type: PercepfidHLFLoss
+          backbone: dinov2
+          loss_weight: 0.01
+          as_tuple: true
+    """
+
+    def __init__(
+        self,
+        loss_weight: float = 1.0,
+        reduction: str = "mean",
+        as_tuple: bool = False,
+        **options: Any,
+    ) -> None:
+        _reject_weight(options, type(self).__name__)
+        super().__init__(weight=loss_weight, reduction=reduction, **options)
+        self.as_tuple = _check_flag(as_tuple, "as_tuple")
+
+    def forward(self, output: torch.Tensor, gt: torch.Tensor) -> Any:  # type: ignore[override]
+        """``loss_weight * reduce(1 - fidelity(clamp(output), gt))``, alone or as ``(loss, None)``."""
+        loss = super().forward(_clamped(output, self.input_range), gt)
+        return _slot(loss, self.as_tuple)
+
+
+class PercepfidRQILoss(RQILoss):
+    """:class:`percepfid.RQILoss` with BasicSR's loss options.
+
+    Args:
+        loss_weight: scale of the loss (percepfid's ``weight``; about 0.1 next to a pixel
+            loss).
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
+        as_tuple: return ``(loss, None)`` for BasicSR's ``perceptual_opt`` slot.
+        **options: keyword arguments of :class:`percepfid.RQILoss` (``backbone``, ``head``,
+            ``pretrained``, ``crop``, ``seed``, ``model_kwargs``, ...).
+
+    Example (YAML)::
+
+        pixel_opt:
+          type: PercepfidRQILoss
+          loss_weight: 0.1
+    """
+
+    def __init__(
+        self,
+        loss_weight: float = 1.0,
+        reduction: str = "mean",
+        as_tuple: bool = False,
+        **options: Any,
+    ) -> None:
+        _reject_weight(options, type(self).__name__)
+        super().__init__(weight=loss_weight, reduction=reduction, **options)
+        self.as_tuple = _check_flag(as_tuple, "as_tuple")
+
+    def forward(self, output: torch.Tensor, gt: torch.Tensor) -> Any:  # type: ignore[override]
+        """``loss_weight * reduce(-score(clamp(output), gt))``, alone or as ``(loss, None)``."""
+        loss = super().forward(_clamped(output, self.input_range), gt)
+        return _slot(loss, self.as_tuple)
+
+
+class PercepfidNRIQALoss(nn.Module):
+    """A no-reference quality reward as a plain loss: ``loss_weight * q_scale * reduce(-Q)``.
+
+    ``Q`` is a frozen NR-IQA model from :func:`percepfid.create_nriqa`, scored on the
+    output clamped to ``input_range``; when the model's ``higher_is_better`` is ``False``
+    its score is negated, so lowering the loss always means a better-looking output. The GT
+    is accepted (BasicSR passes it) and not used. The IQA model is frozen and left out of
+    ``state_dict()``. For LoRA fine-tuning with this reward use
+    :class:`percepfid.LoRANRIQALoss` in your own loop.
+
+    Args:
+        iqa: an NR-IQA name: ``'clipiqa'``, ``'clipiqa:<arch>[/<tag>]'``,
+            ``'nr-head:<backbone>'`` (with ``weights``), ``'pyiqa:<metric>'``.
+        loss_weight: scale of the reward.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
+        as_tuple: return ``(loss, None)`` for BasicSR's ``perceptual_opt`` slot.
+        pretrained: load the IQA model's weights (``False``: random, tests only).
+        q_scale: multiplies ``Q`` (e.g. 100 to put a ``[0, 1]`` score on a 0-100 scale).
+        input_range: the value range of the images.
+        **iqa_options: other keyword arguments of :func:`percepfid.create_nriqa`
+            (``weights``, ``image_size``, ``prompts``, ...).
+
+    Shape:
+        - output: ``(B, 3, H, W)``; gt: ignored.
+        - result: scalar, or ``(B,)`` with ``reduction='none'``.
+    """
+
+    higher_is_better = False
+    is_differentiable = True
+
+    def __init__(
+        self,
+        iqa: str = "clipiqa",
+        loss_weight: float = 1.0,
+        reduction: str = "mean",
+        as_tuple: bool = False,
+        pretrained: bool = True,
+        q_scale: float = 1.0,
+        input_range: Sequence[float] = (0.0, 1.0),
+        **iqa_options: Any,
+    ) -> None:
+        super().__init__()
+        _reject_weight(iqa_options, type(self).__name__)
+        if not isinstance(iqa, str):
+            raise DTypeError(f"iqa must be an NR-IQA model name; got {type(iqa).__name__}")
+        self.loss_weight = _check_number(loss_weight, "loss_weight")
+        self.q_scale = _check_number(q_scale, "q_scale")
+        self.reduction = check_reduction(reduction)
+        self.as_tuple = _check_flag(as_tuple, "as_tuple")
+        self.input_range = check_input_range(input_range)
+        self.iqa = create_nriqa(iqa, pretrained=pretrained, **iqa_options)
+        exclude_from_state_dict(self, "iqa")
+
+    def quality(self, output: torch.Tensor) -> torch.Tensor:
+        """``Q`` of the clamped output, oriented so that higher is better; ``(B,)``."""
+        low, high = self.input_range
+        images = (_clamped(output, self.input_range) - low) / (high - low)
+        scores = self.iqa(images)
+        return scores if self.iqa.higher_is_better else -scores
+
+    def forward(self, output: torch.Tensor, gt: torch.Tensor | None = None) -> Any:
+        """``loss_weight * q_scale * reduce(-quality(output))``, alone or as ``(loss, None)``."""
+        loss = self.loss_weight * self.q_scale * reduce_loss(-self.quality(output), self.reduction)
+        return _slot(loss, self.as_tuple)
+
+    def extra_repr(self) -> str:
+        return (
+            f"loss_weight={self.loss_weight}, q_scale={self.q_scale}, "
+            f"reduction={self.reduction!r}, as_tuple={self.as_tuple}"
+        )
+
+
+class PercepfidSumLoss(nn.Module):
+    """The sum of several losses from ``LOSS_REGISTRY``, for one loss slot.
+
+    Each entry of ``losses`` is an option block as in any ``*_opt`` slot (with its own
+    ``type`` and ``loss_weight``) and is built with BasicSR's ``build_loss``, so BasicSR's
+    own losses (``L1Loss``, ``PerceptualLoss``, ...) can be terms too. A term that returns
+    a tuple contributes the sum of its non-``None`` parts. BasicSR logs only the total
+    (under the slot's name).
+
+    Args:
+        losses: a non-empty list of loss option blocks.
+        loss_weight: scale of the sum.
+        as_tuple: return ``(sum, None)`` for BasicSR's ``perceptual_opt`` slot.
+
+    Example (YAML)::
+
+        perceptual_opt:
+          type: PercepfidSumLoss
+          as_tuple: true
+          losses:
+            - {type: PercepfidHLFLoss, backbone: dinov2, loss_weight: 0.01}
+            - {type: PercepfidRQILoss, loss_weight: 0.1}
+    """
+
+    def __init__(
+        self,
+        losses: Sequence[Mapping[str, Any]],
+        loss_weight: float = 1.0,
+        as_tuple: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(losses, (str, bytes, Mapping)) or not isinstance(losses, Sequence):
+            raise DTypeError(
+                f"losses must be a list of loss option blocks; got {type(losses).__name__}"
+            )
+        if not losses:
+            raise ArgumentError("losses must name at least one loss; got an empty list")
+        for index, block in enumerate(losses):
+            if not isinstance(block, Mapping) or "type" not in block:
+                raise ArgumentError(
+                    f"losses[{index}] must be an option block with a 'type' key; got {block!r}"
+                )
+        self.names = [str(block["type"]) for block in losses]
+        self.terms = nn.ModuleList(build_loss(dict(block)) for block in losses)
+        self.loss_weight = _check_number(loss_weight, "loss_weight")
+        self.as_tuple = _check_flag(as_tuple, "as_tuple")
+
+    def forward(self, output: torch.Tensor, gt: torch.Tensor) -> Any:
+        """``loss_weight * sum(term(output, gt))``, alone or as ``(sum, None)``."""
+        total: torch.Tensor | None = None
+        for term in self.terms:
+            value = term(output, gt)
+            parts = value if isinstance(value, tuple) else (value,)
+            for part in parts:
+                if part is not None:
+                    total = part if total is None else total + part
+        if total is None:
+            raise ArgumentError(f"every term of PercepfidSumLoss({self.names}) returned None")
+        return _slot(self.loss_weight * total, self.as_tuple)
+
+    def extra_repr(self) -> str:
+        return f"names={self.names}, loss_weight={self.loss_weight}, as_tuple={self.as_tuple}"
+
+
+def _check_number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DTypeError(f"{name} must be a number; got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+# -------------------------------------------------------------------------- metrics
+
+_MODELS: dict[tuple[str, str, str], nn.Module] = {}
+
+
+def clear_metric_cache() -> None:
+    """Drop the models built by the metric functions (the next call builds them again)."""
+    _MODELS.clear()
+
+
+def _metric_model(
+    kind: str, build: Callable[..., nn.Module], options: Mapping[str, Any], device: torch.device
+) -> nn.Module:
+    """The model for ``options`` on ``device``: built once, then reused."""
+    key = (kind, str(device), json.dumps(options, sort_keys=True, default=repr))
+    model = _MODELS.get(key)
+    if model is None:
+        logger.info("building the %s metric model (%s) on %s", kind, key[2], device)
+        model = build(**options).to(device).eval()
+        _MODELS[key] = model
+    return model
+
+
+def _device(device: Any) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (TypeError, RuntimeError) as error:
+        raise ArgumentError(
+            f"device must be a torch device such as 'cpu' or 'cuda:0'; got {device!r}"
+        ) from error
+
+
+def _image_tensor(
+    img: Any, name: str, crop_border: Any, input_order: str, device: torch.device
+) -> torch.Tensor:
+    """BasicSR's uint8 BGR image -> an RGB float batch ``(1, 3, H', W')`` in ``[0, 1]``."""
+    if not isinstance(img, np.ndarray):
+        raise DTypeError(
+            f"{name} must be a numpy array (BasicSR's tensor2img); got {type(img).__name__}"
+        )
+    if input_order not in ("HWC", "CHW"):
+        raise ArgumentError(f"input_order must be 'HWC' or 'CHW'; got {input_order!r}")
+    if input_order == "CHW":
+        if img.ndim != 3:
+            raise ShapeError(f"{name} must be a (3, H, W) BGR image; got shape {img.shape}")
+        img = img.transpose(1, 2, 0)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ShapeError(
+            f"{name} must be an (H, W, 3) BGR image as BasicSR's tensor2img writes; got shape {img.shape}"
+        )
+    if img.dtype == np.uint8:
+        scale = 255.0
+    elif img.dtype == np.uint16:
+        scale = 65535.0
+    else:
+        raise DTypeError(
+            f"{name} must be a uint8 (or uint16) image as BasicSR's tensor2img writes; got dtype {img.dtype}"
+        )
+    if (
+        isinstance(crop_border, bool)
+        or not isinstance(crop_border, (int, np.integer))
+        or crop_border < 0
+    ):
+        raise ArgumentError(f"crop_border must be an int >= 0; got {crop_border!r}")
+    if crop_border:
+        img = img[crop_border:-crop_border, crop_border:-crop_border]
+        if img.size == 0:
+            raise ShapeError(f"crop_border={crop_border} leaves nothing of {name}")
+    rgb = np.ascontiguousarray(img[..., ::-1])  # BGR -> RGB
+    tensor = torch.from_numpy(rgb).to(device=device, dtype=torch.float32).div_(scale)
+    return tensor.permute(2, 0, 1).unsqueeze(0)
+
+
+def _check_y_channel(test_y_channel: Any) -> None:
+    if test_y_channel:
+        raise ArgumentError(
+            "percepfid metrics score RGB images; set test_y_channel: false (or leave it out)"
+        )
+
+
+def calculate_percepfid_hlf(
+    img: np.ndarray,
+    img2: np.ndarray,
+    crop_border: int = 0,
+    input_order: str = "HWC",
+    test_y_channel: bool = False,
+    device: Any = None,
+    better: str | None = None,
+    **options: Any,
+) -> float:
+    """HLF fidelity of ``img`` (SR) to ``img2`` (GT): :meth:`percepfid.HLFLoss.fidelity`.
+
+    The cosine of the two embeddings in ``[-1, 1]``, or with a calibration ``head`` the
+    predicted human fidelity in ``[0, 1]``; higher is better.
+
+    Args:
+        img, img2: uint8 BGR images as BasicSR's validation passes them.
+        crop_border: pixels cut from each side before scoring.
+        input_order: ``'HWC'`` or ``'CHW'``.
+        test_y_channel: must be false (the model scores RGB).
+        device: where the model runs; default CUDA when available.
+        better: BasicSR's ``better`` key (read by BasicSR, ignored here).
+        **options: keyword arguments of :class:`percepfid.HLFLoss` (``backbone``,
+            ``pretrained``, ``head``, ``embedding``, ``crop``, ``image_size``, ...).
+    """
+    _check_y_channel(test_y_channel)
+    dev = _device(device)
+    model = _metric_model("hlf", HLFLoss, options, dev)
+    sr = _image_tensor(img, "img", crop_border, input_order, dev)
+    gt = _image_tensor(img2, "img2", crop_border, input_order, dev)
+    with torch.no_grad():
+        return float(model.fidelity(sr, gt).item())
+
+
+def calculate_percepfid_rqi(
+    img: np.ndarray,
+    img2: np.ndarray,
+    crop_border: int = 0,
+    input_order: str = "HWC",
+    test_y_channel: bool = False,
+    device: Any = None,
+    better: str | None = None,
+    protocol: str | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> float:
+    """RQI score of ``img`` (SR) relative to ``img2`` (GT): > 0 when ``img`` looks better.
+
+    With ``protocol=None`` (default) one aligned crop pair is scored
+    (:meth:`percepfid.RQILoss.score`); ``'paper'`` or ``'official'`` runs the multi-scale
+    protocol of :func:`percepfid.rqi.evaluate` (many crops; slower). Crop positions come
+    from a generator seeded with ``seed`` on every call, so repeated validations of the
+    same image agree.
+
+    Args:
+        img, img2: uint8 BGR images as BasicSR's validation passes them.
+        crop_border: pixels cut from each side before scoring.
+        input_order: ``'HWC'`` or ``'CHW'``.
+        test_y_channel: must be false (the model scores RGB).
+        device: where the model runs; default CUDA when available.
+        better: BasicSR's ``better`` key (read by BasicSR, ignored here).
+        protocol: ``None``, ``'paper'`` or ``'official'``.
+        seed: seed of the crop positions.
+        **options: keyword arguments of :class:`percepfid.RQILoss` (``backbone``, ``head``,
+            ``pretrained``, ``crop``, ``model_kwargs``, ...).
+    """
+    _check_y_channel(test_y_channel)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DTypeError(f"seed must be an int; got {type(seed).__name__} {seed!r}")
+    dev = _device(device)
+    model = _metric_model("rqi", RQILoss, options, dev)
+    sr = _image_tensor(img, "img", crop_border, input_order, dev)
+    gt = _image_tensor(img2, "img2", crop_border, input_order, dev)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if protocol is None:
+            score = model.score(sr, gt, generator=generator)
+        else:
+            score = rqi_evaluate(model, sr, gt, protocol, generator)
+    return float(score.item())
+
+
+def _build_nriqa(iqa: str = "clipiqa", **options: Any) -> nn.Module:
+    return create_nriqa(iqa, **options)
+
+
+def calculate_percepfid_nriqa(
+    img: np.ndarray,
+    img2: np.ndarray | None = None,
+    crop_border: int = 0,
+    input_order: str = "HWC",
+    test_y_channel: bool = False,
+    device: Any = None,
+    better: str | None = None,
+    **options: Any,
+) -> float:
+    """No-reference quality of ``img`` from :func:`percepfid.create_nriqa` (``img2`` ignored).
+
+    The score is the model's own (see its ``higher_is_better``: set BasicSR's ``better``
+    key to match, e.g. ``better: higher`` for CLIP-IQA).
+
+    Args:
+        img: uint8 BGR image as BasicSR's validation passes it.
+        img2: the GT (BasicSR passes it; not used).
+        crop_border: pixels cut from each side before scoring.
+        input_order: ``'HWC'`` or ``'CHW'``.
+        test_y_channel: must be false (the model scores RGB).
+        device: where the model runs; default CUDA when available.
+        better: BasicSR's ``better`` key (read by BasicSR, ignored here).
+        **options: ``iqa`` (the model name, default ``'clipiqa'``) and the keyword
+            arguments of :func:`percepfid.create_nriqa` (``pretrained``, ``weights``,
+            ``image_size``, ...).
+    """
+    _check_y_channel(test_y_channel)
+    dev = _device(device)
+    model = _metric_model("nriqa", _build_nriqa, options, dev)
+    images = _image_tensor(img, "img", crop_border, input_order, dev)
+    with torch.no_grad():
+        return float(model(images).item())
+
+
+# ---------------------------------------------------------------------- registration
+
+
+def _register(registry: Any, obj: Any) -> None:
+    name = obj.__name__
+    if name in registry:  # a second import (e.g. importlib.reload): keep the first
+        logger.debug("%s is already registered in BasicSR's %s registry", name, registry._name)
+        return
+    registry.register(obj)
+
+
+for _loss in (PercepfidHLFLoss, PercepfidRQILoss, PercepfidNRIQALoss, PercepfidSumLoss):
+    _register(LOSS_REGISTRY, _loss)
+for _metric in (calculate_percepfid_hlf, calculate_percepfid_rqi, calculate_percepfid_nriqa):
+    _register(METRIC_REGISTRY, _metric)
