@@ -58,7 +58,7 @@ from torch import nn
 from .._checks import check_image, check_input_range, check_reduction
 from .._errors import ArgumentError, DTypeError, MissingDependencyError, ShapeError
 from .._frozen import exclude_from_state_dict
-from ..functional import reduce_loss
+from ..functional import nriqa_reward_loss, to_unit
 from ..iqa import create_nriqa
 from ..losses import HLFLoss, RQILoss
 from ..rqi import evaluate as rqi_evaluate
@@ -253,14 +253,17 @@ class PercepfidNRIQALoss(nn.Module):
 
     def quality(self, output: torch.Tensor) -> torch.Tensor:
         """``Q`` of the clamped output, oriented so that higher is better; ``(B,)``."""
-        low, high = self.input_range
-        images = (_clamped(output, self.input_range) - low) / (high - low)
-        scores = self.iqa(images)
+        scores = self.iqa(to_unit(_clamped(output, self.input_range), self.input_range))
         return scores if self.iqa.higher_is_better else -scores
 
     def forward(self, output: torch.Tensor, gt: torch.Tensor | None = None) -> Any:
         """``loss_weight * q_scale * reduce(-quality(output))``, alone or as ``(loss, None)``."""
-        loss = self.loss_weight * self.q_scale * reduce_loss(-self.quality(output), self.reduction)
+        loss = nriqa_reward_loss(
+            self.quality(output),
+            weight=self.loss_weight,
+            q_scale=self.q_scale,
+            reduction=self.reduction,
+        )
         return _slot(loss, self.as_tuple)
 
     def extra_repr(self) -> str:
