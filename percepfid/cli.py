@@ -6,8 +6,11 @@ Subcommands live in :mod:`percepfid.commands`, one module each with a
 dependency is missing at import) is left out and the rest of the command line still works.
 
 Exit codes: 0 success, 1 a check failed (e.g. weights do not match their sha256),
-2 bad arguments or input data, 3 a missing optional dependency, 4 weights unavailable or
-corrupt. Errors are reported as one line on stderr, ``percepfid <command>: error: ...``.
+2 bad arguments, input data or paths, 3 a missing optional dependency, 4 weights
+unavailable or corrupt. Errors are reported as one line on stderr, ``percepfid <command>:
+error: ...``, naming the command-line flags to change; warnings of the libraries underneath
+as ``percepfid <command>: warning: ...`` lines. stdout carries the command's output only:
+whatever a library prints while a command runs goes to stderr.
 
 Example::
 
@@ -21,11 +24,13 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ._errors import PercepfidError
 from ._version import __version__
-from .commands import COMMANDS, EXIT_FAILURE, exit_code_for
+from .commands import COMMANDS
+from .commands._common import EXIT_FAILURE, EXIT_USAGE, as_flags, data_only_stdout, exit_code_for
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +98,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.DEBUG if args.verbose > 1 else logging.INFO,
             format="%(levelname)s %(name)s: %(message)s",
         )
+    command = _command_parser(parser, args.command)
     try:
-        return int(args.handler(args) or 0)
+        with data_only_stdout(), warnings.catch_warnings():
+            if not args.verbose:
+                warnings.showwarning = _one_line_warning(args.command)
+            return int(args.handler(args) or 0)
     except PercepfidError as error:
-        sys.stderr.write(f"percepfid {args.command}: error: {error}\n")
-        return exit_code_for(error)
+        return _fail(args.command, as_flags(str(error), command), exit_code_for(error))
+    except OSError as error:  # a file that vanished, a full disk, no permission
+        where = f"{error.filename}: " if error.filename else ""
+        return _fail(args.command, f"{where}{error.strerror or error}", EXIT_USAGE)
+    except UnicodeDecodeError as error:
+        message = (
+            f"a text file is not UTF-8 ({error.reason} at byte {error.start}); save it as UTF-8"
+        )
+        return _fail(args.command, message, EXIT_USAGE)
     except KeyboardInterrupt:
         sys.stderr.write(f"percepfid {args.command}: interrupted\n")
         return 130
+
+
+def _command_parser(
+    parser: argparse.ArgumentParser, command: str
+) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(command)
+    return None
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    sys.stderr.write(f"percepfid {command}: error: {message}\n")
+    return code
+
+
+def _one_line_warning(command: str):  # noqa: ANN202 - a warnings.showwarning replacement
+    """Show a library warning as one line (``-v`` shows them in full)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001, ARG001
+        sys.stderr.write(f"percepfid {command}: warning: {message}\n")
+
+    return show
 
 
 def console_main() -> None:  # pragma: no cover - thin wrapper for ``python -m``

@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 
 #: The kinds of artefact a manifest entry may describe.
-KINDS: tuple[str, ...] = ("backbone", "head", "rqi")
+KINDS: tuple[str, ...] = ("backbone", "head", "rqi", "iqa")
 
 #: The manifest schema this code reads.
 SCHEMA_VERSION = 1

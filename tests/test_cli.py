@@ -155,7 +155,9 @@ def test_correlate_bad_input_messages(
 
     bad = _write_csv(tmp_path / "bad.csv", ["score", "mos"], [[1, 2], ["x", 3], [3, 1]])
     assert main(["correlate", str(bad)]) == 2
-    assert "row 2, column 'score': expected a number; got 'x'" in capsys.readouterr().err
+    assert (
+        "row 3, column 'score': expected a number; got 'x'" in capsys.readouterr().err
+    )  # header = row 1
 
     partial = _write_csv(
         tmp_path / "partial.csv",

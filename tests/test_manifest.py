@@ -27,7 +27,7 @@ FIELDS = {
     "source": (str,),
     "notes": (str,),
 }
-KINDS = {"backbone", "head", "rqi"}
+KINDS = {"backbone", "head", "rqi", "iqa"}
 
 # The names the issue and DESIGN.md ask for (the backbone registry looks them up by these).
 EXPECTED_NAMES = {
@@ -37,6 +37,7 @@ EXPECTED_NAMES = {
     "timm:vit_small_patch16_dinov3.lvd1689m",
     "timm:vit_base_patch16_dinov3.lvd1689m",
     "timm:vit_large_patch16_dinov3.lvd1689m",
+    "open_clip:RN50/openai",  # CLIP-IQA's tower, the default NR-IQA model
     "open_clip:ViT-B-16/openai",
     "open_clip:ViT-L-14/openai",
     "open_clip:PE-Core-B-16/meta",

@@ -1,18 +1,23 @@
-"""Helpers shared by the ``percepfid`` subcommands: exit codes, output, CSV reading."""
+"""Helpers shared by the ``percepfid`` subcommands: registration, exit codes, the data
+stream, output paths and atomic output files, CSV reading, flag names in messages."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .._errors import ArgumentError, PercepfidError
+from .._atomic import atomic_path
+from .._errors import ArgumentError, MissingDependencyError, PercepfidError, WeightsError
 from ..data import parse_number, read_table, require_columns
 
 if TYPE_CHECKING:
@@ -23,32 +28,38 @@ logger = logging.getLogger(__name__)
 #: Exit codes of the ``percepfid`` command (documented in the README).
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the command ran but what it checked failed (e.g. a weights mismatch)
-EXIT_USAGE = 2  # bad arguments or bad input data (argparse uses 2 as well)
+EXIT_USAGE = 2  # bad arguments, input data or paths (argparse uses 2 as well)
 EXIT_DEPENDENCY = 3  # an optional dependency is missing
 EXIT_WEIGHTS = 4  # weights missing (offline, not cached), corrupt or not matching
+
+#: The row number of a CSV's first data row: rows are counted as a spreadsheet shows
+#: them, the header being row 1 (every command and reader counts this way).
+FIRST_DATA_ROW = 2
+
+Handler = Callable[[argparse.Namespace], int]
 
 
 class InputError(ArgumentError):
     """Bad input data given to a command: a missing folder, unmatched names, a bad CSV."""
 
 
-def echo(text: str = "", *, file: TextIO | None = None) -> None:
-    """Write one line to stdout (or ``file``). Commands talk to the user through this."""
-    stream = sys.stdout if file is None else file
-    stream.write(text + "\n")
+# --------------------------------------------------------------------------- registration
 
 
-def warn(text: str) -> None:
-    """Write a warning line to stderr."""
-    sys.stderr.write(f"percepfid: warning: {text}\n")
-
-
-def random_weights_warning(results: str) -> str:
-    """The warning every command prints under ``--random-weights``."""
-    return (
-        f"--random-weights: the model has random weights, so {results} mean nothing; "
-        "use this only to test the plumbing"
-    )
+def new_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    handler: Handler | None,
+    *,
+    help: str,  # noqa: A002 - argparse's own word
+    description: str,
+) -> argparse.ArgumentParser:
+    """Add the parser of subcommand ``name`` whose handler is ``handler`` (None for a
+    command whose own subcommands set theirs)."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    if handler is not None:
+        parser.set_defaults(handler=handler)
+    return parser
 
 
 def _positive_int(text: str) -> int:
@@ -83,6 +94,28 @@ def add_runtime_options(
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def add_output_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *,
+    formats: Sequence[str] = ("csv", "json"),
+    default_format: str | None = None,
+) -> None:
+    """Add ``--output/-o`` (a file checked by :func:`output_file`; default stdout) and
+    ``--format`` (default: ``default_format``, else by the output's suffix, see
+    :func:`output_format`)."""
+    parser.add_argument(
+        "--output", "-o", type=output_file, help="output file (default: stdout, or '-')"
+    )
+    parser.add_argument(
+        "--format",
+        choices=formats,
+        default=default_format,
+        help=f"default: {default_format}"
+        if default_format
+        else "default: json for a .json output, else csv",
+    )
+
+
 def resolve_device(requested: str, local_rank: int | None = None) -> torch.device:
     """The device of a ``--device`` value: ``auto`` is CUDA when available, else the CPU;
     a bare ``cuda`` is ``cuda:LOCAL_RANK`` under torchrun (``cuda:0`` otherwise).
@@ -106,6 +139,86 @@ def resolve_device(requested: str, local_rank: int | None = None) -> torch.devic
     return device
 
 
+# --------------------------------------------------------------------------- talking
+
+
+_data_stream: TextIO | None = None
+
+
+@contextlib.contextmanager
+def data_only_stdout() -> Iterator[None]:
+    """Keep stdout for the command's own data (:func:`echo`, :func:`write_records`):
+    anything else printed meanwhile (a library's ``print``) goes to stderr."""
+    global _data_stream  # noqa: PLW0603 - one command runs at a time
+    previous = _data_stream
+    _data_stream = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _data_stream = previous
+
+
+def _stdout() -> TextIO:
+    return sys.stdout if _data_stream is None else _data_stream
+
+
+def echo(text: str = "") -> None:
+    """Write one line of the command's output to stdout."""
+    _stdout().write(text + "\n")
+
+
+def warn(text: str) -> None:
+    """Write a warning line to stderr."""
+    sys.stderr.write(f"percepfid: warning: {text}\n")
+
+
+def random_weights_warning(results: str) -> str:
+    """The warning every command gives under ``--random-weights``."""
+    return (
+        f"--random-weights: the model has random weights, so {results} mean nothing; "
+        "use this only to test the plumbing"
+    )
+
+
+def warn_random_weights(args: argparse.Namespace, results: str, *, show: bool = True) -> str:
+    """Under ``--random-weights`` (and ``show``), warn that ``results`` mean nothing;
+    return the warning's text."""
+    text = random_weights_warning(results)
+    if args.random_weights and show:
+        warn(text)
+    return text
+
+
+_KEYWORD_PHRASES = {"pretrained=False": "--random-weights"}
+_NOT_A_NAME = r"[\w./\\'\"-]"
+
+
+def as_flags(message: str, parser: argparse.ArgumentParser | None) -> str:
+    """``message`` with the Python keywords of the library (``image_column=``,
+    ``batch_size``) replaced by the flags of ``parser`` that set them
+    (``--image-column``, ``--batch-size``): a message from a library function reached
+    through the command line names what the user can type."""
+    if parser is None:
+        return message
+    flags = {}
+    for action in parser._actions:
+        longs = [s for s in action.option_strings if s.startswith("--")]
+        if longs and action.dest != "help":
+            flags.setdefault(action.dest, longs[0])
+    for phrase, flag in _KEYWORD_PHRASES.items():
+        if flag in flags.values():
+            message = message.replace(phrase, flag)
+    for dest, flag in flags.items():
+        name = re.escape(dest)
+        # ``dest=value`` -> ``--flag value``; a bare ``dest=`` -> ``--flag``
+        message = re.sub(rf"(?<!{_NOT_A_NAME}){name}=(?=[<\w'\"])", flag + " ", message)
+        message = re.sub(rf"(?<!{_NOT_A_NAME}){name}=", flag, message)
+        if "_" in dest:  # an identifier such as batch_size, never an English word
+            message = re.sub(rf"(?<!{_NOT_A_NAME}){name}(?!{_NOT_A_NAME}|=)", flag, message)
+    return message
+
+
 def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """Render rows as an aligned plain-text table; floats with 4 decimals."""
 
@@ -124,13 +237,26 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+# --------------------------------------------------------------------------- input
+
+
 def read_csv(path: str | os.PathLike[str], *, what: str) -> tuple[list[str], list[dict[str, str]]]:
-    """Column names and rows of a CSV with a header row (see :func:`percepfid.data.read_table`).
+    """Column names and rows of a CSV with a header row (see :func:`percepfid.data.read_table`);
+    row ``i`` of the list is row ``FIRST_DATA_ROW + i`` of the file.
 
     Raises:
-        InputError: the file is missing, empty or has no header or no rows.
+        InputError: the file is missing, empty, not UTF-8 text, not CSV, or has no header
+            or no rows.
     """
-    return read_table(path, what=what, error=InputError)
+    try:
+        return read_table(path, what=what, error=InputError)
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"{what} {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+            "save it as a UTF-8 CSV"
+        ) from None
+    except csv.Error as error:
+        raise InputError(f"{what} {path} is not a readable CSV: {error}") from None
 
 
 def require_column(fields: Sequence[str], column: str, *, what: str, option: str) -> str:
@@ -140,8 +266,73 @@ def require_column(fields: Sequence[str], column: str, *, what: str, option: str
 
 
 def parse_float(value: str, *, column: str, row: int, what: str) -> float:
-    """Parse a CSV cell as a float (NaN and infinities allowed), naming the cell on failure."""
-    return parse_number(value, what=what, row=row, column=column, finite=False, error=InputError)
+    """Parse a CSV cell as a finite float, naming the file, row and column on failure."""
+    if not value:
+        raise InputError(f"{what}: row {row}, column {column!r} is empty; expected a number")
+    return parse_number(value, what=what, row=row, column=column, error=InputError)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _output_problem(path: Path, *, folder: bool) -> str | None:
+    """Why ``path`` cannot be written as an output file (or folder), or None."""
+    if path.exists():
+        if folder and not path.is_dir():
+            return f"{path} is a file, not a folder"
+        if not folder and path.is_dir():
+            return f"{path} is a folder; name a file (e.g. {path / 'out.csv'})"
+        parent = path if folder else path.parent
+    else:
+        parent = path.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot write {path}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write {path}: no permission to write in {existing}"
+    return None
+
+
+def output_file(text: str) -> str:
+    """argparse type of an output file: ``-`` (stdout) or a path that can be written.
+
+    Refused before any work starts: a folder, a path under a file, a folder without write
+    permission. Missing parent folders are created when the output is written.
+    """
+    if text == "-":
+        return text
+    problem = _output_problem(Path(text).expanduser(), folder=False)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return str(Path(text).expanduser())
+
+
+def output_folder(text: str) -> str:
+    """argparse type of an output folder: refused when it is a file, lies under a file, or
+    cannot be written; a missing folder is created by the command."""
+    problem = _output_problem(Path(text).expanduser(), folder=True)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return str(Path(text).expanduser())
+
+
+def write_text(text: str, path: str | os.PathLike[str] | None) -> None:
+    """Write ``text`` to ``path`` atomically (the old file stays whole when anything
+    fails), or to stdout when ``path`` is None or ``-``.
+
+    Raises:
+        InputError: the file cannot be written (the message names it).
+    """
+    if path is None or str(path) == "-":
+        _stdout().write(text)
+        return
+    try:
+        with atomic_path(path) as partial:
+            partial.write_text(text, encoding="utf-8", newline="")
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def write_records(
@@ -151,38 +342,23 @@ def write_records(
     fmt: str,
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Write records as CSV or JSON to ``path`` (or stdout when ``path`` is None or ``-``).
+    """Write records as CSV or JSON to ``path`` (atomically, see :func:`write_text`) or
+    stdout when ``path`` is None or ``-``.
 
     JSON output is ``{"metadata": {...}, "rows": [...]}``; CSV output is one row per record.
     """
-    if path is None or str(path) == "-":
-        _write_records(records, sys.stdout, fmt=fmt, metadata=metadata)
-        return
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", newline="", encoding="utf-8") as handle:
-        _write_records(records, handle, fmt=fmt, metadata=metadata)
-
-
-def _write_records(
-    records: Sequence[dict[str, Any]],
-    handle: TextIO,
-    *,
-    fmt: str,
-    metadata: dict[str, Any] | None,
-) -> None:
+    buffer = io.StringIO()
     if fmt == "json":
-        json.dump({"metadata": metadata or {}, "rows": list(records)}, handle, indent=2)
-        handle.write("\n")
-        return
-    fields: list[str] = []
-    for record in records:
-        fields += [key for key in record if key not in fields]
-    writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow(record)
+        json.dump({"metadata": metadata or {}, "rows": list(records)}, buffer, indent=2)
+        buffer.write("\n")
+    else:
+        fields: list[str] = []
+        for record in records:
+            fields += [key for key in record if key not in fields]
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    write_text(buffer.getvalue(), path)
 
 
 def output_format(path: str | None, fmt: str | None) -> str:
@@ -196,8 +372,6 @@ def output_format(path: str | None, fmt: str | None) -> str:
 
 def exit_code_for(error: BaseException) -> int:
     """The exit code the CLI returns for a typed percepfid error."""
-    from .._errors import MissingDependencyError, WeightsError
-
     if isinstance(error, MissingDependencyError):
         return EXIT_DEPENDENCY
     if isinstance(error, WeightsError):

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import EXIT_OK, echo, format_table
+from ._common import EXIT_OK, echo, format_table, new_command
 from ._weights_status import status
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``backbones`` subcommand."""
-    parser = subparsers.add_parser(
+    parser = new_command(
+        subparsers,
         "backbones",
+        run,
         help="list the registered backbones with their weights status",
         description=(
             "List the registered backbones: canonical name, aliases, library, and whether "
@@ -24,7 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--cache-dir", help="the Hugging Face cache folder to look in")
-    parser.set_defaults(handler=run)
     return parser
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +20,30 @@ from .._imports import require
 from .._vocab import MATCH_MODES
 from ._common import (
     EXIT_OK,
+    FIRST_DATA_ROW,
     InputError,
+    add_output_options,
     echo,
     format_table,
+    new_command,
+    output_file,
     parse_float,
     read_csv,
     require_column,
     warn,
     write_records,
+    write_text,
 )
+
+_FITS = ("logistic4", "logistic5")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``correlate`` subcommand."""
-    parser = subparsers.add_parser(
+    parser = new_command(
+        subparsers,
         "correlate",
+        run,
         help="correlate metric scores with human scores (SRCC/PLCC/KRCC)",
         description=(
             "Correlate metric scores with human scores. The human scores are a column of "
@@ -64,18 +75,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fit",
-        choices=("logistic4", "logistic5"),
-        help="also report PLCC and RMSE after a logistic fit (needs scipy)",
+        choices=_FITS,
+        help="also report PLCC and RMSE after a logistic fit (needs scipy); --plot draws it",
     )
-    parser.add_argument("--plot", metavar="PNG", help="write a scatter plot (needs matplotlib)")
     parser.add_argument(
-        "--format",
-        choices=("table", "csv", "json"),
-        default="table",
-        help="output format (default: table)",
+        "--plot",
+        metavar="FILE",
+        type=output_file,
+        help="write a scatter plot, e.g. scatter.png or .pdf/.svg (needs matplotlib)",
     )
-    parser.add_argument("--output", "-o", help="write the results here instead of stdout")
-    parser.set_defaults(handler=run)
+    add_output_options(parser, formats=("table", "csv", "json"), default_format="table")
     return parser
 
 
@@ -86,17 +95,27 @@ def _join_key(value: str, mode: str) -> str:
     return name if mode == "name" else os.path.splitext(name)[0]
 
 
-def _load(args: argparse.Namespace) -> tuple[list[dict[str, str]], list[str], str]:
+@dataclass
+class _Row:
+    """A joined row: its cells and where each side came from (file, row number)."""
+
+    cells: dict[str, str]
+    score_row: int
+    human_row: int
+
+
+def _load(args: argparse.Namespace) -> tuple[list[_Row], list[str], str]:
     """Rows holding score columns and the human column (joined when --human is given)."""
     score_fields, score_rows = read_csv(args.scores, what="scores CSV")
     score_cols = args.score_cols or ["score"]
     for column in score_cols:
         require_column(score_fields, column, what=f"scores CSV {args.scores}", option="--score-col")
+    numbered = list(enumerate(score_rows, start=FIRST_DATA_ROW))
     if args.human is None:
         require_column(
             score_fields, args.human_col, what=f"scores CSV {args.scores}", option="--human-col"
         )
-        return score_rows, score_cols, args.scores
+        return [_Row(row, n, n) for n, row in numbered], score_cols, args.scores
     human_fields, human_rows = read_csv(args.human, what="human CSV")
     human_key = args.human_key or args.key
     require_column(score_fields, args.key, what=f"scores CSV {args.scores}", option="--key")
@@ -104,24 +123,26 @@ def _load(args: argparse.Namespace) -> tuple[list[dict[str, str]], list[str], st
     require_column(
         human_fields, args.human_col, what=f"human CSV {args.human}", option="--human-col"
     )
-    table: dict[str, dict[str, str]] = {}
-    for row in human_rows:
+    table: dict[str, tuple[int, dict[str, str]]] = {}
+    for number, row in enumerate(human_rows, start=FIRST_DATA_ROW):
         key = _join_key(row[human_key], args.match)
         if key in table:
             raise InputError(
                 f"human CSV {args.human}: key {key!r} appears twice in column {human_key!r} "
-                f"(with --match {args.match}); keys must be unique"
+                f"(rows {table[key][0]} and {number}, with --match {args.match}); keys must "
+                "be unique"
             )
-        table[key] = row
+        table[key] = (number, row)
     joined, unmatched = [], []
-    for row in score_rows:
-        partner = table.get(_join_key(row[args.key], args.match))
-        if partner is None:
+    for number, row in numbered:
+        found = table.get(_join_key(row[args.key], args.match))
+        if found is None:
             unmatched.append(row[args.key])
             continue
+        human_number, partner = found
         merged = dict(partner)
         merged.update({k: v for k, v in row.items() if k not in partner or k in score_cols})
-        joined.append(merged)
+        joined.append(_Row(merged, number, human_number))
     if not joined:
         hint = "" if args.match != "exact" else "; try --match name or --match stem"
         raise InputError(
@@ -135,77 +156,140 @@ def _load(args: argparse.Namespace) -> tuple[list[dict[str, str]], list[str], st
     return joined, score_cols, args.human
 
 
+def _constant(values: list[float]) -> bool:
+    return len(set(values)) == 1
+
+
 def _statistics(
     name: str, pred: list[float], human: list[float], groups: list[str] | None, fit: str | None
 ) -> dict[str, Any]:
     from ..eval import grouped_correlation, krcc, plcc, rmse, srcc
 
+    nan = float("nan")
+    defined = not _constant(pred)  # a constant column has no correlation (checked before)
     record: dict[str, Any] = {
         "metric": name,
         "n": len(pred),
-        "srcc": srcc(pred, human),
-        "plcc": plcc(pred, human),
-        "krcc": krcc(pred, human),
+        "srcc": srcc(pred, human) if defined else nan,
+        "plcc": plcc(pred, human) if defined else nan,
+        "krcc": krcc(pred, human) if defined else nan,
     }
     if fit is not None:
-        record[f"plcc_{fit}"] = plcc(pred, human, fit=fit)
-        record[f"rmse_{fit}"] = rmse(pred, human, fit=fit)
+        record[f"plcc_{fit}"] = plcc(pred, human, fit=fit) if defined else nan
+        record[f"rmse_{fit}"] = rmse(pred, human, fit=fit) if defined else nan
     if groups is not None:
-        record["grouped_srcc"] = grouped_correlation(pred, human, groups)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            record["grouped_srcc"] = grouped_correlation(pred, human, groups) if defined else nan
+        if caught and defined:
+            warn(
+                f"grouped SRCC of {name!r} is undefined: no source image (--group-col) has "
+                "two rows with different scores and human scores"
+            )
     return record
 
 
-def _plot(path: str, columns: dict[str, list[float]], human: list[float], human_col: str) -> None:
+def _plot_format(path: str) -> str:
+    """The file format of ``--plot``, from its suffix; refused before any work when
+    matplotlib cannot write it."""
     require("matplotlib", "percepfid correlate --plot")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    supported = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in supported:
+        raise InputError(
+            f"--plot {path}: cannot tell the image format from "
+            f"{'the suffix ' + repr('.' + suffix) if suffix else 'a name without a suffix'}; "
+            f"end the name with one of {', '.join('.' + s for s in sorted(supported))}"
+        )
+    return suffix
+
+
+def _plot(
+    path: str,
+    columns: dict[str, list[float]],
+    human: list[float],
+    human_col: str,
+    fit: str | None,
+) -> None:
+    import numpy as np
     from matplotlib.figure import Figure
+
+    from .._atomic import atomic_path
+    from ..eval import fit_logistic
 
     count = len(columns)
     figure = Figure(figsize=(4.0 * count, 4.0))
     for index, (name, values) in enumerate(columns.items()):
         axes = figure.add_subplot(1, count, index + 1)
         axes.scatter(values, human, s=8, alpha=0.6)
+        if fit is not None and not _constant(values):
+            curve = fit_logistic(values, human, fit)
+            xs = np.linspace(min(values), max(values), 200)
+            axes.plot(xs, curve(xs), color="C1", label=f"{fit} fit")
+            axes.legend(loc="best")
         axes.set_xlabel(name)
         axes.set_ylabel(human_col)
         axes.set_title(name)
     figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as partial:
+        figure.savefig(partial, dpi=100, format=_plot_format(path))
+
+
+def _numbers(rows: list[_Row], column: str, source: str, *, human: bool) -> list[float]:
+    return [
+        parse_float(
+            row.cells[column],
+            column=column,
+            row=row.human_row if human else row.score_row,
+            what=source,
+        )
+        for row in rows
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``percepfid correlate``."""
     if args.plot:
-        require("matplotlib", "percepfid correlate --plot")  # fail before any work
+        _plot_format(args.plot)  # fail before any work
     if args.fit:
         require("scipy", f"percepfid correlate --fit {args.fit}")
     rows, score_cols, human_source = _load(args)
-    if args.group_col is not None and args.group_col not in rows[0]:
+    if args.group_col is not None and args.group_col not in rows[0].cells:
         raise InputError(
             f"no column {args.group_col!r} for --group-col in {args.scores} or {human_source}"
         )
-    human = [
-        parse_float(row[args.human_col], column=args.human_col, row=i + 1, what=human_source)
-        for i, row in enumerate(rows)
-    ]
-    groups = [row[args.group_col] for row in rows] if args.group_col else None
+    human = _numbers(rows, args.human_col, human_source, human=args.human is not None)
+    if len(rows) < 2:
+        raise InputError(f"need at least two scored rows to correlate; got {len(rows)}")
+    if _constant(human):
+        raise InputError(
+            f"{human_source}: the human scores (--human-col {args.human_col}) are all "
+            f"{human[0]:g}: a correlation with a constant is undefined"
+        )
+    groups = [row.cells[args.group_col] for row in rows] if args.group_col else None
     columns: dict[str, list[float]] = {}
     records = []
     for column in score_cols:
-        values = [
-            parse_float(row[column], column=column, row=i + 1, what=args.scores)
-            for i, row in enumerate(rows)
-        ]
-        if len(values) < 2:
-            raise InputError(f"need at least two scored rows to correlate; got {len(values)}")
+        values = _numbers(rows, column, args.scores, human=False)
+        if _constant(values):
+            warn(
+                f"{args.scores}: column {column!r} (--score-col) is {values[0]:g} in every "
+                "row: its correlations are undefined (reported as nan)"
+            )
         columns[column] = values
         records.append(_statistics(column, values, human, groups, args.fit))
-    if args.format == "table":
+    if args.plot:
+        _plot(args.plot, columns, human, args.human_col, args.fit)
+    fmt = args.format or "table"
+    if fmt == "table":
         header = list(records[0])
         table = format_table(header, [[record[h] for h in header] for record in records])
-        if args.output:
-            Path(args.output).write_text(table + "\n", encoding="utf-8")
-        else:
+        if args.output in (None, "-"):
             echo(table)
+        else:
+            write_text(table + "\n", args.output)
     else:
         clean = [
             {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
@@ -214,9 +298,7 @@ def run(args: argparse.Namespace) -> int:
         write_records(
             clean,
             args.output,
-            fmt=args.format,
+            fmt=fmt,
             metadata={"scores": str(args.scores), "human": str(human_source)},
         )
-    if args.plot:
-        _plot(args.plot, columns, human, args.human_col)
     return EXIT_OK

@@ -12,6 +12,7 @@ from ._common import (
     add_runtime_options,
     echo,
     format_table,
+    output_folder,
     random_weights_warning,
     resolve_device,
     warn,
@@ -79,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar=("LOW", "HIGH"),
         help="human scores mapped to 0 and 1 (default: the training min and max)",
     )
-    parser.add_argument("--output-dir", "-o", help="save the head here (save_pretrained)")
+    parser.add_argument(
+        "--output-dir", "-o", type=output_folder, help="save the head here (save_pretrained)"
+    )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the head to the Hub")
     parser.add_argument("--public", action="store_true", help="make the pushed repo public")
     add_runtime_options(parser, batch_size=16, unit="pairs")

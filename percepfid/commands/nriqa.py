@@ -2,7 +2,7 @@
 
 Reads a folder laid out as ``ROOT/<item>/<candidate image>`` and writes one row per
 candidate (item, candidate index, path, score), ready for ``IQAWeightedSampler``. Scores
-are cached by file content with ``--cache``.
+are cached by file content and model with ``--cache``.
 """
 
 from __future__ import annotations
@@ -12,20 +12,24 @@ import math
 
 from ._common import (
     EXIT_OK,
+    add_output_options,
     add_runtime_options,
     echo,
+    new_command,
+    output_file,
     output_format,
-    random_weights_warning,
     resolve_device,
-    warn,
+    warn_random_weights,
     write_records,
 )
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``score-candidates`` subcommand."""
-    parser = subparsers.add_parser(
+    parser = new_command(
+        subparsers,
         "score-candidates",
+        run,
         help="score candidate GTs (ROOT/<item>/<image>) with an NR-IQA model",
         description=(
             "Score every candidate ground truth under ROOT/<item>/ with a no-reference IQA "
@@ -36,11 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--iqa", default="clipiqa", help="NR-IQA model name (default: clipiqa; e.g. pyiqa:musiq)"
     )
-    parser.add_argument("--output", "-o", help="CSV or JSON file to write (default: stdout)")
-    parser.add_argument("--format", choices=("csv", "json"), help="output format")
-    parser.add_argument("--cache", help="JSON score cache, keyed by model and file content")
+    add_output_options(parser)
+    parser.add_argument(
+        "--cache",
+        type=output_file,
+        help="JSON score cache, keyed by file content and by the model (weights, settings); "
+        "a file that is not such a cache is refused, never overwritten",
+    )
     add_runtime_options(parser, batch_size=16, unit="images")
-    parser.set_defaults(handler=run)
     return parser
 
 
@@ -49,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import find_candidates, score_candidates
 
     names, groups = find_candidates(args.root)
-    if args.random_weights:
-        warn(random_weights_warning("the scores"))
+    warn_random_weights(args, "the scores")
     scores = score_candidates(
         groups,
         args.iqa,
@@ -70,6 +76,6 @@ def run(args: argparse.Namespace) -> int:
     write_records(
         records, args.output, fmt=output_format(args.output, args.format), metadata=metadata
     )
-    if args.output:
+    if args.output not in (None, "-"):
         echo(f"scored {len(records)} candidates of {len(names)} items -> {args.output}")
     return EXIT_OK

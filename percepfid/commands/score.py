@@ -27,11 +27,12 @@ from .._vocab import EMBEDDINGS, MATCH_MODES
 from ._common import (
     EXIT_OK,
     InputError,
+    add_output_options,
     add_runtime_options,
+    new_command,
     output_format,
-    random_weights_warning,
     resolve_device,
-    warn,
+    warn_random_weights,
     write_records,
 )
 
@@ -42,13 +43,13 @@ if TYPE_CHECKING:  # torch and the image readers load only when a command runs
 
 logger = logging.getLogger(__name__)
 
-RANDOM_WEIGHTS_WARNING = random_weights_warning("these scores")
-
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``score`` subcommand."""
-    parser = subparsers.add_parser(
+    parser = new_command(
+        subparsers,
         "score",
+        run,
         help="score images against references (HLF, RQI) or alone (NR-IQA)",
         description=(
             "Score every image of --dist against the image of the same name in --ref, or "
@@ -94,12 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     run_group.add_argument(
         "--workers", type=int, default=0, help="image-loading worker processes (default: 0)"
     )
-    out = parser.add_argument_group("output")
-    out.add_argument("--output", "-o", help="output file (default: stdout)")
-    out.add_argument(
-        "--format", choices=("csv", "json"), help="default: json for a .json output, else csv"
-    )
-    parser.set_defaults(handler=run)
+    add_output_options(parser.add_argument_group("output"))
     return parser
 
 
@@ -340,8 +336,7 @@ def run(args: argparse.Namespace) -> int:
     # Every rank lists and checks all pairs (headers only), so input errors are the same
     # everywhere and no rank waits for a peer that already failed.
     pairs = _pairs(args, needs_reference)
-    if args.random_weights and world.rank == 0:
-        warn(RANDOM_WEIGHTS_WARNING)
+    warning = warn_random_weights(args, "these scores", show=world.rank == 0)
     if world.distributed:
         _init_distributed(world, device)
     try:
@@ -392,6 +387,6 @@ def run(args: argparse.Namespace) -> int:
         "percepfid_version": __version__,
     }
     if args.random_weights:
-        metadata["warning"] = RANDOM_WEIGHTS_WARNING
+        metadata["warning"] = warning
     write_records(records, args.output, fmt=fmt, metadata=metadata)
     return EXIT_OK

@@ -9,6 +9,7 @@ from ._common import (
     EXIT_OK,
     add_runtime_options,
     echo,
+    output_folder,
     random_weights_warning,
     resolve_device,
     warn,
@@ -28,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("csv", help="CSV with one row per image: path, scene id, score")
-    parser.add_argument("--output", "-o", required=True, help="output folder for checkpoints")
+    parser.add_argument(
+        "--output", "-o", required=True, type=output_folder, help="output folder for checkpoints"
+    )
     parser.add_argument(
         "--backbone", default="dinov2", help="registered backbone name (default dinov2)"
     )

@@ -12,39 +12,64 @@ import argparse
 from typing import Any
 
 from .._errors import PercepfidError, UnknownNameError, WeightsError
-from ._common import EXIT_FAILURE, EXIT_OK, EXIT_WEIGHTS, echo, format_table
+from ._common import EXIT_FAILURE, EXIT_OK, EXIT_WEIGHTS, echo, format_table, new_command
 from ._weights_status import cached_path, status
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``weights`` subcommand with its ``list``, ``download`` and ``verify`` actions."""
-    parser = subparsers.add_parser(
+    parser = new_command(
+        subparsers,
         "weights",
+        None,
         help="list, pre-download and verify weights",
         description="List, pre-download (for offline machines) and verify weights files.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--kind", choices=("backbone", "head", "rqi"), help="only this kind")
+    def action(name: str, handler: Any, help: str, description: str) -> argparse.ArgumentParser:  # noqa: A002
+        sub = new_command(actions, name, handler, help=help, description=description)
+        sub.add_argument(
+            "--kind",
+            choices=("backbone", "head", "rqi", "iqa"),  # percepfid.hub.KINDS (loads torch)
+            help="only this kind (iqa: the towers of NR-IQA models)",
+        )
         sub.add_argument("--cache-dir", help="the Hugging Face cache folder (default: HF cache)")
         sub.add_argument("--manifest", help="a weights manifest file instead of the packaged one")
+        return sub
 
-    listing = actions.add_parser("list", help="list the manifest entries and their status")
+    listing = action(
+        "list",
+        run_list,
+        "list the manifest entries and their status",
+        "List the weights in the manifest: kind, Hub file, pinned revision and sha256, and "
+        "whether each is in the local Hugging Face cache (no network access).",
+    )
     listing.add_argument("pattern", nargs="?", default=None, help="shell pattern of names")
-    common(listing)
-    listing.set_defaults(handler=run_list)
 
-    download = actions.add_parser("download", help="download entries into the cache")
-    download.add_argument("names", nargs="*", help="manifest names or backbone aliases")
+    download = action(
+        "download",
+        run_download,
+        "download entries into the cache",
+        "Download manifest entries into the Hugging Face cache and check their sha256 where "
+        "pinned: run it on a connected machine, then share HF_HOME with offline ones. "
+        "Exit 4 when an entry cannot be downloaded or does not match.",
+    )
+    download.add_argument(
+        "names", nargs="*", help="manifest names or aliases (dinov2, clip, clipiqa, ...)"
+    )
     download.add_argument("--all", action="store_true", help="every entry (of --kind)")
-    common(download)
-    download.set_defaults(handler=run_download)
 
-    verify = actions.add_parser("verify", help="check cached files against their sha256")
+    verify = action(
+        "verify",
+        run_verify,
+        "check cached files against their sha256",
+        "Check the cached files of manifest entries against their pinned sha256 (a file "
+        "that fails is removed from the cache) and print the sha256 of unpinned ones. "
+        "Without names, every cached entry is checked. Exit 1 when a check fails, a named "
+        "entry is not cached, or nothing at all is cached.",
+    )
     verify.add_argument("names", nargs="*", help="manifest names or aliases (default: all)")
-    common(verify)
-    verify.set_defaults(handler=run_verify)
     return parser
 
 
@@ -54,24 +79,45 @@ def _manifest(args: argparse.Namespace) -> Any:
     return hub.load_manifest(args.manifest)
 
 
+def _nriqa_entry(name: str) -> str | None:
+    """The manifest name of an NR-IQA model's weights: ``clipiqa[:<arch>[/<tag>]]`` is
+    ``open_clip:<arch>/<tag>`` with CLIP-IQA's own defaults for what is left out."""
+    family, _, rest = name.partition(":")
+    if family != "clipiqa":
+        return None
+    import inspect
+
+    from ..iqa import CLIPIQA
+
+    defaults = inspect.signature(CLIPIQA).parameters
+    arch, _, tag = rest.partition("/")
+    return f"open_clip:{arch or defaults['model'].default}/{tag or defaults['pretrained'].default}"
+
+
 def _canonical(name: str, manifest: Any) -> str:
-    """A manifest name for ``name``, which may also be a backbone alias such as 'dinov2'."""
+    """A manifest name for ``name``, which may also be a backbone alias such as 'dinov2'
+    or an NR-IQA model name such as 'clipiqa'."""
     if name in manifest:
         return name
-    try:
-        from ..backbones import get_spec
-
-        canonical = get_spec(name).name
-    except (PercepfidError, ImportError):
-        canonical = None
-    if canonical in manifest:
-        return canonical
+    for lookup in (lambda: _nriqa_entry(name), lambda: _backbone_entry(name)):
+        try:
+            canonical = lookup()
+        except (PercepfidError, ImportError):
+            canonical = None
+        if canonical in manifest:
+            return canonical
     raise UnknownNameError(
         "weights entry",
         name,
         manifest.keys(),
         hint="See `percepfid weights list` for every known name.",
     )
+
+
+def _backbone_entry(name: str) -> str:
+    from ..backbones import get_spec
+
+    return get_spec(name).name
 
 
 def _select(args: argparse.Namespace, manifest: Any, *, default_all: bool) -> list[str]:
@@ -135,10 +181,13 @@ def run_verify(args: argparse.Namespace) -> int:
     manifest = _manifest(args)
     explicit = bool(args.names)
     failures = 0
-    for name in _select(args, manifest, default_all=True):
+    missing = []
+    selected = _select(args, manifest, default_all=True)
+    for name in selected:
         entry = manifest[name]
         path = cached_path(entry, args.cache_dir)
         if path is None:
+            missing.append(name)
             if explicit:
                 failures += 1
                 echo(f"MISSING {name}: not in the cache (`percepfid weights download {name}`)")
@@ -156,4 +205,10 @@ def run_verify(args: argparse.Namespace) -> int:
             echo(f"ok      {name}: sha256 matches")
         else:
             echo(f"unpinned {name}: sha256 {hub.sha256_file(path)} (not in the manifest yet)")
+    if not explicit and selected and len(missing) == len(selected):
+        echo(
+            f"nothing to verify: none of the {len(missing)} entries is cached; fetch them "
+            "with `percepfid weights download NAME` (or --all)"
+        )
+        return EXIT_FAILURE
     return EXIT_FAILURE if failures else EXIT_OK

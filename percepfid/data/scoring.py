@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from .._checks import check_positive_int
 from .._errors import ArgumentError, DTypeError, EmptyBatchError
 from .io import IMAGE_EXTENSIONS, list_images, read_image
 
-__all__ = ["find_candidates", "score_candidates"]
+__all__ = ["find_candidates", "model_fingerprint", "score_candidates"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +61,77 @@ def find_candidates(
 
 
 def _load_cache(path: Path | None) -> dict[str, dict[str, float]]:
-    if path is None or not path.is_file():
+    """The models of a score cache file ({} when there is none yet).
+
+    Raises:
+        ArgumentError: the path holds something other than a percepfid score cache (a
+            folder, a score table, any other file): it is refused, never overwritten.
+    """
+    if path is None or not path.exists():
         return {}
+    refusal = (
+        f"cache {str(path)!r} is not a percepfid score cache, and percepfid does not "
+        "overwrite it; name a new file (or an existing score cache) as the cache"
+    )
+    if not path.is_file():
+        raise ArgumentError(f"{refusal} (it is a folder)")
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        logger.warning("ignoring unreadable score cache %s (%s)", path, error)
-        return {}
-    if not isinstance(document, dict) or document.get("format") != _CACHE_FORMAT:
-        logger.warning("ignoring score cache %s: not a percepfid score cache", path)
-        return {}
-    return {k: dict(v) for k, v in document.get("models", {}).items()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArgumentError(f"{refusal} ({type(error).__name__}: {error})") from None
+    models = document.get("models") if isinstance(document, dict) else None
+    if document.get("format") != _CACHE_FORMAT or not isinstance(models, dict):
+        raise ArgumentError(f"{refusal} (no {_CACHE_FORMAT!r} format field)")
+    return {k: dict(v) for k, v in models.items()}
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A sha256 of everything that determines an NR-IQA model's scores.
+
+    It covers the class, the module tree (each layer's settings), the simple attributes of
+    every submodule (name, input range, image size, prompts, ...) and the values of every
+    parameter and buffer. A plain function wrapped as a model is identified by its module
+    and qualified name only: give :func:`score_candidates` a ``cache_key`` when its
+    behaviour can change under the same name.
+    """
+    digest = hashlib.sha256()
+
+    def add(text: str) -> None:
+        digest.update(text.encode("utf-8", "backslashreplace") + b"\0")
+
+    add(f"{type(model).__module__}.{type(model).__qualname__}")
+    add(repr(model))
+    for prefix, module in model.named_modules():
+        settings = {
+            key: value
+            for key, value in vars(module).items()
+            if not key.startswith("_") and key != "training" and _is_plain(value)
+        }
+        add(f"{prefix}:{sorted(settings.items())!r}")
+        function = vars(module).get("_function")
+        if function is not None:
+            kind = (
+                function
+                if callable(function) and hasattr(function, "__qualname__")
+                else type(function)
+            )
+            add(f"function {kind.__module__}.{kind.__qualname__}")
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    for name, tensor in named:
+        add(f"{name} {tensor.dtype} {tuple(tensor.shape)}")
+        values = tensor.detach().to("cpu").contiguous()
+        if values.dtype == torch.bfloat16:
+            values = values.float()
+        digest.update(values.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(_is_plain(item) for item in value)
+    return False
 
 
 def _save_cache(path: Path, models: dict[str, dict[str, float]]) -> None:
@@ -94,16 +155,19 @@ def score_candidates(
 
     Images of the same size are scored together in batches. With ``cache``, scores are
     stored in a JSON file keyed by the model and the sha256 of each file's bytes, so
-    renamed or moved files are not rescored and edited files are.
+    renamed or moved files are not rescored and edited files are. The model's key is its
+    name and :func:`model_fingerprint` (class, settings, weights): two models that share a
+    name but differ in weights or preprocessing never share scores.
 
     Args:
         candidates: a folder laid out as ``root/<item>/<candidate>`` (see
             :func:`find_candidates`) or a list, per item, of candidate image paths.
         iqa: an NR-IQA name, model or callable (see :func:`~percepfid.iqa.create_nriqa`).
         batch_size: images per IQA call.
-        cache: a JSON file to read and update, or ``None``.
-        cache_key: identifies the model in the cache (default: the model's ``name``);
-            set it when two different models share a name.
+        cache: a JSON score cache to read and update (created when missing), or ``None``.
+            A path that holds anything else is refused before any work, never overwritten.
+        cache_key: identifies the model in the cache instead of its name and fingerprint
+            (you then answer for two models never sharing a key).
         device: where to run the model (a given module is moved there).
         pretrained: for a name: load real weights (``False``: random, tests only).
         progress: show a tqdm progress bar.
@@ -113,7 +177,8 @@ def score_candidates(
         candidates.
 
     Raises:
-        ArgumentError: ``batch_size`` is not positive; a file is missing.
+        ArgumentError: ``batch_size`` is not positive; a file is missing; ``cache`` is not
+            a score cache.
         ImageReadError: an image cannot be read (see :func:`~percepfid.data.read_image`).
         EmptyBatchError: there is nothing to score.
     """
@@ -137,10 +202,10 @@ def score_candidates(
     if missing:
         raise ArgumentError(f"candidate images not found: {missing[:5]}")
 
-    model = create_nriqa(iqa, pretrained=pretrained).to(device)
-    key = cache_key or model.name
     cache_path = None if cache is None else Path(cache)
-    models = _load_cache(cache_path)
+    models = _load_cache(cache_path)  # a bad cache path is refused before the model loads
+    model = create_nriqa(iqa, pretrained=pretrained).to(device)
+    key = cache_key or f"{model.name}#{model_fingerprint(model)[:16]}"
     known: dict[str, float] = models.setdefault(key, {})
 
     digests = {p: sha256_file(p) for group in groups for p in group}
