@@ -29,8 +29,14 @@ from collections.abc import Sequence
 
 from ._errors import PercepfidError
 from ._version import __version__
-from .commands import COMMANDS
-from .commands._common import EXIT_FAILURE, EXIT_USAGE, as_flags, data_only_stdout, exit_code_for
+from .commands import (
+    COMMANDS,
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    as_flags,
+    data_only_stdout,
+    exit_code_for,
+)
 
 logger = logging.getLogger(__name__)
 

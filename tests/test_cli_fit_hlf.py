@@ -103,7 +103,7 @@ def test_fit_hlf_cli_errors(
     err = capsys.readouterr().err
     assert "percepfid fit-hlf: error:" in err and "no column 'sr'" in err
     assert main(["fit-hlf", str(ratings_csv), *BASE, *COLUMNS, "--val-fraction", "1.5"]) == 2
-    assert "val_fraction" in capsys.readouterr().err
+    assert "--val-fraction" in capsys.readouterr().err
 
 
 def test_fit_hlf_cli_mlp_head_with_unfrozen_blocks(
@@ -129,4 +129,4 @@ def test_fit_hlf_cli_mlp_head_with_unfrozen_blocks(
     assert 0.0 <= float(value) <= 1.0
 
     assert main([*args, "--unfreeze-blocks", "99"]) == 2
-    assert "unfreeze_blocks must be an int in [1, 12]" in capsys.readouterr().err
+    assert "--unfreeze-blocks must be an int in [1, 12]" in capsys.readouterr().err

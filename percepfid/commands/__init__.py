@@ -11,7 +11,7 @@ Modules listed in :data:`COMMANDS` that are not present are skipped by the CLI.
 
 from __future__ import annotations
 
-from ._common import EXIT_FAILURE, exit_code_for
+from ._common import EXIT_FAILURE, EXIT_USAGE, as_flags, data_only_stdout, exit_code_for
 
 #: Command modules, in the order ``percepfid --help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -24,4 +24,11 @@ COMMANDS: tuple[str, ...] = (
     "weights",
 )
 
-__all__ = ["COMMANDS", "EXIT_FAILURE", "exit_code_for"]
+__all__ = [
+    "COMMANDS",
+    "EXIT_FAILURE",
+    "EXIT_USAGE",
+    "as_flags",
+    "data_only_stdout",
+    "exit_code_for",
+]

@@ -70,7 +70,7 @@ def _load_cache(path: Path | None) -> dict[str, dict[str, float]]:
     if path is None or not path.exists():
         return {}
     refusal = (
-        f"cache {str(path)!r} is not a percepfid score cache, and percepfid does not "
+        f"cache={str(path)!r} is not a percepfid score cache, and percepfid does not "
         "overwrite it; name a new file (or an existing score cache) as the cache"
     )
     if not path.is_file():
