@@ -261,6 +261,24 @@ def test_messages_name_flags_not_python_keywords(
     assert code == 2 and "--sr-col" in err and "sr_col" not in err
 
 
+def test_bad_arguments_are_refused_naming_their_flag(
+    folders, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gt, sr = folders
+    code, _, err = run(capsys, "score", *HLF, "--ref", gt, "--dist", sr, "--seed", 2**70)
+    assert code == 2 and "--seed" in err
+    three = _csv(tmp_path / "s.csv", ["score", "mos"], [[1, 2], [2, 1], [3, 4]])
+    code, _, err = run(capsys, "correlate", three, "--fit", "logistic4")
+    assert code == 2 and "leave out --fit" in err and "None" not in err
+    twice = _csv(tmp_path / "d.csv", ["score", "score", "mos"], [[1, 2, 3], [2, 3, 1]])
+    code, _, err = run(capsys, "correlate", twice)
+    assert code == 2 and "'score' appear more than once" in err
+    ratings = _csv(tmp_path / "r.csv", ["image", "scene", "mos"], [["sr/img0.png", "a", 1]])
+    argv = ["train-rqi", ratings, "-o", tmp_path / "o", "--random-weights", "--epochs", "0"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "--epochs must be" in err
+
+
 def test_flag_translation_leaves_paths_and_quoted_names_alone() -> None:
     from percepfid.commands._common import as_flags
 

@@ -62,13 +62,25 @@ def new_command(
     return parser
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type of an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """argparse type of a random seed: an integer in [0, 2**64), what torch accepts."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed; got {text!r}") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**64); got {value}")
     return value
 
 
@@ -79,7 +91,7 @@ def add_runtime_options(
     (see :func:`resolve_device`), ``--random-weights`` and ``--no-progress``."""
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=batch_size,
         help=f"{unit} per forward pass (default: {batch_size})",
     )
@@ -216,6 +228,8 @@ def as_flags(message: str, parser: argparse.ArgumentParser | None) -> str:
         message = re.sub(rf"(?<!{_NOT_A_NAME}){name}=", flag, message)
         if "_" in dest:  # an identifier such as batch_size, never an English word
             message = re.sub(rf"(?<!{_NOT_A_NAME}){name}(?!{_NOT_A_NAME}|=)", flag, message)
+        else:  # a plain word only as the subject of a check: "epochs must be ..."
+            message = re.sub(rf"^{name}(?= must )", flag, message)
     return message
 
 
@@ -245,11 +259,11 @@ def read_csv(path: str | os.PathLike[str], *, what: str) -> tuple[list[str], lis
     row ``i`` of the list is row ``FIRST_DATA_ROW + i`` of the file.
 
     Raises:
-        InputError: the file is missing, empty, not UTF-8 text, not CSV, or has no header
-            or no rows.
+        InputError: the file is missing, empty, not UTF-8 text, not CSV, has no header,
+            a column name twice, or no rows.
     """
     try:
-        return read_table(path, what=what, error=InputError)
+        fields, rows = read_table(path, what=what, error=InputError)
     except UnicodeDecodeError as error:
         raise InputError(
             f"{what} {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
@@ -257,6 +271,13 @@ def read_csv(path: str | os.PathLike[str], *, what: str) -> tuple[list[str], lis
         ) from None
     except csv.Error as error:
         raise InputError(f"{what} {path} is not a readable CSV: {error}") from None
+    repeated = sorted({field for field in fields if fields.count(field) > 1})
+    if repeated:
+        raise InputError(
+            f"{what} {path}: column(s) {', '.join(map(repr, repeated))} appear more than once "
+            "in the header row; give every column its own name"
+        )
+    return fields, rows
 
 
 def require_column(fields: Sequence[str], column: str, *, what: str, option: str) -> str:

@@ -35,7 +35,7 @@ from ._common import (
     write_text,
 )
 
-_FITS = ("logistic4", "logistic5")
+_FIT_PARAMETERS = {"logistic4": 4, "logistic5": 5}
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fit",
-        choices=_FITS,
+        choices=tuple(_FIT_PARAMETERS),
         help="also report PLCC and RMSE after a logistic fit (needs scipy); --plot draws it",
     )
     parser.add_argument(
@@ -267,6 +267,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"{human_source}: the human scores (--human-col {args.human_col}) are all "
             f"{human[0]:g}: a correlation with a constant is undefined"
+        )
+    needed = _FIT_PARAMETERS.get(args.fit, 0)
+    if len(rows) < needed:
+        raise InputError(
+            f"--fit {args.fit} fits {needed} parameters and needs at least {needed} rows; "
+            f"got {len(rows)}: leave out --fit for the raw PLCC"
         )
     groups = [row.cells[args.group_col] for row in rows] if args.group_col else None
     columns: dict[str, list[float]] = {}

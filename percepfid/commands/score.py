@@ -31,7 +31,9 @@ from ._common import (
     add_runtime_options,
     new_command,
     output_format,
+    positive_int,
     resolve_device,
+    seed_int,
     warn_random_weights,
     write_records,
 )
@@ -87,9 +89,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="cls",
         help="HLF embedding (default: cls)",
     )
-    model.add_argument("--image-size", type=int, help="override the backbone input size")
+    model.add_argument("--image-size", type=positive_int, help="override the backbone input size")
     model.add_argument("--weights", help="NR model weights (folder or Hub id), e.g. for nr-head")
-    model.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
+    model.add_argument(
+        "--seed", type=seed_int, default=0, help="seed for random weights (default: 0)"
+    )
     run_group = parser.add_argument_group("run")
     add_runtime_options(run_group, batch_size=8, unit="images")
     run_group.add_argument(
