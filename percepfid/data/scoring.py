@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,10 +80,16 @@ def _load_cache(path: Path | None) -> dict[str, dict[str, float]]:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ArgumentError(f"{refusal} ({type(error).__name__}: {error})") from None
-    models = document.get("models") if isinstance(document, dict) else None
-    if document.get("format") != _CACHE_FORMAT or not isinstance(models, dict):
+    if not isinstance(document, dict) or document.get("format") != _CACHE_FORMAT:
         raise ArgumentError(f"{refusal} (no {_CACHE_FORMAT!r} format field)")
-    return {k: dict(v) for k, v in models.items()}
+    models = document.get("models")
+    if not isinstance(models, dict) or not all(
+        isinstance(scores, dict)
+        and all(isinstance(value, (int, float)) for value in scores.values())
+        for scores in models.values()
+    ):
+        raise ArgumentError(f"{refusal} (its 'models' are not tables of scores)")
+    return {key: dict(scores) for key, scores in models.items()}
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -100,7 +107,7 @@ def model_fingerprint(model: nn.Module) -> str:
         digest.update(text.encode("utf-8", "backslashreplace") + b"\0")
 
     add(f"{type(model).__module__}.{type(model).__qualname__}")
-    add(repr(model))
+    add(re.sub(r" at 0x[0-9a-fA-F]+", "", repr(model)))  # no addresses: stable across runs
     for prefix, module in model.named_modules():
         settings = {
             key: value
@@ -119,10 +126,8 @@ def model_fingerprint(model: nn.Module) -> str:
     named = list(model.named_parameters()) + list(model.named_buffers())
     for name, tensor in named:
         add(f"{name} {tensor.dtype} {tuple(tensor.shape)}")
-        values = tensor.detach().to("cpu").contiguous()
-        if values.dtype == torch.bfloat16:
-            values = values.float()
-        digest.update(values.numpy().tobytes())
+        # the raw bytes, whatever the dtype (bfloat16 and friends have no numpy type)
+        digest.update(tensor.detach().to("cpu").reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
