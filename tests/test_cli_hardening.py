@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_cli import _write_csv as _csv
 
 from percepfid import ArgumentError
 from percepfid.cli import build_parser, main
@@ -31,14 +32,6 @@ PRECIOUS = "precious,output\n1,2\n"
 def _save(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
-    return path
-
-
-def _csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
     return path
 
 
