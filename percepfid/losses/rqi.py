@@ -215,7 +215,12 @@ class RQILoss(nn.Module):
         return rqi_score(self.model.features, self.model.compare, a, ref, antisymmetric=flag)
 
     def score(
-        self, a: torch.Tensor, ref: torch.Tensor, *, generator: torch.Generator | None = None
+        self,
+        a: torch.Tensor,
+        ref: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        offsets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Relative quality of ``a`` with respect to ``ref``, one value per image.
 
@@ -223,35 +228,51 @@ class RQILoss(nn.Module):
             a: ``(B, 3, H, W)`` images (gradients flow to them).
             ref: aligned references of the same shape (no autograd).
             generator: crop positions for this call; default the loss's own generator.
+            offsets: ``crop='random'`` only: ``(B, 2)`` crop positions drawn beforehand
+                with :class:`~percepfid.rqi.CropSampler` (needed under ``torch.compile``).
 
         Returns:
             ``(B,)``: > 0 when ``a`` looks better than ``ref``; antisymmetric in
             ``(a, ref)`` unless ``antisymmetric=False``.
         """
         check_image_pair(a, ref, ("a", "ref"), input_range=self.input_range)
-        return self._score(a, ref, generator)
+        return self._score(a, ref, generator, offsets)
 
     def _score(
-        self, a: torch.Tensor, ref: torch.Tensor, generator: torch.Generator | None
+        self,
+        a: torch.Tensor,
+        ref: torch.Tensor,
+        generator: torch.Generator | None,
+        offsets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         a, ref = self._to_unit(a), self._to_unit(ref)
         if self.crop_size is not None:
             generator = self.generator if generator is None else generator
-            a, ref = aligned_crop(a, ref, self.crop_size, mode=self.crop, generator=generator)
+            a, ref = aligned_crop(
+                a, ref, self.crop_size, mode=self.crop, generator=generator, offsets=offsets
+            )
+        elif offsets is not None:
+            raise ArgumentError("offsets= needs crop_size (this RQILoss does not crop)")
         return self._pair_score(a, ref)
 
-    def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, sr: torch.Tensor, gt: torch.Tensor, *, offsets: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``weight * reduce(-score(sr, gt))``: lower is better.
 
         Args:
             sr: ``(B, 3, H, W)`` super-resolved images.
             gt: aligned ground truth, same shape.
+            offsets: ``crop='random'`` only: ``(B, 2)`` crop positions drawn in eager code
+                by :class:`~percepfid.rqi.CropSampler`, so that a compiled step needs no
+                generator; default: drawn here from the loss's generator.
 
         Returns:
             A scalar, or ``(B,)`` with ``reduction='none'``.
         """
         check_image_pair(sr, gt, ("sr", "gt"), input_range=self.input_range)
-        return rqi_loss(self._score(sr, gt, None), weight=self.weight, reduction=self.reduction)
+        score = self._score(sr, gt, None, offsets)
+        return rqi_loss(score, weight=self.weight, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         kind = "maniqa-rqi" if self._frozen_prefixes else f"backbone+head({self.model.embedding})"
