@@ -6,8 +6,8 @@ the same function in both modes; ``compile`` is ``torch.compile(step, fullgraph=
 RQILoss uses random crops in the pattern the README documents: positions drawn in eager
 code by :class:`percepfid.rqi.CropSampler` and passed in, the crops cut inside the graph.
 
-Cases (each ``(case, mode)`` in a fresh subprocess, so compile caches and peak memory are
-its own):
+Cases (each in a fresh subprocess, so compile caches are its own; within it the eager and
+compiled steps alternate, so that a change of load on a shared machine hits both alike):
 
 - ``hlf-cls``, ``hlf-patch``, ``hlf-tiles``: ``HLFLoss(--backbone, pretrained=False,
   image_size=--image-size)`` with ``embedding='cls'`` / ``'patch'`` / ``crop='tiles'``;
@@ -18,8 +18,8 @@ its own):
 
 Every line records the device, versions, the 1-minute load average before and after, the
 first call (compile) time, and the median and minimum step over ``--repeats`` timed steps
-after ``--warmup`` untimed ones. On a shared machine the minimum and the median of repeats
-are both given; the load average says how shared it was.
+after ``--warmup`` untimed ones, and for the compiled mode the median over the interleaved
+pairs of eager / compiled time. The load average says how shared the machine was.
 
     python benchmarks/bench_compile.py --out benchmarks/results/compile_cpu.jsonl
     python benchmarks/bench_compile.py --device cuda --size 512 --image-size 224 --batch 8
@@ -119,7 +119,13 @@ def _build(case: str, args: argparse.Namespace, device: torch.device):
     return loss.to(device), CropSampler(loss.crop_size, seed=0)
 
 
-def run_one(case: str, mode: str, args: argparse.Namespace) -> dict:
+def run_case(case: str, modes: list[str], args: argparse.Namespace) -> list[dict]:
+    """Time the modes of one case in one process, interleaved step by step.
+
+    Eager and compiled steps alternate (which goes first alternates too), so a change in
+    the machine's load during the run hits both alike; ``ratio_median_of_pairs`` is the
+    median over the pairs of eager time / compiled time.
+    """
     device = torch.device(args.device)
     torch.manual_seed(0)
     net = TinySR().to(device)
@@ -132,52 +138,65 @@ def run_one(case: str, mode: str, args: argparse.Namespace) -> dict:
         sr = net(lr)
         return loss(sr, hr) if offsets is None else loss(sr, hr, offsets=offsets)
 
-    if mode == "compile":
+    functions = {"eager": step}
+    if "compile" in modes:
         torch._dynamo.reset()
-        step = torch.compile(step, fullgraph=True, backend=args.backend)
+        functions["compile"] = torch.compile(step, fullgraph=True, backend=args.backend)
+    functions = {mode: functions[mode] for mode in modes}
 
-    def train_step() -> None:
+    def train_step(fn) -> float:
+        start = time.perf_counter()
         net.zero_grad(set_to_none=True)
         offsets = None if sampler is None else sampler(hr)  # eager, outside the graph
-        step(lr, hr, offsets).backward()
+        fn(lr, hr, offsets).backward()
+        _sync(device)
+        return (time.perf_counter() - start) * 1e3
 
     load_before = _load()
-    start = time.perf_counter()
-    train_step()  # first call: compiles forward and backward
-    _sync(device)
-    first_call_s = time.perf_counter() - start
+    first_call_s = {mode: train_step(fn) / 1e3 for mode, fn in functions.items()}  # compiles
     for _ in range(args.warmup):
-        train_step()
-    _sync(device)
+        for fn in functions.values():
+            train_step(fn)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        train_step()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    record = {
-        "bench": "compile_train_step",
-        "case": case,
-        "mode": mode,
-        "backend": args.backend if mode == "compile" else None,
-        "fullgraph": mode == "compile",
-        "batch": args.batch,
-        "size": args.size,
-        "loss_input": args.image_size if case.startswith("hlf-") else loss.crop_size,
-        "backbone": args.backbone if case.startswith("hlf-") else f"maniqa-rqi:{args.rqi_config}",
-        "first_call_s": round(first_call_s, 2),
-        "step_ms_median": round(statistics.median(times), 2),
-        "step_ms_min": round(min(times), 2),
-        "repeats": args.repeats,
-        "warmup": args.warmup,
-        "load_average_1m_before": load_before,
-        "load_average_1m_after": _load(),
-    }
-    if device.type == "cuda":
-        record["peak_mem_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return record
+    times: dict[str, list[float]] = {mode: [] for mode in functions}
+    order = list(functions)
+    for index in range(args.repeats):
+        for mode in order if index % 2 == 0 else order[::-1]:
+            times[mode].append(train_step(functions[mode]))
+    load_after = _load()
+    rows = []
+    for mode in functions:
+        record = {
+            "bench": "compile_train_step",
+            "case": case,
+            "mode": mode,
+            "backend": args.backend if mode == "compile" else None,
+            "fullgraph": mode == "compile",
+            "batch": args.batch,
+            "size": args.size,
+            "loss_input": args.image_size if case.startswith("hlf-") else loss.crop_size,
+            "backbone": args.backbone
+            if case.startswith("hlf-")
+            else f"maniqa-rqi:{args.rqi_config}",
+            "first_call_s": round(first_call_s[mode], 2),
+            "step_ms_median": round(statistics.median(times[mode]), 2),
+            "step_ms_min": round(min(times[mode]), 2),
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "interleaved_with": [m for m in functions if m != mode],
+            "load_average_1m_before": load_before,
+            "load_average_1m_after": load_after,
+        }
+        if mode == "compile" and "eager" in times:
+            pairs = [e / c for e, c in zip(times["eager"], times["compile"], strict=True)]
+            record["ratio_median_of_pairs"] = round(statistics.median(pairs), 3)
+        if device.type == "cuda":
+            record["peak_mem_mib_both_modes"] = round(
+                torch.cuda.max_memory_allocated(device) / 2**20, 1
+            )
+        rows.append(record)
+    return rows
 
 
 def _meta(device: torch.device) -> dict:
@@ -211,7 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default=None, help="append the JSON lines to this file")
-    parser.add_argument("--one", nargs=2, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -220,25 +239,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one:
-        case, mode = args.one
-        print(json.dumps({**_meta(torch.device(args.device)), **run_one(case, mode, args)}))
+        meta = _meta(torch.device(args.device))
+        for row in run_case(args.one, args.modes, args):
+            print(json.dumps({**meta, **row}), flush=True)
         return 0
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
-    passthrough = _strip(passthrough, ("--cases", "--modes", "--out"))
+    passthrough = _strip(list(sys.argv[1:] if argv is None else argv), ("--cases", "--out"))
     failures = 0
     for case in args.cases:
-        for mode in args.modes:
-            command = [sys.executable, __file__, *passthrough, "--one", case, mode]
-            done = subprocess.run(command, capture_output=True, text=True)
-            lines = done.stdout.strip().splitlines()
-            if done.returncode != 0 or not lines:
-                failures += 1
-                row = {"bench": "compile_train_step", "case": case, "mode": mode,
-                       "error": (done.stderr or done.stdout).strip()[-2000:],
-                       "returncode": done.returncode}  # fmt: skip
-                line = json.dumps(row)
-            else:
-                line = lines[-1]
+        command = [sys.executable, __file__, *passthrough, "--one", case]
+        done = subprocess.run(command, capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or len(lines) != len(args.modes):
+            failures += 1
+            lines.append(
+                json.dumps(
+                    {
+                        "bench": "compile_train_step",
+                        "case": case,
+                        "modes": args.modes,
+                        "error": (done.stderr or done.stdout).strip()[-2000:],
+                        "returncode": done.returncode,
+                    }  # fmt: skip
+                )
+            )
+        for line in lines:
             print(line, flush=True)
             if args.out:
                 with open(args.out, "a", encoding="utf-8") as handle:

@@ -187,14 +187,16 @@ def _compile_table(rows: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|"]  # fmt: skip
     cases: dict[str, dict[str, dict]] = {}
     for row in rows:
-        cases.setdefault(row.get("case", "?"), {})[row.get("mode", "?")] = row
+        cases.setdefault(row.get("case", "?"), {})[row.get("mode", "error")] = row
     for case, modes in cases.items():
         eager, compiled = modes.get("eager", {}), modes.get("compile", {})
         e_ms, c_ms = eager.get("step_ms_median"), compiled.get("step_ms_median")
-        ratio = "-" if not e_ms or not c_ms else f"{e_ms / c_ms:.2f}x"
-        error = "yes" if "error" in eager or "error" in compiled else ""
+        ratio = compiled.get("ratio_median_of_pairs")
+        if ratio is None and e_ms and c_ms:
+            ratio = e_ms / c_ms
+        error = "yes" if "error" in modes else ""
         lines.append(
-            f"| {case} | {_fmt(e_ms)} | {_fmt(c_ms)} | {ratio} "
+            f"| {case} | {_fmt(e_ms)} | {_fmt(c_ms)} | {'-' if ratio is None else f'{ratio:.2f}x'} "
             f"| {_fmt(compiled.get('first_call_s'))} | {error} |"
         )
     return [*lines, ""]
