@@ -116,7 +116,7 @@ def _build(case: str, args: argparse.Namespace, device: torch.device):
     loss = RQILoss(pretrained=False, crop="random", model_kwargs=RQI_CONFIGS[args.rqi_config])
     from percepfid.rqi import CropSampler
 
-    return loss.to(device), CropSampler(loss.crop_size, seed=0)
+    return loss.to(device), CropSampler(loss.crop_size, seed=0, device=device)
 
 
 def run_case(case: str, modes: list[str], args: argparse.Namespace) -> list[dict]:

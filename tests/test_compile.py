@@ -86,8 +86,19 @@ def test_sampler_draws_what_aligned_crop_draws(shape):
     assert torch.equal(own[0], passed[0]) and torch.equal(own[1], passed[1])
     if shape[1:] == (40, 48):  # drawn as crop_offsets draws: all tops, then all lefts
         assert torch.equal(offsets, crop_offsets(40, 48, 32, 2, torch.Generator().manual_seed(9)))
-    sampler = CropSampler(32, seed=9)
+    sampler = CropSampler(32, seed=9, device="cpu")
     assert torch.equal(sampler(a.shape), offsets)  # a shape is enough; default seeded generator
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sampler_puts_positions_on_the_device_and_crops_match_the_cpu():
+    a, b = _images(3, 2, 40, 48)
+    offsets = CropSampler(32, seed=5, device="cuda")(a)
+    assert offsets.device.type == "cuda"
+    cut = aligned_crop(a.cuda(), b.cuda(), 32, offsets=offsets)
+    own = aligned_crop(a, b, 32, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(cut[0].cpu(), own[0]) and torch.equal(cut[1].cpu(), own[1])
 
 
 def test_rqi_offsets_keep_exact_antisymmetry_and_match_the_generator_path():

@@ -132,7 +132,8 @@ def crop_at(x: torch.Tensor, offsets: torch.Tensor, size: int) -> torch.Tensor:
     _check_offsets(x, offsets, size)
     if offsets.ndim == 2:
         offsets = offsets[:, None]
-    offsets = offsets.to(device=x.device, dtype=torch.long)
+    # from pageable CPU memory a non-blocking copy is staged at once: no wait on the device
+    offsets = offsets.to(device=x.device, dtype=torch.long, non_blocking=True)
     span = torch.arange(size, device=x.device)
     rows = (offsets[..., 0, None] + span)[..., :, None]  # (B, K, size, 1)
     cols = (offsets[..., 1, None] + span)[..., None, :]  # (B, K, 1, size)
@@ -155,6 +156,8 @@ class CropSampler:
         size: the crop side (``RQILoss.crop_size``).
         generator: a CPU ``torch.Generator``; default a private one seeded with ``seed``.
         seed: seed of the default generator.
+        device: where to put the positions (default the CPU). On CUDA they are copied from
+            pinned memory without blocking, so the host never waits for the device.
 
     Example:
         >>> sampler = CropSampler(32, generator=torch.Generator().manual_seed(0))
@@ -162,14 +165,22 @@ class CropSampler:
         torch.Size([2, 2])
     """
 
-    def __init__(self, size: int, *, generator: torch.Generator | None = None, seed: int = 0):
+    def __init__(
+        self,
+        size: int,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+    ) -> None:
         self.size = _check_size(size)
+        self.device = None if device is None else torch.device(device)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise DTypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
         self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
 
     def __call__(self, images: torch.Tensor | Sequence[int]) -> torch.Tensor:
-        """Positions for one batch: ``(B, 2)`` int64 ``(top, left)`` on the CPU.
+        """Positions for one batch: ``(B, 2)`` int64 ``(top, left)`` on ``device``.
 
         Args:
             images: the batch (only its shape is read, nothing leaves the device) or its
@@ -181,12 +192,18 @@ class CropSampler:
             raise ShapeError(f"images must be (B, C, H, W) or that shape; got {shape}")
         batch, (height, width) = int(shape[0]), (int(shape[2]), int(shape[3]))
         if (height, width) == (self.size, self.size):  # no crop and no draw, as aligned_crop
-            return torch.zeros(batch, 2, dtype=torch.long)
-        height, width = fitted_size(height, width, self.size)
-        return crop_offsets(height, width, self.size, batch, self.generator)
+            positions = torch.zeros(batch, 2, dtype=torch.long)
+        else:
+            height, width = fitted_size(height, width, self.size)
+            positions = crop_offsets(height, width, self.size, batch, self.generator)
+        if self.device is None or self.device.type == "cpu":
+            return positions
+        if self.device.type == "cuda":
+            positions = positions.pin_memory()
+        return positions.to(self.device, non_blocking=True)
 
     def __repr__(self) -> str:
-        return f"CropSampler(size={self.size})"
+        return f"CropSampler(size={self.size}, device={self.device})"
 
 
 def aligned_crop(
