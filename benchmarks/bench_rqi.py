@@ -82,11 +82,11 @@ def _meta(device: str) -> dict:
     }
 
 
-def _train_step_case(case: str, batch: int, steps: int, device: str) -> dict:
+def _train_step_case(case: str, batch: int, steps: int, device: str, model_kwargs: dict) -> dict:
     if case == "rqi-step":
         from percepfid.losses.rqi import RQILoss
 
-        criterion = RQILoss(pretrained=False).to(device)
+        criterion = RQILoss(pretrained=False, model_kwargs=model_kwargs).to(device)
 
         def loss_fn(sr, gt):
             return criterion(sr, gt)
@@ -139,12 +139,12 @@ def _train_step_case(case: str, batch: int, steps: int, device: str) -> dict:
     }
 
 
-def _eval_case(case: str, device: str, repeats: int) -> dict:
+def _eval_case(case: str, device: str, repeats: int, model_kwargs: dict) -> dict:
     from percepfid.losses.rqi import RQILoss
     from percepfid.rqi import PROTOCOLS, evaluate
 
     protocol = case.removeprefix("eval-")
-    criterion = RQILoss(pretrained=False).to(device)
+    criterion = RQILoss(pretrained=False, model_kwargs=model_kwargs).to(device)
     generator = torch.Generator().manual_seed(0)
     sr = torch.rand(1, 3, 768, 1024, generator=generator).to(device)
     gt = torch.rand(1, 3, 768, 1024, generator=generator).to(device)
@@ -170,15 +170,18 @@ def _eval_case(case: str, device: str, repeats: int) -> dict:
     }
 
 
-def run_case(case: str, batch: int, steps: int, repeats: int, device: str) -> dict:
+def run_case(
+    case: str, batch: int, steps: int, repeats: int, device: str, model_kwargs: dict
+) -> dict:
     torch.manual_seed(0)
     with torch.inference_mode(False):
         record = (
-            _eval_case(case, device, repeats)
+            _eval_case(case, device, repeats, model_kwargs)
             if case.startswith("eval-")
-            else _train_step_case(case, batch, steps, device)
+            else _train_step_case(case, batch, steps, device, model_kwargs)
         )
-    return {**_meta(device), **record}
+    extra = {"model_kwargs": model_kwargs} if model_kwargs else {}
+    return {**_meta(device), **extra, **record}
 
 
 CASES = ("rqi-step", "lpips-step", "eval-official", "eval-paper")
@@ -196,16 +199,26 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=1, help="timed evaluations per protocol")
     parser.add_argument("--output", default=None, help="append the JSON lines to this file")
+    parser.add_argument(
+        "--model-kwargs",
+        type=json.loads,
+        default={},
+        help="JSON architecture overrides of the MANIQA-RQI (a small model for dry runs)",
+    )
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # subprocess worker
     args = parser.parse_args()
 
     if args.one:
-        print(json.dumps(run_case(args.one, args.batch, args.steps, args.repeats, args.device)))
+        record = run_case(
+            args.one, args.batch, args.steps, args.repeats, args.device, args.model_kwargs
+        )
+        print(json.dumps(record))
         return
     for case in args.cases:
         command = [
             sys.executable, __file__, "--one", case, "--device", args.device,
             "--batch", str(args.batch), "--steps", str(args.steps), "--repeats", str(args.repeats),
+            "--model-kwargs", json.dumps(args.model_kwargs),
         ]  # fmt: skip
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         line = out.stdout.strip().splitlines()[-1]

@@ -68,7 +68,8 @@ class RQILoss(ImageLoss):
         weight: multiplier of the loss (papers use about 0.1 next to a pixel loss).
         input_range: the value range of the images.
         crop: how images are brought to ``crop_size``: ``'random'`` aligned crops,
-            ``'center'``, or ``'resize'`` (squash).
+            ``'center'``, or ``'squash'`` (the whole image resized; the word has the
+            same meaning as a backbone's ``crop='squash'``).
         crop_size: the side of the model input; default 224 for the released model and
             ``None`` (whole image, resized by the backbone) with a backbone.
         generator: CPU generator for the random crops; default a private one seeded with
@@ -216,7 +217,12 @@ class RQILoss(ImageLoss):
         return rqi_score(self.model.features, self.model.compare, sr, gt, antisymmetric=flag)
 
     def score(
-        self, sr: torch.Tensor, gt: torch.Tensor, *, generator: torch.Generator | None = None
+        self,
+        sr: torch.Tensor,
+        gt: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        offsets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Relative quality of ``sr`` with respect to the reference ``gt``, one value per image.
 
@@ -224,35 +230,51 @@ class RQILoss(ImageLoss):
             sr: ``(B, 3, H, W)`` images (gradients flow to them).
             gt: aligned references of the same shape (no autograd).
             generator: crop positions for this call; default the loss's own generator.
+            offsets: ``crop='random'`` only: ``(B, 2)`` crop positions drawn beforehand
+                with :class:`~percepfid.rqi.CropSampler` (needed under ``torch.compile``).
 
         Returns:
             ``(B,)``: > 0 when ``sr`` looks better than ``gt``; antisymmetric in
             ``(sr, gt)`` unless ``antisymmetric=False``.
         """
         check_image_pair(sr, gt, ("sr", "gt"), input_range=self.input_range)
-        return self._score(sr, gt, generator)
+        return self._score(sr, gt, generator, offsets)
 
     def _score(
-        self, sr: torch.Tensor, gt: torch.Tensor, generator: torch.Generator | None
+        self,
+        sr: torch.Tensor,
+        gt: torch.Tensor,
+        generator: torch.Generator | None,
+        offsets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         sr, gt = self.to_unit(sr), self.to_unit(gt)
         if self.crop_size is not None:
             generator = self.generator if generator is None else generator
-            sr, gt = aligned_crop(sr, gt, self.crop_size, mode=self.crop, generator=generator)
+            sr, gt = aligned_crop(
+                sr, gt, self.crop_size, mode=self.crop, generator=generator, offsets=offsets
+            )
+        elif offsets is not None:
+            raise ArgumentError("offsets= needs crop_size (this RQILoss does not crop)")
         return self.pair_score(sr, gt)
 
-    def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, sr: torch.Tensor, gt: torch.Tensor, *, offsets: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``weight * reduce(-score(sr, gt))``: lower is better.
 
         Args:
             sr: ``(B, 3, H, W)`` super-resolved images.
             gt: aligned ground truth, same shape.
+            offsets: ``crop='random'`` only: ``(B, 2)`` crop positions drawn in eager code
+                by :class:`~percepfid.rqi.CropSampler`, so that a compiled step needs no
+                generator; default: drawn here from the loss's generator.
 
         Returns:
             A scalar, or ``(B,)`` with ``reduction='none'``.
         """
         check_image_pair(sr, gt, ("sr", "gt"), input_range=self.input_range)
-        return rqi_loss(self._score(sr, gt, None), weight=self.weight, reduction=self.reduction)
+        score = self._score(sr, gt, None, offsets)
+        return rqi_loss(score, weight=self.weight, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         kind = "maniqa-rqi" if self._frozen_prefixes else f"backbone+head({self.model.embedding})"

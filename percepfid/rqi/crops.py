@@ -1,25 +1,42 @@
-"""Aligned crops of image pairs, drawn from an explicit ``torch.Generator``.
+"""Aligned crops of image pairs, at positions drawn from an explicit ``torch.Generator``.
 
 SR and GT must be cut at the same place (RQI compares them pixel for pixel), and the
 positions come from a generator the caller owns, never from the global RNG, so a seed gives
 the same crops on every run and every device. Everything here is differentiable.
+
+Drawing positions and cutting crops are separate steps: :class:`CropSampler` (or
+:func:`crop_offsets`) draws ``(top, left)`` positions in eager code, and :func:`crop_at` cuts
+them with tensor indexing only (no ``.tolist()``, no read-back from the device), so the cut
+traces into one ``torch.compile(..., fullgraph=True)`` graph while the positions are passed
+in as a tensor argument.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .._checks import check_choice, check_positive_int
-from .._errors import ArgumentError
+from .._errors import ArgumentError, DTypeError, ShapeError
+from .._vocab import RQI_CROPS
 
-__all__ = ["fit_to_crop", "crop_offsets", "crop_at", "aligned_crop"]
+__all__ = ["CropSampler", "aligned_crop", "crop_at", "crop_offsets", "fit_to_crop", "fitted_size"]
 
-CROP_MODES = ("random", "center", "resize")
+CROP_MODES = RQI_CROPS
 
 
 def _check_size(size: int) -> int:
     return check_positive_int(size, "crop size")
+
+
+def fitted_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """The ``(height, width)`` that :func:`fit_to_crop` gives an image of this size."""
+    short = min(height, width)
+    if short >= size:
+        return height, width
+    return max(size, round(height * size / short)), max(size, round(width * size / short))
 
 
 def fit_to_crop(x: torch.Tensor, size: int, *, antialias: bool = False) -> torch.Tensor:
@@ -34,13 +51,12 @@ def fit_to_crop(x: torch.Tensor, size: int, *, antialias: bool = False) -> torch
         antialias: passed to :func:`torch.nn.functional.interpolate`.
 
     Returns:
-        ``(B, C, H', W')`` with ``min(H', W') >= size``.
+        ``(B, C, H', W')`` with ``min(H', W') >= size`` (see :func:`fitted_size`).
     """
     height, width = x.shape[-2:]
-    short = min(height, width)
-    if short >= size:
+    new = fitted_size(height, width, size)
+    if new == (height, width):
         return x
-    new = (max(size, round(height * size / short)), max(size, round(width * size / short)))
     return F.interpolate(x, size=new, mode="bilinear", align_corners=False, antialias=antialias)
 
 
@@ -54,6 +70,9 @@ def crop_offsets(
         size: the crop side.
         count: how many positions.
         generator: a CPU ``torch.Generator``; ``None`` uses a fresh one seeded with 0.
+
+    Returns:
+        ``(count, 2)`` int64 on the CPU: all tops are drawn first, then all lefts.
     """
     _check_size(size)
     if height < size or width < size:
@@ -65,25 +84,127 @@ def crop_offsets(
     return torch.stack([tops, lefts], dim=1)
 
 
+def _check_offsets(x: torch.Tensor, offsets: torch.Tensor, size: int) -> None:
+    """Shape and dtype always (free); the values only in eager code on CPU offsets."""
+    if not isinstance(offsets, torch.Tensor):
+        raise DTypeError(f"offsets must be an integer tensor; got {type(offsets).__name__}")
+    if offsets.dtype.is_floating_point or offsets.dtype.is_complex or offsets.dtype == torch.bool:
+        raise DTypeError(f"offsets must be an integer tensor (top, left); got {offsets.dtype}")
+    if offsets.ndim not in (2, 3) or offsets.shape[0] != x.shape[0] or offsets.shape[-1] != 2:
+        raise ShapeError(
+            f"offsets must be (B, 2) or (B, K, 2) (top, left) with B = {x.shape[0]}; "
+            f"got {tuple(offsets.shape)} (draw them with CropSampler)"
+        )
+    height, width = x.shape[-2:]
+    if height < size or width < size:
+        raise ShapeError(f"a {size} x {size} crop does not fit a {height} x {width} image")
+    if torch.compiler.is_compiling() or offsets.device.type != "cpu" or offsets.numel() == 0:
+        return
+    tops, lefts = offsets[..., 0], offsets[..., 1]
+    if bool((offsets < 0).any() | (tops > height - size).any() | (lefts > width - size).any()):
+        raise ArgumentError(
+            f"offsets put a {size} x {size} crop outside the {height} x {width} image "
+            f"(top in [0, {height - size}], left in [0, {width - size}] are valid)"
+        )
+
+
 def crop_at(x: torch.Tensor, offsets: torch.Tensor, size: int) -> torch.Tensor:
     """Cut one ``size`` crop per row of ``offsets`` from the matching image of ``x``.
+
+    The crops are gathered with tensor indexing (the positions are never read back to
+    Python), so this traces into a ``torch.compile(fullgraph=True)`` graph with
+    ``offsets`` as a tensor input; gradients flow to ``x``.
 
     Args:
         x: ``(B, C, H, W)``.
         offsets: ``(B, 2)`` integer ``(top, left)`` per image, or ``(B, K, 2)`` for ``K``
-            crops per image.
+            crops per image, on any device (moved to ``x``'s).
+        size: the crop side.
 
     Returns:
         ``(B, C, size, size)`` or ``(B * K, C, size, size)`` (crops of image 0 first).
+
+    Raises:
+        ShapeError, DTypeError: malformed ``offsets``.
+        ArgumentError: a crop outside the image (checked in eager code when ``offsets`` is
+            on the CPU; elsewhere that check would need a read-back from the device).
     """
+    _check_size(size)
+    _check_offsets(x, offsets, size)
     if offsets.ndim == 2:
         offsets = offsets[:, None]
-    pieces = [
-        x[i, :, top : top + size, left : left + size]
-        for i in range(x.shape[0])
-        for top, left in offsets[i].tolist()
-    ]
-    return torch.stack(pieces)
+    # from pageable CPU memory a non-blocking copy is staged at once: no wait on the device
+    offsets = offsets.to(device=x.device, dtype=torch.long, non_blocking=True)
+    span = torch.arange(size, device=x.device)
+    rows = (offsets[..., 0, None] + span)[..., :, None]  # (B, K, size, 1)
+    cols = (offsets[..., 1, None] + span)[..., None, :]  # (B, K, 1, size)
+    image = torch.arange(x.shape[0], device=x.device)[:, None, None, None]  # (B, 1, 1, 1)
+    # advanced indices around a slice: the broadcast (B, K, size, size) comes first, C last
+    crops = x[image, :, rows, cols]
+    return crops.permute(0, 1, 4, 2, 3).reshape(-1, x.shape[1], size, size)
+
+
+class CropSampler:
+    """Draws aligned random crop positions, in eager code, from a generator you own.
+
+    The positions it returns are what ``aligned_crop(..., mode='random')`` (and so
+    ``RQILoss(crop='random')``) would draw from the same generator for the same images, so
+    passing them in (``loss(sr, gt, offsets=sampler(sr))``) gives the same crops. Drawing
+    outside and passing the result in is how a training step with random crops compiles
+    with ``torch.compile(..., fullgraph=True)``: dynamo cannot trace a ``torch.Generator``.
+
+    Args:
+        size: the crop side (``RQILoss.crop_size``).
+        generator: a CPU ``torch.Generator``; default a private one seeded with ``seed``.
+        seed: seed of the default generator.
+        device: where to put the positions (default the CPU). On CUDA they are copied from
+            pinned memory without blocking, so the host never waits for the device.
+
+    Example:
+        >>> sampler = CropSampler(32, generator=torch.Generator().manual_seed(0))
+        >>> sampler(torch.zeros(2, 3, 48, 40)).shape
+        torch.Size([2, 2])
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.size = _check_size(size)
+        self.device = None if device is None else torch.device(device)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise DTypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+
+    def __call__(self, images: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """Positions for one batch: ``(B, 2)`` int64 ``(top, left)`` on ``device``.
+
+        Args:
+            images: the batch (only its shape is read, nothing leaves the device) or its
+                shape ``(B, C, H, W)``. The positions are in the image as
+                :func:`fit_to_crop` brings it to the crop size (upsampled when smaller).
+        """
+        shape = tuple(images.shape if isinstance(images, torch.Tensor) else images)
+        if len(shape) != 4:
+            raise ShapeError(f"images must be (B, C, H, W) or that shape; got {shape}")
+        batch, (height, width) = int(shape[0]), (int(shape[2]), int(shape[3]))
+        if (height, width) == (self.size, self.size):  # no crop and no draw, as aligned_crop
+            positions = torch.zeros(batch, 2, dtype=torch.long)
+        else:
+            height, width = fitted_size(height, width, self.size)
+            positions = crop_offsets(height, width, self.size, batch, self.generator)
+        if self.device is None or self.device.type == "cpu":
+            return positions
+        if self.device.type == "cuda":
+            positions = positions.pin_memory()
+        return positions.to(self.device, non_blocking=True)
+
+    def __repr__(self) -> str:
+        return f"CropSampler(size={self.size}, device={self.device})"
 
 
 def aligned_crop(
@@ -93,6 +214,7 @@ def aligned_crop(
     *,
     mode: str = "random",
     generator: torch.Generator | None = None,
+    offsets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bring an aligned pair to ``size`` x ``size``: the same crop of ``a`` and ``b``.
 
@@ -101,18 +223,24 @@ def aligned_crop(
     Args:
         a, b: ``(B, C, H, W)`` of the same shape.
         size: the output side.
-        mode: ``'random'`` (one position per image from ``generator``), ``'center'``, or
-            ``'resize'`` (bilinear squash of the whole image, no crop).
+        mode: ``'random'`` (one position per image, from ``offsets`` or else drawn from
+            ``generator``), ``'center'``, or ``'squash'`` (bilinear resize of the whole
+            image, no crop).
         generator: the positions' generator for ``'random'`` (``None``: fresh, seed 0).
+        offsets: ``(B, 2)`` ``(top, left)`` positions for ``'random'``, drawn beforehand by
+            :class:`CropSampler`; needed under ``torch.compile``, which cannot trace a
+            generator.
 
     Returns:
         The two crops, ``(B, C, size, size)`` each.
     """
     _check_size(size)
     check_choice(mode, "crop", CROP_MODES)
+    if offsets is not None and mode != "random":
+        raise ArgumentError(f"offsets= applies to crop='random' only; got crop={mode!r}")
     if tuple(a.shape[-2:]) == (size, size):
         return a, b
-    if mode == "resize":
+    if mode == "squash":
         resize = dict(size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return F.interpolate(a, **resize), F.interpolate(b, **resize)
     a, b = fit_to_crop(a, size), fit_to_crop(b, size)
@@ -122,5 +250,11 @@ def aligned_crop(
         return a[..., top : top + size, left : left + size], b[
             ..., top : top + size, left : left + size
         ]
-    offsets = crop_offsets(height, width, size, a.shape[0], generator)
+    if offsets is None:
+        if torch.compiler.is_compiling():
+            raise ArgumentError(
+                "crop='random' under torch.compile needs its positions passed in: draw them in "
+                "eager code with percepfid.rqi.CropSampler and pass offsets=sampler(images)"
+            )
+        offsets = crop_offsets(height, width, size, a.shape[0], generator)
     return crop_at(a, offsets, size), crop_at(b, offsets, size)
