@@ -82,32 +82,17 @@ def _power_of_two_at_least(values):
     return (exponent << 23).to(tl.float32, bitcast=True)
 
 
+# Both kernels take their arguments in the order _launch passes them, one role per line.
+# fmt: off
 @triton.jit
 def _cosine_forward_kernel(
-    x_ptr,
-    y_ptr,
-    w_ptr,
-    out_ptr,
-    stats_ptr,
-    N,
-    D,
-    row_blocks,
-    total_rows,
-    stride_xl,
-    stride_xn,
-    stride_xd,
-    stride_yl,
-    stride_yn,
-    stride_yd,
-    stride_wl,
-    stride_wn,
-    eps,
-    scale,
-    HAS_WEIGHT: tl.constexpr,
-    REDUCE: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    x_ptr, y_ptr, w_ptr, out_ptr, stats_ptr,
+    N, D, row_blocks, total_rows,
+    stride_xl, stride_xn, stride_xd, stride_yl, stride_yn, stride_yd, stride_wl, stride_wn,
+    eps, scale,
+    HAS_WEIGHT: tl.constexpr, REDUCE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    # fmt: on
     image, rows, row_mask = _row_block(N, row_blocks, BLOCK_R)
     x_rows = x_ptr + image * stride_xl + rows * stride_xn
     y_rows = y_ptr + image * stride_yl + rows * stride_yn
@@ -153,38 +138,18 @@ def _cosine_forward_kernel(
         tl.store(out_ptr + flat, value, mask=row_mask)
 
 
+# fmt: off
 @triton.jit
 def _cosine_backward_kernel(
-    grad_ptr,
-    x_ptr,
-    y_ptr,
-    w_ptr,
-    stats_ptr,
-    dx_ptr,
-    dy_ptr,
-    N,
-    D,
-    row_blocks,
-    total_rows,
-    stride_gl,
-    stride_gn,
-    stride_xl,
-    stride_xn,
-    stride_xd,
-    stride_yl,
-    stride_yn,
-    stride_yd,
-    stride_wl,
-    stride_wn,
-    eps,
-    scale,
-    HAS_WEIGHT: tl.constexpr,
-    REDUCE: tl.constexpr,
-    HAS_DX: tl.constexpr,
-    HAS_DY: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    grad_ptr, x_ptr, y_ptr, w_ptr, stats_ptr, dx_ptr, dy_ptr,
+    N, D, row_blocks, total_rows,
+    stride_gl, stride_gn,
+    stride_xl, stride_xn, stride_xd, stride_yl, stride_yn, stride_yd, stride_wl, stride_wn,
+    eps, scale,
+    HAS_WEIGHT: tl.constexpr, REDUCE: tl.constexpr, HAS_DX: tl.constexpr, HAS_DY: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    # fmt: on
     image, rows, row_mask = _row_block(N, row_blocks, BLOCK_R)
     # Upstream gradient of each row, times its weight (and the mean's 1/N when reduced:
     # stride_gn is 0 then, so every row reads its image's gradient).
@@ -287,15 +252,8 @@ def _launch(kernel, pointers: tuple, x, y, weight, eps, scale, grad_strides=(), 
         )
 
 
-def forward(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    weight: torch.Tensor | None,
-    eps: float,
-    reduce: int,
-    scale: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the forward kernel; same contract as ``cosine_forward_reference``."""
+def forward(x, y, weight, eps, reduce, scale):
+    """Launch the forward kernel; same arguments and results as ``cosine_forward_reference``."""
     images, n, _ = x.shape
     stats = torch.empty((3, images, n), dtype=torch.float32, device=x.device)
     reduced = reduce == REDUCE_SUM
@@ -316,19 +274,8 @@ def forward(
     return out, stats
 
 
-def backward(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    weight: torch.Tensor | None,
-    stats: torch.Tensor,
-    eps: float,
-    reduce: int,
-    scale: float,
-    need_dx: bool,
-    need_dy: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the backward kernel; same contract as ``cosine_backward_reference``."""
+def backward(grad, x, y, weight, stats, eps, reduce, scale, need_dx, need_dy):
+    """Launch the backward kernel; same arguments and results as ``cosine_backward_reference``."""
     images, n, d = x.shape
     dx = torch.empty((images, n, d) if need_dx else (0,), dtype=x.dtype, device=x.device)
     dy = torch.empty((images, n, d) if need_dy else (0,), dtype=y.dtype, device=y.device)
