@@ -8,7 +8,8 @@ Imported lazily (only when the Triton path runs): importing :mod:`percepfid` or
 * forward: one pass over ``x`` and ``y`` per row block (dot product and both squared norms
   accumulated in float32, of the rows divided by a running per-row power of two so that
   nothing overflows; exact, so ordinary rows give the unscaled sums bit for bit), then
-  the cosine, the optional per-token weight and the optional per-image sum (one float32 atomic add per program; a deterministic two-step sum when
+  the cosine, the optional per-token weight and the optional per-image sum (one float32
+  atomic add per program; a deterministic two-step sum when
   ``torch.use_deterministic_algorithms(True)`` is on). It also writes three float32 numbers
   per row (cosine, ``||x||``, ``||y||``) so that the backward needs a single pass.
 * backward: one pass over ``x`` and ``y`` writing ``dx`` and, when ``y`` requires grad,
