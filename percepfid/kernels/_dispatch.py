@@ -191,7 +191,8 @@ def cosine_similarity(
     far above ``1e19`` or below ``1e-19`` neither overflow nor underflow), clamped to
     ``[-1, 1]`` (value only: the gradient is that of the unclamped formula). Each norm is
     clamped separately and the gradient is the exact derivative of this formula: for
-    ``||x|| < eps`` it is ``y / (eps * max(||y||, eps))``, finite even at ``x = 0``. See :mod:`percepfid.kernels._reference` for the full spec.
+    ``||x|| < eps`` it is ``y / (eps * max(||y||, eps))``, finite even at ``x = 0``. See
+    :mod:`percepfid.kernels._reference` for the full spec.
 
     The token axis is the last axis of the cosine (the inputs without ``dim``). With
     ``reduce='mean'`` and a ``weight`` the result is ``sum(w * cos) / sum(w)`` per image;
