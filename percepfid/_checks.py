@@ -102,20 +102,24 @@ def check_positive_int(value: int, name: str) -> int:
     return value
 
 
-def check_input_range(input_range: Sequence[float] | None) -> tuple[float, float] | None:
-    """Validate an ``input_range=(low, high)`` argument."""
+def check_input_range(
+    input_range: Sequence[float] | None, name: str = "input_range", *, finite: bool = True
+) -> tuple[float, float] | None:
+    """Validate a ``(low, high)`` range argument, ``input_range`` by default.
+
+    ``finite=False`` accepts infinite bounds (an open-ended ``score_range``, say).
+    """
     if input_range is None:
         return None
     try:
         low, high = (float(v) for v in input_range)
     except (TypeError, ValueError):
         raise ArgumentError(
-            f"input_range must be a pair (low, high) such as (0, 1) or (-1, 1); got {input_range!r}"
+            f"{name} must be a pair (low, high) such as (0, 1) or (-1, 1); got {input_range!r}"
         ) from None
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ArgumentError(
-            f"input_range must satisfy low < high, both finite; got {input_range!r}"
-        )
+    if not (low < high and (not finite or (math.isfinite(low) and math.isfinite(high)))):
+        both = ", both finite" if finite else ""
+        raise ArgumentError(f"{name} must satisfy low < high{both}; got {input_range!r}")
     return (low, high)
 
 

@@ -51,6 +51,34 @@ def test_clipiqa_matches_open_clip_reference(clipiqa: CLIPIQA) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_create_clip_backbone_gives_the_image_tower_and_the_text_embeddings() -> None:
+    import open_clip
+
+    from percepfid.backbones import Backbone, create_clip_backbone
+
+    texts = ["A sharp photo.", "Noise."]
+    torch.manual_seed(5)
+    towers = create_clip_backbone(f"open_clip:{ARCH}", texts, pretrained=False, image_size=SIZE)
+    torch.manual_seed(5)  # the same random weights, straight from open_clip
+    reference = open_clip.create_model(ARCH, pretrained=None, force_image_size=SIZE).eval()
+    images = torch.rand(2, 3, SIZE, SIZE)  # the tower's size: no resize, no crop
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        text = reference.encode_text(open_clip.get_tokenizer(ARCH)(texts), normalize=True)
+        expected = reference.encode_image((images - mean) / std)
+        got = towers.backbone(images)
+    assert isinstance(towers.backbone, Backbone)
+    assert not any(p.requires_grad for p in towers.backbone.parameters())
+    torch.testing.assert_close(towers.text_embeddings, text)
+    torch.testing.assert_close(towers.logit_scale, reference.logit_scale.detach().exp())
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ArgumentError, match="open_clip"):
+        create_clip_backbone("timm:vit_tiny_patch16_224", texts, pretrained=False)
+    with pytest.raises(ArgumentError, match="interpolation"):
+        create_clip_backbone(f"open_clip:{ARCH}", texts, pretrained=False, interpolation="area")
+
+
 def test_clipiqa_is_frozen_eval_locked_and_differentiable(clipiqa: CLIPIQA) -> None:
     assert clipiqa.higher_is_better is True and clipiqa.score_range == (0.0, 1.0)
     assert not any(p.requires_grad for p in clipiqa.parameters())

@@ -8,12 +8,15 @@ Every encoder is an ``nn.Module`` whose ``forward(x)`` takes normalised input an
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .._errors import ArgumentError, WeightsError
+from .._errors import ArgumentError, UnknownNameError, WeightsError
 from .._imports import require
 from ._spec import BackboneSpec, PreprocessConfig
 
@@ -131,32 +134,50 @@ class OpenClipEncoder(nn.Module):
             self.num_prefix_tokens = int(getattr(trunk, "num_prefix_tokens", 0))
             self.token_dim = int(getattr(trunk, "embed_dim", trunk.num_features))
             self.patch_size = _patch_size(getattr(trunk, "patch_embed", None))
-        else:
+        elif hasattr(visual, "transformer"):
             visual.output_tokens = True
             self.num_prefix_tokens = 0
             self.token_dim = int(visual.transformer.width)
             self.patch_size = _patch_size(visual)
+        else:  # a convolutional tower (CLIP's ModifiedResNet): pooled embedding only
+            self.num_prefix_tokens = 0
+            self.token_dim = None
+            self.patch_size = None
         self.embed_dim = int(visual.output_dim) if getattr(visual, "output_dim", None) else None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.has_trunk:
             trunk = self.visual.trunk
             features = trunk.forward_features(x)
             pooled = self.visual.head(trunk.forward_head(features))
             return pooled, features[:, self.num_prefix_tokens :]
-        pooled, tokens = self.visual(x)
-        return pooled, tokens
+        out = self.visual(x)
+        return (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
 
 
-def build_open_clip(
+class _OpenClipSetup(NamedTuple):
+    library: Any  # the open_clip module
+    model_cfg: dict
+    native: tuple[int, int]
+    config: PreprocessConfig
+    quick_gelu: bool
+    weights: Path | None
+
+
+def _open_clip_setup(
     spec: BackboneSpec, pretrained: bool, image_size: tuple[int, int] | None
-) -> tuple[nn.Module, PreprocessConfig]:
+) -> _OpenClipSetup:
+    """What every open_clip build needs: the model config, preprocessing and weights file."""
     open_clip = require("open_clip", f"backbone {spec.name!r}")
     if spec.model not in open_clip.list_models():
-        raise ArgumentError(
-            f"backbone {spec.name!r}: open_clip has no model {spec.model!r} (see open_clip.list_models())"
-        )
+        raise UnknownNameError("open_clip model", spec.model, open_clip.list_models())
     upstream = open_clip.get_pretrained_cfg(spec.model, spec.tag) if spec.tag else {}
+    if spec.tag and not upstream:
+        raise UnknownNameError(
+            f"open_clip pretrained tag for {spec.model}",
+            spec.tag,
+            open_clip.list_pretrained_tags_by_model(spec.model),
+        )
     model_cfg = open_clip.get_model_config(spec.model) or {}
     native = model_cfg.get("vision_cfg", {}).get("image_size", 224)
     native = (native, native) if isinstance(native, int) else tuple(native)
@@ -176,37 +197,75 @@ def build_open_clip(
         if not hub_id:
             raise WeightsError(f"backbone {spec.name!r}: open_clip lists no Hub weights for it")
         weights = _weights_file(spec, hub_id, "open_clip_model.safetensors")
+    return _OpenClipSetup(open_clip, model_cfg, native, config, quick_gelu, weights)
+
+
+def _full_open_clip_model(setup: _OpenClipSetup, spec: BackboneSpec) -> nn.Module:
+    """Both towers, at the configured image size (open_clip's own loader resamples the
+    position embeddings of pretrained weights to it)."""
+    size = setup.config.image_size
+    return setup.library.create_model(
+        spec.model,
+        pretrained=None if setup.weights is None else str(setup.weights),
+        force_image_size=None if size == setup.native else size[0] if size[0] == size[1] else size,
+        force_quick_gelu=setup.quick_gelu,
+    )
+
+
+def build_open_clip(
+    spec: BackboneSpec, pretrained: bool, image_size: tuple[int, int] | None
+) -> tuple[nn.Module, PreprocessConfig]:
+    setup = _open_clip_setup(spec, pretrained, image_size)
+    config, native, model_cfg = setup.config, setup.native, setup.model_cfg
     timm_trunk = "timm_model_name" in model_cfg["vision_cfg"]
     if pretrained and config.image_size != native and not timm_trunk:
-        # open_clip's own loader resamples position embeddings to the new size.
-        model = open_clip.create_model(
-            spec.model,
-            pretrained=str(weights),
-            force_image_size=config.image_size,
-            force_quick_gelu=quick_gelu,
-        )
-        return OpenClipEncoder(model.visual), config
+        return OpenClipEncoder(_full_open_clip_model(setup, spec).visual), config
     # Build the image tower alone: the text tower is never needed (SigLIP 2's alone holds
     # ~200M parameters of token embeddings).
     vision_cfg = dict(
         model_cfg["vision_cfg"], image_size=native if timm_trunk else config.image_size
     )
-    visual = open_clip.model._build_vision_tower(  # noqa: SLF001
-        model_cfg["embed_dim"], vision_cfg, quick_gelu=quick_gelu
+    visual = setup.library.model._build_vision_tower(  # noqa: SLF001
+        model_cfg["embed_dim"], vision_cfg, quick_gelu=setup.quick_gelu
     )
-    if weights is not None:
+    if setup.weights is not None:
         from safetensors.torch import load_file
 
-        state = load_file(str(weights))
+        state = load_file(str(setup.weights))
         visual_state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
         if not visual_state:
-            raise WeightsError(f"{weights}: no 'visual.*' keys; not an open_clip checkpoint")
+            raise WeightsError(f"{setup.weights}: no 'visual.*' keys; not an open_clip checkpoint")
         _load_strict(visual, visual_state, spec.name)
     if timm_trunk and config.image_size != native:
         # timm resamples the (possibly pretrained) position embeddings in place.
         visual.trunk.set_input_size(img_size=config.image_size)
         visual.image_size = config.image_size
     return OpenClipEncoder(visual), config
+
+
+def build_open_clip_with_texts(
+    spec: BackboneSpec,
+    pretrained: bool,
+    image_size: tuple[int, int] | None,
+    texts: Sequence[str],
+) -> tuple[nn.Module, PreprocessConfig, torch.Tensor, torch.Tensor]:
+    """The image tower of ``spec`` and what its text tower makes of ``texts``.
+
+    Builds the whole open_clip model once (same weights file and checks as
+    :func:`build_open_clip`), runs the text tower on ``texts`` and drops it.
+
+    Returns:
+        ``(encoder, config, text_embeddings, logit_scale)``: the text embeddings ``(T, D)``
+        L2-normalised in float32, and the model's logit scale (``exp`` of the learned
+        log-scale) as a float32 scalar.
+    """
+    setup = _open_clip_setup(spec, pretrained, image_size)
+    model = _full_open_clip_model(setup, spec)
+    tokenizer = setup.library.get_tokenizer(spec.model)
+    with torch.no_grad():
+        text = model.encode_text(tokenizer(list(texts))).float()
+    logit_scale = model.logit_scale.detach().exp().float().reshape(())
+    return OpenClipEncoder(model.visual), setup.config, F.normalize(text, dim=-1), logit_scale
 
 
 def _load_strict(module: nn.Module, state: dict, name: str) -> None:

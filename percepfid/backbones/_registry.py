@@ -41,37 +41,28 @@ def register_backbone(spec: BackboneSpec, *, overwrite: bool = False) -> Backbon
 
 
 def _builtin() -> None:
-    for size, aliases in (
-        ("small", ("dinov2-s",)),
-        ("base", ("dinov2", "dinov2-b")),
-        ("large", ("dinov2-l",)),
+    # family, display name, patch, tag, data note, preprocessing (None: upstream's)
+    for family, title, patch, tag, data, preprocess in (
+        ("dinov2", "DINOv2", 14, "lvd142m", "", _DINOV2_224),
+        ("dinov3", "DINOv3", 16, "lvd1689m", " (LVD-1689M)", None),
     ):
-        register_backbone(
-            BackboneSpec(
-                name=f"timm:vit_{size}_patch14_dinov2.lvd142m",
-                source="timm",
-                model=f"vit_{size}_patch14_dinov2",
-                tag="lvd142m",
-                aliases=aliases,
-                preprocess=_DINOV2_224,
-                description=f"DINOv2 ViT-{size[0].upper()}/14, CLS after final norm",
+        for size, aliases in (
+            ("small", (f"{family}-s",)),
+            ("base", (family, f"{family}-b")),
+            ("large", (f"{family}-l",)),
+        ):
+            register_backbone(
+                BackboneSpec(
+                    name=f"timm:vit_{size}_patch{patch}_{family}.{tag}",
+                    source="timm",
+                    model=f"vit_{size}_patch{patch}_{family}",
+                    tag=tag,
+                    aliases=aliases,
+                    preprocess=preprocess,
+                    description=f"{title} ViT-{size[0].upper()}/{patch}{data}, "
+                    "CLS after final norm",
+                )
             )
-        )
-    for size, aliases in (
-        ("small", ("dinov3-s",)),
-        ("base", ("dinov3", "dinov3-b")),
-        ("large", ("dinov3-l",)),
-    ):
-        register_backbone(
-            BackboneSpec(
-                name=f"timm:vit_{size}_patch16_dinov3.lvd1689m",
-                source="timm",
-                model=f"vit_{size}_patch16_dinov3",
-                tag="lvd1689m",
-                aliases=aliases,
-                description=f"DINOv3 ViT-{size[0].upper()}/16 (LVD-1689M), CLS after final norm",
-            )
-        )
     for model, tag, aliases, text in (
         ("ViT-B-16", "openai", ("clip",), "CLIP ViT-B/16 (OpenAI), encode_image"),
         ("ViT-L-14", "openai", ("clip-l",), "CLIP ViT-L/14 (OpenAI), encode_image"),

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .._checks import check_image, check_input_range
-from .._errors import ArgumentError, DTypeError, ShapeError
+from .._errors import DTypeError, ShapeError
 
 __all__ = ["NRIQAModel", "CallableNRIQA"]
 
@@ -140,14 +140,4 @@ class CallableNRIQA(NRIQAModel):
 
 
 def _check_score_range(score_range: Sequence[float] | None) -> tuple[float, float] | None:
-    if score_range is None:
-        return None
-    try:
-        low, high = (float(v) for v in score_range)
-    except (TypeError, ValueError):
-        raise ArgumentError(
-            f"score_range must be a pair (low, high); got {score_range!r}"
-        ) from None
-    if not low < high:
-        raise ArgumentError(f"score_range must satisfy low < high; got {score_range!r}")
-    return (low, high)
+    return check_input_range(score_range, "score_range", finite=False)

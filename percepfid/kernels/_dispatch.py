@@ -187,10 +187,12 @@ def cosine_similarity(
     """Cosine similarity of embeddings, optionally weighted and reduced over tokens.
 
     ``cos = <x, y> / (max(||x||, eps) * max(||y||, eps))`` along ``dim``, with float32
-    accumulation, clamped to ``[-1, 1]`` (value only: the gradient is that of the
-    unclamped formula). Each norm is clamped separately and the gradient is the exact
-    derivative of this formula: for ``||x|| < eps`` it is ``y / (eps * max(||y||, eps))``,
-    finite even at ``x = 0``. See :mod:`percepfid.kernels._reference` for the full spec.
+    accumulation (each row is scaled by a power of two before squaring, so float32 norms
+    far above ``1e19`` or below ``1e-19`` neither overflow nor underflow), clamped to
+    ``[-1, 1]`` (value only: the gradient is that of the unclamped formula). Each norm is
+    clamped separately and the gradient is the exact derivative of this formula: for
+    ``||x|| < eps`` it is ``y / (eps * max(||y||, eps))``, finite even at ``x = 0``. See
+    :mod:`percepfid.kernels._reference` for the full spec.
 
     The token axis is the last axis of the cosine (the inputs without ``dim``). With
     ``reduce='mean'`` and a ``weight`` the result is ``sum(w * cos) / sum(w)`` per image;

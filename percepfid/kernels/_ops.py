@@ -14,7 +14,7 @@ Implementations by device:
   run through the Triton kernels in the interpreter, which is how CI tests them.
 
 Not written with ``from __future__ import annotations``: ``custom_op`` reads the type hints
-to build the op schema.
+to build the op schema (the fake implementations only mirror it and need none).
 """
 
 import os
@@ -90,9 +90,7 @@ def cosine_similarity_forward(
 
 
 @cosine_similarity_forward.register_fake
-def _forward_fake(
-    x: Tensor, y: Tensor, weight: Tensor | None, eps: float, reduce: int, scale: float
-) -> tuple[Tensor, Tensor]:
+def _forward_fake(x, y, weight, eps, reduce, scale):
     images, tokens, _ = x.shape
     dtype = compute_dtype(x.dtype, y.dtype)
     shape = (images,) if reduce == REDUCE_SUM else (images, tokens)
@@ -133,21 +131,8 @@ def cosine_similarity_backward(
 
 
 @cosine_similarity_backward.register_fake
-def _backward_fake(
-    grad: Tensor,
-    x: Tensor,
-    y: Tensor,
-    weight: Tensor | None,
-    stats: Tensor,
-    eps: float,
-    reduce: int,
-    scale: float,
-    need_dx: bool,
-    need_dy: bool,
-) -> tuple[Tensor, Tensor]:
-    dx = x.new_empty(x.shape if need_dx else (0,))
-    dy = y.new_empty(y.shape if need_dy else (0,))
-    return dx, dy
+def _backward_fake(grad, x, y, weight, stats, eps, reduce, scale, need_dx, need_dy):
+    return x.new_empty(x.shape if need_dx else (0,)), y.new_empty(y.shape if need_dy else (0,))
 
 
 def _setup_context(ctx, inputs, output) -> None:

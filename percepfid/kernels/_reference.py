@@ -17,7 +17,9 @@ Definition, for rows ``x_i``, ``y_i`` (the ``dim`` axis holds the features)::
 * Accumulation is in float32 for float16/bfloat16/float32 inputs (float64 stays float64),
   and the result has that accumulation dtype: ``1 - cos`` in half precision is too coarse
   for a loss. No squared norm and no product of norms is ever formed in half precision,
-  so fp16 tokens with norms in the hundreds stay finite.
+  so fp16 tokens with norms in the hundreds stay finite; and each row is divided by a
+  power of two near its largest entry before squaring (exact), so float32 rows with norms
+  up to float32's maximum (above ``1e19`` the squares would overflow) stay finite too.
 * ``eps`` clamps each norm separately (unlike ``torch.nn.functional.cosine_similarity``,
   which clamps under ``no_grad``). The gradient is the exact derivative of the formula
   above: where ``||x|| >= eps``, ``d cos / d x = y / (||x|| max(||y||, eps)) - cos x / ||x||^2``
@@ -36,6 +38,8 @@ Definition, for rows ``x_i``, ``y_i`` (the ``dim`` axis holds the features)::
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -69,6 +73,42 @@ def _clamp_unit(cos: torch.Tensor) -> torch.Tensor:
     return cos + (cos.clamp(-1.0, 1.0) - cos).detach()
 
 
+def _power_of_two_scale(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """A power of two near each row's largest magnitude (``dim`` kept), 1 for a zero row.
+
+    Dividing by a power of two is exact, so the scaled rows give bit for bit the sums of
+    the unscaled ones, while their squares stay far from overflow (and underflow).
+    """
+    if x.shape[dim] == 0:
+        return torch.ones_like(x.sum(dim, keepdim=True))
+    peak = x.detach().abs().amax(dim, keepdim=True)
+    _, exponent = torch.frexp(peak)  # peak = mantissa * 2**exponent, mantissa in [0.5, 1)
+    largest = math.frexp(torch.finfo(x.dtype).max)[1] - 1  # 2**largest is still finite
+    return torch.ldexp(torch.ones_like(peak), exponent.clamp(max=largest))
+
+
+def _cosine_and_norms(
+    x: torch.Tensor, y: torch.Tensor, dim: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The unclamped cosine and both norms along ``dim``, finite for any finite rows.
+
+    Each row is divided by a power of two near its largest entry before anything is
+    squared (:func:`_power_of_two_scale`), so float32 rows with norms above ``1e19`` or
+    below ``1e-19`` do not overflow or underflow; for other rows every value is the same
+    to the last bit as the unscaled formula.
+    """
+    scale_x = _power_of_two_scale(x, dim)
+    scale_y = _power_of_two_scale(y, dim)
+    xs, ys = x / scale_x, y / scale_y
+    scale_x, scale_y = scale_x.squeeze(dim), scale_y.squeeze(dim)
+    dot = (xs * ys).sum(dim)
+    # vector_norm's backward is 0 at a zero vector (not 0/0), which the eps branch needs.
+    norm_x = torch.linalg.vector_norm(xs, dim=dim) * scale_x
+    norm_y = torch.linalg.vector_norm(ys, dim=dim) * scale_y
+    cos = dot / ((norm_x.clamp_min(eps) / scale_x) * (norm_y.clamp_min(eps) / scale_y))
+    return cos, norm_x, norm_y
+
+
 def cosine_similarity_reference(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -85,13 +125,8 @@ def cosine_similarity_reference(
     """
     x, y = torch.broadcast_tensors(x, y)
     dtype = compute_dtype(x.dtype, y.dtype)
-    xf = x.to(dtype)
-    yf = y.to(dtype)
-    dot = (xf * yf).sum(dim)
-    # vector_norm's backward is 0 at a zero vector (not 0/0), which the eps branch needs.
-    norm_x = torch.linalg.vector_norm(xf, dim=dim)
-    norm_y = torch.linalg.vector_norm(yf, dim=dim)
-    cos = _clamp_unit(dot / (norm_x.clamp_min(eps) * norm_y.clamp_min(eps)))
+    cos, _, _ = _cosine_and_norms(x.to(dtype), y.to(dtype), dim, eps)
+    cos = _clamp_unit(cos)
     if weight is not None:
         cos = cos * weight.to(dtype)
     if reduce is None:
@@ -128,12 +163,7 @@ def cosine_forward_reference(
         norms per row, which the backward needs so that it reads ``x`` and ``y`` once.
     """
     dtype = compute_dtype(x.dtype, y.dtype)
-    xf = x.to(dtype)
-    yf = y.to(dtype)
-    dot = (xf * yf).sum(-1)
-    norm_x = torch.linalg.vector_norm(xf, dim=-1)
-    norm_y = torch.linalg.vector_norm(yf, dim=-1)
-    cos = dot / (norm_x.clamp_min(eps) * norm_y.clamp_min(eps))
+    cos, norm_x, norm_y = _cosine_and_norms(x.to(dtype), y.to(dtype), -1, eps)
     value = cos.clamp(-1.0, 1.0)
     if weight is not None:
         value = value * weight
@@ -157,10 +187,13 @@ def cosine_backward_reference(
     """The fused backward, written in torch: gradients for ``x`` and ``y`` from ``stats``.
 
     With ``g`` the upstream gradient of each row (times its weight, and ``scale`` when
-    reduced), ``a = g / (max(||x||, eps) max(||y||, eps))`` and
-    ``b_x = g cos / ||x||^2`` where ``||x|| >= eps`` (else 0)::
+    reduced), ``c_x = max(||x||, eps)``, the unit-like rows ``u_x = x / c_x`` and
+    ``r_x = cos`` where ``||x|| >= eps`` (else 0, the eps branch has no radial term)::
 
-        dx = a y - b_x x        dy = a x - b_y y
+        dx = g / c_x * (u_y - r_x u_x)        dy = g / c_y * (u_x - r_y u_y)
+
+    which is ``a y - b_x x`` with ``a = g / (c_x c_y)``, ``b_x = g cos / c_x^2``, written
+    so that no product of two norms is formed (finite for norms up to float32's maximum).
 
     Returns:
         ``(dx, dy)`` in the dtypes of ``x`` and ``y``; an empty tensor stands in for a
@@ -172,16 +205,15 @@ def cosine_backward_reference(
         g = g * weight
     clamped_x = norm_x.clamp_min(eps)
     clamped_y = norm_y.clamp_min(eps)
-    a = (g / (clamped_x * clamped_y)).unsqueeze(-1)
     zero = torch.zeros((), dtype=cos.dtype, device=cos.device)
-    xf = x.to(stats.dtype)
-    yf = y.to(stats.dtype)
+    unit_x = x.to(stats.dtype) / clamped_x.unsqueeze(-1)
+    unit_y = y.to(stats.dtype) / clamped_y.unsqueeze(-1)
     dx = x.new_empty(0)
     dy = y.new_empty(0)
     if need_dx:
-        b_x = torch.where(norm_x >= eps, g * cos / (clamped_x * clamped_x), zero).unsqueeze(-1)
-        dx = (a * yf - b_x * xf).to(x.dtype)
+        radial = torch.where(norm_x >= eps, cos, zero).unsqueeze(-1)
+        dx = ((g / clamped_x).unsqueeze(-1) * (unit_y - radial * unit_x)).to(x.dtype)
     if need_dy:
-        b_y = torch.where(norm_y >= eps, g * cos / (clamped_y * clamped_y), zero).unsqueeze(-1)
-        dy = (a * xf - b_y * yf).to(y.dtype)
+        radial = torch.where(norm_y >= eps, cos, zero).unsqueeze(-1)
+        dy = ((g / clamped_y).unsqueeze(-1) * (unit_x - radial * unit_y)).to(y.dtype)
     return dx, dy

@@ -6,8 +6,10 @@ Imported lazily (only when the Triton path runs): importing :mod:`percepfid` or
 :func:`~percepfid.kernels._reference.cosine_backward_reference`, kernel for function:
 
 * forward: one pass over ``x`` and ``y`` per row block (dot product and both squared norms
-  accumulated in float32), then the cosine, the optional per-token weight and the optional
-  per-image sum (one float32 atomic add per program; a deterministic two-step sum when
+  accumulated in float32, of the rows divided by a running per-row power of two so that
+  nothing overflows; exact, so ordinary rows give the unscaled sums bit for bit), then
+  the cosine, the optional per-token weight and the optional per-image sum (one float32
+  atomic add per program; a deterministic two-step sum when
   ``torch.use_deterministic_algorithms(True)`` is on). It also writes three float32 numbers
   per row (cosine, ``||x||``, ``||y||``) so that the backward needs a single pass.
 * backward: one pass over ``x`` and ``y`` writing ``dx`` and, when ``y`` requires grad,
@@ -39,58 +41,88 @@ __all__ = ["INTERPRETED", "backward", "forward"]
 
 
 @triton.jit
-def _cosine_forward_kernel(
-    x_ptr,
-    y_ptr,
-    w_ptr,
-    out_ptr,
-    stats_ptr,
-    N,
-    D,
-    row_blocks,
-    total_rows,
-    stride_xl,
-    stride_xn,
-    stride_xd,
-    stride_yl,
-    stride_yn,
-    stride_yd,
-    stride_wl,
-    stride_wn,
-    eps,
-    scale,
-    HAS_WEIGHT: tl.constexpr,
-    REDUCE: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
+def _row_block(N, row_blocks, BLOCK_R: tl.constexpr):
+    """The image and the ``BLOCK_R`` token rows of this program, and which rows exist."""
     pid = tl.program_id(0)
     image = (pid // row_blocks).to(tl.int64)
     rows = (pid % row_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_mask = rows < N
-    rows = rows.to(tl.int64)
+    return image, rows.to(tl.int64), row_mask
+
+
+@triton.jit
+def _row_weight(w_ptr, image, rows, row_mask, stride_wl, stride_wn):
+    weight = tl.load(w_ptr + image * stride_wl + rows * stride_wn, mask=row_mask, other=0.0)
+    return weight.to(tl.float32)
+
+
+@triton.jit
+def _load_chunk(x_rows, y_rows, start, D, row_mask, stride_xd, stride_yd, BLOCK_D: tl.constexpr):
+    """Columns ``start:start + BLOCK_D`` of the rows of ``x`` and ``y``, in float32.
+
+    Upcast right after loading: all arithmetic is float32 (also under the interpreter,
+    where bfloat16 arithmetic is not reliable).
+    """
+    cols = start + tl.arange(0, BLOCK_D)
+    mask = row_mask[:, None] & (cols < D)[None, :]
+    cols = cols.to(tl.int64)
+    xv = tl.load(x_rows[:, None] + cols[None, :] * stride_xd, mask=mask, other=0.0)
+    yv = tl.load(y_rows[:, None] + cols[None, :] * stride_yd, mask=mask, other=0.0)
+    return xv.to(tl.float32), yv.to(tl.float32), cols, mask
+
+
+@triton.jit
+def _power_of_two_at_least(values):
+    """Per row, the largest of ``2**e <= max |value|`` (``e`` kept in ``[-126, 126]``).
+
+    Read from the float32 exponent bits: a power of two, so dividing by it is exact.
+    """
+    peak = tl.max(tl.abs(values), axis=1)
+    exponent = (peak.to(tl.int32, bitcast=True) >> 23) & 0xFF
+    exponent = tl.minimum(tl.maximum(exponent, 1), 253)
+    return (exponent << 23).to(tl.float32, bitcast=True)
+
+
+# Both kernels take their arguments in the order _launch passes them, one role per line.
+# fmt: off
+@triton.jit
+def _cosine_forward_kernel(
+    x_ptr, y_ptr, w_ptr, out_ptr, stats_ptr,
+    N, D, row_blocks, total_rows,
+    stride_xl, stride_xn, stride_xd, stride_yl, stride_yn, stride_yd, stride_wl, stride_wn,
+    eps, scale,
+    HAS_WEIGHT: tl.constexpr, REDUCE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # fmt: on
+    image, rows, row_mask = _row_block(N, row_blocks, BLOCK_R)
     x_rows = x_ptr + image * stride_xl + rows * stride_xn
     y_rows = y_ptr + image * stride_yl + rows * stride_yn
 
+    # Sums of the rows divided by a per-row power of two (their running magnitude), so no
+    # square overflows or underflows; when the power grows the sums are rescaled (exact).
     dot = tl.zeros((BLOCK_R, BLOCK_D), dtype=tl.float32)
     sum_xx = tl.zeros((BLOCK_R, BLOCK_D), dtype=tl.float32)
     sum_yy = tl.zeros((BLOCK_R, BLOCK_D), dtype=tl.float32)
+    scale_x = tl.full((BLOCK_R,), 2.0**-126, tl.float32)
+    scale_y = tl.full((BLOCK_R,), 2.0**-126, tl.float32)
     for start in range(0, D, BLOCK_D):
-        cols = start + tl.arange(0, BLOCK_D)
-        mask = row_mask[:, None] & (cols < D)[None, :]
-        cols = cols.to(tl.int64)
-        # Upcast right after loading: all arithmetic is float32 (also under the interpreter,
-        # where bfloat16 arithmetic is not reliable).
-        xv = tl.load(x_rows[:, None] + cols[None, :] * stride_xd, mask=mask, other=0.0)
-        yv = tl.load(y_rows[:, None] + cols[None, :] * stride_yd, mask=mask, other=0.0)
-        xv = xv.to(tl.float32)
-        yv = yv.to(tl.float32)
-        dot += xv * yv
-        sum_xx += xv * xv
-        sum_yy += yv * yv
-    norm_x = tl.sqrt(tl.sum(sum_xx, axis=1))
-    norm_y = tl.sqrt(tl.sum(sum_yy, axis=1))
-    cos = tl.sum(dot, axis=1) / (tl.maximum(norm_x, eps) * tl.maximum(norm_y, eps))
+        xv, yv, cols, mask = _load_chunk(
+            x_rows, y_rows, start, D, row_mask, stride_xd, stride_yd, BLOCK_D
+        )
+        new_x = tl.maximum(scale_x, _power_of_two_at_least(xv))
+        new_y = tl.maximum(scale_y, _power_of_two_at_least(yv))
+        shrink_x = (scale_x / new_x)[:, None]
+        shrink_y = (scale_y / new_y)[:, None]
+        scale_x, scale_y = new_x, new_y
+        xv = xv * (1.0 / scale_x)[:, None]
+        yv = yv * (1.0 / scale_y)[:, None]
+        dot = dot * (shrink_x * shrink_y) + xv * yv
+        sum_xx = sum_xx * (shrink_x * shrink_x) + xv * xv
+        sum_yy = sum_yy * (shrink_y * shrink_y) + yv * yv
+    norm_x = tl.sqrt(tl.sum(sum_xx, axis=1)) * scale_x
+    norm_y = tl.sqrt(tl.sum(sum_yy, axis=1)) * scale_y
+    clamped = (tl.maximum(norm_x, eps) / scale_x) * (tl.maximum(norm_y, eps) / scale_y)
+    cos = tl.sum(dot, axis=1) / clamped
 
     flat = image * N + rows
     tl.store(stats_ptr + flat, cos, mask=row_mask)
@@ -99,8 +131,7 @@ def _cosine_forward_kernel(
 
     value = tl.minimum(tl.maximum(cos, -1.0), 1.0)
     if HAS_WEIGHT:
-        weight = tl.load(w_ptr + image * stride_wl + rows * stride_wn, mask=row_mask, other=0.0)
-        value = value * weight.to(tl.float32)
+        value = value * _row_weight(w_ptr, image, rows, row_mask, stride_wl, stride_wn)
     if REDUCE:
         partial = tl.sum(tl.where(row_mask, value, 0.0), axis=0) * scale
         tl.atomic_add(out_ptr + image, partial)
@@ -108,82 +139,55 @@ def _cosine_forward_kernel(
         tl.store(out_ptr + flat, value, mask=row_mask)
 
 
+# fmt: off
 @triton.jit
 def _cosine_backward_kernel(
-    grad_ptr,
-    x_ptr,
-    y_ptr,
-    w_ptr,
-    stats_ptr,
-    dx_ptr,
-    dy_ptr,
-    N,
-    D,
-    row_blocks,
-    total_rows,
-    stride_gl,
-    stride_gn,
-    stride_xl,
-    stride_xn,
-    stride_xd,
-    stride_yl,
-    stride_yn,
-    stride_yd,
-    stride_wl,
-    stride_wn,
-    eps,
-    scale,
-    HAS_WEIGHT: tl.constexpr,
-    REDUCE: tl.constexpr,
-    HAS_DX: tl.constexpr,
-    HAS_DY: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    grad_ptr, x_ptr, y_ptr, w_ptr, stats_ptr, dx_ptr, dy_ptr,
+    N, D, row_blocks, total_rows,
+    stride_gl, stride_gn,
+    stride_xl, stride_xn, stride_xd, stride_yl, stride_yn, stride_yd, stride_wl, stride_wn,
+    eps, scale,
+    HAS_WEIGHT: tl.constexpr, REDUCE: tl.constexpr, HAS_DX: tl.constexpr, HAS_DY: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    image = (pid // row_blocks).to(tl.int64)
-    rows = (pid % row_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)
-    row_mask = rows < N
-    rows = rows.to(tl.int64)
-
-    # Upstream gradient of each row, times its weight (and the mean's 1/N when reduced).
-    if REDUCE:
-        g = tl.load(grad_ptr + image * stride_gl + rows * 0, mask=row_mask, other=0.0) * scale
-    else:
-        g = tl.load(grad_ptr + image * stride_gl + rows * stride_gn, mask=row_mask, other=0.0)
+    # fmt: on
+    image, rows, row_mask = _row_block(N, row_blocks, BLOCK_R)
+    # Upstream gradient of each row, times its weight (and the mean's 1/N when reduced:
+    # stride_gn is 0 then, so every row reads its image's gradient).
+    g = tl.load(grad_ptr + image * stride_gl + rows * stride_gn, mask=row_mask, other=0.0)
     g = g.to(tl.float32)
+    if REDUCE:
+        g = g * scale
     if HAS_WEIGHT:
-        weight = tl.load(w_ptr + image * stride_wl + rows * stride_wn, mask=row_mask, other=0.0)
-        g = g * weight.to(tl.float32)
+        g = g * _row_weight(w_ptr, image, rows, row_mask, stride_wl, stride_wn)
 
     flat = image * N + rows
     cos = tl.load(stats_ptr + flat, mask=row_mask, other=0.0)
     norm_x = tl.load(stats_ptr + total_rows + flat, mask=row_mask, other=1.0)
     norm_y = tl.load(stats_ptr + 2 * total_rows + flat, mask=row_mask, other=1.0)
-    clamped_x = tl.maximum(norm_x, eps)
-    clamped_y = tl.maximum(norm_y, eps)
-    a = (g / (clamped_x * clamped_y))[:, None]
+    inv_x = 1.0 / tl.maximum(norm_x, eps)
+    inv_y = 1.0 / tl.maximum(norm_y, eps)
+    g_x = (g * inv_x)[:, None]
+    g_y = (g * inv_y)[:, None]
     # Where a norm is below eps its clamped value is the constant eps: no radial term.
-    b_x = tl.where(norm_x >= eps, g * cos / (clamped_x * clamped_x), 0.0)[:, None]
-    b_y = tl.where(norm_y >= eps, g * cos / (clamped_y * clamped_y), 0.0)[:, None]
+    radial_x = tl.where(norm_x >= eps, cos, 0.0)[:, None]
+    radial_y = tl.where(norm_y >= eps, cos, 0.0)[:, None]
 
     x_rows = x_ptr + image * stride_xl + rows * stride_xn
     y_rows = y_ptr + image * stride_yl + rows * stride_yn
     out_rows = flat * D  # dx and dy are contiguous (L, N, D)
     for start in range(0, D, BLOCK_D):
-        cols = start + tl.arange(0, BLOCK_D)
-        mask = row_mask[:, None] & (cols < D)[None, :]
-        cols = cols.to(tl.int64)
-        xv = tl.load(x_rows[:, None] + cols[None, :] * stride_xd, mask=mask, other=0.0)
-        yv = tl.load(y_rows[:, None] + cols[None, :] * stride_yd, mask=mask, other=0.0)
-        xv = xv.to(tl.float32)
-        yv = yv.to(tl.float32)
+        xv, yv, cols, mask = _load_chunk(
+            x_rows, y_rows, start, D, row_mask, stride_xd, stride_yd, BLOCK_D
+        )
+        unit_x = xv * inv_x[:, None]
+        unit_y = yv * inv_y[:, None]
         offsets = out_rows[:, None] + cols[None, :]
         if HAS_DX:
-            dx = a * yv - b_x * xv
+            dx = g_x * (unit_y - radial_x * unit_x)
             tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
         if HAS_DY:
-            dy = a * xv - b_y * yv
+            dy = g_y * (unit_x - radial_y * unit_y)
             tl.store(dy_ptr + offsets, dy.to(dy_ptr.dtype.element_ty), mask=mask)
 
 
@@ -217,22 +221,41 @@ def _on_device(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
-def _weight_args(weight: torch.Tensor | None, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-    if weight is None:
-        return x, 0, 0  # never read (HAS_WEIGHT is False)
-    return weight, weight.stride(0), weight.stride(1)
+def _launch(kernel, pointers: tuple, x, y, weight, eps, scale, grad_strides=(), **constexprs):
+    """Launch ``kernel`` over ``(L, N, D)`` inputs: one program per ``BLOCK_R`` rows.
 
-
-def forward(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    weight: torch.Tensor | None,
-    eps: float,
-    reduce: int,
-    scale: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the forward kernel; same contract as ``cosine_forward_reference``."""
+    ``pointers`` are the kernel's tensor arguments in order (``None`` for an absent weight,
+    never read since ``HAS_WEIGHT`` is False); the sizes, strides, ``eps`` and ``scale``
+    follow in the order both kernels declare them.
+    """
     images, n, d = x.shape
+    block_r, block_d, num_warps = _blocks(n, d)
+    row_blocks = triton.cdiv(n, block_r)
+    weight_strides = (0, 0) if weight is None else weight.stride()
+    with _on_device(x):
+        kernel[(images * row_blocks,)](
+            *(x if pointer is None else pointer for pointer in pointers),
+            n,
+            d,
+            row_blocks,
+            images * n,
+            *grad_strides,
+            *x.stride(),
+            *y.stride(),
+            *weight_strides,
+            float(eps),
+            float(scale),
+            HAS_WEIGHT=weight is not None,
+            BLOCK_R=block_r,
+            BLOCK_D=block_d,
+            num_warps=num_warps,
+            **constexprs,
+        )
+
+
+def forward(x, y, weight, eps, reduce, scale):
+    """Launch the forward kernel; same arguments and results as ``cosine_forward_reference``."""
+    images, n, _ = x.shape
     stats = torch.empty((3, images, n), dtype=torch.float32, device=x.device)
     reduced = reduce == REDUCE_SUM
     # Atomic adds sum in no fixed order; honour torch's deterministic mode with a
@@ -244,89 +267,34 @@ def forward(
         out = torch.empty((images, n), dtype=torch.float32, device=x.device)
     if images * n == 0:
         stats.zero_()
-        return (out.sum(-1) * scale if reduced and not atomic else out), stats
-    block_r, block_d, num_warps = _blocks(n, d)
-    row_blocks = triton.cdiv(n, block_r)
-    w, stride_wl, stride_wn = _weight_args(weight, x)
-    with _on_device(x):
-        _cosine_forward_kernel[(images * row_blocks,)](
-            x,
-            y,
-            w,
-            out,
-            stats,
-            n,
-            d,
-            row_blocks,
-            images * n,
-            *x.stride(),
-            *y.stride(),
-            stride_wl,
-            stride_wn,
-            float(eps),
-            float(scale),
-            HAS_WEIGHT=weight is not None,
-            REDUCE=atomic,
-            BLOCK_R=block_r,
-            BLOCK_D=block_d,
-            num_warps=num_warps,
-        )
+    else:
+        pointers = (x, y, weight, out, stats)
+        _launch(_cosine_forward_kernel, pointers, x, y, weight, eps, scale, REDUCE=atomic)
     if reduced and not atomic:
         out = out.sum(-1) * scale
     return out, stats
 
 
-def backward(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    weight: torch.Tensor | None,
-    stats: torch.Tensor,
-    eps: float,
-    reduce: int,
-    scale: float,
-    need_dx: bool,
-    need_dy: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the backward kernel; same contract as ``cosine_backward_reference``."""
+def backward(grad, x, y, weight, stats, eps, reduce, scale, need_dx, need_dy):
+    """Launch the backward kernel; same arguments and results as ``cosine_backward_reference``."""
     images, n, d = x.shape
     dx = torch.empty((images, n, d) if need_dx else (0,), dtype=x.dtype, device=x.device)
     dy = torch.empty((images, n, d) if need_dy else (0,), dtype=y.dtype, device=y.device)
     if images * n * d == 0 or not (need_dx or need_dy):
         return dx.zero_(), dy.zero_()
-    block_r, block_d, num_warps = _blocks(n, d)
-    row_blocks = triton.cdiv(n, block_r)
-    w, stride_wl, stride_wn = _weight_args(weight, x)
     reduced = reduce == REDUCE_SUM
-    stride_gl = grad.stride(0)
-    stride_gn = 0 if reduced else grad.stride(1)
-    with _on_device(x):
-        _cosine_backward_kernel[(images * row_blocks,)](
-            grad,
-            x,
-            y,
-            w,
-            stats,
-            dx,
-            dy,
-            n,
-            d,
-            row_blocks,
-            images * n,
-            stride_gl,
-            stride_gn,
-            *x.stride(),
-            *y.stride(),
-            stride_wl,
-            stride_wn,
-            float(eps),
-            float(scale),
-            HAS_WEIGHT=weight is not None,
-            REDUCE=reduced,
-            HAS_DX=need_dx,
-            HAS_DY=need_dy,
-            BLOCK_R=block_r,
-            BLOCK_D=block_d,
-            num_warps=num_warps,
-        )
+    grad_strides = (grad.stride(0), 0 if reduced else grad.stride(1))
+    _launch(
+        _cosine_backward_kernel,
+        (grad, x, y, weight, stats, dx, dy),
+        x,
+        y,
+        weight,
+        eps,
+        scale,
+        grad_strides,
+        REDUCE=reduced,
+        HAS_DX=need_dx,
+        HAS_DY=need_dy,
+    )
     return dx, dy

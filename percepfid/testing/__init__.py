@@ -26,47 +26,9 @@ Example:
 
 from __future__ import annotations
 
+from . import checks, distortions
 from ._fake_hub import FakeHub, FakeHubRequest
-from .checks import (
-    Metric,
-    check_antisymmetric,
-    check_batch_invariance,
-    check_dtype_consistency,
-    check_gradients,
-    check_identity,
-    check_monotone,
-    check_range,
-    check_symmetric,
-    spearman,
-)
-from .distortions import (
-    DISTORTION_KINDS,
-    Distortion,
-    distort,
-    down_up_sample,
-    gaussian_blur,
-    gaussian_noise,
-    quantize,
-)
+from .checks import *  # noqa: F403 - every name of checks.__all__
+from .distortions import *  # noqa: F403 - every name of distortions.__all__
 
-__all__ = [
-    "FakeHub",
-    "FakeHubRequest",
-    "DISTORTION_KINDS",
-    "Distortion",
-    "Metric",
-    "check_antisymmetric",
-    "check_batch_invariance",
-    "check_dtype_consistency",
-    "check_gradients",
-    "check_identity",
-    "check_monotone",
-    "check_range",
-    "check_symmetric",
-    "distort",
-    "down_up_sample",
-    "gaussian_blur",
-    "gaussian_noise",
-    "quantize",
-    "spearman",
-]
+__all__ = ["FakeHub", "FakeHubRequest", *checks.__all__, *distortions.__all__]

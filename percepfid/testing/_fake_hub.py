@@ -344,7 +344,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _revision(self, repo_id: str, revision: str) -> tuple[dict[str, bytes], str] | None:
         """``(files, commit)`` of ``revision`` (a branch or its commit hash), or ``None``
-        once 404 ``RevisionNotFound`` has been answered."""
+        once 404 ``RepoNotFound`` or ``RevisionNotFound`` has been answered."""
+        if not self.fake_hub._has_repo(repo_id):
+            self._error("RepoNotFound", f"Repository {repo_id} not found")
+            return None
         found = self.fake_hub._lookup(repo_id, revision)
         if found is None:
             self._error("RevisionNotFound", f"Revision {revision} not found in {repo_id}")
@@ -373,9 +376,6 @@ class _Handler(BaseHTTPRequestHandler):
         repo_part, _, rest = raw_path.lstrip("/").partition("/resolve/")
         revision_part, _, file_part = rest.partition("/")
         repo_id, revision, filename = unquote(repo_part), unquote(revision_part), unquote(file_part)
-        if not self.fake_hub._has_repo(repo_id):
-            self._error("RepoNotFound", f"Repository {repo_id} not found")
-            return
         found = self._revision(repo_id, revision)
         if found is None:
             return
@@ -412,9 +412,6 @@ class _Handler(BaseHTTPRequestHandler):
         parts = rest.split("/")
         repo_id = "/".join(unquote(p) for p in parts[:2])
         tail = parts[2:]
-        if not self.fake_hub._has_repo(repo_id):
-            self._error("RepoNotFound", f"Repository {repo_id} not found")
-            return
         if not tail:
             mode, revision, folder = "info", "main", ""
         elif tail[0] == "revision" and len(tail) >= 2:

@@ -14,6 +14,12 @@ The metric contract:
     (the ground truth). Losses, functional metrics, ``nn.Module`` instances and lambdas all
     qualify. Checks other than :func:`check_gradients` call the metric under
     ``torch.no_grad()``.
+
+Misuse:
+    Every check first validates its arguments: ``DTypeError`` when ``metric`` is not
+    callable or an image batch is not a floating tensor, ``ShapeError`` when ``a`` and
+    ``b`` differ in shape. Image batches are ``(B, C, H, W)`` (any shape the metric
+    accepts).
 """
 
 from __future__ import annotations
@@ -92,24 +98,29 @@ def _evaluate(metric: Metric, a: torch.Tensor, b: torch.Tensor, check: str) -> t
 def _evaluate_both_orders(
     metric: Metric, a: torch.Tensor, b: torch.Tensor, check: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(metric(a, b), metric(b, a))`` under ``torch.no_grad()``, each checked by ``_evaluate``."""
+    """``(metric(a, b), metric(b, a))`` under ``torch.no_grad()``, after checking the
+    arguments; each value is checked by ``_evaluate``."""
+    _check_arguments(metric, a, b)
     with torch.no_grad():
         return _evaluate(metric, a, b, check), _evaluate(metric, b, a, check)
 
 
 def _assert_close(
-    actual: torch.Tensor,
-    expected: torch.Tensor,
-    *,
-    atol: float,
-    rtol: float,
     check: str,
     relation: str,
-    names: tuple[str, str],
+    actual: tuple[str, torch.Tensor],
+    expected: tuple[str, torch.Tensor],
+    atol: float,
+    rtol: float,
 ) -> None:
-    """Raise unless ``|actual - expected| <= atol + rtol * |expected|`` for every item."""
+    """Raise unless ``|actual - expected| <= atol + rtol * |expected|`` for every item.
+
+    ``actual`` and ``expected`` are ``(name, values)`` pairs; the names label the values in
+    the failure message, under ``check`` and the ``relation`` that should hold.
+    """
+    names = (actual[0], expected[0])
     actual, expected = torch.broadcast_tensors(
-        actual.detach().double().cpu(), expected.detach().double().cpu()
+        actual[1].detach().double().cpu(), expected[1].detach().double().cpu()
     )
     close = torch.isclose(actual, expected, rtol=rtol, atol=atol)
     if bool(close.all()):
@@ -165,13 +176,12 @@ def check_identity(
         scores = _evaluate(metric, x, x.clone(), "check_identity")
     target = torch.as_tensor(expected, dtype=torch.float64)
     _assert_close(
-        scores,
-        target,
-        atol=atol,
-        rtol=rtol,
-        check="check_identity",
-        relation=f"metric(x, x) == {_format(target) if target.ndim else f'{float(target):g}'}",
-        names=("metric(x, x)", "expected"),
+        "check_identity",
+        f"metric(x, x) == {_format(target) if target.ndim else f'{float(target):g}'}",
+        ("metric(x, x)", scores),
+        ("expected", target),
+        atol,
+        rtol,
     )
 
 
@@ -192,29 +202,22 @@ def check_symmetric(
         atol: absolute tolerance.
         rtol: relative tolerance.
 
-    Shape:
-        - a, b: ``(B, C, H, W)``.
-
     Raises:
         AssertionError: the two orders disagree for some item.
-        DTypeError, ShapeError: ``metric`` is not callable, or ``a``/``b`` are not floating
-            tensors of the same shape.
 
     Example:
         >>> import torch
         >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
         >>> check_symmetric(mse, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
     """
-    _check_arguments(metric, a, b)
     forward, backward = _evaluate_both_orders(metric, a, b, "check_symmetric")
     _assert_close(
-        forward,
-        backward,
-        atol=atol,
-        rtol=rtol,
-        check="check_symmetric",
-        relation="metric(a, b) == metric(b, a)",
-        names=("metric(a, b)", "metric(b, a)"),
+        "check_symmetric",
+        "metric(a, b) == metric(b, a)",
+        ("metric(a, b)", forward),
+        ("metric(b, a)", backward),
+        atol,
+        rtol,
     )
 
 
@@ -230,37 +233,26 @@ def check_antisymmetric(
     """Check that ``metric(a, b) == -metric(b, a)``, e.g. for a preference score.
 
     Args:
-        metric: ``metric(a, b) -> (B,) or ()``.
-        a: first images.
-        b: second images, same shape as ``a``.
+        metric, a, b, atol, rtol: as for :func:`check_symmetric`.
         exact: require bitwise equality (``atol`` and ``rtol`` are then ignored), for
             metrics built as ``f(a, b) - f(b, a)`` that should cancel exactly.
-        atol: absolute tolerance.
-        rtol: relative tolerance.
-
-    Shape:
-        - a, b: ``(B, C, H, W)``.
 
     Raises:
         AssertionError: ``metric(a, b) != -metric(b, a)`` for some item.
-        DTypeError, ShapeError: ``metric`` is not callable, or ``a``/``b`` are not floating
-            tensors of the same shape.
 
     Example:
         >>> import torch
         >>> brighter = lambda a, b: (a - b).flatten(1).mean(1)
         >>> check_antisymmetric(brighter, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), exact=True)
     """
-    _check_arguments(metric, a, b)
     forward, backward = _evaluate_both_orders(metric, a, b, "check_antisymmetric")
     _assert_close(
-        forward,
-        -backward,
-        atol=0.0 if exact else atol,
-        rtol=0.0 if exact else rtol,
-        check="check_antisymmetric" + (" (exact)" if exact else ""),
-        relation="metric(a, b) == -metric(b, a)",
-        names=("metric(a, b)", "-metric(b, a)"),
+        "check_antisymmetric" + (" (exact)" if exact else ""),
+        "metric(a, b) == -metric(b, a)",
+        ("metric(a, b)", forward),
+        ("-metric(b, a)", -backward),
+        0.0 if exact else atol,
+        0.0 if exact else rtol,
     )
 
 
@@ -280,14 +272,9 @@ def check_range(
         low: smallest allowed value.
         high: largest allowed value.
 
-    Shape:
-        - a, b: ``(B, C, H, W)``.
-
     Raises:
         AssertionError: a value is NaN, infinite or outside ``[low, high]``.
         ArgumentError: ``low > high``.
-        DTypeError, ShapeError: ``metric`` is not callable, or ``a``/``b`` are not floating
-            tensors of the same shape.
 
     Example:
         >>> import torch
@@ -332,15 +319,10 @@ def check_gradients(
         b: reference images, same shape as ``a``.
         first_only: require that no gradient reaches ``b``.
 
-    Shape:
-        - a, b: ``(B, C, H, W)``.
-
     Raises:
         AssertionError: the output is not finite or not connected to ``a``, some image of
             ``a`` gets a non-finite or all-zero gradient, or the gradient reaches ``b``
             (``first_only``) or fails the same tests on ``b`` (not ``first_only``).
-        DTypeError, ShapeError: ``metric`` is not callable, or ``a``/``b`` are not floating
-            tensors of the same shape.
 
     Example:
         >>> import torch
@@ -426,8 +408,6 @@ def check_batch_invariance(
         AssertionError: the metric does not return ``(B,)``, or an item's value changes
             with the batch it is computed in.
         ArgumentError: ``B < 2``.
-        DTypeError, ShapeError: ``metric`` is not callable, or ``a``/``b`` are not floating
-            tensors of the same shape.
 
     Example:
         >>> import torch
@@ -456,24 +436,22 @@ def check_batch_invariance(
         device_order = order.to(a.device)
         shuffled = _evaluate(metric, a[device_order], b[device_order], check)
     _assert_close(
-        alone,
-        whole,
-        atol=atol,
-        rtol=rtol,
-        check=check,
-        relation="metric(a[i:i+1], b[i:i+1]) == metric(a, b)[i]",
-        names=("each item alone", "whole batch"),
+        check,
+        "metric(a[i:i+1], b[i:i+1]) == metric(a, b)[i]",
+        ("each item alone", alone),
+        ("whole batch", whole),
+        atol,
+        rtol,
     )
     restored = torch.empty_like(shuffled)
     restored[order.to(shuffled.device)] = shuffled
     _assert_close(
-        restored,
-        whole,
-        atol=atol,
-        rtol=rtol,
-        check=check,
-        relation=f"metric(a[p], b[p]) == metric(a, b)[p] for the order p={order.tolist()}",
-        names=("shuffled batch (unshuffled)", "whole batch"),
+        check,
+        f"metric(a[p], b[p]) == metric(a, b)[p] for the order p={order.tolist()}",
+        ("shuffled batch (unshuffled)", restored),
+        ("whole batch", whole),
+        atol,
+        rtol,
     )
 
 
@@ -505,15 +483,10 @@ def check_dtype_consistency(
         cast_inputs: also cast the inputs to ``dtype`` for the autocast run (checks that
             the metric accepts low-precision images).
 
-    Shape:
-        - a, b: ``(B, C, H, W)``.
-
     Raises:
         AssertionError: the autocast value is not finite or differs by more than
             ``tolerance + rtol * |fp32 value|``.
         ArgumentError: ``dtype`` is not a floating dtype narrower than float32.
-        DTypeError, ShapeError: ``metric`` is not callable, or ``a``/``b`` are not floating
-            tensors of the same shape.
 
     Example:
         >>> import torch
@@ -536,13 +509,12 @@ def check_dtype_consistency(
             f"  autocast = {_format(low)}\n  float32  = {_format(reference)}"
         )
     _assert_close(
-        low,
-        reference,
-        atol=tolerance,
-        rtol=rtol,
-        check=check,
-        relation="metric(a, b) under autocast == metric(a, b) in float32",
-        names=("autocast", "float32"),
+        check,
+        "metric(a, b) under autocast == metric(a, b) in float32",
+        ("autocast", low),
+        ("float32", reference),
+        tolerance,
+        rtol,
     )
 
 

@@ -8,6 +8,10 @@ resampling. Each has a function taking its natural parameter (``sigma``, ``std``
 
 They are test fixtures, not training augmentations: outputs are computed without autograd
 (quantisation has no useful gradient anyway).
+
+Every function takes images ``x`` of shape ``(B, C, H, W)`` in any floating dtype and
+returns the distorted images with the same shape and dtype; it raises ``DTypeError`` when
+``x`` is not a floating tensor and ``ShapeError`` when it is not 4-D.
 """
 
 from __future__ import annotations
@@ -80,19 +84,13 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     one, so values stay inside the input's range.
 
     Args:
-        x: images, any floating dtype.
+        x: images.
         sigma: standard deviation in pixels, ``>= 0``; ``0`` returns a copy of ``x``.
-
-    Shape:
-        - x: ``(B, C, H, W)``; any ``H, W >= 1``.
-        - output: same as ``x``, same dtype.
 
     Returns:
         The blurred images.
 
     Raises:
-        DTypeError: ``x`` is not a floating tensor.
-        ShapeError: ``x`` is not 4-D.
         ArgumentError: ``sigma`` is negative or not finite.
     """
     _check_images(x)
@@ -129,23 +127,17 @@ def gaussian_noise(
     ``std`` testable.
 
     Args:
-        x: images, any floating dtype.
+        x: images.
         std: noise standard deviation, ``>= 0``; ``0`` returns a copy of ``x``.
         generator: the random source; ``None`` uses torch's global generator on ``x``'s
             device.
         value_range: ``(low, high)`` to clamp the result to, or ``None`` to leave it
             unclamped.
 
-    Shape:
-        - x: ``(B, C, H, W)``.
-        - output: same as ``x``, same dtype.
-
     Returns:
         The noisy images.
 
     Raises:
-        DTypeError: ``x`` is not a floating tensor.
-        ShapeError: ``x`` is not 4-D.
         ArgumentError: ``std`` is negative or not finite, or ``value_range`` is invalid.
     """
     _check_images(x)
@@ -171,20 +163,14 @@ def quantize(
     Values outside ``value_range`` are clamped first.
 
     Args:
-        x: images, any floating dtype.
+        x: images.
         levels: the number of representable values, ``>= 2``.
         value_range: ``(low, high)``, the first and last representable values.
-
-    Shape:
-        - x: ``(B, C, H, W)``.
-        - output: same as ``x``, same dtype.
 
     Returns:
         The quantised images.
 
     Raises:
-        DTypeError: ``x`` is not a floating tensor.
-        ShapeError: ``x`` is not 4-D.
         ArgumentError: ``levels`` is not an integer ``>= 2`` or ``value_range`` is invalid.
     """
     _check_images(x)
@@ -205,19 +191,13 @@ def down_up_sample(x: torch.Tensor, factor: float) -> torch.Tensor:
     input's range. The low-resolution side is ``max(1, round(side / factor))``.
 
     Args:
-        x: images, any floating dtype.
+        x: images.
         factor: the downsampling factor, ``>= 1``; ``1`` returns a copy of ``x``.
-
-    Shape:
-        - x: ``(B, C, H, W)``.
-        - output: same as ``x``, same dtype.
 
     Returns:
         The resampled images.
 
     Raises:
-        DTypeError: ``x`` is not a floating tensor.
-        ShapeError: ``x`` is not 4-D.
         ArgumentError: ``factor`` is below 1 or not finite.
     """
     _check_images(x)
@@ -283,18 +263,12 @@ def distort(
             ``torch.Generator().manual_seed(s)`` per call for reproducible noise.
         value_range: ``(low, high)`` of the data; scales ``noise`` and ``quantize``.
 
-    Shape:
-        - x: ``(B, C, H, W)``.
-        - output: same as ``x``, same dtype.
-
     Returns:
         The distorted images.
 
     Raises:
         UnknownNameError: ``kind`` is not a known distortion.
         ArgumentError: ``level`` is outside ``[0, 1]`` or ``value_range`` is invalid.
-        DTypeError: ``x`` is not a floating tensor.
-        ShapeError: ``x`` is not 4-D.
 
     Example:
         >>> import torch

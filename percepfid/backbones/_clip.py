@@ -1,0 +1,88 @@
+"""A CLIP model's image tower as a :class:`Backbone`, with the embeddings of given texts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import NamedTuple
+
+import torch
+
+from .._checks import check_choice, check_input_range
+from .._errors import ArgumentError
+from .._vocab import BACKBONE_CROPS
+from . import _adapters
+from ._backbone import Backbone, Preprocess
+from ._registry import get_spec
+
+
+class ClipTowers(NamedTuple):
+    """What :func:`create_clip_backbone` returns.
+
+    Attributes:
+        backbone: the frozen image tower with its preprocessing; its pooled embedding is
+            the CLIP image embedding (not normalised).
+        text_embeddings: ``(T, D)`` L2-normalised float32 embeddings of the texts.
+        logit_scale: CLIP's learned temperature (already exponentiated), a float32 scalar.
+    """
+
+    backbone: Backbone
+    text_embeddings: torch.Tensor
+    logit_scale: torch.Tensor
+
+
+def create_clip_backbone(
+    backbone: str,
+    texts: Sequence[str],
+    pretrained: bool = True,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    crop: str | None = None,
+    interpolation: str | None = None,
+    input_range: tuple[float, float] = (0.0, 1.0),
+) -> ClipTowers:
+    """Build an open_clip model once: its image tower as a Backbone, its text tower's output.
+
+    The weights go through the same path as :func:`create_backbone` (the manifest entry
+    when there is one, verified; else the upstream Hub file). The text tower runs once on
+    ``texts`` and is dropped, so only the image tower stays in memory.
+
+    Args:
+        backbone: an ``open_clip`` backbone: a registered alias (``'clip'``) or a full spec
+            ``'open_clip:<model>/<pretrained tag>'`` (``'open_clip:<model>'`` for random
+            weights).
+        texts: the strings to embed.
+        pretrained: load the weights; ``False`` builds random weights (tests, plumbing).
+        image_size: the input size of the image tower (default: the model's own).
+        crop: the backbone's default crop mode (``'center'``, ``'squash'``, ``'tiles'``).
+        interpolation: ``'bilinear'`` or ``'bicubic'`` resizing (default: upstream's).
+        input_range: value range of the images the backbone will receive.
+
+    Returns:
+        :class:`ClipTowers` ``(backbone, text_embeddings, logit_scale)``.
+
+    Raises:
+        ArgumentError: ``backbone`` is not an open_clip model, or a bad option.
+        UnknownNameError: an unknown open_clip model or pretrained tag.
+        MissingDependencyError: open_clip is not installed.
+        WeightsError: the weights cannot be found or fail verification.
+    """
+    input_range = check_input_range(input_range)
+    if crop is not None:
+        check_choice(crop, "crop", BACKBONE_CROPS)
+    if interpolation is not None:
+        check_choice(interpolation, "interpolation", ("bilinear", "bicubic"))
+    spec = get_spec(backbone)
+    if spec.source != "open_clip":
+        raise ArgumentError(
+            f"backbone {backbone!r} is a {spec.source} model; create_clip_backbone needs an "
+            "open_clip one such as 'open_clip:ViT-B-16/openai'"
+        )
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    encoder, config, text, logit_scale = _adapters.build_open_clip_with_texts(
+        spec, pretrained, image_size, texts
+    )
+    changes = {"crop": crop, "interpolation": interpolation}
+    config = replace(config, **{key: value for key, value in changes.items() if value})
+    return ClipTowers(Backbone(encoder, spec, Preprocess(config, input_range)), text, logit_scale)
