@@ -5,7 +5,7 @@
 # order, each with its own time limit and all under one overall budget:
 #
 #   env            device, driver, versions (env.json, nvidia-smi)
-#   tests_triton   tests/test_kernels_triton.py on the device (PERCEPFID_TEST_DEVICE=cuda)
+#   tests_triton   tests/test_kernels.py on the device (PERCEPFID_TEST_DEVICE=cuda)
 #   tests_cuda     every test marked `cuda` (pytest -m cuda tests/)
 #   bench_cosine   fused kernel vs eager and torch.compile of the reference, forward and
 #                  backward, bf16/fp16/fp32, (64,1025,1024) and (8,4097,768) -> cosine.jsonl
@@ -123,7 +123,7 @@ if [[ $dry_run == 1 ]]; then
     # CPU, tiny sizes: only the plumbing is checked.
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
     step tests_triton 300 env TRITON_INTERPRET=1 PERCEPFID_TRITON_INTERPRETER_CHILD=1 \
-        "${PYTEST[@]}" tests/test_kernels_triton.py -k "dispatch_under_the_interpreter" \
+        "${PYTEST[@]}" tests/test_kernels.py -k "bf16_self_similarity and triton" \
         --junitxml "$OUT/junit_triton.xml"
     step tests_cuda 300 "${PYTEST[@]}" -m cuda tests/test_kernels.py --junitxml "$OUT/junit_cuda.xml"
     step bench_cosine 300 env TRITON_INTERPRET=1 "$PY" benchmarks/bench_cosine.py --device cpu \
@@ -137,7 +137,7 @@ if [[ $dry_run == 1 ]]; then
         --cases rqi-random --modes compile --rqi-config small --size 48 --batch 1 \
         --warmup 0 --repeats 1 --out "$OUT/compile.jsonl"
 else
-    step tests_triton 90 env PERCEPFID_TEST_DEVICE=cuda "${PYTEST[@]}" tests/test_kernels_triton.py \
+    step tests_triton 90 env PERCEPFID_TEST_DEVICE=cuda "${PYTEST[@]}" tests/test_kernels.py \
         --junitxml "$OUT/junit_triton.xml"
     step tests_cuda 75 env PERCEPFID_TEST_DEVICE=cuda "${PYTEST[@]}" -m cuda tests/ \
         --junitxml "$OUT/junit_cuda.xml"
