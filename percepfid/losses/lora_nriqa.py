@@ -16,7 +16,7 @@ from torch import nn
 
 from .._checks import check_image, check_positive, check_same_shape
 from .._errors import DTypeError
-from .._frozen import exclude_from_state_dict
+from .._frozen import exclude_from_state_dict, mark_frozen
 from ..functional import nriqa_reward_loss
 from ..iqa import NRIQAModel, create_nriqa
 from ..lora import LoRATargets, has_lora, inject_lora, lora_parameters, merge_lora
@@ -108,6 +108,7 @@ class LoRANRIQALoss(ImageLoss):
             inject_lora(model, targets, rank=rank, alpha=alpha)
         self.model = model
         self.iqa: NRIQAModel = create_nriqa(iqa, pretrained=pretrained, **(iqa_kwargs or {}))
+        mark_frozen(self.iqa)
         self.base_loss = base_loss
         # Only the adapters belong to the loss's checkpoint.
         exclude_from_state_dict(self, keep=_is_lora_key)
@@ -115,6 +116,13 @@ class LoRANRIQALoss(ImageLoss):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The LoRA adapter parameters (what the optimiser should receive)."""
         return lora_parameters(self.model)
+
+    def requires_grad_(self, requires_grad: bool = True) -> LoRANRIQALoss:
+        """Switch the LoRA adapters only: the SR network's base weights and the IQA model
+        stay frozen whatever is asked."""
+        for parameter in self.trainable_parameters():
+            parameter.requires_grad_(requires_grad)
+        return self
 
     def quality(self, sr: torch.Tensor) -> torch.Tensor:
         """Q of ``sr`` clamped to ``input_range``, oriented so that higher is better; ``(B,)``."""
