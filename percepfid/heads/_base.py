@@ -46,9 +46,13 @@ class BackboneUpdate:
     def apply(self, backbone: nn.Module) -> None:
         """Load the tuned tensors into ``backbone`` (a :class:`~percepfid.backbones.Backbone`).
 
+        The load is strict: the update must hold exactly the tensors of the encoder's last
+        ``blocks`` blocks (and the layers after them), with their shapes.
+
         Raises:
             ArgumentError: ``backbone`` is not the one the update was fitted on.
-            WeightsError: the tensors do not fit its encoder (missing names, wrong shapes).
+            WeightsError: the tensors do not fit its encoder (none, missing or unknown
+                names, wrong shapes).
         """
         name = backbone.spec.name
         if name != self.backbone:
@@ -57,8 +61,26 @@ class BackboneUpdate:
                 f"{self.backbone!r} fine-tuned; it cannot be used with backbone {name!r}. "
                 f"Pass backbone={self.backbone!r}."
             )
+        from ..backbones import last_block_parameters
+
         own = backbone.encoder.state_dict()
         unknown = sorted(set(self.state) - set(own))
+        if not self.state:
+            raise WeightsError(
+                f"backbone update for {name!r} holds no tensors; re-save the head with its "
+                "fine-tuned blocks (fit_hlf_head(unfreeze_blocks=N)) or drop the update"
+            )
+        try:
+            expected = set(last_block_parameters(backbone.encoder, self.blocks))
+        except ArgumentError as error:
+            raise WeightsError(f"backbone update for {name!r}: {error}") from error
+        missing = sorted(expected - set(self.state))
+        if not unknown and missing:
+            raise WeightsError(
+                f"backbone update for {name!r} (last {self.blocks} block(s)) lacks "
+                f"{len(missing)} tensor(s) of those blocks (first: {missing[0]!r}); the file "
+                "is incomplete: re-save or re-download the head"
+            )
         if unknown:
             raise WeightsError(
                 f"backbone update for {name!r} holds {len(unknown)} tensor(s) its encoder does "
