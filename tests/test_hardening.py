@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from test_rqi_model import SMALL  # the small MANIQA-RQI architecture of the model tests
 from torch import nn
 
+import percepfid.hub as hub
 from percepfid import (
     ArgmaxPatchSelector,
     ArgumentError,
@@ -25,7 +26,6 @@ from percepfid import (
     ShapeError,
     WeightsError,
 )
-from percepfid import hub
 from percepfid.backbones import create_backbone, last_block_parameters
 from percepfid.eval import plcc
 from percepfid.heads import BackboneUpdate, CalibrationHead, load_head
