@@ -187,6 +187,9 @@ class ArgmaxPatchSelector(nn.Module):
             ]
         )
         flat = crops.reshape(batch * count, 3, p, p)
+        model_dtype = next((t.dtype for t in self.iqa.parameters() if t.is_floating_point()), None)
+        if model_dtype is not None and flat.dtype != model_dtype:
+            flat = flat.to(model_dtype)  # float64 / half candidates: scored in the model's dtype
         chunk = self.chunk_size or flat.shape[0]
         scores = torch.cat([self.iqa(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)])
         scores = scores.reshape(batch, count).float()
