@@ -242,6 +242,19 @@ def test_rqi_accepts_every_float_dtype_and_returns_float32_under_autocast():
         assert loss.score(x, y).dtype == torch.float32
 
 
+def test_lora_nriqa_scores_any_float_dtype_in_the_iqa_models_dtype():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1))
+    loss = LoRANRIQALoss(net, iqa=_TinyIQA(), targets=r"0|2", rank=2, reduction="none")
+    sr, gt = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    reference = loss(sr, gt)
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        out = loss(sr.to(dtype), gt.to(dtype))
+        assert out.dtype in (torch.float32, torch.float64)
+        torch.testing.assert_close(out.float(), reference, rtol=0, atol=2e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert loss(sr, gt).dtype == torch.float32
+
+
 def test_images_on_two_devices_name_both_arguments(monkeypatch, tiny):
     monkeypatch.setenv("PERCEPFID_CHECKS", "0")  # no value read-back from the meta tensor
     loss = HLFLoss(tiny, pretrained=False, image_size=32)

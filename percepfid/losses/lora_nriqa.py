@@ -125,9 +125,17 @@ class LoRANRIQALoss(ImageLoss):
         return self
 
     def quality(self, sr: torch.Tensor) -> torch.Tensor:
-        """Q of ``sr`` clamped to ``input_range``, oriented so that higher is better; ``(B,)``."""
+        """Q of ``sr`` clamped to ``input_range``, oriented so that higher is better; ``(B,)``.
+
+        ``sr`` of any floating dtype is cast to the IQA model's dtype; the scores are at
+        least float32 (also under a bfloat16 ``torch.autocast``)."""
         low, high = self.input_range
-        scores = self.iqa(self.to_unit(sr.clamp(low, high)))
+        images = self.to_unit(sr.clamp(low, high))
+        model = next((t for t in self.iqa.parameters() if t.is_floating_point()), None)
+        if model is not None and images.dtype != model.dtype:
+            images = images.to(model.dtype)  # float64 / half images: Q in the model's dtype
+        scores = self.iqa(images)
+        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
         return scores if self.iqa.higher_is_better else -scores
 
     def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -150,6 +158,8 @@ class LoRANRIQALoss(ImageLoss):
         base = None if self.base_loss is None else self.base_loss(sr, gt)
         if base is not None and self.reduction != "mean" and base.ndim == 0:
             base = base.expand(sr.shape[0])
+        if base is not None and base.is_floating_point():
+            base = base.to(torch.promote_types(base.dtype, torch.float32))
         return nriqa_reward_loss(
             self.quality(sr),
             base,
