@@ -9,6 +9,7 @@ while ``torch.compile`` traces and can be switched off with ``PERCEPFID_CHECKS=0
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -95,11 +96,51 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> floa
     return float(value)
 
 
+def check_int(
+    value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """Return ``value`` as a Python int when it is an integer (a Python or numpy / torch
+    integer scalar, never a bool or a float) inside ``[minimum, maximum]``.
+
+    Raises:
+        DTypeError: not an integer.
+        ArgumentError: outside the bounds.
+    """
+    if isinstance(value, bool) or (
+        isinstance(value, torch.Tensor) and (value.ndim or value.is_floating_point())
+    ):
+        raise DTypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise DTypeError(f"{name} must be an int; got {type(value).__name__} {value!r}") from None
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        low = "-inf" if minimum is None else str(minimum)
+        high = "inf" if maximum is None else str(maximum)
+        raise ArgumentError(f"{name} must be an int in [{low}, {high}]; got {number!r}")
+    return number
+
+
+# torch.Generator.manual_seed takes seeds in [0, 2**64)
+MAX_SEED = 2**64 - 1
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """A seed for ``torch.Generator().manual_seed``: an int in ``[0, 2**64)``."""
+    return check_int(value, name, minimum=0, maximum=MAX_SEED)
+
+
 def check_positive_int(value: int, name: str) -> int:
-    """Raise unless ``value`` is an int >= 1 (bools are refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """Raise unless ``value`` is an int >= 1 (numpy integers accepted; bools refused)."""
+    if isinstance(value, bool) or isinstance(value, float):
         raise ArgumentError(f"{name} must be a positive int; got {value!r}")
-    return value
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ArgumentError(f"{name} must be a positive int; got {value!r}") from None
+    if number < 1:
+        raise ArgumentError(f"{name} must be a positive int; got {value!r}")
+    return number
 
 
 def check_input_range(
@@ -212,4 +253,15 @@ def check_image_pair(
     check_image(a, names[0], input_range=input_range)
     check_image(b, names[1], input_range=input_range)
     check_same_shape(a, b, names)
+    check_same_device(a, b, names)
     return a, b
+
+
+def check_same_device(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
+    """Raise :class:`DTypeError` unless ``a`` and ``b`` are on the same device (their dtypes
+    may differ: the losses cast both to the model's dtype)."""
+    if a.device != b.device:
+        raise DTypeError(
+            f"{names[0]} and {names[1]} must be on the same device; got {a.device} and "
+            f"{b.device} (move one with .to({str(a.device)!r}))"
+        )

@@ -52,3 +52,36 @@ def _fill(path: str, keep, module: nn.Module, state_dict: dict, prefix: str, *ar
     for key, tensor in live.items():
         if keep is None or not keep(key[len(base) :]):
             state_dict.setdefault(key, tensor)
+
+
+# Frozen submodules carry this attribute; ImageLoss.requires_grad_ and
+# Backbone.requires_grad_ never turn their parameters back on.
+FROZEN_ATTR = "_percepfid_frozen"
+
+
+def mark_frozen(module: nn.Module) -> nn.Module:
+    """Freeze ``module`` (no parameter requires grad) and mark it, so that a parent's
+    ``requires_grad_(True)`` leaves it frozen. Returns ``module``."""
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    object.__setattr__(module, FROZEN_ATTR, True)
+    return module
+
+
+def frozen_parameter_ids(owner: nn.Module) -> set[int]:
+    """``id()`` of every parameter that lives in a module marked by :func:`mark_frozen`."""
+    return {
+        id(parameter)
+        for module in owner.modules()
+        if getattr(module, FROZEN_ATTR, False)
+        for parameter in module.parameters()
+    }
+
+
+def requires_grad_except_frozen(owner: nn.Module, requires_grad: bool) -> nn.Module:
+    """``owner.requires_grad_(requires_grad)`` that leaves marked frozen parts frozen."""
+    frozen = frozen_parameter_ids(owner)
+    for parameter in owner.parameters():
+        if id(parameter) not in frozen:
+            parameter.requires_grad_(requires_grad)
+    return owner

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ._checks import check_choice
+from ._checks import check_choice, check_int
 from ._errors import ArgumentError, DTypeError, UnknownNameError, WeightsError
 from ._version import __version__
 
@@ -427,6 +427,8 @@ def _download(
     if revision is not None and (not isinstance(revision, str) or not revision):
         raise ArgumentError(f"revision must be a non-empty str or None; got {revision!r}")
     sha256 = _check_sha256_argument(sha256)
+    if size is not None:
+        size = check_int(size, "size", minimum=1)
     offline = is_offline() if local_files_only is None else bool(local_files_only)
     where = _where(repo_id, filename, revision)
 
@@ -447,7 +449,10 @@ def _download(
                 "(HF_HUB_OFFLINE=1 or local_files_only=True)."
             )
         else:
-            reason = "is not in the local Hugging Face cache and the Hub could not be reached."
+            reason = (
+                "is not in the local Hugging Face cache and the Hub could not be reached "
+                "(with no network, set HF_HUB_OFFLINE=1 to use the cache only and fail fast)."
+            )
         raise WeightsError(
             f"{where} {reason} {_predownload_hint(repo_id, filename, revision, name)}"
         ) from error
@@ -469,6 +474,13 @@ def _download(
         raise WeightsError(f"{where}: the repository has no file {filename!r}.") from error
     except HfHubHTTPError as error:
         raise WeightsError(f"{where}: the Hub answered with an error: {error}") from error
+    except Exception as error:  # noqa: BLE001 - a transfer cut short, a network error, ...
+        raise WeightsError(
+            f"{where}: the download failed ({type(error).__name__}: {error}). Check the "
+            "network and retry (the cache resumes partial downloads); with no network set "
+            f"HF_HUB_OFFLINE=1 to use the cache only. "
+            f"{_predownload_hint(repo_id, filename, revision, name)}"
+        ) from error
 
     path = Path(local)
     problem = _mismatch(path, sha256, size)
@@ -510,7 +522,7 @@ def download(
         cache_dir: the Hugging Face cache folder; default ``HF_HUB_CACHE``.
         local_files_only: only look in the cache. ``None`` (default) follows
             ``HF_HUB_OFFLINE``, read at call time.
-        size: the expected size in bytes, checked before hashing.
+        size: the expected size in bytes (a positive int), checked before hashing.
 
     Returns:
         The path of the cached file.
@@ -695,9 +707,19 @@ def load_state_dict(path: PathLike, *, map_location: Any = "cpu") -> dict[str, A
             raise WeightsError(
                 f"{path} is not a valid safetensors file (corrupt or truncated?): {error}"
             ) from error
+    import pickle
+
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # UnpicklingError, RuntimeError on truncated zip archives
+    except pickle.UnpicklingError:
+        raise WeightsError(
+            f"{path} holds objects other than weights (tensors and plain containers), which "
+            "percepfid refuses to unpickle (it reads with torch.load(weights_only=True): "
+            "unpickling arbitrary objects runs code from the file). If "
+            "you trust the file, convert it once to safetensors (load it yourself and save "
+            "its state dict with safetensors.torch.save_file) and pass that file."
+        ) from None
+    except Exception as error:  # RuntimeError on truncated zip archives, ...
         raise WeightsError(
             f"{path} could not be read with torch.load(weights_only=True): it is corrupt, "
             f"truncated, or holds objects other than weights ({type(error).__name__}: {error})"

@@ -83,6 +83,9 @@ def test_alias_builds_and_embeds_odd_sizes(alias):
     grid = size // _patch(alias)
     assert tokens.shape == (2, grid * grid, backbone.token_dim)
     assert torch.isfinite(pooled).all() and torch.isfinite(tokens).all()
+    # random weights still see the image (issue 11, item 7): two images, two embeddings
+    cosine = torch.nn.functional.cosine_similarity(pooled[0], pooled[1], dim=0)
+    assert cosine < 1 - 1e-3, (alias, cosine)
     # frozen, eval-locked, out of the state dict
     assert not any(p.requires_grad for p in backbone.parameters())
     backbone.train()

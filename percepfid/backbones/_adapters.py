@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._errors import ArgumentError, UnknownNameError, WeightsError
+from .._errors import ArgumentError, DTypeError, ShapeError, UnknownNameError, WeightsError
 from .._imports import require
 from ._spec import BackboneSpec, PreprocessConfig
 
@@ -40,6 +40,32 @@ def _weights_file(spec: BackboneSpec, repo_id: str, filename: str) -> Path:
         filename,
     )
     return hub.download(repo_id, filename)
+
+
+# Random weights must still make embeddings depend on the image. Two upstream inits do
+# not: DINOv2's LayerScale starts at 1e-5 (the residual branches vanish, so the CLS token
+# ignores the input) and transformers' BLIP vision config draws every weight with std
+# 1e-10. With ``pretrained=False`` percepfid sets such LayerScale gammas to 1 (a plain
+# pre-norm ViT) and draws BLIP's weights with std 0.02.
+_TINY_LAYER_SCALE = 1e-3
+_RANDOM_BLIP_INIT_STD = 0.02
+
+
+@torch.no_grad()
+def lift_layer_scale(module: nn.Module) -> int:
+    """Set every near-zero LayerScale gamma of a randomly initialised ``module`` to 1.
+
+    Returns the number of gammas changed. Only for random weights: pretrained gammas
+    are never touched (the builders call this with ``pretrained=False`` only).
+    """
+    changed = 0
+    for name, param in module.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in ("gamma", "gamma_1", "gamma_2") and param.is_floating_point():
+            if param.numel() and float(param.abs().max()) < _TINY_LAYER_SCALE:
+                param.fill_(1.0)
+                changed += 1
+    return changed
 
 
 def _patch_size(module: nn.Module | None) -> int | None:
@@ -116,6 +142,8 @@ def build_timm(
     except TypeError:  # convolutional models take no img_size
         kwargs.pop("img_size")
         model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    if not pretrained:
+        lift_layer_scale(model)
     return TimmEncoder(model), config
 
 
@@ -219,7 +247,10 @@ def build_open_clip(
     config, native, model_cfg = setup.config, setup.native, setup.model_cfg
     timm_trunk = "timm_model_name" in model_cfg["vision_cfg"]
     if pretrained and config.image_size != native and not timm_trunk:
-        return OpenClipEncoder(_full_open_clip_model(setup, spec).visual), config
+        # open_clip's own loader resamples position embeddings to the new size.
+        return OpenClipEncoder(
+            _full_open_clip_model(setup, spec).visual
+        ), config  # pretrained: nothing to lift
     # Build the image tower alone: the text tower is never needed (SigLIP 2's alone holds
     # ~200M parameters of token embeddings).
     vision_cfg = dict(
@@ -240,6 +271,8 @@ def build_open_clip(
         # timm resamples the (possibly pretrained) position embeddings in place.
         visual.trunk.set_input_size(img_size=config.image_size)
         visual.image_size = config.image_size
+    if setup.weights is None:
+        lift_layer_scale(visual)
     return OpenClipEncoder(visual), config
 
 
@@ -327,9 +360,10 @@ def build_hf(
     )
     if image_size is not None:
         config = config.scaled(image_size)
-    vision_config = transformers.BlipVisionConfig(
-        **{**_BLIP_VISION, "image_size": config.image_size[0]}
-    )
+    overrides = {"image_size": config.image_size[0]}
+    if not pretrained:  # the upstream default (std 1e-10) gives one embedding for every image
+        overrides["initializer_range"] = _RANDOM_BLIP_INIT_STD
+    vision_config = transformers.BlipVisionConfig(**{**_BLIP_VISION, **overrides})
     vision_model = transformers.BlipVisionModel(vision_config)
     vision_proj = nn.Linear(vision_config.hidden_size, _BLIP_PROJ_DIM)
     encoder = BlipEncoder(vision_model, vision_proj)
@@ -371,9 +405,32 @@ class ModuleEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.module(x)
-        if isinstance(out, (tuple, list)):
+        if isinstance(out, (tuple, list)) and out:
             pooled, tokens = out[0], out[1] if len(out) > 1 else None
+        else:
+            pooled, tokens = out, None
+        batch = x.shape[0]
+        name = type(self.module).__name__
+        if not isinstance(pooled, torch.Tensor) or (
+            tokens is not None and not isinstance(tokens, torch.Tensor)
+        ):
+            raise DTypeError(
+                f"backbone module {name} must return a tensor or (pooled, tokens) tensors; "
+                f"got {type(out).__name__}"
+            )
+        if pooled.ndim < 2 or pooled.shape[0] != batch or not pooled.is_floating_point():
+            raise ShapeError(
+                f"backbone module {name} must return float embeddings (B, D), (B, N, D) or "
+                f"(pooled, tokens) for a batch of B={batch}; got {pooled.dtype} of shape "
+                f"{tuple(pooled.shape)}"
+            )
+        if tokens is not None and (tokens.ndim != 3 or tokens.shape[0] != batch):
+            raise ShapeError(
+                f"backbone module {name} returned tokens of shape {tuple(tokens.shape)}; "
+                f"expected (B={batch}, N, D)"
+            )
+        if isinstance(out, (tuple, list)):
             return pooled, tokens
-        if out.ndim == 3:
-            return out.mean(1), out
-        return out.flatten(1), None
+        if pooled.ndim == 3:
+            return pooled.mean(1), pooled
+        return pooled.flatten(1), None

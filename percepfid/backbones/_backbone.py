@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_input_range
+from .._checks import check_choice, check_input_range, check_positive_int
 from .._errors import ArgumentError, DTypeError
-from .._frozen import exclude_from_state_dict
+from .._frozen import exclude_from_state_dict, mark_frozen
 from .._vocab import BACKBONE_CROPS, EMBEDDINGS
 from ..functional import to_unit
 from . import _adapters
@@ -54,6 +54,8 @@ class Preprocess(nn.Module):
         - images: ``(B, 3, H, W)``, any ``H, W``.
         - output: ``(B, 3, h, w)`` for ``'center'`` / ``'squash'``; ``(B * T, 3, h, w)`` for
           ``'tiles'`` (tiles of one image are consecutive), with ``(h, w) = config.image_size``.
+        - dtype: float16 / bfloat16 images are preprocessed in float32 (the output is
+          float32 then); float32 and float64 keep their dtype.
     """
 
     def __init__(self, config: PreprocessConfig, input_range: tuple[float, float] = (0.0, 1.0)):
@@ -70,6 +72,10 @@ class Preprocess(nn.Module):
 
     def forward(self, images: torch.Tensor, crop: str | None = None) -> torch.Tensor:
         crop = check_choice(crop or self.config.crop, "crop", BACKBONE_CROPS)
+        if images.dtype in (torch.float16, torch.bfloat16):
+            # fp32 arithmetic for the resize (the CPU has no half antialiased kernels, and
+            # half resampling loses precision); the caller casts to the encoder's dtype.
+            images = images.float()
         images = to_unit(images, self.input_range)
         size = self.config.image_size
         mode = self.config.interpolation
@@ -101,6 +107,17 @@ class Preprocess(nn.Module):
             f"image_size={c.image_size}, resize_size={c.resize_size}, crop={c.crop!r}, "
             f"interpolation={c.interpolation!r}, input_range={self.input_range}"
         )
+
+
+def _first_parameter(module: nn.Module) -> torch.Tensor | None:
+    """The first floating parameter (or buffer) of ``module``: its dtype and device."""
+    for tensor in module.parameters():
+        if tensor.is_floating_point():
+            return tensor
+    for tensor in module.buffers():
+        if tensor.is_floating_point():
+            return tensor
+    return None
 
 
 class Embeddings(NamedTuple):
@@ -136,7 +153,7 @@ class Backbone(nn.Module):
         self.spec = spec
         self.encoder = encoder
         self.preprocess = preprocess
-        self.encoder.requires_grad_(False)
+        mark_frozen(self.encoder)
         self.embed_dim: int | None = getattr(encoder, "embed_dim", None)
         self.token_dim: int | None = getattr(encoder, "token_dim", None)
         super().train(False)
@@ -158,13 +175,33 @@ class Backbone(nn.Module):
     def train(self, mode: bool = True) -> Backbone:  # noqa: ARG002 - frozen tower
         return super().train(False)
 
+    def requires_grad_(self, requires_grad: bool = True) -> Backbone:
+        """The tower stays frozen: ``requires_grad_(True)`` is a no-op on the encoder (to
+        fine-tune blocks, set ``requires_grad`` on their parameters one by one)."""
+        if not requires_grad:
+            for parameter in self.parameters():
+                parameter.requires_grad_(False)
+        return self
+
     @property
     def image_size(self) -> tuple[int, int] | None:
         return None if self.preprocess is None else self.preprocess.config.image_size
 
     def encode(self, images: torch.Tensor, crop: str | None = None) -> Embeddings:
-        """Pooled embedding and patch tokens of ``images`` (already validated)."""
+        """Pooled embedding and patch tokens of ``images`` (already validated).
+
+        Images of any floating dtype are accepted: the encoder's input is cast to the
+        encoder's own parameter dtype (float16/bfloat16 images are preprocessed in float32
+        first). Images on another device than the encoder raise :class:`DTypeError`.
+        """
         batch = images.shape[0]
+        reference = _first_parameter(self.encoder)
+        if reference is not None and images.device != reference.device:
+            raise DTypeError(
+                f"images are on {images.device} but backbone {self.spec.name!r} is on "
+                f"{reference.device}; move the loss with .to({str(images.device)!r}) or the "
+                f"images with .to({str(reference.device)!r})"
+            )
         if self.preprocess is None:
             if crop == "tiles":
                 raise ArgumentError("crop='tiles' needs a backbone with preprocessing")
@@ -172,6 +209,8 @@ class Backbone(nn.Module):
         else:
             crop = check_choice(crop or self.preprocess.config.crop, "crop", BACKBONE_CROPS)
             x = self.preprocess(images, crop)
+        if reference is not None and x.dtype != reference.dtype:
+            x = x.to(reference.dtype)
         pooled, tokens = self.encoder(x)
         if crop == "tiles":  # regroup the tiles per image
             tiles = x.shape[0] // batch
@@ -198,6 +237,22 @@ class Backbone(nn.Module):
         return f"name={self.spec.name!r}, embed_dim={self.embed_dim}, token_dim={self.token_dim}"
 
 
+def _check_image_size(image_size: object) -> tuple[int, int] | None:
+    """``None``, a positive int or a pair of positive ints (numpy ints too) -> ``(H, W)``."""
+    if image_size is None:
+        return None
+    sides = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+    if len(sides) != 2:
+        raise ArgumentError(f"image_size must be an int or a pair (H, W); got {image_size!r}")
+    try:
+        return tuple(check_positive_int(side, "image_size") for side in sides)
+    except ArgumentError:
+        raise ArgumentError(
+            f"image_size must be a positive int or a pair of positive ints (H, W); "
+            f"got {image_size!r}"
+        ) from None
+
+
 def create_backbone(
     backbone: str | nn.Module,
     pretrained: bool = True,
@@ -215,7 +270,10 @@ def create_backbone(
             ``'hf:<org>/<repo>@<revision>'``), a :class:`Backbone`, or any ``nn.Module``
             that maps a normalised batch to ``(B, D)``, ``(B, N, D)`` or ``(pooled, tokens)``.
         pretrained: load the weights listed in the manifest (downloaded through
-            :mod:`percepfid.hub`); ``False`` builds random weights (tests, plumbing).
+            :mod:`percepfid.hub`); ``False`` builds random weights (tests, plumbing). Random
+            weights are re-initialised where the upstream init would make the embedding
+            ignore the image: near-zero LayerScale gammas (DINOv2's 1e-5) are set to 1 and
+            BLIP's weights are drawn with std 0.02 instead of 1e-10.
         image_size: override the model input size (e.g. a small size in tests).
         crop: default crop mode ``'center'``, ``'squash'`` or ``'tiles'``.
         input_range: value range of the images the backbone will receive.
@@ -235,6 +293,11 @@ def create_backbone(
         torch.Size([2, 192])
     """
     input_range = check_input_range(input_range)
+    image_size = _check_image_size(image_size)
+    if preprocess is not None and not isinstance(preprocess, PreprocessConfig):
+        raise DTypeError(
+            f"preprocess must be a PreprocessConfig or None; got {type(preprocess).__name__}"
+        )
     if crop is not None:
         check_choice(crop, "crop", BACKBONE_CROPS)
     if isinstance(backbone, Backbone):
@@ -255,11 +318,6 @@ def create_backbone(
             f"backbone must be a registered name or an nn.Module; got {type(backbone).__name__}"
         )
     spec = get_spec(backbone)
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    if image_size is not None:
-        if any(not isinstance(v, int) or v <= 0 for v in image_size):
-            raise ArgumentError(f"image_size must be positive ints; got {image_size!r}")
     encoder, config = _BUILDERS[spec.source](spec, pretrained, image_size)
     patch = getattr(encoder, "patch_size", None)
     if patch and any(side % patch for side in config.image_size):

@@ -25,7 +25,9 @@ class AMOSelection(NamedTuple):
 
     Attributes:
         patch: ``(B, 3, patch_size, patch_size)`` the best candidate's crop.
-        index: ``(B,)`` int64, the chosen candidate (ties: the lowest index).
+        index: ``(B,)`` int64, the chosen candidate (ties: the lowest index). Always an
+            eligible one: when every eligible score of a sample is NaN (or the worst
+            possible), its first eligible candidate.
         top: ``(B,)`` int64, the crop's top row in the candidates' coordinates.
         left: ``(B,)`` int64, the crop's left column. The matching LR crop starts at
             ``(top // scale, left // scale)`` with side ``patch_size // scale``.
@@ -74,16 +76,14 @@ class ArgmaxPatchSelector(nn.Module):
         iqa_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        check_positive_int(patch_size, "patch_size")
-        check_positive_int(scale, "scale")
+        patch_size = check_positive_int(patch_size, "patch_size")
+        scale = check_positive_int(scale, "scale")
         if patch_size % scale:
             raise ArgumentError(
                 f"patch_size={patch_size} must be divisible by scale={scale} so the LR crop aligns"
             )
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ArgumentError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
+        if chunk_size is not None:
+            chunk_size = check_positive_int(chunk_size, "chunk_size")
         self.iqa: NRIQAModel = create_nriqa(iqa, pretrained=pretrained, **(iqa_kwargs or {}))
         self.patch_size = patch_size
         self.scale = scale
@@ -117,8 +117,9 @@ class ArgmaxPatchSelector(nn.Module):
         Args:
             candidates: ``(B, K, 3, H, W)`` candidate ground truths.
             mask: ``(B, K)`` bool, ``True`` where a candidate may be chosen.
-            top: ``(B,)`` crop rows to use instead of random ones (with ``left``).
-            left: ``(B,)`` crop columns.
+            top: ``(B,)`` integer crop rows to use instead of random ones (with
+                ``left``); multiples of ``scale``, so the LR crop aligns.
+            left: ``(B,)`` integer crop columns, multiples of ``scale``.
             generator: random source of the crop locations (CPU generator).
 
         Returns:
@@ -155,13 +156,19 @@ class ArgmaxPatchSelector(nn.Module):
         mask = mask.to(candidates.device)
         if (top is None) != (left is None):
             raise ArgumentError("pass both top and left, or neither")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise DTypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
         if top is None:
             top, left = self._locations(batch, height, width, generator)
         else:
-            top = torch.as_tensor(top, dtype=torch.long).cpu()
-            left = torch.as_tensor(left, dtype=torch.long).cpu()
-            if top.shape != (batch,) or left.shape != (batch,):
-                raise ShapeError(f"top and left must have shape ({batch},)")
+            top, left = _location(top, "top", batch), _location(left, "left", batch)
+            s = self.scale
+            if s > 1 and ((top % s).any() or (left % s).any()):
+                raise ShapeError(
+                    f"with scale={s} the crop corners must be multiples of {s} so the LR crop "
+                    f"(top // {s}, left // {s}) aligns; got top={top.tolist()}, "
+                    f"left={left.tolist()}"
+                )
             if (
                 (top < 0).any()
                 or (left < 0).any()
@@ -180,6 +187,9 @@ class ArgmaxPatchSelector(nn.Module):
             ]
         )
         flat = crops.reshape(batch * count, 3, p, p)
+        model_dtype = next((t.dtype for t in self.iqa.parameters() if t.is_floating_point()), None)
+        if model_dtype is not None and flat.dtype != model_dtype:
+            flat = flat.to(model_dtype)  # float64 / half candidates: scored in the model's dtype
         chunk = self.chunk_size or flat.shape[0]
         scores = torch.cat([self.iqa(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)])
         scores = scores.reshape(batch, count).float()
@@ -187,6 +197,9 @@ class ArgmaxPatchSelector(nn.Module):
         # NaN scores (a broken crop) never win; masked candidates never win
         oriented = oriented.nan_to_num(nan=-torch.inf).masked_fill(~mask, -torch.inf)
         index = oriented.argmax(dim=1)  # the first maximum: ties go to the lowest index
+        # a sample whose eligible scores are all NaN / -inf: its first eligible candidate
+        scored = (oriented > -torch.inf).any(dim=1)
+        index = torch.where(scored, index, mask.to(torch.uint8).argmax(dim=1))
         patch = crops[torch.arange(batch, device=crops.device), index]
         return AMOSelection(
             patch.detach().clone(),
@@ -195,3 +208,18 @@ class ArgmaxPatchSelector(nn.Module):
             left,
             scores.masked_fill(~mask, torch.nan).detach(),
         )
+
+
+def _location(value: Any, name: str, batch: int) -> torch.Tensor:
+    """An explicit crop coordinate: ``(B,)`` integers (not bools, not floats), on the CPU."""
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise DTypeError(f"{name} must be ({batch},) integers; got {value!r} ({error})") from None
+    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
+        raise DTypeError(f"{name} must hold integers; got dtype {tensor.dtype}")
+    if tensor.shape != (batch,):
+        raise ShapeError(
+            f"top and left must have shape ({batch},); got {name} {tuple(tensor.shape)}"
+        )
+    return tensor.to(torch.long).cpu()

@@ -14,7 +14,14 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from .._checks import check_choice, check_positive, check_positive_int
+from .._checks import (
+    MAX_SEED,
+    check_choice,
+    check_int,
+    check_positive,
+    check_positive_int,
+    check_seed,
+)
 from .._errors import ArgumentError, DTypeError, EmptyBatchError, NonFiniteError, ShapeError
 
 __all__ = ["IQAWeightedSampler", "candidate_probabilities", "SAMPLER_MODES"]
@@ -105,6 +112,11 @@ def candidate_probabilities(
         probabilities[torch.arange(len(best)), best] = 1.0
     else:
         logits = (values / temperature).masked_fill(~eligible, -math.inf)
+        if torch.isinf(logits[eligible]).any():
+            raise ArgumentError(
+                f"temperature={temperature!r} is too small for the scores' scale: score / "
+                "temperature overflows; use a temperature on the scores' own scale"
+            )
         probabilities = torch.softmax(logits, dim=1)
     return probabilities / probabilities.sum(dim=1, keepdim=True)
 
@@ -171,9 +183,8 @@ class IQAWeightedSampler(Sampler[tuple[int, int]]):
         self.num_items = self.probabilities.shape[0]
         if num_samples is None:
             num_samples = self.num_items
-        check_positive_int(num_samples, "num_samples")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise DTypeError(f"seed must be an int; got {seed!r}")
+        num_samples = check_positive_int(num_samples, "num_samples")
+        seed = check_seed(seed)
         num_replicas, rank = _world(num_replicas, rank)
         self.num_samples = num_samples
         self.seed = seed
@@ -194,17 +205,16 @@ class IQAWeightedSampler(Sampler[tuple[int, int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose draw :meth:`__iter__` yields (call it every epoch)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ArgumentError(f"epoch must be a non-negative int; got {epoch!r}")
-        self.epoch = epoch
+        self.epoch = check_int(epoch, "epoch", minimum=0)
 
     def epoch_draw(self, epoch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole epoch over all ranks, before sharding: ``(items, candidates)`` int64.
 
         A pure function of ``(seed, epoch)`` and the sampler's settings.
         """
-        epoch = self.epoch if epoch is None else epoch
-        generator = torch.Generator().manual_seed(self.seed + epoch)
+        epoch = self.epoch if epoch is None else check_int(epoch, "epoch", minimum=0)
+        # seed + epoch wraps around 2**64, the range manual_seed accepts
+        generator = torch.Generator().manual_seed((self.seed + epoch) % (MAX_SEED + 1))
         total = self.per_rank * self.num_replicas
         if self.shuffle:
             repeats = math.ceil(self.num_samples / self.num_items)
@@ -242,9 +252,8 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
             num_replicas = dist.get_world_size() if initialised else 1
         if rank is None:
             rank = dist.get_rank() if initialised else 0
-    for value, name in ((num_replicas, "num_replicas"), (rank, "rank")):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DTypeError(f"{name} must be an int; got {value!r}")
+    num_replicas = check_int(num_replicas, "num_replicas")
+    rank = check_int(rank, "rank")
     if num_replicas < 1:
         raise ArgumentError(f"num_replicas must be >= 1; got {num_replicas}")
     if not 0 <= rank < num_replicas:

@@ -65,14 +65,24 @@ def rankdata(values: ArrayLike) -> np.ndarray:
 
 
 def _pearson(x: np.ndarray, y: np.ndarray, statistic: str, names: tuple[str, str]) -> float:
-    if np.ptp(x) == 0:
+    if np.all(x == x[0]):  # not np.ptp: max - min overflows for values near +-1e308
         return warn_constant(statistic, names[0])
-    if np.ptp(y) == 0:
+    if np.all(y == y[0]):
         return warn_constant(statistic, names[1])
-    xc = x - x.mean()
-    yc = y - y.mean()
+    # Pearson's r is scale-free: bring both to unit magnitude first, so sums of squares of
+    # values near 1e200 (or 1e-200) neither overflow nor underflow.
+    xc = _unit_centred(x)
+    yc = _unit_centred(y)
     r = float(np.dot(xc, yc) / math.sqrt(float(np.dot(xc, xc)) * float(np.dot(yc, yc))))
     return max(-1.0, min(1.0, r))
+
+
+def _unit_centred(values: np.ndarray) -> np.ndarray:
+    """``values`` minus their mean, divided by the largest magnitude (computed so that
+    neither the mean nor the squares leave the float64 range)."""
+    scaled = values / np.max(np.abs(values))
+    centred = scaled - scaled.mean()
+    return centred / np.max(np.abs(centred))
 
 
 def _pair(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

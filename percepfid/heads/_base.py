@@ -3,7 +3,10 @@ the Hugging Face Hub format (``config.json`` + ``model.safetensors``)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,13 +16,16 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .._atomic import atomic_path
-from .._errors import ArgumentError, UnknownNameError, WeightsError
+from .._errors import ArgumentError, MissingDependencyError, UnknownNameError, WeightsError
+
+logger = logging.getLogger(__name__)
 
 # The key in config.json that names the head class, so load_head can rebuild any head.
 CLASS_KEY = "percepfid_head"
 # The key in config.json that records a backbone update saved next to the head.
 BACKBONE_KEY = "percepfid_backbone"
 BACKBONE_FILE = "backbone.safetensors"
+_WEIGHTS_FILE = "model.safetensors"
 _HEADS: dict[str, type[HubHead]] = {}
 
 
@@ -40,9 +46,13 @@ class BackboneUpdate:
     def apply(self, backbone: nn.Module) -> None:
         """Load the tuned tensors into ``backbone`` (a :class:`~percepfid.backbones.Backbone`).
 
+        The load is strict: the update must hold exactly the tensors of the encoder's last
+        ``blocks`` blocks (and the layers after them), with their shapes.
+
         Raises:
             ArgumentError: ``backbone`` is not the one the update was fitted on.
-            WeightsError: the tensors do not fit its encoder (missing names, wrong shapes).
+            WeightsError: the tensors do not fit its encoder (none, missing or unknown
+                names, wrong shapes).
         """
         name = backbone.spec.name
         if name != self.backbone:
@@ -51,8 +61,26 @@ class BackboneUpdate:
                 f"{self.backbone!r} fine-tuned; it cannot be used with backbone {name!r}. "
                 f"Pass backbone={self.backbone!r}."
             )
+        from ..backbones import last_block_parameters
+
         own = backbone.encoder.state_dict()
         unknown = sorted(set(self.state) - set(own))
+        if not self.state:
+            raise WeightsError(
+                f"backbone update for {name!r} holds no tensors; re-save the head with its "
+                "fine-tuned blocks (fit_hlf_head(unfreeze_blocks=N)) or drop the update"
+            )
+        try:
+            expected = set(last_block_parameters(backbone.encoder, self.blocks))
+        except ArgumentError as error:
+            raise WeightsError(f"backbone update for {name!r}: {error}") from error
+        missing = sorted(expected - set(self.state))
+        if not unknown and missing:
+            raise WeightsError(
+                f"backbone update for {name!r} (last {self.blocks} block(s)) lacks "
+                f"{len(missing)} tensor(s) of those blocks (first: {missing[0]!r}); the file "
+                "is incomplete: re-save or re-download the head"
+            )
         if unknown:
             raise WeightsError(
                 f"backbone update for {name!r} holds {len(unknown)} tensor(s) its encoder does "
@@ -140,13 +168,50 @@ class HubHead(
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs: Any):
-        """Load the head (and its backbone update, when saved with one)."""
-        head = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        """Load the head (and its backbone update, when saved with one), strictly.
+
+        The folder or repo must hold a readable ``config.json`` and a ``model.safetensors``
+        whose tensors are exactly the head's (no missing, no extra keys). With
+        ``HF_HUB_OFFLINE=1`` (read at call time) only the local cache is searched.
+
+        Raises:
+            WeightsError: no such folder or reachable repo, a missing or unreadable
+                ``config.json`` / ``model.safetensors``, a config that does not build this
+                head, or weights that do not fit it; the message gives the fix.
+        """
+        source = str(pretrained_model_name_or_path)
+        if _offline() and "local_files_only" not in kwargs:
+            kwargs["local_files_only"] = True
         fetch = _fetcher(pretrained_model_name_or_path, kwargs)
-        record = _read_config(fetch)[1].get(BACKBONE_KEY)
+        config_path, config = _read_config(fetch)  # fails fast, before the mixin
+        weights_path = fetch(_WEIGHTS_FILE)
+        kwargs.setdefault("strict", True)
+        captured = io.StringIO()
+        try:
+            # huggingface_hub prints "Loading weights from local directory": keep stdout clean
+            with contextlib.redirect_stdout(captured):
+                head = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (WeightsError, MissingDependencyError):
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure here means a bad head folder
+            raise WeightsError(
+                f"head {source!r} could not be loaded as a {cls.__name__} from {config_path} "
+                f"and {weights_path} ({type(error).__name__}: {error}). The files are corrupt "
+                "or were not written by this head's save_pretrained: re-save or re-download it."
+            ) from error
+        finally:
+            if captured.getvalue().strip():
+                logger.debug("huggingface_hub: %s", captured.getvalue().strip())
+        record = config.get(BACKBONE_KEY)
         if record is not None:
             head.backbone_update = _read_backbone_update(fetch(BACKBONE_FILE), record)
         return head
+
+
+def _offline() -> bool:
+    from ..hub import is_offline
+
+    return is_offline()
 
 
 def _fetcher(path_or_repo_id: str | Path, hub_kwargs: dict[str, Any]):
@@ -162,6 +227,15 @@ def _fetcher(path_or_repo_id: str | Path, hub_kwargs: dict[str, Any]):
                 )
             return path
 
+    elif (
+        isinstance(path_or_repo_id, Path)
+        or str(path_or_repo_id).startswith(("/", "./", "../", "~", "\\"))
+        or str(path_or_repo_id).count("/") > 1
+    ):
+        raise WeightsError(
+            f"head folder {str(path_or_repo_id)!r} does not exist (a Hub repo id looks like "
+            "'org/name'); save a head there with save_pretrained or fix the path"
+        )
     else:
         from huggingface_hub import hf_hub_download
 
@@ -172,16 +246,31 @@ def _fetcher(path_or_repo_id: str | Path, hub_kwargs: dict[str, Any]):
         }
 
         def fetch(filename: str) -> Path:
+            offline = bool(allowed.get("local_files_only")) or _offline()
             try:
                 return Path(
                     hf_hub_download(
-                        str(path_or_repo_id), filename, library_name="percepfid", **allowed
+                        str(path_or_repo_id),
+                        filename,
+                        library_name="percepfid",
+                        **{**allowed, "local_files_only": offline},
                     )
                 )
             except Exception as error:  # noqa: BLE001 - report any hub failure the same way
+                if offline:
+                    why = (
+                        f"it is not in the local Hugging Face cache and downloads are off "
+                        f"(HF_HUB_OFFLINE=1 or local_files_only=True). Download it where there "
+                        f"is network (`hf download {path_or_repo_id}`) or pass a local folder"
+                    )
+                else:
+                    why = (
+                        "check the folder path or the repo id and your network; with no "
+                        "network set HF_HUB_OFFLINE=1 to use the cache only and fail fast"
+                    )
                 raise WeightsError(
                     f"head {str(path_or_repo_id)!r} is neither a local folder nor a reachable "
-                    f"Hub repo with a {filename} ({type(error).__name__}: {error})"
+                    f"Hub repo with a {filename}: {why} ({type(error).__name__}: {error})"
                 ) from error
 
     return fetch
@@ -190,9 +279,17 @@ def _fetcher(path_or_repo_id: str | Path, hub_kwargs: dict[str, Any]):
 def _read_config(fetch) -> tuple[Path, dict]:
     config_path = fetch("config.json")
     try:
-        return config_path, json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise WeightsError(f"{config_path}: unreadable head config ({error})") from error
+        config = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WeightsError(
+            f"{config_path}: unreadable head config ({error}); re-save the head with "
+            "save_pretrained or re-download it"
+        ) from error
+    if not isinstance(config, dict):
+        raise WeightsError(
+            f"{config_path}: a head config must be a JSON object; got {type(config).__name__}"
+        )
+    return config_path, config
 
 
 def load_head(path_or_repo_id: str | Path, **hub_kwargs: Any) -> HubHead:

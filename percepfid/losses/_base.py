@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .._checks import check_input_range, check_positive, check_reduction
+from .._frozen import requires_grad_except_frozen
 from ..functional import to_unit
 
 
@@ -28,6 +29,12 @@ class ImageLoss(nn.Module):
         self.reduction = check_reduction(reduction)
         self.weight = check_positive(weight, "weight", allow_zero=True)
         self.input_range: tuple[float, float] = check_input_range(input_range)
+
+    def requires_grad_(self, requires_grad: bool = True) -> ImageLoss:
+        """Set ``requires_grad`` on the loss's own trainable parameters only: frozen parts
+        (backbones, towers, loaded heads, the IQA model) stay frozen whatever is asked."""
+        requires_grad_except_frozen(self, requires_grad)
+        return self
 
     def to_unit(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` mapped from ``input_range`` to ``[0, 1]``."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -11,6 +11,7 @@ from torch import nn
 
 from .._checks import check_choice, check_image, check_image_pair, check_positive
 from .._errors import ArgumentError, DTypeError, ShapeError
+from .._frozen import mark_frozen
 from .._vocab import EMBEDDINGS, KERNEL_BACKENDS
 from ..backbones import Backbone, Embeddings, create_backbone
 from ..functional import embedding_fidelity, fidelity_loss
@@ -22,7 +23,10 @@ from ._base import ImageLoss
 class ReferenceEmbedding:
     """GT embeddings computed once by :meth:`HLFLoss.embed_reference` (no autograd).
 
-    Pass it in place of ``gt`` to reuse a reference across steps or candidates.
+    Pass it in place of ``gt`` to reuse a reference across steps or candidates. It is
+    keyed by everything that determines its value (the backbone spec and the identity of
+    its weights, the preprocessing: input size, resize, mean/std, interpolation, crop and
+    input range, and the embedding): a loss whose key differs refuses it.
     """
 
     pooled: torch.Tensor
@@ -31,6 +35,7 @@ class ReferenceEmbedding:
     embedding: str
     crop: str | None
     image_shape: tuple[int, ...]
+    key: tuple = field(default=(), repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.pooled.shape[0]
@@ -112,7 +117,7 @@ class HLFLoss(ImageLoss):
                 f"embedding={embedding!r} needs patch tokens; backbone {self.backbone.spec.name!r} has none"
             )
         if isinstance(head, (str, Path)):  # a fitted head: frozen, like the backbone
-            head = load_head(head).eval().requires_grad_(False)
+            head = mark_frozen(load_head(head).eval())
         if head is not None and not isinstance(head, nn.Module):
             raise DTypeError(
                 f"head must be an nn.Module, a folder or a Hub repo id; got {type(head).__name__}"
@@ -123,6 +128,11 @@ class HLFLoss(ImageLoss):
                 self.backbone = copy.deepcopy(self.backbone)
             update.apply(self.backbone)
         self.head = head
+        if isinstance(backbone, str) and pretrained and update is None:
+            # the released weights: the same for every loss built from this spec
+            self._weights_identity: tuple = ("pretrained", self.backbone.spec.name)
+        else:  # random weights, a user's module, fine-tuned blocks: this module only
+            self._weights_identity = ("module", id(self.backbone.encoder))
 
     # ------------------------------------------------------------------ embeddings
 
@@ -149,6 +159,24 @@ class HLFLoss(ImageLoss):
             embedding=self.embedding,
             crop=self.crop,
             image_shape=tuple(gt.shape),
+            key=self.reference_key(),
+        )
+
+    def reference_key(self) -> tuple:
+        """What determines a :class:`ReferenceEmbedding`'s value under this loss: the
+        backbone spec, the identity of its weights (the pretrained release, or this very
+        module for random weights, user modules and fine-tuned blocks), the preprocessing
+        (size, resize, mean/std, interpolation, default crop, input range), the crop and
+        the embedding."""
+        preprocess = self.backbone.preprocess
+        config = None if preprocess is None else (preprocess.config, preprocess.input_range)
+        return (
+            self.backbone.spec.name,
+            self._weights_identity,
+            config,
+            self.input_range,
+            self.crop,
+            self.embedding,
         )
 
     def embed_pair(
@@ -172,14 +200,21 @@ class HLFLoss(ImageLoss):
         return self.encode(sr), reference
 
     def _stored_reference(self, gt: ReferenceEmbedding, sr: torch.Tensor) -> Embeddings:
-        if (
-            gt.backbone != self.backbone.spec.name
-            or gt.embedding != self.embedding
-            or gt.crop != self.crop
-        ):
+        if gt.key != self.reference_key():
+            differ = [
+                label
+                for label, theirs, ours in zip(
+                    ("backbone", "weights", "preprocessing", "input_range", "crop", "embedding"),
+                    gt.key or (None,) * 6,
+                    self.reference_key(),
+                    strict=True,
+                )
+                if theirs != ours
+            ]
             raise ArgumentError(
-                f"gt is a ReferenceEmbedding of backbone={gt.backbone!r}, embedding={gt.embedding!r}, "
-                f"crop={gt.crop!r}; this loss uses {self.backbone.spec.name!r}, {self.embedding!r}, "
+                f"gt is a ReferenceEmbedding made under another {', '.join(differ)} "
+                f"(backbone={gt.backbone!r}, embedding={gt.embedding!r}, crop={gt.crop!r}); "
+                f"this loss uses {self.backbone.spec.name!r}, {self.embedding!r}, "
                 f"{self.crop!r}. Re-embed it with this loss's embed_reference(gt)."
             )
         if gt.image_shape != tuple(sr.shape):

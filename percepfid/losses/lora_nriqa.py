@@ -16,7 +16,7 @@ from torch import nn
 
 from .._checks import check_image, check_positive, check_same_shape
 from .._errors import DTypeError
-from .._frozen import exclude_from_state_dict
+from .._frozen import exclude_from_state_dict, mark_frozen
 from ..functional import nriqa_reward_loss
 from ..iqa import NRIQAModel, create_nriqa
 from ..lora import LoRATargets, has_lora, inject_lora, lora_parameters, merge_lora
@@ -108,6 +108,7 @@ class LoRANRIQALoss(ImageLoss):
             inject_lora(model, targets, rank=rank, alpha=alpha)
         self.model = model
         self.iqa: NRIQAModel = create_nriqa(iqa, pretrained=pretrained, **(iqa_kwargs or {}))
+        mark_frozen(self.iqa)
         self.base_loss = base_loss
         # Only the adapters belong to the loss's checkpoint.
         exclude_from_state_dict(self, keep=_is_lora_key)
@@ -116,10 +117,25 @@ class LoRANRIQALoss(ImageLoss):
         """The LoRA adapter parameters (what the optimiser should receive)."""
         return lora_parameters(self.model)
 
+    def requires_grad_(self, requires_grad: bool = True) -> LoRANRIQALoss:
+        """Switch the LoRA adapters only: the SR network's base weights and the IQA model
+        stay frozen whatever is asked."""
+        for parameter in self.trainable_parameters():
+            parameter.requires_grad_(requires_grad)
+        return self
+
     def quality(self, sr: torch.Tensor) -> torch.Tensor:
-        """Q of ``sr`` clamped to ``input_range``, oriented so that higher is better; ``(B,)``."""
+        """Q of ``sr`` clamped to ``input_range``, oriented so that higher is better; ``(B,)``.
+
+        ``sr`` of any floating dtype is cast to the IQA model's dtype; the scores are at
+        least float32 (also under a bfloat16 ``torch.autocast``)."""
         low, high = self.input_range
-        scores = self.iqa(self.to_unit(sr.clamp(low, high)))
+        images = self.to_unit(sr.clamp(low, high))
+        model = next((t for t in self.iqa.parameters() if t.is_floating_point()), None)
+        if model is not None and images.dtype != model.dtype:
+            images = images.to(model.dtype)  # float64 / half images: Q in the model's dtype
+        scores = self.iqa(images)
+        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
         return scores if self.iqa.higher_is_better else -scores
 
     def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -142,6 +158,8 @@ class LoRANRIQALoss(ImageLoss):
         base = None if self.base_loss is None else self.base_loss(sr, gt)
         if base is not None and self.reduction != "mean" and base.ndim == 0:
             base = base.expand(sr.shape[0])
+        if base is not None and base.is_floating_point():
+            base = base.to(torch.promote_types(base.dtype, torch.float32))
         return nriqa_reward_loss(
             self.quality(sr),
             base,

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_image_pair
+from .._checks import check_choice, check_image_pair, check_positive_int, check_seed
 from .._errors import ArgumentError, DTypeError
-from .._frozen import exclude_from_state_dict
+from .._frozen import exclude_from_state_dict, mark_frozen
 from .._vocab import RQI_EMBEDDINGS
 from ..functional import rqi_loss, rqi_score
 from ..rqi import (
@@ -28,6 +28,34 @@ from ._base import ImageLoss
 logger = logging.getLogger(__name__)
 
 __all__ = ["RQILoss"]
+
+_HALF = (torch.float16, torch.bfloat16)
+_STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+class _SameRandomness:
+    """``compare`` whose second and later calls replay the random state of the first, so a
+    head with dropout draws the same masks for ``g(a, b)`` and ``g(b, a)``: the
+    antisymmetrised score is then exactly antisymmetric (and 0 for ``a == b``) in train
+    mode too."""
+
+    def __init__(self, compare: Any, device: torch.device) -> None:
+        self.compare = compare
+        self.device = device
+        self.state: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        cuda = self.device.type == "cuda"
+        if self.state is None:
+            self.state = (
+                torch.get_rng_state(),
+                torch.cuda.get_rng_state(self.device) if cuda else None,
+            )
+        else:
+            torch.set_rng_state(self.state[0])
+            if cuda:
+                torch.cuda.set_rng_state(self.state[1], self.device)
+        return self.compare(a, b)
 
 
 class RQILoss(ImageLoss):
@@ -51,8 +79,18 @@ class RQILoss(ImageLoss):
       (:class:`~percepfid.rqi.RQIHead` or any ``head(e_a, e_b) -> (B,)``), trained with
       :func:`percepfid.train.train_rqi`: RQI on modern backbones and at any resolution.
 
-    The model is frozen (no gradient to its weights) and stays in ``eval()`` under
-    ``.train()``; the frozen weights are left out of ``state_dict()`` (a checkpoint of the
+    With ``train_head=True`` and a head with dropout in train mode, ``g(a, b)`` and
+    ``g(b, a)`` of one call share their dropout masks (the random state is replayed), so
+    ``score(x, x) == 0`` holds exactly in train mode too, and ``score(a, b) == -score(b, a)``
+    holds for the same random state (two calls draw different masks unless the global
+    seed is reset in between).
+
+    Images of any floating dtype are accepted (float16 / bfloat16 are cropped in float32,
+    then cast to the model's dtype); scores and the loss are at least float32, also under
+    a bfloat16 ``torch.autocast``. ``sr`` and ``gt`` must share the model's device.
+
+    The model is frozen (no gradient to its weights, also after ``requires_grad_(True)``)
+    and stays in ``eval()`` under ``.train()``; the frozen weights are left out of ``state_dict()`` (a checkpoint of the
     loss holds only the head). The reference is embedded without autograd; gradients flow
     to ``sr`` only.
 
@@ -74,7 +112,7 @@ class RQILoss(ImageLoss):
             ``None`` (whole image, resized by the backbone) with a backbone.
         generator: CPU generator for the random crops; default a private one seeded with
             ``seed``. The global RNG is never used.
-        seed: seed of the default generator.
+        seed: seed of the default generator, an int in ``[0, 2**64)``.
         embedding: with a backbone: ``'cls'`` (pooled) or ``'patch'`` (aligned tokens).
         train_head: keep the head trainable (used by the trainer); by default the whole
             loss is frozen.
@@ -127,7 +165,10 @@ class RQILoss(ImageLoss):
         self.antisymmetric = bool(antisymmetric)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise DTypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
-        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        self.seed = check_seed(seed)
+        self.generator = (
+            generator if generator is not None else torch.Generator().manual_seed(self.seed)
+        )
         self._frozen_prefixes: tuple[str, ...] = ()
 
         if backbone is None:
@@ -138,7 +179,7 @@ class RQILoss(ImageLoss):
             self.model: nn.Module = create_maniqa_rqi(
                 pretrained, weights, **dict(model_kwargs or {})
             )
-            self.model.requires_grad_(False)
+            mark_frozen(self.model)
             self._frozen_prefixes = ("model.",)
             default_size: int | None = self.model.img_size
         else:
@@ -154,13 +195,11 @@ class RQILoss(ImageLoss):
                 encoder, self._build_head(head, encoder, embedding), embedding
             )
             if not train_head:
-                self.model.head.requires_grad_(False)
+                mark_frozen(self.model.head)
             default_size = None
         self.train_head = bool(train_head) and backbone is not None
-        if crop_size is not None and (
-            isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size <= 0
-        ):
-            raise ArgumentError(f"crop_size must be a positive int or None; got {crop_size!r}")
+        if crop_size is not None:
+            crop_size = check_positive_int(crop_size, "crop_size")
         fixed = getattr(self.model, "img_size", None)
         if fixed is not None and crop_size is not None and crop_size != fixed:
             raise ArgumentError(
@@ -214,7 +253,46 @@ class RQILoss(ImageLoss):
             antisymmetric: override the loss's ``antisymmetric`` setting.
         """
         flag = self.antisymmetric if antisymmetric is None else antisymmetric
-        return rqi_score(self.model.features, self.model.compare, sr, gt, antisymmetric=flag)
+        sr, gt = self._to_model(sr, gt)
+        compare = self.model.compare
+        if flag and self._head_is_random():
+            compare = _SameRandomness(compare, sr.device)
+        score = rqi_score(self.model.features, compare, sr, gt, antisymmetric=flag)
+        # at least float32 (a bf16 autocast region or a half model still gives fp32 scores)
+        return score.to(torch.promote_types(score.dtype, torch.float32))
+
+    def _head_is_random(self) -> bool:
+        """A head in train mode with stochastic layers (dropout) draws random numbers."""
+        if torch.compiler.is_compiling() or not isinstance(self.model, BackbonePairModel):
+            return False
+        return any(
+            module.training and isinstance(module, _STOCHASTIC) and getattr(module, "p", 0) > 0
+            for module in self.model.head.modules()
+        )
+
+    def _to_model(self, sr: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sr`` and ``gt`` on the model's device, cast to its parameter dtype."""
+        reference = next((p for p in self.model.parameters() if p.is_floating_point()), None)
+        if reference is None:
+            return sr, gt
+        for name, x in (("sr", sr), ("gt", gt)):
+            if x.device != reference.device:
+                raise DTypeError(
+                    f"{name} is on {x.device} but the RQI model is on {reference.device}; "
+                    f"move the loss with .to({str(x.device)!r}) or the images to "
+                    f"{str(reference.device)!r}"
+                )
+        return sr.to(reference.dtype), gt.to(reference.dtype)
+
+    @staticmethod
+    def _widen(sr: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # half / bfloat16 images are cropped and resized in float32 (the CPU has no half
+        # resampling kernels); the model casts them to its own dtype
+        if sr.dtype in _HALF:
+            sr = sr.float()
+        if gt.dtype in _HALF:
+            gt = gt.float()
+        return sr, gt
 
     def score(
         self,
@@ -238,7 +316,7 @@ class RQILoss(ImageLoss):
             ``(sr, gt)`` unless ``antisymmetric=False``.
         """
         check_image_pair(sr, gt, ("sr", "gt"), input_range=self.input_range)
-        return self._score(sr, gt, generator, offsets)
+        return self._score(*self._widen(sr, gt), generator, offsets)
 
     def _score(
         self,
@@ -273,7 +351,7 @@ class RQILoss(ImageLoss):
             A scalar, or ``(B,)`` with ``reduction='none'``.
         """
         check_image_pair(sr, gt, ("sr", "gt"), input_range=self.input_range)
-        score = self._score(sr, gt, None, offsets)
+        score = self._score(*self._widen(sr, gt), None, offsets)
         return rqi_loss(score, weight=self.weight, reduction=self.reduction)
 
     def extra_repr(self) -> str:
