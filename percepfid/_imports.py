@@ -22,6 +22,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "matplotlib": ("plot", "matplotlib"),
     "torchmetrics": ("metrics", "torchmetrics"),
     "PIL": ("", "pillow"),
+    "spandrel": ("sr", "spandrel"),
 }
 
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import TypeAlias
 
 from torch import nn
@@ -131,27 +132,67 @@ def _is_spatial(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Conv2d) and max(layer.kernel_size) > 1
 
 
+# Per-call memo (module id -> facts), so the analysis stays linear in the network's size.
+_MEMO: ContextVar[dict | None] = ContextVar("percepfid_lora_memo", default=None)
+
+
+def _memo(kind: str) -> dict:
+    memo = _MEMO.get()
+    if memo is None:  # a helper called outside an analysis: no sharing
+        return {}
+    return memo.setdefault(kind, {})
+
+
+def _wrapped(module: nn.Module) -> tuple[int, str, bool]:
+    """(adaptable layers inside, path of the first one, holds other parameters)."""
+    memo = _memo("wrapped")
+    key = id(module)
+    if key in memo:
+        return memo[key]
+    if _is_adaptable(module):
+        result = (1, "", False)
+    else:
+        count, path = 0, ""
+        # besides the layer, a pure wrapper holds only parameter-free modules or PReLUs
+        impure = not isinstance(module, nn.PReLU) and any(
+            True for _ in module.parameters(recurse=False)
+        )
+        for child_name, child in module.named_children():
+            n, child_path, child_impure = _wrapped(child)
+            if n and not count:
+                path = _join(child_name, child_path)
+            count += n
+            impure = impure or child_impure
+        result = (count, path, impure)
+    memo[key] = result
+    return result
+
+
 def _unwrap(name: str, module: nn.Module) -> tuple[str, nn.Module] | None:
     """The single adaptable layer ``module`` stands for (itself or its only one), else None."""
-    if _is_adaptable(module):
-        return name, module
-    if isinstance(module, _ADAPTABLE):  # grouped or empty
+    count, path, impure = _wrapped(module)
+    if count != 1 or impure:
         return None
-    found = [(n, m) for n, m in module.named_modules() if n and _is_adaptable(m)]
-    if len(found) != 1:
-        return None
-    # a pure wrapper: besides the layer, only parameter-free modules or PReLU activations
-    inner = found[0][1]
-    for sub in module.modules():
-        if (
-            sub is inner
-            or isinstance(sub, nn.PReLU)
-            or any(True for _ in inner.modules() if _ is sub)
-        ):
-            continue
-        if next(sub.parameters(recurse=False), None) is not None:
-            return None
-    return _join(name, found[0][0]), inner
+    return _join(name, path), module.get_submodule(path) if path else module
+
+
+def _analysis(function):
+    """Run ``function`` with a fresh memo unless one is active already."""
+
+    def wrapper(*args, **kwargs):
+        if _MEMO.get() is not None:
+            return function(*args, **kwargs)
+        token = _MEMO.set({})
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _MEMO.reset(token)
+
+    wrapper.__name__ = function.__name__
+    wrapper.__qualname__ = function.__qualname__
+    wrapper.__doc__ = function.__doc__
+    wrapper.__wrapped__ = function
+    return wrapper
 
 
 def _direct_layers(prefix: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -172,9 +213,25 @@ def _norm_widths(module: nn.Module) -> Iterator[int]:
             yield weight.numel()
 
 
+def _per_model(function):
+    """Memoise ``function(model, *args)`` within one analysis (args must be hashable or a set)."""
+
+    def wrapper(model, *args):
+        memo = _memo(function.__name__)
+        key = (id(model), *(frozenset(a) if isinstance(a, set) else a for a in args))
+        if key not in memo:
+            memo[key] = function(model, *args)
+        return memo[key]
+
+    wrapper.__name__ = function.__name__
+    wrapper.__doc__ = function.__doc__
+    return wrapper
+
+
 # -- exclusions shared by every preset ---------------------------------------------------
 
 
+@_per_model
 def _excluded(model: nn.Module) -> set[str]:
     """Stem, upsampler, last layer and fused inference copies: never adapted by a preset."""
     modules = list(model.named_modules())
@@ -228,6 +285,7 @@ def _ffn_layers(prefix: str, module: nn.Module) -> list[str] | None:
     return [n for n, _ in layers]
 
 
+@_per_model
 def _transformer_mlps(model: nn.Module) -> list[tuple[str, bool]]:
     """(layer name, is nn.Linear) for every FFN layer, in named_modules order."""
     modules = dict(model.named_modules())
@@ -287,9 +345,16 @@ def _residual_block_convs(model: nn.Module, units: list[str]) -> list[str]:
 # -- family 3: repeated body blocks ------------------------------------------------------
 
 
-def _signature(module: nn.Module) -> tuple:
-    shapes = tuple((n, tuple(p.shape)) for n, p in module.named_parameters())
-    return (type(module), shapes)
+def _signature(module: nn.Module) -> int:
+    """Equal for modules of the same class with the same parameter shapes, recursively."""
+    memo = _memo("signature")
+    key = id(module)
+    if key not in memo:
+        table = _memo("signature-table")
+        own = tuple((n, tuple(p.shape)) for n, p in module.named_parameters(recurse=False))
+        children = tuple((n, _signature(c)) for n, c in module.named_children())
+        memo[key] = table.setdefault((type(module), own, children), len(table))
+    return memo[key]
 
 
 def _outermost(names: list[str]) -> list[str]:
@@ -303,6 +368,9 @@ def _outermost(names: list[str]) -> list[str]:
 
 def _repeated_units(model: nn.Module) -> list[str]:
     """Modules that repeat as same-signature siblings (outermost first-level of repetition)."""
+    memo = _memo("units")
+    if id(model) in memo:
+        return memo[id(model)]
     units: list[str] = []
     for name, module in model.named_modules():
         groups: dict[tuple, list[str]] = defaultdict(list)
@@ -316,7 +384,8 @@ def _repeated_units(model: nn.Module) -> list[str]:
             if leaf and (not name or not isinstance(module, (nn.Sequential, nn.ModuleList))):
                 continue
             units += members
-    return _outermost(units)
+    memo[id(model)] = _outermost(units)
+    return memo[id(model)]
 
 
 def _repeated_classes(model: nn.Module) -> list[str]:
@@ -351,6 +420,7 @@ def _body_convs(model: nn.Module, excluded: set[str]) -> list[str]:
 # -- the presets -------------------------------------------------------------------------
 
 
+@_per_model
 def _family_layers(model: nn.Module, family: str, excluded: set[str]) -> list[str]:
     if family == "transformer-mlp":
         layers = [n for n, _ in _transformer_mlps(model)]
@@ -361,6 +431,7 @@ def _family_layers(model: nn.Module, family: str, excluded: set[str]) -> list[st
     return [n for n in layers if n not in excluded]
 
 
+@_analysis
 def lora_family(model: nn.Module) -> str | None:
     """The preset family ``targets='auto'`` picks for ``model``, or ``None`` when none fits.
 
@@ -394,6 +465,7 @@ def _looks_like_regex(text: str) -> bool:
     return any(ch in text for ch in r".*+?[](){}|^$\\")
 
 
+@_analysis
 def find_lora_targets(model: nn.Module, targets: LoRATargets = "auto") -> list[str]:
     """Names of the layers of ``model`` that LoRA adapters would be attached to.
 
@@ -482,6 +554,7 @@ def find_lora_targets(model: nn.Module, targets: LoRATargets = "auto") -> list[s
     return [name for name in modules if name in wanted]
 
 
+@_analysis
 def default_rank(model: nn.Module, targets: LoRATargets) -> int:
     """The rank used when ``rank=None``: the preset family's rank (see
     :data:`PRESET_RANKS`; for ``'auto'`` the family it picks), else 16."""
