@@ -143,34 +143,35 @@ def _memo(kind: str) -> dict:
     return memo.setdefault(kind, {})
 
 
-def _wrapped(module: nn.Module) -> tuple[int, str, bool]:
-    """(adaptable layers inside, path of the first one, holds other parameters)."""
+def _wrapped(module: nn.Module) -> tuple[int, str, bool, bool]:
+    """(adaptable layers inside, path of the first one, holds other parameters, holds any
+    parameters)."""
     memo = _memo("wrapped")
     key = id(module)
     if key in memo:
         return memo[key]
+    own = any(True for _ in module.parameters(recurse=False))
     if _is_adaptable(module):
-        result = (1, "", False)
+        result = (1, "", False, True)
     else:
-        count, path = 0, ""
+        count, path, anything = 0, "", own
         # besides the layer, a pure wrapper holds only parameter-free modules or PReLUs
-        impure = not isinstance(module, nn.PReLU) and any(
-            True for _ in module.parameters(recurse=False)
-        )
+        impure = own and not isinstance(module, nn.PReLU)
         for child_name, child in module.named_children():
-            n, child_path, child_impure = _wrapped(child)
+            n, child_path, child_impure, child_any = _wrapped(child)
             if n and not count:
                 path = _join(child_name, child_path)
             count += n
             impure = impure or child_impure
-        result = (count, path, impure)
+            anything = anything or child_any
+        result = (count, path, impure, anything)
     memo[key] = result
     return result
 
 
 def _unwrap(name: str, module: nn.Module) -> tuple[str, nn.Module] | None:
     """The single adaptable layer ``module`` stands for (itself or its only one), else None."""
-    count, path, impure = _wrapped(module)
+    count, path, impure, _ = _wrapped(module)
     if count != 1 or impure:
         return None
     return _join(name, path), module.get_submodule(path) if path else module
@@ -352,7 +353,8 @@ def _signature(module: nn.Module) -> int:
     if key not in memo:
         table = _memo("signature-table")
         own = tuple((n, tuple(p.shape)) for n, p in module.named_parameters(recurse=False))
-        children = tuple((n, _signature(c)) for n, c in module.named_children())
+        # parameter-free children (activations, Identity vs DropPath) do not tell blocks apart
+        children = tuple((n, _signature(c)) for n, c in module.named_children() if _wrapped(c)[3])
         memo[key] = table.setdefault((type(module), own, children), len(table))
     return memo[key]
 

@@ -17,7 +17,7 @@ from torch import nn
 from .._checks import check_image, check_input_range, check_same_shape
 from .._errors import DTypeError
 from ..iqa import NRIQAModel, create_nriqa
-from ..lora import has_lora, inject_lora, lora_parameters, merge_lora
+from ..lora import has_lora, inject_lora, load_sr_model, lora_parameters, merge_lora
 from ..lora._targets import LoRATargets
 
 __all__ = ["LoRANRIQALoss"]
@@ -51,7 +51,9 @@ class LoRANRIQALoss(nn.Module):
     weights belong to its own checkpoint and the IQA model is frozen.
 
     Args:
-        model: the SR network (``nn.Module``), modified in place.
+        model: the SR network (``nn.Module``), modified in place; or a spandrel
+            ``ImageModelDescriptor`` or checkpoint path (see
+            :func:`percepfid.lora.load_sr_model`), whose network ``self.model`` becomes.
         iqa: an NR-IQA name for :func:`~percepfid.iqa.create_nriqa` (``'clipiqa'``,
             ``'pyiqa:musiq'`` as in the paper, ``'nr-head:<backbone>'``) or a module /
             callable returning ``(B,)`` scores.
@@ -88,7 +90,7 @@ class LoRANRIQALoss(nn.Module):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | Any,
         iqa: str | nn.Module | Callable[[torch.Tensor], torch.Tensor] = "clipiqa",
         rank: int | None = None,
         alpha: float | None = None,
@@ -102,10 +104,7 @@ class LoRANRIQALoss(nn.Module):
         iqa_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(model, nn.Module):
-            raise DTypeError(
-                f"model must be an nn.Module (the SR network); got {type(model).__name__}"
-            )
+        model = load_sr_model(model)  # a module, a spandrel descriptor or a checkpoint path
         if base_loss is not None and not callable(base_loss):
             raise DTypeError(f"base_loss must be callable or None; got {type(base_loss).__name__}")
         self.weight = _check_number(weight, "weight")
