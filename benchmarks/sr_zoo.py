@@ -11,9 +11,11 @@
 
 All weights are random: nothing here is a trained model.
 
-Left out: AuraSR (a GigaGAN generator with modulated kernels that peft cannot wrap) and
-IPT (a multi-task model whose 48x48 patch embedding needs >= 48-pixel inputs and ~115M
-parameters at the reference size).
+Left out: AuraSR (a GigaGAN generator with modulated kernels that peft cannot wrap), IPT
+(a multi-task model whose 48x48 patch embedding needs >= 48-pixel inputs and ~115M
+parameters at the reference size) and GRL (the window and stripe sizes spandrel assumes for
+SR checkpoints, 32 and 64, pad every input to 64x64: seconds per step on a CPU; its MLPs are
+found like SwinIR's).
 """
 
 from __future__ import annotations
@@ -302,23 +304,6 @@ def _entries() -> list[ZooEntry]:
                 num_blocks=[1, 1, 1, 1],
             ),
             lambda: a("MMRealSR").MMRealSR(num_in_ch=3, num_out_ch=3, scale=4),
-        ),
-        ZooEntry(
-            "GRL",
-            lambda: a("GRL").GRL(
-                embed_dim=16,
-                depths=[1, 1],
-                num_heads_window=[2, 2],
-                num_heads_stripe=[2, 2],
-                window_size=32,
-                stripe_size=[64, 64],
-                stripe_shift=True,
-                anchor_window_down_factor=4,
-                upscale=2,
-                upsampler="pixelshuffledirect",
-                drop_path_rate=0.0,
-            ),
-            lambda: a("GRL").GRL(upscale=4, upsampler="pixelshuffle"),
         ),
     ]
 

@@ -36,13 +36,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
-from percepfid import HLFLoss, IQAWeightedSampler, LoRANRIQALoss, MissingDependencyError, RQILoss
-from percepfid import WeightsError
+from percepfid import (
+    HLFLoss,
+    IQAWeightedSampler,
+    LoRANRIQALoss,
+    MissingDependencyError,
+    RQILoss,
+    WeightsError,
+)
 from percepfid.iqa import create_nriqa
-from percepfid.lora import lora_family, load_sr_model, save_lora
+from percepfid.lora import load_sr_model, lora_family, save_lora, save_sr_model
 
 
 def small_architecture(name: str) -> nn.Module:
@@ -100,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("checkpoint", nargs="?", type=Path, help="a spandrel-loadable SR checkpoint")
+    parser.add_argument(
+        "checkpoint", nargs="?", type=Path, help="a spandrel-loadable SR checkpoint"
+    )
     parser.add_argument("--arch", help="with --random-weights: build this architecture instead")
     parser.add_argument(
         "--random-weights",
@@ -133,9 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is None:
         if not (random and args.arch):
             parser.error("give a checkpoint, or --arch NAME --random-weights for an offline demo")
-        args.checkpoint = out / f"{args.arch}_random.safetensors"
-        state = small_architecture(args.arch).state_dict()
-        save_file({k: v.contiguous() for k, v in state.items()}, str(args.checkpoint))
+        path = out / f"{args.arch}_random.safetensors"
+        args.checkpoint = save_sr_model(small_architecture(args.arch), path)
         print(f"wrote a random-weight {args.arch} checkpoint to {args.checkpoint}")
 
     try:
@@ -163,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     l1 = nn.L1Loss()
 
     def fidelity(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        return l1(sr, hr) + args.hlf_weight * hlf(sr, hr) + rqi(sr, hr)
+        shown = sr.clamp(0, 1)  # HLF and RQI judge the image as it will be saved
+        return l1(sr, hr) + args.hlf_weight * hlf(shown, hr) + rqi(shown, hr)
 
     crit = LoRANRIQALoss(
         sr_net,
@@ -190,10 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     probe_hr = candidate_ground_truths(2, args.size, generator)[:, 0]
     probe_lr = downscale(probe_hr, scale)
 
-    def report(tag: str) -> torch.Tensor:
-        crit.model.eval()
+    def report(tag: str, net: nn.Module) -> torch.Tensor:
+        net.eval()
         with torch.no_grad():
-            sr = upscale(crit.model, probe_lr).clamp(0, 1)
+            sr = upscale(net, probe_lr).clamp(0, 1)
             print(
                 f"{tag}: L1 {l1(sr, probe_hr).item():.4f}  HLF fidelity "
                 f"{hlf.fidelity(sr, probe_hr).mean().item():+.4f}  RQI(SR, GT) "
@@ -201,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         return sr
 
-    before = report("before")
+    before = report("before", crit.model)
     optimiser = torch.optim.AdamW(crit.trainable_parameters(), lr=args.lr)
     step = 0
     for epoch in range(args.steps):
@@ -215,12 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         optimiser.step()
         step += 1
-        print(f"step {step}/{args.steps}: loss {loss.item():+.4f}  GT picks {[g for _, g in pairs]}")
-    after = report("after")
-
+        print(
+            f"step {step}/{args.steps}: loss {loss.item():+.4f}  GT picks {[g for _, g in pairs]}"
+        )
+    # Evaluate the merged network: re-parameterised architectures (SPAN) rebuild their
+    # inference convolutions from the base weights in eval(), so unmerged adapters would
+    # only show in train() mode. Merging folds them into the weights every mode uses.
     merged = crit.merge().eval()
-    merged_path = out / "merged.safetensors"
-    save_file({k: v.detach().contiguous() for k, v in merged.state_dict().items()}, str(merged_path))
+    after = report("after", merged)
+    merged_path = save_sr_model(merged, out / "merged.safetensors")
     reloaded = load_sr_model(merged_path)
     with torch.no_grad():
         gap = (upscale(reloaded, probe_lr) - upscale(merged, probe_lr)).abs().max().item()
@@ -235,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     bicubic = F.interpolate(probe_lr, size=probe_hr.shape[-2:], mode="bicubic").clamp(0, 1)
     grid = torch.cat([bicubic, before, after, probe_hr])  # rows: bicubic, before, after, GT
     save_image(grid, out / "before_after.png", nrow=len(probe_hr))
-    print(f"before/after grid (bicubic, SR before, SR after, GT) saved to {out / 'before_after.png'}")
+    print(
+        f"before/after grid (bicubic, SR before, SR after, GT) saved to {out / 'before_after.png'}"
+    )
     if random:
         print("random weights: the scores above mean nothing")
     return 0

@@ -25,7 +25,6 @@ pytest.importorskip("spandrel")
 pytest.importorskip("peft")
 
 import spandrel  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
 from percepfid import ArgumentError, DTypeError, MissingDependencyError, WeightsError  # noqa: E402
 from percepfid.lora import (  # noqa: E402
@@ -39,6 +38,7 @@ from percepfid.lora import (  # noqa: E402
     lora_parameters,
     merge_lora,
     save_lora,
+    save_sr_model,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,9 @@ from sr_zoo import first_output, zoo  # noqa: E402
 
 
 def _coverage_module():
-    spec = importlib.util.spec_from_file_location("lora_coverage", ROOT / "benchmarks" / "lora_coverage.py")
+    spec = importlib.util.spec_from_file_location(
+        "lora_coverage", ROOT / "benchmarks" / "lora_coverage.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -72,10 +74,12 @@ def _run(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _forward_facts(net: nn.Module, x: torch.Tensor) -> tuple[list[str], set[str]]:
-    """Adaptable layers in the order the forward pass calls them, and the layers whose
-    output goes straight into a PixelShuffle (the upsampler)."""
+    """Layers in the order a training-mode forward pass calls them (all experts of a
+    mixture, the training branches of re-parameterised blocks), and the layers whose output
+    goes straight into a PixelShuffle (the upsampler). Runs on a copy."""
+    net = copy.deepcopy(net).train()
     called: list[str] = []
-    outputs: dict[int, str] = {}
+    outputs: dict[int, tuple[str, torch.Tensor]] = {}
     upsampler: set[str] = set()
     hooks = []
     for name, module in net.named_modules():
@@ -83,14 +87,14 @@ def _forward_facts(net: nn.Module, x: torch.Tensor) -> tuple[list[str], set[str]
 
             def record(m, args, out, name=name):
                 called.append(name)
-                outputs[id(out)] = name
+                outputs[id(out)] = (name, out)  # keep `out` alive: ids are not reused
 
             hooks.append(module.register_forward_hook(record))
         if isinstance(module, nn.PixelShuffle):
 
             def shuffle(m, args):
                 if id(args[0]) in outputs:
-                    upsampler.add(outputs[id(args[0])])
+                    upsampler.add(outputs[id(args[0])][0])
 
             hooks.append(module.register_forward_pre_hook(shuffle))
     with torch.no_grad():
@@ -137,7 +141,9 @@ def _readme_rows() -> dict[str, str]:
 
 def test_zoo_holds_every_required_architecture_and_the_readme_lists_it() -> None:
     assert REQUIRED <= set(ZOO)
-    assert list(_readme_rows()) == list(ZOO), "README coverage table and benchmarks/sr_zoo.py differ"
+    assert list(_readme_rows()) == list(ZOO), (
+        "README coverage table and benchmarks/sr_zoo.py differ"
+    )
 
 
 @pytest.mark.parametrize("name", list(ZOO))
@@ -202,8 +208,9 @@ def test_auto_lora_on_the_zoo(name: str, tmp_path: Path) -> None:
     assert (merged_out - adapted).abs().max() <= 1e-4 * scale
 
     # checkpoint out: spandrel detects the same architecture and gives the same outputs
-    path = tmp_path / "merged.safetensors"
-    save_file({k: v.contiguous() for k, v in merged.state_dict().items()}, str(path))
+    with pytest.raises(ArgumentError, match="still holds LoRA"):
+        save_sr_model(net, tmp_path / "adapted.safetensors")
+    path = save_sr_model(merged, tmp_path / "merged.safetensors")
     reloaded = load_sr_model(path).eval()
     assert type(reloaded) is type(merged)
     with torch.no_grad():
@@ -261,7 +268,12 @@ class _WrappedDense(nn.Module):
 
 
 def test_wrapped_custom_convs_in_dense_blocks_are_found() -> None:
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _WrappedDense(), _WrappedDense(), nn.Conv2d(8, 3, 3, padding=1))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        _WrappedDense(),
+        _WrappedDense(),
+        nn.Conv2d(8, 3, 3, padding=1),
+    )
     # the dense block's convs are children of a ModuleList, each inside Sequential(conv, act)
     found = find_lora_targets(net, "auto")
     assert found == [f"{b}.convs.{i}.0" for b in (1, 2) for i in range(4)]
@@ -271,7 +283,10 @@ def test_wrapped_custom_convs_in_dense_blocks_are_found() -> None:
 def test_batch_norm_statistics_stay_frozen_and_merge_releases_them() -> None:
     net = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),
-        *[nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()) for _ in range(2)],
+        *[
+            nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+            for _ in range(2)
+        ],
         nn.Conv2d(8, 3, 3, padding=1),
     )
     inject_lora(net, r"[12]\.0", rank=2)
@@ -318,8 +333,7 @@ def test_lora_nriqa_loss_takes_a_checkpoint(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     net = ZOO["SwinIR"].tiny().eval()
-    path = tmp_path / "swinir.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    path = save_sr_model(net, tmp_path / "swinir.safetensors")
     crit = LoRANRIQALoss(path, iqa=lambda img: img.mean(dim=(1, 2, 3)), base_loss=nn.L1Loss())
     assert type(crit.model) is type(net) and has_lora(crit.model)
     descriptor = spandrel.ModelLoader().load_from_file(path)

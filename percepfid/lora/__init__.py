@@ -17,7 +17,7 @@ from ._core import (
     merge_lora,
     save_lora,
 )
-from ._models import load_sr_model
+from ._models import load_sr_model, save_sr_model
 from ._targets import (
     LORA_FAMILIES,
     LORA_PRESETS,
@@ -43,4 +43,5 @@ __all__ = [
     "lora_state_dict",
     "merge_lora",
     "save_lora",
+    "save_sr_model",
 ]

@@ -9,10 +9,11 @@ from typing import Any
 
 from torch import nn
 
-from .._errors import DTypeError, WeightsError
+from .._atomic import atomic_path
+from .._errors import ArgumentError, DTypeError, WeightsError
 from .._imports import require
 
-__all__ = ["load_sr_model"]
+__all__ = ["load_sr_model", "save_sr_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +82,35 @@ def _load_checkpoint(path: Path, device: str | None) -> nn.Module:
         path,
     )
     return descriptor.model
+
+
+def save_sr_model(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``model.state_dict()`` to a ``.safetensors`` file that spandrel loads.
+
+    Use it for a merged network (:func:`~percepfid.lora.merge_lora`): its keys are those of
+    the original architecture, so spandrel detects the architecture again. The file is
+    written atomically (a crash leaves no partial file).
+
+    Args:
+        model: the network (without adapters).
+        path: the file to write.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ArgumentError: ``model`` still holds LoRA adapters (merge them first).
+    """
+    from safetensors.torch import save_file
+
+    state = model.state_dict()
+    if any(".lora_" in f".{key}" for key in state):
+        raise ArgumentError(
+            "model still holds LoRA adapters, whose keys no SR loader knows; save "
+            "merge_lora(model) instead (or the adapters alone with save_lora)"
+        )
+    tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
+    path = Path(path)
+    with atomic_path(path) as partial:
+        save_file(tensors, str(partial))
+    return path
