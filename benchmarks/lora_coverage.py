@@ -37,8 +37,8 @@ from percepfid.lora import (  # noqa: E402
 )
 
 HEADER = (
-    "| architecture | family (`'auto'`) | adapted layers | rank | adapter params | "
-    "merge round-trip |\n|---|---|---|---|---|---|"
+    "| architecture | family (`'auto'`) | adapted layers | rank | adapter params (% of network) "
+    "| merge round-trip |\n|---|---|---|---|---|---|"
 )
 
 

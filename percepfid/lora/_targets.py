@@ -16,12 +16,13 @@ Three families (canonical name, alias kept from earlier releases, default rank):
   (``d -> 3d``) is followed by a projection that reads ``d = 3d / 3``, and separate
   ``q``, ``kv`` projections have different shapes. Position-bias MLPs (``2 -> 512 -> heads``)
   have no norm of their width. SwinIR, HAT, Swin2SR, DAT (spatial-gate FFN), ATD (conv-FFN),
-  DRCT, RGT, CRAFT (linear and 1x1-conv FFNs), DCTLSA, FDAT and GRL are matched.
+  DRCT, RGT, CRAFT (linear and 1x1-conv FFNs), DCTLSA and FDAT are matched.
 - ``'residual-convs'`` (alias ``'rrdb-convs'``, rank 24): the convolutions of residual
   dense blocks (>= 3 convolutions whose input widths strictly grow and whose last one
   returns to the first's input width: ESRGAN/RRDBNet, MMRealSR); in a network without
-  dense blocks, the full-width spatial convolutions (>= 2, ``k > 1``, all ``C -> C``) of
-  repeated residual blocks (RCAN's RCABs). Channel-attention 1x1 convolutions are left out.
+  dense blocks, the spatial convolutions (>= 2, ``k > 1``, stride 1) of repeated residual
+  blocks whose directly held layers all map ``C -> C`` (RCAN's RCABs). Channel-attention
+  1x1 convolutions are left out.
 - ``'body-convs'`` (rank 16): every adaptable layer inside the repeated body blocks of a
   network: siblings with the same class and parameter shapes (Compact's conv list, SPAN's
   SPABs, PLKSR's blocks, SAFMN's AttBlocks, OmniSR's layers), or, in a network without
@@ -29,12 +30,14 @@ Three families (canonical name, alias kept from earlier releases, default rank):
   least twice. Rank 16 is reasoned from the layers it lands on: these networks are 36 to
   64 channels wide, so an update of a 3x3 or 1x1 convolution has full rank 36-64; 16 is a
   quarter of 64 (the paper's SwinIR setting, 48 of 180, is about the same proportion) and
-  keeps the update clearly low-rank on the 48-channel SPAN while still adding about as many
-  trainable values per layer as rank 24 does on RRDB's 32-channel growth convolutions.
+  keeps the update clearly low-rank on the 48-channel SPAN, while a 64-channel 3x3 layer
+  still gets 16 * (9 * 64 + 64) = 10,240 trainable values, of the order of rank 24 on
+  RRDB's first dense convolution (24 * (9 * 64 + 32) = 14,592).
 
-Every preset skips, in any network: the stem (the first convolution, and any convolution
-reading the image channels), the upsampler (a layer next to ``nn.PixelShuffle`` or
-``nn.Upsample``, and the network's last adaptable layer), depth-wise/grouped convolutions,
+Every preset skips, in any network: the stem (every convolution reading the image's
+channels: the first registered convolution's input width when it is <= 4, else 3), the
+upsampler (a layer next to ``nn.PixelShuffle`` or ``nn.Upsample``, and the last adaptable
+layer registered), depth-wise/grouped convolutions,
 empty layers, and fused inference copies that a re-parameterised block recomputes from
 its training branches (a layer named ``eval_conv``, ``reparam``, ``rbr_reparam``, ``fused``
 or ``deploy``: its weights are overwritten at inference time, so an adapter there is lost).
