@@ -11,6 +11,9 @@ cost as trained ones), on a 64 x 64 LR input, batch 1:
 - ``overhead``: ``lora_step_s / base_step_s``; plus the adapter and network parameter
   counts.
 
+The two steps alternate (one warm-up each, then ``--steps`` pairs; medians reported), so
+that changes in machine load affect both alike.
+
 Each architecture runs in a fresh subprocess; prints one JSON line per architecture
 (device, versions, date) and appends it to ``--output``.
 
@@ -20,6 +23,7 @@ Each architecture runs in a fresh subprocess; prints one JSON line per architect
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -36,22 +40,22 @@ HERE = Path(__file__).resolve().parent
 ARCHITECTURES = ("SwinIR", "ESRGAN", "SPAN")
 
 
-def _step_times(net: torch.nn.Module, params: list, x: torch.Tensor, steps: int) -> list[float]:
-    optimiser = torch.optim.Adam(params, lr=1e-5)
-    target = None
-    times = []
-    for i in range(steps + 1):  # the first step warms up (allocations, Adam state)
+class _Trainer:
+    """One network, its optimiser and a fixed target: ``step()`` times one training step."""
+
+    def __init__(self, net: torch.nn.Module, params: list, x: torch.Tensor) -> None:
+        self.net, self.x = net, x
+        self.optimiser = torch.optim.Adam(params, lr=1e-5)
+        with torch.no_grad():
+            self.target = torch.rand_like(net(x.clone()))
+
+    def step(self) -> float:
         start = time.perf_counter()
-        out = net(x.clone())
-        if target is None:
-            target = torch.rand_like(out)
-        loss = (out - target).abs().mean()
-        optimiser.zero_grad(set_to_none=True)
+        loss = (self.net(self.x.clone()) - self.target).abs().mean()
+        self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        optimiser.step()
-        if i:
-            times.append(time.perf_counter() - start)
-    return times
+        self.optimiser.step()
+        return time.perf_counter() - start
 
 
 def run_case(name: str, size: int, steps: int) -> dict:
@@ -62,19 +66,24 @@ def run_case(name: str, size: int, steps: int) -> dict:
 
     entry = zoo()[name]
     torch.manual_seed(0)
-    net = entry.reference().train()
+    plain = entry.reference().train()
+    adapted = copy.deepcopy(plain)
+    family = lora_family(adapted)
+    inject_lora(adapted, "auto")
     x = torch.rand(1, 3, size, size)
-    total = sum(p.numel() for p in net.parameters())
-    base = _step_times(net, list(net.parameters()), x, steps)
-    family = lora_family(net)
-    inject_lora(net, "auto")
-    adapters = lora_parameters(net)
-    lora = _step_times(net, adapters, x, steps)
-    base_s, lora_s = statistics.median(base), statistics.median(lora)
+    total = sum(p.numel() for p in plain.parameters())
+    adapters = lora_parameters(adapted)
+    base = _Trainer(plain, list(plain.parameters()), x)
+    lora = _Trainer(adapted, adapters, x)
+    base.step(), lora.step()  # warm-up: allocations, Adam state
+    # interleaved, so that a change in machine load hits both alike
+    times = [(base.step(), lora.step()) for _ in range(steps)]
+    base_s = statistics.median(t for t, _ in times)
+    lora_s = statistics.median(t for _, t in times)
     return {
         "case": name,
         "family": family,
-        "rank": net._percepfid_lora["rank"],
+        "rank": adapted._percepfid_lora["rank"],
         "lr_size": [size, size],
         "batch": 1,
         "network_params": total,
@@ -84,6 +93,7 @@ def run_case(name: str, size: int, steps: int) -> dict:
         "lora_step_s": round(lora_s, 4),
         "overhead": round(lora_s / base_s, 3),
         "steps": steps,
+        "step_pairs_s": [[round(a, 3), round(b, 3)] for a, b in times],
     }
 
 

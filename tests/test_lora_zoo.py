@@ -339,3 +339,11 @@ def test_lora_nriqa_loss_takes_a_checkpoint(tmp_path: Path) -> None:
     descriptor = spandrel.ModelLoader().load_from_file(path)
     crit = LoRANRIQALoss(descriptor, iqa=lambda img: img.mean(dim=(1, 2, 3)))
     assert crit.model is descriptor.model and has_lora(descriptor.model)
+
+
+def test_importing_percepfid_lora_does_not_import_spandrel() -> None:
+    import subprocess
+
+    code = "import sys, percepfid, percepfid.lora; print('spandrel' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
