@@ -78,6 +78,9 @@ def _forward_facts(net: nn.Module, x: torch.Tensor) -> tuple[list[str], set[str]
     mixture, the training branches of re-parameterised blocks), and the layers whose output
     goes straight into a PixelShuffle (the upsampler). Runs on a copy."""
     net = copy.deepcopy(net).train()
+    for module in net.modules():  # as while fine-tuning: batch norms use their statistics
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
     called: list[str] = []
     outputs: dict[int, tuple[str, torch.Tensor]] = {}
     upsampler: set[str] = set()
