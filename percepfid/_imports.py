@@ -23,6 +23,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "torchmetrics": ("metrics", "torchmetrics"),
     "PIL": ("", "pillow"),
     "basicsr": ("basicsr", "basicsr-fixed"),
+    "spandrel": ("sr", "spandrel"),
 }
 
 

@@ -21,6 +21,10 @@ CASES = {
     ),
     "train_sr_rqi.py": (["--steps", "1"], "mean nothing"),
     "finetune_lora_nriqa.py": (["--steps", "2"], "means nothing"),
+    "finetune_spandrel.py": (
+        ["--arch", "SPAN", "--steps", "2", "--items", "2", "--out", "out"],
+        "means nothing",
+    ),
 }
 
 

@@ -1,7 +1,10 @@
 """LoRA adapters for super-resolution networks (built on peft).
 
-Presets place adapters by structure (``'swinir-mlp'``, ``'rrdb-convs'``, ``'auto'``); a regex,
-a list of names or a predicate covers anything else. Requires ``pip install 'percepfid[lora]'``.
+Presets place adapters by structure (``'transformer-mlp'``, ``'residual-convs'``,
+``'body-convs'``, ``'auto'``; the older ``'swinir-mlp'`` and ``'rrdb-convs'`` still work); a
+regex, a list of names or a predicate covers anything else. :func:`load_sr_model` takes a
+module, a spandrel descriptor or a checkpoint path. Requires ``pip install 'percepfid[lora]'``
+(and ``'percepfid[sr]'`` for spandrel checkpoints).
 """
 
 from ._core import (
@@ -14,13 +17,26 @@ from ._core import (
     merge_lora,
     save_lora,
 )
-from ._targets import LORA_PRESETS, PRESET_RANKS, LoRATargets, find_lora_targets
+from ._models import load_sr_model, save_sr_model
+from ._targets import (
+    LORA_FAMILIES,
+    LORA_PRESETS,
+    PRESET_ALIASES,
+    PRESET_RANKS,
+    LoRATargets,
+    find_lora_targets,
+    lora_family,
+)
 
 __all__ = [
+    "LORA_FAMILIES",
     "LORA_PRESETS",
+    "PRESET_ALIASES",
     "PRESET_RANKS",
     "LoRATargets",
     "find_lora_targets",
+    "load_sr_model",
+    "lora_family",
     "has_lora",
     "inject_lora",
     "load_lora",
@@ -29,4 +45,5 @@ __all__ = [
     "lora_state_dict",
     "merge_lora",
     "save_lora",
+    "save_sr_model",
 ]

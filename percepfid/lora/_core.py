@@ -16,6 +16,7 @@ from .._atomic import atomic_path
 from .._checks import check_positive, check_positive_int
 from .._errors import ArgumentError, DTypeError, WeightsError
 from .._imports import require
+from ._models import load_sr_model
 from ._targets import LoRATargets, default_rank, find_lora_targets
 
 __all__ = [
@@ -33,6 +34,14 @@ logger = logging.getLogger(__name__)
 
 _ADAPTER = "default"
 _FORMAT = "percepfid.lora/1"
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def _hold_norm_stats(module: nn.Module, args: tuple) -> None:
+    """Forward pre-hook: a frozen batch norm uses (and keeps) its running statistics."""
+    module.training = False
 
 
 def _lora_layer_type() -> type:
@@ -64,6 +73,7 @@ def inject_lora(
     rank: int | None = None,
     alpha: float | None = None,
     dropout: float = 0.0,
+    freeze_norm_stats: bool = True,
 ) -> nn.Module:
     """Attach fresh LoRA adapters to ``model`` in place and freeze everything else.
 
@@ -73,16 +83,22 @@ def inject_lora(
     ``requires_grad=False``.
 
     Args:
-        model: the network to adapt; modified in place and returned.
-        targets: ``'auto'`` (default), ``'swinir-mlp'``, ``'rrdb-convs'``, a regex over
+        model: the network to adapt, modified in place and returned; a spandrel
+            descriptor or a checkpoint path is resolved by :func:`load_sr_model`.
+        targets: ``'auto'`` (default), ``'transformer-mlp'`` (alias ``'swinir-mlp'``),
+            ``'residual-convs'`` (alias ``'rrdb-convs'``), ``'body-convs'``, a regex over
             module names, a list of names or a predicate (see :func:`find_lora_targets`).
-        rank: adapter rank; ``None`` uses the preset's rank (48 for ``'swinir-mlp'``, 24 for
-            ``'rrdb-convs'``; for ``'auto'`` the rank of the family found) or 16.
+        rank: adapter rank; ``None`` uses the preset family's rank (48 transformer MLPs,
+            24 residual convs, 16 body convs; for ``'auto'`` the family it picks) or 16.
         alpha: LoRA scaling numerator (scale = alpha / rank); ``None`` means ``rank``.
         dropout: dropout on the adapter input.
+        freeze_norm_stats: batch-norm layers of ``model`` normalise with their stored
+            statistics and do not update them, even in ``train()`` mode (the base network
+            is frozen, statistics included). :func:`merge_lora` removes this again.
 
     Returns:
-        ``model`` itself, now holding peft LoRA layers.
+        ``model`` itself (for a descriptor or a path: the network it holds), now holding
+        peft LoRA layers.
 
     Raises:
         ArgumentError: no layer matches ``targets``, the model already holds adapters, or
@@ -99,6 +115,7 @@ def inject_lora(
     require("peft", "LoRA fine-tuning")
     from peft import LoraConfig, inject_adapter_in_model
 
+    model = load_sr_model(model)
     if has_lora(model):
         raise ArgumentError(
             "model already holds LoRA adapters; merge them first (merge_lora) or load "
@@ -124,6 +141,10 @@ def inject_lora(
     # peft freezes the base layers it wraps; freeze the rest of the network as well.
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(".lora_" in f".{name}")
+    if freeze_norm_stats:
+        for module in model.modules():
+            if isinstance(module, _BATCH_NORMS):
+                module.register_forward_pre_hook(_hold_norm_stats)
     model._percepfid_lora = {"rank": rank, "alpha": alpha, "dropout": float(dropout)}
     logger.debug("LoRA rank %d alpha %g on %d layers: %s", rank, alpha, len(names), names)
     return model
@@ -181,6 +202,11 @@ def merge_lora(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     for attribute in ("peft_config", "_percepfid_lora"):
         if attribute in target.__dict__:
             delattr(target, attribute)
+    for module in target.modules():
+        hooks = module._forward_pre_hooks
+        for key in [k for k, hook in hooks.items() if hook is _hold_norm_stats]:
+            del hooks[key]
+            module.training = target.training
     for parameter in target.parameters():
         parameter.requires_grad_(True)
     return target

@@ -1,112 +1,496 @@
 """Where LoRA adapters go: presets that recognise SR architectures by structure, not names.
 
-A preset inspects module types and nesting only, so renamed or re-implemented networks are
-still recognised:
+A preset inspects module types, parameter shapes and nesting only, so renamed,
+re-implemented or wrapped networks are still recognised. A layer counts through wrappers:
+``Sequential(conv, LeakyReLU)`` or a custom module holding exactly one adaptable layer is
+read as that layer, and subclasses of ``nn.Linear`` / ``nn.Conv2d`` count as those.
 
-- ``'swinir-mlp'``: the two linears of every transformer MLP. A transformer MLP is a module
-  whose only linear layers are exactly two direct children ``a, b`` (in registration order)
-  with ``a.out_features == b.in_features`` and ``b.out_features == a.in_features`` (expand,
-  then project back), sitting inside a block that also holds a ``LayerNorm``. Attention
-  projections (``qkv`` then ``proj``) do not have that shape and are left alone.
-- ``'rrdb-convs'``: the convolutions of every residual dense block. A dense block is a
-  module with at least three direct ``Conv2d`` children whose input channels strictly grow
-  (each conv sees the concatenation of all earlier outputs) and whose last conv returns to
-  the first conv's input width. The first conv, the trunk conv and the upsampler of RRDBNet
-  are direct children of the network, whose convolutions do not grow, so they are excluded.
-- ``'auto'``: the union of both; refuses a network where neither structure is found.
+Three families (canonical name, alias kept from earlier releases, default rank):
+
+- ``'transformer-mlp'`` (alias ``'swinir-mlp'``, rank 48): the feed-forward layers of
+  transformer blocks. An FFN is a module whose direct point-wise layers (``nn.Linear`` or
+  1x1 ``nn.Conv2d``, seen through wrappers) are two or three, the first expanding
+  ``d -> h`` with ``h >= d`` (an optional second of the same shape is a gate), the last
+  projecting ``h`` or ``h / 2`` (gated halves) back to ``d``, with a normalisation layer of
+  width ``d`` next to it in its block. Attention modules do not fit: a fused ``qkv``
+  (``d -> 3d``) is followed by a projection that reads ``d = 3d / 3``, and separate
+  ``q``, ``kv`` projections have different shapes. Position-bias MLPs (``2 -> 512 -> heads``)
+  have no norm of their width. SwinIR, HAT, Swin2SR, DAT (spatial-gate FFN), ATD (conv-FFN),
+  DRCT, RGT, CRAFT (linear and 1x1-conv FFNs), DCTLSA and FDAT are matched.
+- ``'residual-convs'`` (alias ``'rrdb-convs'``, rank 24): the convolutions of residual
+  dense blocks (>= 3 convolutions whose input widths strictly grow and whose last one
+  returns to the first's input width: ESRGAN/RRDBNet, MMRealSR); in a network without
+  dense blocks, the spatial convolutions (>= 2, ``k > 1``, stride 1) of repeated residual
+  blocks whose directly held layers all map ``C -> C`` (RCAN's RCABs). Channel-attention
+  1x1 convolutions are left out.
+- ``'body-convs'`` (rank 16): every adaptable layer inside the repeated body blocks of a
+  network: siblings with the same class and parameter shapes (Compact's conv list, SPAN's
+  SPABs, PLKSR's blocks, SAFMN's AttBlocks, OmniSR's layers), or, in a network without
+  such repetition (a U-Net such as RealCUGAN), instances of a block class that occurs at
+  least twice. Rank 16 is reasoned from the layers it lands on: these networks are 36 to
+  64 channels wide, so an update of a 3x3 or 1x1 convolution has full rank 36-64; 16 is a
+  quarter of 64 (the paper's SwinIR setting, 48 of 180, is about the same proportion) and
+  keeps the update clearly low-rank on the 48-channel SPAN, while a 64-channel 3x3 layer
+  still gets 16 * (9 * 64 + 64) = 10,240 trainable values, of the order of rank 24 on
+  RRDB's first dense convolution (24 * (9 * 64 + 32) = 14,592).
+
+Every preset skips, in any network: the stem (every convolution reading the image's
+channels: the first registered convolution's input width when it is <= 4, else 3), the
+upsampler (a layer next to ``nn.PixelShuffle`` or ``nn.Upsample``, and the last adaptable
+layer registered), depth-wise/grouped convolutions,
+empty layers, and fused inference copies that a re-parameterised block recomputes from
+its training branches (a layer named ``eval_conv``, ``reparam``, ``rbr_reparam``, ``fused``
+or ``deploy``: its weights are overwritten at inference time, so an adapter there is lost).
+
+``'auto'`` takes the first family that finds layers, in the order ``transformer-mlp``
+(only when at least one FFN is built of ``nn.Linear`` layers, i.e. a token transformer),
+``residual-convs``, ``body-convs``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import TypeAlias
 
 from torch import nn
 
 from .._errors import ArgumentError, DTypeError, UnknownNameError
 
-__all__ = ["LORA_PRESETS", "PRESET_RANKS", "LoRATargets", "find_lora_targets"]
+__all__ = [
+    "LORA_FAMILIES",
+    "LORA_PRESETS",
+    "PRESET_ALIASES",
+    "PRESET_RANKS",
+    "LoRATargets",
+    "find_lora_targets",
+    "lora_family",
+]
 
-#: The named placements and the rank the paper uses with each (arXiv 2504.18524).
-PRESET_RANKS: dict[str, int] = {"swinir-mlp": 48, "rrdb-convs": 24}
-LORA_PRESETS: tuple[str, ...] = ("swinir-mlp", "rrdb-convs", "auto")
-#: Rank used for a regex, a list of names or a predicate (no paper default applies).
+#: Canonical preset families, in the order ``'auto'`` tries them.
+LORA_FAMILIES: tuple[str, ...] = ("transformer-mlp", "residual-convs", "body-convs")
+#: Names kept from earlier releases.
+PRESET_ALIASES: dict[str, str] = {"swinir-mlp": "transformer-mlp", "rrdb-convs": "residual-convs"}
+#: The rank each family uses by default: the paper's (arXiv 2504.18524) 48 for transformer
+#: MLPs and 24 for RRDB convolutions; 16 for the convolutions of lightweight networks
+#: (reasoned in the module docstring).
+PRESET_RANKS: dict[str, int] = {
+    "transformer-mlp": 48,
+    "swinir-mlp": 48,
+    "residual-convs": 24,
+    "rrdb-convs": 24,
+    "body-convs": 16,
+}
+LORA_PRESETS: tuple[str, ...] = (*LORA_FAMILIES, *PRESET_ALIASES, "auto")
+#: Rank used for a regex, a list of names or a predicate (no preset default applies).
 DEFAULT_CUSTOM_RANK = 16
 
 # Layer types peft's LoRA can wrap and percepfid supports.
 _ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# Fused inference copies recomputed from training branches (RepVGG-style blocks).
+_FUSED_COPY = re.compile(r"(?:eval_conv|rbr_reparam|reparam\w*|\w*fused\w*|deploy\w*)")
+_RESAMPLERS = (nn.PixelShuffle, nn.PixelUnshuffle, nn.Upsample)
 
 LoRATargets: TypeAlias = str | Sequence[str] | Callable[[str, nn.Module], bool]
 
-
-def _direct_children_of_type(module: nn.Module, kind: type) -> list[tuple[str, nn.Module]]:
-    return [(name, child) for name, child in module.named_children() if isinstance(child, kind)]
+_WHAT = {
+    "transformer-mlp": "transformer MLP (two linears or 1x1 convs, expand then project back, "
+    "next to a norm of the same width)",
+    "residual-convs": "residual dense block (>= 3 convs with growing input channels) or "
+    "residual conv block (>= 2 full-width k>1 convs in repeated blocks)",
+    "body-convs": "repeated body block (siblings of the same class and shapes, or a block "
+    "class used at least twice) holding adaptable layers",
+}
 
 
 def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+    return f"{prefix}.{name}" if prefix and name else prefix or name
 
 
-def _swinir_mlp_layers(model: nn.Module) -> list[str]:
-    found: list[str] = []
-    for block_name, block in model.named_modules():
-        if not _direct_children_of_type(block, nn.LayerNorm):
+def _is_adaptable(module: nn.Module) -> bool:
+    if not isinstance(module, _ADAPTABLE):
+        return False
+    if isinstance(module, nn.Linear):
+        return module.in_features > 0 and module.out_features > 0
+    return module.groups == 1 and module.in_channels > 0 and module.out_channels > 0
+
+
+def _width_in(layer: nn.Module) -> int:
+    return layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
+
+
+def _width_out(layer: nn.Module) -> int:
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+
+
+def _is_pointwise(layer: nn.Module) -> bool:
+    if isinstance(layer, nn.Linear):
+        return True
+    return isinstance(layer, nn.Conv2d) and tuple(layer.kernel_size) == (1, 1)
+
+
+def _is_spatial(layer: nn.Module) -> bool:
+    return isinstance(layer, nn.Conv2d) and max(layer.kernel_size) > 1
+
+
+# Per-call memo (module id -> facts), so the analysis stays linear in the network's size.
+_MEMO: ContextVar[dict | None] = ContextVar("percepfid_lora_memo", default=None)
+
+
+def _memo(kind: str) -> dict:
+    memo = _MEMO.get()
+    if memo is None:  # a helper called outside an analysis: no sharing
+        return {}
+    return memo.setdefault(kind, {})
+
+
+def _wrapped(module: nn.Module) -> tuple[int, str, bool, bool]:
+    """(adaptable layers inside, path of the first one, holds other parameters, holds any
+    parameters)."""
+    memo = _memo("wrapped")
+    key = id(module)
+    if key in memo:
+        return memo[key]
+    own = any(True for _ in module.parameters(recurse=False))
+    if _is_adaptable(module):
+        result = (1, "", False, True)
+    else:
+        count, path, anything = 0, "", own
+        # besides the layer, a pure wrapper holds only parameter-free modules or PReLUs
+        impure = own and not isinstance(module, nn.PReLU)
+        for child_name, child in module.named_children():
+            n, child_path, child_impure, child_any = _wrapped(child)
+            if n and not count:
+                path = _join(child_name, child_path)
+            count += n
+            impure = impure or child_impure
+            anything = anything or child_any
+        result = (count, path, impure, anything)
+    memo[key] = result
+    return result
+
+
+def _unwrap(name: str, module: nn.Module) -> tuple[str, nn.Module] | None:
+    """The single adaptable layer ``module`` stands for (itself or its only one), else None."""
+    count, path, impure, _ = _wrapped(module)
+    if count != 1 or impure:
+        return None
+    return _join(name, path), module.get_submodule(path) if path else module
+
+
+def _analysis(function):
+    """Run ``function`` with a fresh memo unless one is active already."""
+
+    def wrapper(*args, **kwargs):
+        if _MEMO.get() is not None:
+            return function(*args, **kwargs)
+        token = _MEMO.set({})
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _MEMO.reset(token)
+
+    wrapper.__name__ = function.__name__
+    wrapper.__qualname__ = function.__qualname__
+    wrapper.__doc__ = function.__doc__
+    wrapper.__wrapped__ = function
+    return wrapper
+
+
+def _direct_layers(prefix: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
+    out = []
+    for child_name, child in module.named_children():
+        unwrapped = _unwrap(_join(prefix, child_name), child)
+        if unwrapped is not None:
+            out.append(unwrapped)
+    return out
+
+
+def _norm_widths(module: nn.Module) -> Iterator[int]:
+    for sub in module.modules():
+        if "norm" not in type(sub).__name__.lower():
             continue
-        for child_name, child in block.named_children():
-            linears = _direct_children_of_type(child, nn.Linear)
-            if len(linears) != 2:
-                continue
-            if sum(isinstance(m, nn.Linear) for m in child.modules()) != 2:
-                continue
-            (name_a, a), (name_b, b) = linears
-            if a.out_features == b.in_features and b.out_features == a.in_features:
-                prefix = _join(block_name, child_name)
-                found += [_join(prefix, name_a), _join(prefix, name_b)]
-    return found
+        weight = getattr(sub, "weight", None)
+        if weight is not None and weight.dim() == 1:
+            yield weight.numel()
 
 
-def _rrdb_dense_convs(model: nn.Module) -> list[str]:
+def _per_model(function):
+    """Memoise ``function(model, *args)`` within one analysis (args must be hashable or a set)."""
+
+    def wrapper(model, *args):
+        memo = _memo(function.__name__)
+        key = (id(model), *(frozenset(a) if isinstance(a, set) else a for a in args))
+        if key not in memo:
+            memo[key] = function(model, *args)
+        return memo[key]
+
+    wrapper.__name__ = function.__name__
+    wrapper.__doc__ = function.__doc__
+    return wrapper
+
+
+# -- exclusions shared by every preset ---------------------------------------------------
+
+
+@_per_model
+def _excluded(model: nn.Module) -> set[str]:
+    """Stem, upsampler, last layer and fused inference copies: never adapted by a preset."""
+    modules = list(model.named_modules())
+    out: set[str] = set()
+    convs = [(n, m) for n, m in modules if isinstance(m, nn.Conv2d) and n]
+    if convs:
+        # the image's channels: the first convolution's input when it looks like an image
+        first = convs[0][1].in_channels
+        image_channels = first if first <= 4 else 3
+        out.update(n for n, m in convs if m.in_channels == image_channels)
+    adaptable = [n for n, m in modules if n and _is_adaptable(m)]
+    if adaptable:
+        out.add(adaptable[-1])
+    for parent_name, parent in modules:
+        children = list(parent.named_children())
+        for i, (child_name, child) in enumerate(children):
+            neighbours = children[max(i - 1, 0) : i] + children[i + 1 : i + 2]
+            if any(isinstance(c, _RESAMPLERS) for _, c in neighbours):
+                unwrapped = _unwrap(_join(parent_name, child_name), child)
+                if unwrapped is not None:
+                    out.add(unwrapped[0])
+    for name, module in modules:
+        if name and _FUSED_COPY.fullmatch(name.rpartition(".")[2]):
+            out.update(_join(name, n) for n, m in module.named_modules() if _is_adaptable(m))
+    return out
+
+
+# -- family 1: transformer MLPs ----------------------------------------------------------
+
+
+def _ffn_layers(prefix: str, module: nn.Module) -> list[str] | None:
+    layers = _direct_layers(prefix, module)
+    if len(layers) not in (2, 3) or not all(_is_pointwise(m) for _, m in layers):
+        return None
+    first, last = layers[0][1], layers[-1][1]
+    if isinstance(first, nn.Linear) != isinstance(last, nn.Linear):
+        return None
+    d, h = _width_in(first), _width_out(first)
+    # token MLPs may keep the width (DRCT's mlp_ratio=1); conv FFNs always expand
+    if (
+        h < d
+        or (h == d and not isinstance(first, nn.Linear))
+        or _width_out(last) != d
+        or _width_in(last) not in (h, h // 2)
+    ):
+        return None
+    if len(layers) == 3:
+        gate = layers[1][1]
+        if (_width_in(gate), _width_out(gate)) != (d, h):
+            return None
+    return [n for n, _ in layers]
+
+
+@_per_model
+def _transformer_mlps(model: nn.Module) -> list[tuple[str, bool]]:
+    """(layer name, is nn.Linear) for every FFN layer, in named_modules order."""
+    modules = dict(model.named_modules())
+    found: list[tuple[str, bool]] = []
+    for name, module in modules.items():
+        if not name:
+            continue
+        layers = _ffn_layers(name, module)
+        if layers is None:
+            continue
+        d = _width_in(modules[layers[0]])
+        parent_name = name.rpartition(".")[0]
+        grand_name = parent_name.rpartition(".")[0] if parent_name else ""
+        context = [module, modules[parent_name]] + ([modules[grand_name]] if parent_name else [])
+        if not any(d in set(_norm_widths(block)) for block in context):
+            continue
+        found += [(layer, isinstance(modules[layer], nn.Linear)) for layer in layers]
+    seen: set[str] = set()
+    return [(n, lin) for n, lin in found if not (n in seen or seen.add(n))]
+
+
+# -- family 2: residual dense / residual conv blocks -------------------------------------
+
+
+def _dense_convs(model: nn.Module) -> list[str]:
     found: list[str] = []
     for name, module in model.named_modules():
-        convs = _direct_children_of_type(module, nn.Conv2d)
+        convs = [(n, m) for n, m in _direct_layers(name, module) if isinstance(m, nn.Conv2d)]
         if len(convs) < 3:
             continue
         widths = [conv.in_channels for _, conv in convs]
         growing = all(later > earlier for earlier, later in zip(widths, widths[1:], strict=False))
         if growing and convs[-1][1].out_channels == widths[0]:
-            found += [_join(name, child) for child, _ in convs]
+            found += [n for n, _ in convs]
     return found
 
 
-def _preset_layers(model: nn.Module, preset: str) -> list[str]:
-    if preset == "swinir-mlp":
-        return _swinir_mlp_layers(model)
-    if preset == "rrdb-convs":
-        return _rrdb_dense_convs(model)
-    return _swinir_mlp_layers(model) + _rrdb_dense_convs(model)
+def _residual_block_convs(model: nn.Module, units: list[str]) -> list[str]:
+    found: list[str] = []
+    blocks = 0
+    for name, module in model.named_modules():
+        if not any(name == u or name.startswith(u + ".") for u in units):
+            continue
+        layers = _direct_layers(name, module)
+        convs = [(n, m) for n, m in layers if _is_spatial(m) and tuple(m.stride) == (1, 1)]
+        if len(convs) < 2:
+            continue
+        width = convs[0][1].in_channels
+        if all(
+            isinstance(m, nn.Conv2d) and _width_in(m) == _width_out(m) == width for _, m in layers
+        ):
+            found += [n for n, _ in convs]
+            blocks += 1
+    return found if blocks >= 2 else []
+
+
+# -- family 3: repeated body blocks ------------------------------------------------------
+
+
+def _signature(module: nn.Module) -> int:
+    """Equal for modules of the same class with the same parameter shapes, recursively."""
+    memo = _memo("signature")
+    key = id(module)
+    if key not in memo:
+        table = _memo("signature-table")
+        own = tuple((n, tuple(p.shape)) for n, p in module.named_parameters(recurse=False))
+        # parameter-free children (activations, Identity vs DropPath) do not tell blocks apart
+        children = tuple((n, _signature(c)) for n, c in module.named_children() if _wrapped(c)[3])
+        memo[key] = table.setdefault((type(module), own, children), len(table))
+    return memo[key]
+
+
+def _outermost(names: list[str]) -> list[str]:
+    ordered = sorted(set(names), key=len)
+    kept: list[str] = []
+    for name in ordered:
+        if not any(name.startswith(k + ".") for k in kept):
+            kept.append(name)
+    return kept
+
+
+def _repeated_units(model: nn.Module) -> list[str]:
+    """Modules that repeat as same-signature siblings (outermost first-level of repetition)."""
+    memo = _memo("units")
+    if id(model) in memo:
+        return memo[id(model)]
+    units: list[str] = []
+    for name, module in model.named_modules():
+        groups: dict[tuple, list[str]] = defaultdict(list)
+        for child_name, child in module.named_children():
+            groups[_signature(child)].append(_join(name, child_name))
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            leaf = _is_adaptable(model.get_submodule(members[0]))
+            # bare layers repeat as a body only inside a list, not as attributes of the root
+            if leaf and (not name or not isinstance(module, (nn.Sequential, nn.ModuleList))):
+                continue
+            units += members
+    memo[id(model)] = _outermost(units)
+    return memo[id(model)]
+
+
+def _repeated_classes(model: nn.Module) -> list[str]:
+    """Instances of a (non-torch) block class used at least twice."""
+    by_class: dict[type, list[str]] = defaultdict(list)
+    for name, module in model.named_modules():
+        if name and not type(module).__module__.startswith("torch."):
+            by_class[type(module)].append(name)
+    units = [n for names in by_class.values() if len(names) >= 2 for n in names]
+    return _outermost(units)
+
+
+def _layers_in(model: nn.Module, units: list[str]) -> list[str]:
+    unit_set = set(units)
+    out = []
+    for name, module in model.named_modules():
+        if not name or not _is_adaptable(module):
+            continue
+        parts = name.split(".")
+        if any(".".join(parts[:i]) in unit_set for i in range(1, len(parts) + 1)):
+            out.append(name)
+    return out
+
+
+def _body_convs(model: nn.Module, excluded: set[str]) -> list[str]:
+    layers = [n for n in _layers_in(model, _repeated_units(model)) if n not in excluded]
+    if not layers:
+        layers = [n for n in _layers_in(model, _repeated_classes(model)) if n not in excluded]
+    return layers
+
+
+# -- the presets -------------------------------------------------------------------------
+
+
+@_per_model
+def _family_layers(model: nn.Module, family: str, excluded: set[str]) -> list[str]:
+    if family == "transformer-mlp":
+        layers = [n for n, _ in _transformer_mlps(model)]
+    elif family == "residual-convs":
+        layers = _dense_convs(model) or _residual_block_convs(model, _repeated_units(model))
+    else:
+        layers = _body_convs(model, excluded)
+    return [n for n in layers if n not in excluded]
+
+
+@_analysis
+def lora_family(model: nn.Module) -> str | None:
+    """The preset family ``targets='auto'`` picks for ``model``, or ``None`` when none fits.
+
+    ``'transformer-mlp'`` when the network has at least one FFN built of ``nn.Linear``
+    layers, else ``'residual-convs'`` when it has residual dense / residual conv blocks, else
+    ``'body-convs'`` when it has repeated body blocks with adaptable layers.
+
+    Example:
+        >>> from torch import nn
+        >>> lora_family(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 3, 3))) is None
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise DTypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    excluded = _excluded(model)
+    if any(linear and n not in excluded for n, linear in _transformer_mlps(model)):
+        return "transformer-mlp"
+    for family in LORA_FAMILIES[1:]:
+        if _family_layers(model, family, excluded):
+            return family
+    return None
+
+
+def _found_summary(model: nn.Module, excluded: set[str]) -> str:
+    counts = {f: len(_family_layers(model, f, excluded)) for f in LORA_FAMILIES}
+    found = [f"{f!r} ({n} layers)" for f, n in counts.items() if n]
+    return "it does have " + ", ".join(found) if found else "no other preset applies either"
 
 
 def _looks_like_regex(text: str) -> bool:
     return any(ch in text for ch in r".*+?[](){}|^$\\")
 
 
+@_analysis
 def find_lora_targets(model: nn.Module, targets: LoRATargets = "auto") -> list[str]:
     """Names of the layers of ``model`` that LoRA adapters would be attached to.
 
     Args:
         model: the network to inspect (not modified).
-        targets: a preset (``'swinir-mlp'``, ``'rrdb-convs'``, ``'auto'``), a regular
-            expression matched in full against module names (``r'.*\\.fc[12]'``), a list of
-            exact module names, or a predicate ``f(name, module) -> bool``. Only
-            ``nn.Linear`` and ``nn.Conv1d/2d/3d`` layers can be targeted.
+        targets: a preset (``'auto'``, ``'transformer-mlp'``, ``'residual-convs'``,
+            ``'body-convs'``; aliases ``'swinir-mlp'``, ``'rrdb-convs'``; see the module
+            docstring), a regular expression matched in full against module names
+            (``r'.*\\.fc[12]'``), a list of exact module names, or a predicate
+            ``f(name, module) -> bool``. Only ``nn.Linear`` and ``nn.Conv1d/2d/3d`` layers
+            can be targeted; presets also skip grouped convolutions, the stem and the
+            upsampler.
 
     Returns:
         The matching module names in the order ``model.named_modules()`` visits them.
 
     Raises:
         UnknownNameError: ``targets`` looks like a misspelt preset name.
-        ArgumentError: no adaptable layer matches, or a listed name is not an adaptable layer.
+        ArgumentError: no adaptable layer matches (for a preset, the message lists the
+            presets that do find layers), or a listed name is not an adaptable layer.
         DTypeError: ``targets`` has an unsupported type.
 
     Example:
@@ -121,18 +505,23 @@ def find_lora_targets(model: nn.Module, targets: LoRATargets = "auto") -> list[s
     adaptable = {name for name, m in modules.items() if isinstance(m, _ADAPTABLE) and name}
 
     if isinstance(targets, str) and targets in LORA_PRESETS:
-        wanted = set(_preset_layers(model, targets))
+        excluded = _excluded(model)
+        family = PRESET_ALIASES.get(targets, targets)
+        if family == "auto":
+            picked = lora_family(model)
+            wanted = set(_family_layers(model, picked, excluded)) if picked else set()
+        else:
+            wanted = set(_family_layers(model, family, excluded))
         if not wanted:
-            what = {
-                "swinir-mlp": "no transformer MLP (two linears, expand then project back, inside "
-                "a block with a LayerNorm)",
-                "rrdb-convs": "no residual dense block (>= 3 direct Conv2d children with growing "
-                "input channels)",
-                "auto": "neither transformer MLPs nor residual dense blocks",
-            }[targets]
+            if family == "auto":
+                what = "neither transformer MLPs nor residual conv blocks nor repeated body blocks"
+                found = "pass"
+            else:
+                what = f"no {_WHAT[family]}"
+                found = _found_summary(model, excluded) + "; pass one of those,"
             raise ArgumentError(
-                f"targets={targets!r}: found {what} in {type(model).__name__}. Pass a regex, a "
-                f"list of module names or a predicate f(name, module) -> bool instead."
+                f"targets={targets!r}: found {what} in {type(model).__name__}; {found} a "
+                f"regex, a list of module names or a predicate f(name, module) -> bool instead."
             )
     elif isinstance(targets, str):
         if not _looks_like_regex(targets) and targets not in modules:
@@ -170,11 +559,13 @@ def find_lora_targets(model: nn.Module, targets: LoRATargets = "auto") -> list[s
     return [name for name in modules if name in wanted]
 
 
+@_analysis
 def default_rank(model: nn.Module, targets: LoRATargets) -> int:
-    """The rank used when ``rank=None``: the paper's rank for a preset, else 16."""
+    """The rank used when ``rank=None``: the preset family's rank (see
+    :data:`PRESET_RANKS`; for ``'auto'`` the family it picks), else 16."""
     if isinstance(targets, str) and targets in PRESET_RANKS:
         return PRESET_RANKS[targets]
     if isinstance(targets, str) and targets == "auto":
-        # a transformer MLP wins: SwinIR-style nets may also hold incidental conv stacks
-        return PRESET_RANKS["swinir-mlp" if _swinir_mlp_layers(model) else "rrdb-convs"]
+        family = lora_family(model)
+        return PRESET_RANKS[family] if family else DEFAULT_CUSTOM_RANK
     return DEFAULT_CUSTOM_RANK

@@ -19,7 +19,7 @@ from .._errors import DTypeError
 from .._frozen import exclude_from_state_dict, mark_frozen
 from ..functional import nriqa_reward_loss
 from ..iqa import NRIQAModel, create_nriqa
-from ..lora import LoRATargets, has_lora, inject_lora, lora_parameters, merge_lora
+from ..lora import LoRATargets, has_lora, inject_lora, load_sr_model, lora_parameters, merge_lora
 from ._base import ImageLoss
 
 __all__ = ["LoRANRIQALoss"]
@@ -44,7 +44,9 @@ class LoRANRIQALoss(ImageLoss):
     weights belong to its own checkpoint and the IQA model is frozen.
 
     Args:
-        model: the SR network (``nn.Module``), modified in place.
+        model: the SR network (``nn.Module``), modified in place; or a spandrel
+            ``ImageModelDescriptor`` or checkpoint path (see
+            :func:`percepfid.lora.load_sr_model`), whose network ``self.model`` becomes.
         iqa: an NR-IQA name for :func:`~percepfid.iqa.create_nriqa` (``'clipiqa'``,
             ``'pyiqa:musiq'`` as in the paper, ``'nr-head:<backbone>'``) or a module /
             callable returning ``(B,)`` scores.
@@ -80,7 +82,7 @@ class LoRANRIQALoss(ImageLoss):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | Any,
         *,
         iqa: str | nn.Module | Callable[[torch.Tensor], torch.Tensor] = "clipiqa",
         rank: int | None = None,
@@ -95,10 +97,7 @@ class LoRANRIQALoss(ImageLoss):
         iqa_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(reduction=reduction, weight=weight, input_range=input_range)
-        if not isinstance(model, nn.Module):
-            raise DTypeError(
-                f"model must be an nn.Module (the SR network); got {type(model).__name__}"
-            )
+        model = load_sr_model(model)  # a module, a spandrel descriptor or a checkpoint path
         if base_loss is not None and not callable(base_loss):
             raise DTypeError(f"base_loss must be callable or None; got {type(base_loss).__name__}")
         self.q_scale = check_positive(q_scale, "q_scale")

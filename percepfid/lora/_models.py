@@ -1,0 +1,116 @@
+"""SR networks in, SR networks out: modules, spandrel descriptors and checkpoint files."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .._atomic import atomic_path
+from .._errors import ArgumentError, DTypeError, WeightsError
+from .._imports import require
+
+__all__ = ["load_sr_model", "save_sr_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_sr_model(source: Any, *, device: str | None = None) -> nn.Module:
+    """The SR network behind ``source``, as a plain ``nn.Module``.
+
+    Args:
+        source: an ``nn.Module`` (returned as is), a spandrel ``ImageModelDescriptor``
+            (its ``.model``), or the path of a checkpoint (``.pth``, ``.pt``, ``.ckpt``,
+            ``.safetensors``) that spandrel's ``ModelLoader`` recognises: spandrel detects
+            the architecture and its hyperparameters from the weights.
+        device: where to load a checkpoint (``None``: the CPU). Ignored for a module or a
+            descriptor, which stay where they are.
+
+    Returns:
+        The network. A loaded checkpoint's network comes back in ``eval()`` mode, as
+        spandrel returns it.
+
+    Raises:
+        MissingDependencyError: a descriptor or a path needs spandrel
+            (``pip install 'percepfid[sr]'``).
+        WeightsError: the file does not exist, or spandrel cannot load it as a
+            single-image model.
+        DTypeError: ``source`` is none of the above.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Conv2d(3, 3, 3)
+        >>> load_sr_model(net) is net
+        True
+    """
+    if isinstance(source, nn.Module):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return _load_checkpoint(Path(source), device)
+    model = getattr(source, "model", None)
+    if isinstance(model, nn.Module) and type(source).__module__.startswith("spandrel"):
+        return model
+    raise DTypeError(
+        "model must be an nn.Module, a spandrel ImageModelDescriptor or the path of a "
+        f"checkpoint spandrel can load; got {type(source).__name__}"
+    )
+
+
+def _load_checkpoint(path: Path, device: str | None) -> nn.Module:
+    spandrel = require("spandrel", "loading SR checkpoints")
+    if not path.is_file():
+        raise WeightsError(f"SR checkpoint {str(path)!r} does not exist")
+    try:
+        descriptor = spandrel.ModelLoader(device=device or "cpu").load_from_file(path)
+    except Exception as error:  # spandrel raises many types (unsupported, bad keys, ...)
+        raise WeightsError(
+            f"spandrel cannot load {str(path)!r} as an SR network: {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(descriptor, spandrel.ImageModelDescriptor):
+        raise WeightsError(
+            f"{str(path)!r} holds a {type(descriptor).__name__} "
+            f"({descriptor.architecture.name}), not a single-image SR model"
+        )
+    logger.info(
+        "loaded %s (%s, x%d) from %s",
+        descriptor.architecture.name,
+        descriptor.purpose,
+        descriptor.scale,
+        path,
+    )
+    return descriptor.model
+
+
+def save_sr_model(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``model.state_dict()`` to a ``.safetensors`` file that spandrel loads.
+
+    Use it for a merged network (:func:`~percepfid.lora.merge_lora`): its keys are those of
+    the original architecture, so spandrel detects the architecture again. The file is
+    written atomically (a crash leaves no partial file).
+
+    Args:
+        model: the network (without adapters).
+        path: the file to write.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ArgumentError: ``model`` still holds LoRA adapters (merge them first).
+    """
+    from safetensors.torch import save_file
+
+    state = model.state_dict()
+    if any(".lora_" in f".{key}" for key in state):
+        raise ArgumentError(
+            "model still holds LoRA adapters, whose keys no SR loader knows; save "
+            "merge_lora(model) instead (or the adapters alone with save_lora)"
+        )
+    tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
+    path = Path(path)
+    with atomic_path(path) as partial:
+        save_file(tensors, str(partial))
+    return path
