@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import dataclasses
 import json
 from pathlib import Path
 from unittest import mock
@@ -18,7 +19,13 @@ from scipy import stats
 from percepfid.backbones import create_backbone
 from percepfid.heads import CalibrationHead, MLPCalibrationHead, load_head
 from percepfid.losses.hlf import HLFLoss
-from percepfid.train.hlf import HumanRating, RatingsError, fit_hlf_head, read_ratings
+from percepfid.train.hlf import (
+    HLF_COLUMNS,
+    HumanRating,
+    RatingsError,
+    fit_hlf_head,
+    read_ratings,
+)
 
 TINY = "timm:vit_tiny_patch16_224.augreg_in21k"
 GROUPS, VARIANTS, SIDE = 12, 4, 24
@@ -142,11 +149,11 @@ def test_head_round_trips_through_save_push_and_load(rated, backbone, tmp_path) 
 def test_fit_errors(rated, backbone, tmp_path) -> None:
     root, ratings, _ = rated
     with pytest.raises(RatingsError, match="no column 'mos'"):
-        read_ratings(root / "ratings.csv", score_col="mos")
+        read_ratings(root / "ratings.csv", dataclasses.replace(HLF_COLUMNS, score="mos"))
     bad = tmp_path / "bad.csv"
     bad.write_text("sr,gt,score\nnope.png,gt_0.png,3\n")
     with pytest.raises(RatingsError, match=r"not found.*nope\.png"):
-        read_ratings(bad, root=root)
+        read_ratings(bad, dataclasses.replace(HLF_COLUMNS, root=root))
     bad.write_text(f"sr,gt,score\n{ratings[0].sr},{ratings[0].gt},high\n")
     with pytest.raises(RatingsError, match="row 2, column 'score'"):
         read_ratings(bad)

@@ -135,7 +135,7 @@ def test_learning_check_on_synthetic_iqa_data(tmp_path):
         batch_size=16,
         lr=1e-3,
         crop_size=32,
-        progress_bar=False,
+        progress=False,
         seed=0,
     )
     assert len(result.history) == 4 and 1 <= result.best_epoch <= 4
@@ -166,7 +166,7 @@ def test_resume_continues_exactly(tmp_path):
         batch_size=8,
         lr=1e-3,
         crop_size=32,
-        progress_bar=False,
+        progress=False,
         seed=3,
     )
 
@@ -204,11 +204,11 @@ def test_csv_errors_name_what_is_missing(tmp_path):
     path = tmp_path / "r.csv"
     path.write_text("image,scene,score\na.png,s,1\n")
     with pytest.raises(
-        ArgumentError, match=r"no column 'mos'.*'image', 'scene', 'score'.*mos_column"
+        ArgumentError, match=r"no column 'mos'.*'image', 'scene', 'score'.*columns\.score"
     ):
         read(path)
     path.write_text("image,group,mos\na.png,s,1\n")
-    with pytest.raises(ArgumentError, match=r"no column 'scene'.*scene_column"):
+    with pytest.raises(ArgumentError, match=r"no column 'scene'.*columns\.group"):
         read(path)
     path.write_text("image,scene,mos\na.png,s,1\nb.png,s,2\n")
     (tmp_path / "a.png").write_bytes(b"")
@@ -327,6 +327,6 @@ def test_global_rng_is_left_untouched(tmp_path):
         pretrained=False,
         epochs=1,
         crop_size=32,
-        progress_bar=False,
+        progress=False,
     )
     assert torch.equal(torch.rand(3), expected)
