@@ -242,6 +242,7 @@ class _PairEncoder:
                 name,
                 reason,
             )
+            self.cache = EmbeddingCache(0)  # the embeddings change every step: no cache
             return
         self.split = split
         logger.info("backbone %r: frozen blocks run once per image (%d cached)", name, split.first)
