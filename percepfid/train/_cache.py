@@ -63,7 +63,13 @@ class EmbeddingCache:
         self._items.clear()
         self._bytes = 0
 
-    def _put(self, key: Hashable, value: Any) -> None:
+    def drop(self, predicate: Callable[[Hashable], bool]) -> None:
+        """Forget every key for which ``predicate(key)`` is true."""
+        for key in [k for k in self._items if predicate(k)]:
+            self._bytes -= _nbytes(self._items.pop(key))
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store ``value`` (left out when it alone exceeds the bound)."""
         size = _nbytes(value)
         if size > self.max_bytes:
             return
@@ -98,7 +104,7 @@ class EmbeddingCache:
             values = compute(missing)
             for key, value in zip(missing, values, strict=True):
                 found[key] = value
-                self._put(key, value)
+                self.put(key, value)
         return [found[key] for key in keys]
 
 
@@ -146,7 +152,16 @@ class SplitEncoder:
     def prefix(self, images: torch.Tensor) -> torch.Tensor:
         """The input of the first tuned block for ``images``: ``(rows, ...)``, where the
         encoder's batch has ``rows`` entries (``B``, or ``B * tiles``)."""
+        return self._capture(images, stop=True)[1]
+
+    @torch.no_grad()
+    def run(self, images: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """The whole tower's output for ``images`` and, on the way, :meth:`prefix`."""
+        return self._capture(images, stop=False)
+
+    def _capture(self, images: torch.Tensor, stop: bool) -> tuple[Any, torch.Tensor]:
         captured: dict[str, torch.Tensor] = {}
+        output = None
 
         def capture(module: nn.Module, args: tuple, kwargs: dict) -> None:  # noqa: ARG001
             if (
@@ -156,18 +171,19 @@ class SplitEncoder:
             ):
                 raise SplitUnsupported("the first tuned block takes more than one tensor")
             captured["x"] = args[0].detach()
-            raise _Stop
+            if stop:
+                raise _Stop
 
         handle = self.blocks[self.first].register_forward_pre_hook(capture, with_kwargs=True)
         try:
-            self.encode(images)
+            output = self.encode(images)
         except _Stop:
             pass
         finally:
             handle.remove()
         if "x" not in captured:
             raise SplitUnsupported("the encoder never called its first tuned block")
-        return captured["x"]
+        return output, captured["x"]
 
     def suffix(self, activation: torch.Tensor, images: torch.Tensor) -> Any:
         """The encoder's output from the first tuned block on, fed ``activation`` (from

@@ -207,9 +207,11 @@ class _PairEncoder:
     """Embeddings of rated pairs through an HLF loss's backbone.
 
     With a cache (``cache_mb > 0``) every distinct image is embedded once per run while the
-    backbone is frozen, and, once :meth:`tune` splits the tower, the frozen blocks before
-    the first tuned one run once per image: each epoch runs only the tuned blocks. Without
-    a cache (or for a tower that cannot be split) every call runs the whole tower.
+    backbone is frozen. When ``tuned_blocks`` of the backbone will be fine-tuned, the tower
+    is split before the first tuned block: that first embedding also keeps each image's
+    activation there, and after :meth:`start_tuning` each step runs only the tuned blocks,
+    once per distinct image of the batch. Without a cache (or for a tower that cannot be
+    split, which is logged) every call runs the whole tower on every image of every pair.
     """
 
     def __init__(
@@ -219,19 +221,19 @@ class _PairEncoder:
         shapes: Sequence[tuple[int, int]],
         device: torch.device,
         cache_mb: float,
+        tuned_blocks: int,
     ) -> None:
         self.loss, self.ratings, self.shapes, self.device = loss, ratings, shapes, device
         self.cache = EmbeddingCache(cache_mb)
         self.split: SplitEncoder | None = None
+        self.tuning = False
+        if tuned_blocks and self.cache.enabled:
+            self._split(tuned_blocks)
 
-    def _read(self, paths: Sequence[Path]) -> torch.Tensor:
+    def _read(self, paths: Sequence[str | Path]) -> torch.Tensor:
         return torch.stack([read_image(p) for p in paths]).to(self.device)
 
-    def tune(self, blocks: int) -> None:
-        """From now on the last ``blocks`` blocks change: cache the frozen prefix instead."""
-        self.cache.clear()
-        if not self.cache.enabled:
-            return
+    def _split(self, blocks: int) -> None:
         name = self.loss.backbone.spec.name
         try:
             split = SplitEncoder(self.loss.encode, self.loss.backbone.encoder, blocks)
@@ -242,47 +244,83 @@ class _PairEncoder:
                 name,
                 reason,
             )
-            self.cache = EmbeddingCache(0)  # the embeddings change every step: no cache
             return
         self.split = split
-        logger.info("backbone %r: frozen blocks run once per image (%d cached)", name, split.first)
+        logger.info("backbone %r: its first %d blocks run once per image", name, split.first)
+
+    def start_tuning(self) -> None:
+        """From now on the tuned blocks change: embeddings are recomputed from the cached
+        activations before the first tuned block (or, unsplit, from the images)."""
+        self.tuning = True
+        if self.split is None:
+            self.cache = EmbeddingCache(0)  # the embeddings change every step: no cache
+        else:
+            self.cache.drop(lambda key: key[0] == "embedding")
+
+    def _unique(self, keys: list[str], shape: tuple[int, int]) -> Any:
+        """Embeddings of distinct images (paths as strings) of one ``shape``."""
+        from ..backbones import Embeddings
+
+        if not self.tuning:
+
+            @torch.no_grad()
+            def embed(missing: list[tuple[str, str]]) -> list[tuple]:
+                images = self._read([k for _, k in missing])
+                if self.split is None:
+                    out = self.loss.encode(images)
+                else:  # keep the activations before the first tuned block too
+                    out, rows = self.split.run(images)
+                    rows = rows.reshape(len(missing), -1, *rows.shape[1:])
+                    for (_, k), value in zip(missing, rows.unbind(0), strict=True):
+                        self.cache.put(("prefix", k), value)
+                tokens = [None] * len(missing) if out.tokens is None else out.tokens.unbind(0)
+                return list(zip(out.pooled.unbind(0), tokens, strict=True))
+
+            values = self.cache.fetch([("embedding", k) for k in keys], embed)
+            pooled = torch.stack([v[0] for v in values])
+            tokens = None if values[0][1] is None else torch.stack([v[1] for v in values])
+            return Embeddings(pooled, tokens)
+
+        def prefix(missing: list[tuple[str, str]]) -> list[torch.Tensor]:
+            rows = self.split.prefix(self._read([k for _, k in missing]))
+            return list(rows.reshape(len(missing), -1, *rows.shape[1:]).unbind(0))
+
+        activation = torch.cat(self.cache.fetch([("prefix", k) for k in keys], prefix))
+        # only the shape of the images matters: the stem's output is replaced
+        shell = torch.zeros(len(keys), 3, *shape, device=self.device)
+        return self.split.suffix(activation, shell)
 
     def encode(self, paths: Sequence[Path], shape: tuple[int, int]) -> Any:
-        """Embeddings of ``paths`` (images of one ``shape``), with autograd through the
-        tuned blocks when grad is enabled."""
+        """Embeddings of ``paths`` (images of one size), with autograd through the tuned
+        blocks when grad is enabled; with a cache, each distinct path is embedded once."""
         from ..backbones import Embeddings
 
         if not self.cache.enabled:
             return self.loss.encode(self._read(paths))
         keys = [str(p) for p in paths]
-        if self.split is None:
-
-            @torch.no_grad()
-            def embed(missing: list[str]) -> list[tuple]:
-                out = self.loss.encode(self._read([Path(k) for k in missing]))
-                tokens = [None] * len(missing) if out.tokens is None else out.tokens.unbind(0)
-                return list(zip(out.pooled.unbind(0), tokens, strict=True))
-
-            values = self.cache.fetch(keys, embed)
-            pooled = torch.stack([v[0] for v in values])
-            tokens = None if values[0][1] is None else torch.stack([v[1] for v in values])
-            return Embeddings(pooled, tokens)
-
-        def prefix(missing: list[str]) -> list[torch.Tensor]:
-            rows = self.split.prefix(self._read([Path(k) for k in missing]))
-            return list(rows.reshape(len(missing), -1, *rows.shape[1:]).unbind(0))
-
-        activation = torch.cat(self.cache.fetch(keys, prefix))
-        shell = torch.zeros(len(paths), 3, *shape, device=self.device)
-        return self.split.suffix(activation, shell)
+        unique = list(dict.fromkeys(keys))
+        out = self._unique(unique, shape)
+        where = torch.tensor([unique.index(k) for k in keys], device=out.pooled.device)
+        return Embeddings(out.pooled[where], None if out.tokens is None else out.tokens[where])
 
     def pairs(self, batch: Sequence[int]) -> tuple[torch.Tensor, Any, Any]:
         """Cosine and both embeddings of a batch of pairs of one size; unlike
         ``HLFLoss.fidelity`` the GT branch keeps its graph too, so tuned blocks learn from
         both images."""
+        from ..backbones import Embeddings
+
+        sr = [self.ratings[i].sr for i in batch]
+        gt = [self.ratings[i].gt for i in batch]
         shape = self.shapes[batch[0]]
-        current = self.encode([self.ratings[i].sr for i in batch], shape)
-        reference = self.encode([self.ratings[i].gt for i in batch], shape)
+        if not self.cache.enabled:
+            current, reference = self.encode(sr, shape), self.encode(gt, shape)
+        else:  # one pass: an image shared by several pairs (a GT) is embedded once
+            both = self.encode(sr + gt, shape)
+            n = len(batch)
+            current, reference = (
+                Embeddings(both.pooled[part], None if both.tokens is None else both.tokens[part])
+                for part in (slice(None, n), slice(n, None))
+            )
         return self.loss.compare(current, reference), current, reference
 
     @torch.no_grad()
@@ -404,7 +442,7 @@ def _fine_tune(
     generator = torch.Generator().manual_seed(settings.seed)
     targets = torch.tensor(target, dtype=torch.float32)
     train_index, val_index = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-    pairs.tune(settings.blocks)
+    pairs.start_tuning()
 
     def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         blocks = {n: params[n].detach().clone() for n in names}
@@ -657,7 +695,8 @@ def fit_hlf_head(
         backbone = copy.deepcopy(backbone)  # fine-tuning must not change the caller's module
     loss = HLFLoss(backbone, pretrained=pretrained, embedding=embedding, image_size=image_size)
     loss = loss.to(device).eval()
-    pairs = _PairEncoder(loss, ratings, _image_sizes(ratings), device, cache_mb)
+    shapes = _image_sizes(ratings)
+    pairs = _PairEncoder(loss, ratings, shapes, device, cache_mb, unfreeze_blocks)
     everything = range(len(ratings))
     with seeded(seed):
         fitted = CalibrationHead() if head == "calibration" else MLPCalibrationHead(hidden)
