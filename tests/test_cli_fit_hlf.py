@@ -102,6 +102,7 @@ def test_fit_hlf_cli_errors(
     assert main(["fit-hlf", str(ratings_csv), *BASE]) == 2  # default column 'sr' absent
     err = capsys.readouterr().err
     assert "percepfid fit-hlf: error:" in err and "no column 'sr'" in err
+    assert "--sr-column" in err  # the message names the flag, not a Python keyword
     assert main(["fit-hlf", str(ratings_csv), *BASE, *COLUMNS, "--val-fraction", "1.5"]) == 2
     assert "val_fraction" in capsys.readouterr().err
 

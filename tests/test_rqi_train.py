@@ -253,7 +253,8 @@ def test_cli_train_rqi(tmp_path, capsys):
     bad.write_text("path,scene,mos\nx.png,s,1\n")
     code = main(["train-rqi", str(bad), "--output", str(tmp_path / "bad"), "--random-weights"])
     assert code == 2
-    assert "'image'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'image'" in err and "--image-column" in err
 
 
 # ----------------------------------------------------------------------------- backbone mode

@@ -5,7 +5,7 @@ The fit runs in named steps: read the ratings and split them by group (:func:`re
 head (``_fit_frozen``), optionally fine-tune it with the backbone's last blocks
 (``_fine_tune``), and save or push it (``_save``).
 
-Every (SR, GT) pair is embedded once with the frozen backbone, then the head is fitted to
+Every distinct image is embedded once with the frozen backbone, then the head is fitted to
 the human scores, normalised to [0, 1], by least squares: the two parameters of
 :class:`~percepfid.heads.CalibrationHead` (``sigmoid(scale * cos + bias)``) or the small MLP
 of :class:`~percepfid.heads.MLPCalibrationHead`. Optionally the head and the backbone's last
