@@ -102,6 +102,7 @@ def test_fit_hlf_cli_errors(
     assert main(["fit-hlf", str(ratings_csv), *BASE]) == 2  # default column 'sr' absent
     err = capsys.readouterr().err
     assert "percepfid fit-hlf: error:" in err and "no column 'sr'" in err
+    assert "--sr-column" in err  # the message names the flag, not a Python keyword
     assert main(["fit-hlf", str(ratings_csv), *BASE, *COLUMNS, "--val-fraction", "1.5"]) == 2
     assert "--val-fraction" in capsys.readouterr().err
 
@@ -130,3 +131,29 @@ def test_fit_hlf_cli_mlp_head_with_unfrozen_blocks(
 
     assert main([*args, "--unfreeze-blocks", "99"]) == 2
     assert "--unfreeze-blocks must be an int in [1, 12]" in capsys.readouterr().err
+
+
+def test_fit_hlf_cli_says_when_fine_tuning_did_not_beat_the_frozen_fit(
+    ratings_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import percepfid.train
+    from percepfid.heads import BackboneUpdate
+
+    head = CalibrationHead()
+    head.backbone_update = BackboneUpdate(TINY, 1, {})
+    result = percepfid.train.HLFFitResult(
+        head=head,
+        train={},
+        val={},
+        score_range=(0.0, 1.0),
+        history=[{"epoch": e} for e in range(3)],
+        best_epoch=0,
+    )
+    monkeypatch.setattr(percepfid.train, "fit_hlf_head", lambda *a, **k: result)
+    args = ["fit-hlf", str(ratings_csv), *BASE, *COLUMNS, "--unfreeze-blocks", "1"]
+    assert main(args) == 0
+    output = capsys.readouterr().out
+    assert "for 2 epoch(s); kept epoch 0: fine-tuning did not beat the frozen fit" in output
+    result.best_epoch = 2
+    assert main(args) == 0
+    assert "did not beat" not in capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import dataclasses
 import json
 from pathlib import Path
 from unittest import mock
@@ -18,7 +19,13 @@ from scipy import stats
 from percepfid.backbones import create_backbone
 from percepfid.heads import CalibrationHead, MLPCalibrationHead, load_head
 from percepfid.losses.hlf import HLFLoss
-from percepfid.train.hlf import HumanRating, RatingsError, fit_hlf_head, read_ratings
+from percepfid.train.hlf import (
+    HLF_COLUMNS,
+    HumanRating,
+    RatingsError,
+    fit_hlf_head,
+    read_ratings,
+)
 
 TINY = "timm:vit_tiny_patch16_224.augreg_in21k"
 GROUPS, VARIANTS, SIDE = 12, 4, 24
@@ -142,11 +149,11 @@ def test_head_round_trips_through_save_push_and_load(rated, backbone, tmp_path) 
 def test_fit_errors(rated, backbone, tmp_path) -> None:
     root, ratings, _ = rated
     with pytest.raises(RatingsError, match="no column 'mos'"):
-        read_ratings(root / "ratings.csv", score_col="mos")
+        read_ratings(root / "ratings.csv", dataclasses.replace(HLF_COLUMNS, score="mos"))
     bad = tmp_path / "bad.csv"
     bad.write_text("sr,gt,score\nnope.png,gt_0.png,3\n")
     with pytest.raises(RatingsError, match=r"not found.*nope\.png"):
-        read_ratings(bad, root=root)
+        read_ratings(bad, dataclasses.replace(HLF_COLUMNS, root=root))
     bad.write_text(f"sr,gt,score\n{ratings[0].sr},{ratings[0].gt},high\n")
     with pytest.raises(RatingsError, match="row 2, column 'score'"):
         read_ratings(bad)
@@ -318,3 +325,121 @@ def test_pushed_head_carries_its_backbone_update(noise_rated, backbone, tmp_path
     assert all(
         torch.equal(update.state[k], v) for k, v in result.head.backbone_update.state.items()
     )
+
+
+@contextlib.contextmanager
+def _rows_through_block(backbone, index: int):
+    """Count the rows that really run through block ``index`` (a skipped block returns its
+    input unchanged; the hook is copied along when fit_hlf_head copies the backbone)."""
+    counter = {"rows": 0}
+
+    def hook(module, args, output):
+        if output is not args[0]:
+            counter["rows"] += args[0].shape[0]
+
+    handle = backbone.encoder.model.blocks[index].register_forward_hook(hook)
+    try:
+        yield counter
+    finally:
+        handle.remove()
+
+
+def _assert_same_fit(cached, uncached) -> None:
+    for split in ("train", "val"):
+        assert cached.__getattribute__(split).keys() == uncached.__getattribute__(split).keys()
+        for key, value in uncached.__getattribute__(split).items():
+            assert cached.__getattribute__(split)[key] == pytest.approx(value, abs=1e-4), key
+    for name, value in uncached.head.state_dict().items():
+        torch.testing.assert_close(cached.head.state_dict()[name], value, atol=1e-4, rtol=1e-4)
+    assert cached.best_epoch == uncached.best_epoch
+    for row_a, row_b in zip(cached.history, uncached.history, strict=True):
+        for key, value in row_b.items():
+            assert row_a[key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_frozen_fit_embeds_each_image_once_with_the_uncached_results(noise_rated, backbone) -> None:
+    ratings = noise_rated[:16]  # 4 groups: 16 SR images and 4 GT images
+    options = {"val_fraction": 0.25, "seed": 1, "batch_size": 8}
+    with _rows_through_block(backbone, 0) as uncached_rows:
+        uncached = fit_hlf_head(ratings, backbone, cache_mb=0, **options)
+    with _rows_through_block(backbone, 0) as cached_rows:
+        cached = fit_hlf_head(ratings, backbone, **options)
+    assert uncached_rows["rows"] == 32  # every pair embeds its SR and its GT
+    assert cached_rows["rows"] == 20  # every distinct image once
+    _assert_same_fit(cached, uncached)
+
+
+def test_fine_tuning_runs_the_frozen_blocks_once_with_the_uncached_results(
+    noise_rated, backbone
+) -> None:
+    ratings = noise_rated[:16]
+    options = {"val_fraction": 0.25, "seed": 1, "batch_size": 8, "unfreeze_blocks": 2}
+    options |= {"lr": 1e-2, "backbone_lr": 1e-3}
+    with _rows_through_block(backbone, 0) as uncached_rows:
+        uncached = fit_hlf_head(ratings, backbone, epochs=3, cache_mb=0, **options)
+    with _rows_through_block(backbone, 0) as cached_rows:
+        cached = fit_hlf_head(ratings, backbone, epochs=3, **options)
+    with _rows_through_block(backbone, 0) as longer_rows:
+        fit_hlf_head(ratings, backbone, epochs=4, **options)
+    # the frozen first block runs for the split's check (the whole tower and the prefix on
+    # one image) and for the frozen embedding of the 20 images (which keeps their prefix
+    # activations) only, however many epochs follow; uncached, it runs on every pair in
+    # every epoch
+    assert cached_rows["rows"] == longer_rows["rows"] == 2 + 20
+    assert uncached_rows["rows"] == 168  # 32 + 8 + 3 * 32 + 32
+    _assert_same_fit(cached, uncached)
+    update_a, update_b = cached.head.backbone_update.state, uncached.head.backbone_update.state
+    for name, value in update_b.items():
+        torch.testing.assert_close(update_a[name], value, atol=1e-4, rtol=1e-4)
+
+
+class _ParallelBlocks(torch.nn.Module):
+    """A tower whose blocks all read the input (not one after the other): it cannot be run
+    from a cached activation, so the trainer must run it whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(3, 8) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.mean((2, 3))
+        return sum(block(x) for block in self.blocks)
+
+
+def test_a_tower_that_cannot_be_split_runs_whole(noise_rated, caplog) -> None:
+    torch.manual_seed(0)
+    tower = _ParallelBlocks()
+    options = {"val_fraction": 0.25, "seed": 1, "batch_size": 8, "unfreeze_blocks": 1}
+    options |= {"epochs": 2, "lr": 1e-2, "backbone_lr": 1e-2}
+    uncached = fit_hlf_head(noise_rated[:16], tower, cache_mb=0, **options)
+    with caplog.at_level("WARNING", logger="percepfid.train.hlf"):
+        cached = fit_hlf_head(noise_rated[:16], tower, **options)
+    assert "cannot run backbone '_ParallelBlocks' in two parts" in caplog.text
+    _assert_same_fit(cached, uncached)
+
+
+def test_saved_config_and_report_hold_the_fit(noise_rated, backbone, tmp_path) -> None:
+    """config.json holds the fitted scale and bias and the backbone; fit_report.json is
+    strict JSON (undefined statistics are null) and names the folder."""
+    out = tmp_path / "head"
+    flat = [dataclasses.replace(r, score=3.0) for r in noise_rated[:16]]  # no ranking
+    result = fit_hlf_head(flat, backbone, score_range=(1, 5), val_fraction=0.25, output_dir=out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["scale"] == float(result.head.scale.detach()) != 10.0
+    assert config["bias"] == float(result.head.bias.detach()) != -5.0
+    assert config["percepfid_fitted_on"] == {
+        "backbone": backbone.spec.name,
+        "embedding": "cls",
+        "image_size": None,
+    }
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"bare {constant} in fit_report.json")
+
+    report = json.loads((out / "fit_report.json").read_text(), parse_constant=refuse)
+    assert report["train"]["srcc_cosine"] is None and report["val"]["plcc_head"] is None
+    assert report["output_dir"] == str(out) == result.output_dir
+    assert report["backbone"] == backbone.spec.name
+    # the head loads back with its fitted values
+    loaded = load_head(out)
+    assert float(loaded.scale.detach()) == config["scale"]

@@ -283,3 +283,16 @@ def test_one_call_visits_few_files_and_checks_each_input_once(monkeypatch):
         sys.setprofile(None)
     assert len(files) <= 7, sorted(files)
     assert sorted(checked) == sorted([id(sr), id(gt)])
+
+
+def test_a_head_fitted_on_another_backbone_is_refused(tmp_path):
+    # A head records what it was fitted on; a loss with another backbone refuses it.
+    head = CalibrationHead(scale=3.0, bias=-1.0)
+    head.save_pretrained(tmp_path / "h", config={"percepfid_fitted_on": {"backbone": "timm:other"}})
+    with pytest.raises(ArgumentError, match="fitted on backbone 'timm:other'"):
+        HLFLoss(TINY, pretrained=False, image_size=32, head=str(tmp_path / "h"))
+    loss = HLFLoss(TINY, pretrained=False, image_size=32)
+    name = loss.backbone.spec.name
+    head.save_pretrained(tmp_path / "ok", config={"percepfid_fitted_on": {"backbone": name}})
+    same = HLFLoss(loss.backbone, head=str(tmp_path / "ok"))
+    assert same.head.fitted_on == {"backbone": name}

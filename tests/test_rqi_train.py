@@ -135,7 +135,7 @@ def test_learning_check_on_synthetic_iqa_data(tmp_path):
         batch_size=16,
         lr=1e-3,
         crop_size=32,
-        progress_bar=False,
+        progress=False,
         seed=0,
     )
     assert len(result.history) == 4 and 1 <= result.best_epoch <= 4
@@ -166,7 +166,7 @@ def test_resume_continues_exactly(tmp_path):
         batch_size=8,
         lr=1e-3,
         crop_size=32,
-        progress_bar=False,
+        progress=False,
         seed=3,
     )
 
@@ -204,11 +204,11 @@ def test_csv_errors_name_what_is_missing(tmp_path):
     path = tmp_path / "r.csv"
     path.write_text("image,scene,score\na.png,s,1\n")
     with pytest.raises(
-        ArgumentError, match=r"no column 'mos'.*'image', 'scene', 'score'.*mos_column"
+        ArgumentError, match=r"no column 'mos'.*'image', 'scene', 'score'.*columns\.score"
     ):
         read(path)
     path.write_text("image,group,mos\na.png,s,1\n")
-    with pytest.raises(ArgumentError, match=r"no column 'scene'.*scene_column"):
+    with pytest.raises(ArgumentError, match=r"no column 'scene'.*columns\.group"):
         read(path)
     path.write_text("image,scene,mos\na.png,s,1\nb.png,s,2\n")
     (tmp_path / "a.png").write_bytes(b"")
@@ -253,7 +253,8 @@ def test_cli_train_rqi(tmp_path, capsys):
     bad.write_text("path,scene,mos\nx.png,s,1\n")
     code = main(["train-rqi", str(bad), "--output", str(tmp_path / "bad"), "--random-weights"])
     assert code == 2
-    assert "'image'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'image'" in err and "--image-column" in err
 
 
 # ----------------------------------------------------------------------------- backbone mode
@@ -327,6 +328,74 @@ def test_global_rng_is_left_untouched(tmp_path):
         pretrained=False,
         epochs=1,
         crop_size=32,
-        progress_bar=False,
+        progress=False,
     )
     assert torch.equal(torch.rand(3), expected)
+
+
+# ----------------------------------------------------------------------------- caching
+
+
+def _counted_run(csv_path, out, **options):
+    """Train with a fresh RandomConv and count the images it embeds."""
+    backbone = _backbone()
+    rows = {"n": 0}
+    backbone.register_forward_hook(
+        lambda m, args, out: rows.__setitem__("n", rows["n"] + len(args[0]))
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        head = RQIHead(64, hidden_dim=16)
+    settings = dict(pretrained=False, batch_size=8, lr=1e-3, crop_size=32, progress=False, seed=3)
+    result = train_rqi(csv_path, out, backbone=backbone, head=head, **settings | options)
+    return result, rows["n"]
+
+
+def test_cache_embeds_each_crop_once_with_the_uncached_results(tmp_path):
+    """4 scenes of 5 images: 3 train scenes (60 ordered pairs), 1 validation scene (20)."""
+    csv_path = _write_dataset(tmp_path / "data", scenes=4, seed=1)
+    options = {"epochs": 3, "crop_positions": 2}
+    cached, cached_rows = _counted_run(csv_path, tmp_path / "a", **options)
+    uncached, uncached_rows = _counted_run(csv_path, tmp_path / "b", cache_mb=0, **options)
+    # uncached: both images of every pair, every epoch; cached: each distinct (image,
+    # position, flip) once: 15 train images x 2 positions x 2 flips, 5 centred val images
+    assert uncached_rows == 3 * (2 * 60 + 2 * 20)
+    assert 5 < cached_rows <= 15 * 2 * 2 + 5
+    assert cached.best_epoch == uncached.best_epoch
+    for row_a, row_b in zip(cached.history, uncached.history, strict=True):
+        assert row_a["train_loss"] == pytest.approx(row_b["train_loss"], rel=1e-4, abs=1e-6)
+        assert row_a["val_srcc"] == pytest.approx(row_b["val_srcc"], abs=1e-6)
+    last_a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["head"]
+    last_b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["head"]
+    for key, value in last_b.items():
+        torch.testing.assert_close(last_a[key], value, atol=1e-5, rtol=1e-4)
+
+
+def test_fresh_crop_positions_keep_full_augmentation(tmp_path):
+    """crop_positions=None draws a new position for every pair: the training inputs almost
+    never repeat (48-pixel images, 32-pixel crops: 17 x 17 positions x 2 flips)."""
+    csv_path = _write_dataset(tmp_path / "data", scenes=4, seed=1)
+    _, pooled_rows = _counted_run(csv_path, tmp_path / "a", epochs=2, crop_positions=1)
+    _, fresh_rows = _counted_run(csv_path, tmp_path / "b", epochs=2, crop_positions=None)
+    assert pooled_rows <= 15 * 1 * 2 + 5
+    assert fresh_rows > 0.9 * 2 * 2 * 60  # 240 training inputs drawn, nearly all distinct
+
+
+def test_train_rqi_help_documents_every_option():
+    import argparse
+
+    from percepfid.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = commands.choices["train-rqi"]
+    for action in command._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help, f"{action.option_strings or action.dest} has no help"
+        takes_value = action.nargs != 0
+        if action.option_strings and takes_value and not action.required:
+            assert "default" in action.help, f"{action.option_strings} hides its default"
+    text = command.format_help()
+    for shown in ("(default: 10)", "(default: 0.0001)", "(default: 224)", "(default: scene)"):
+        assert shown in text

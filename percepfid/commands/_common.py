@@ -96,7 +96,9 @@ def add_runtime_options(
         help=f"{unit} per forward pass (default: {batch_size})",
     )
     parser.add_argument(
-        "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N"
+        "--device",
+        default="auto",
+        help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)",
     )
     parser.add_argument(
         "--random-weights",

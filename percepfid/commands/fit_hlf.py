@@ -19,6 +19,13 @@ from ._common import (
 )
 
 RANDOM_WEIGHTS_WARNING = random_weights_warning("the fitted head and its statistics")
+# how error messages name the option that sets each CSV column
+FLAGS = {
+    "image": "--sr-column",
+    "reference": "--gt-column",
+    "score": "--score-column",
+    "group": "--group-column",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -62,11 +69,20 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=1e-5,
         help="learning rate of the unfrozen blocks (default: 1e-5)",
     )
-    parser.add_argument("--sr-col", default="sr", help="column of SR image paths (default: sr)")
-    parser.add_argument("--gt-col", default="gt", help="column of GT image paths (default: gt)")
-    parser.add_argument("--score-col", default="score", help="human score column (default: score)")
     parser.add_argument(
-        "--group-col", default="group", help="source-image column (default: group; absent: the GT)"
+        "--sr-column", "--sr-col", default="sr", help="column of SR image paths (default: sr)"
+    )
+    parser.add_argument(
+        "--gt-column", "--gt-col", default="gt", help="column of GT image paths (default: gt)"
+    )
+    parser.add_argument(
+        "--score-column", "--score-col", default="score", help="human score column (default: score)"
+    )
+    parser.add_argument(
+        "--group-column",
+        "--group-col",
+        default="group",
+        help="source-image column (default: group; absent: the GT)",
     )
     parser.add_argument("--root", help="folder image paths are relative to (default: the CSV's)")
     parser.add_argument(
@@ -85,6 +101,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the head to the Hub")
     parser.add_argument("--public", action="store_true", help="make the pushed repo public")
+    parser.add_argument(
+        "--cache-mb",
+        type=float,
+        default=1024.0,
+        help="memory for embeddings (or frozen-block activations when fine-tuning) kept "
+        "across epochs; 0 recomputes them every time (default: 1024)",
+    )
     add_runtime_options(parser, batch_size=16, unit="pairs")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=run)
@@ -93,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``percepfid fit-hlf``."""
-    from ..train import fit_hlf_head
+    from ..train import RatingColumns, fit_hlf_head
 
     if args.output_dir is None and args.push_to_hub is None:
         warn("neither --output-dir nor --push-to-hub given: the fitted head is not saved")
@@ -120,13 +143,15 @@ def run(args: argparse.Namespace) -> int:
         push_to_hub=args.push_to_hub,
         private=not args.public,
         progress=not args.no_progress,
-        csv_columns={
-            "sr_col": args.sr_col,
-            "gt_col": args.gt_col,
-            "score_col": args.score_col,
-            "group_col": args.group_col,
-            "root": args.root,
-        },
+        cache_mb=args.cache_mb,
+        columns=RatingColumns(
+            image=args.sr_column,
+            reference=args.gt_column,
+            score=args.score_column,
+            group=args.group_column,
+            root=args.root,
+            flags=FLAGS,
+        ),
     )
     report = result.report() | {"random_weights": bool(args.random_weights)}
     if args.json:
@@ -152,10 +177,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         echo(f"head: {config['class']}(hidden={config.get('hidden')})")
     if result.unfreeze_blocks:
-        echo(
+        line = (
             f"fine-tuned the last {result.unfreeze_blocks} backbone block(s) for "
             f"{len(result.history) - 1} epoch(s); kept epoch {result.best_epoch}"
         )
+        if result.best_epoch == 0:
+            line += (
+                ": fine-tuning did not beat the frozen fit on validation SRCC + PLCC, so the "
+                "saved head and blocks are the frozen fit's"
+            )
+        echo(line)
     if result.output_dir:
         echo(f"saved to {result.output_dir}")
     if result.repo_id:

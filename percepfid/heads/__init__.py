@@ -1,6 +1,13 @@
 """Small trainable heads that sit on frozen backbones, saved in the Hub format."""
 
-from ._base import BackboneUpdate, HubHead, load_head
+from ._base import FITTED_ON_KEY, BackboneUpdate, HubHead, load_head
 from .hlf import CalibrationHead, MLPCalibrationHead
 
-__all__ = ["BackboneUpdate", "CalibrationHead", "HubHead", "MLPCalibrationHead", "load_head"]
+__all__ = [
+    "FITTED_ON_KEY",
+    "BackboneUpdate",
+    "CalibrationHead",
+    "HubHead",
+    "MLPCalibrationHead",
+    "load_head",
+]

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 CLASS_KEY = "percepfid_head"
 # The key in config.json that records a backbone update saved next to the head.
 BACKBONE_KEY = "percepfid_backbone"
+# The key in config.json that records what a fitted head was fitted on (backbone spec name,
+# embedding, image size), so a loss with another backbone refuses it.
+FITTED_ON_KEY = "percepfid_fitted_on"
 BACKBONE_FILE = "backbone.safetensors"
 _WEIGHTS_FILE = "model.safetensors"
 _HEADS: dict[str, type[HubHead]] = {}
@@ -142,6 +145,8 @@ class HubHead(
     """
 
     backbone_update: BackboneUpdate | None = None
+    #: What the head was fitted on (``config.json``'s ``percepfid_fitted_on``), or ``None``.
+    fitted_on: dict[str, Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -202,6 +207,8 @@ class HubHead(
         finally:
             if captured.getvalue().strip():
                 logger.debug("huggingface_hub: %s", captured.getvalue().strip())
+        fitted_on = config.get(FITTED_ON_KEY)
+        head.fitted_on = dict(fitted_on) if isinstance(fitted_on, dict) else None
         record = config.get(BACKBONE_KEY)
         if record is not None:
             head.backbone_update = _read_backbone_update(fetch(BACKBONE_FILE), record)

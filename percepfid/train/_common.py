@@ -1,12 +1,20 @@
-"""Pieces every trainer shares: seeding without touching the global RNG, a cached image
-loader, atomic checkpoints, group splits, progress bars."""
+"""Pieces every trainer shares: the rating-table layout (:class:`RatingColumns`), seeding
+without touching the global RNG, a cached image loader, the device default, atomic
+checkpoints, group splits, progress bars and JSON reports.
+
+The trainers share one vocabulary: ``ratings`` (a CSV path or rows), ``columns`` (a
+:class:`RatingColumns`), ``backbone``, ``pretrained``, ``embedding``, ``image_size``,
+``epochs``, ``batch_size``, ``lr``, ``val_fraction``, ``seed``, ``device``, ``progress``,
+``cache_mb`` and ``output_dir``; the same word means the same thing in each."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,13 +28,79 @@ from ..data import read_image
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "RatingColumns",
     "cached_loader",
+    "json_safe",
+    "pick_device",
     "seeded",
     "split_groups",
     "save_checkpoint",
     "load_checkpoint",
-    "progress",
+    "with_progress",
 ]
+
+
+@dataclass(frozen=True)
+class RatingColumns:
+    """Where a rating CSV keeps each field, for every trainer (the argument names of
+    :func:`percepfid.data.read_rating_table`).
+
+    Attributes:
+        image: the column of the rated (SR or distorted) images.
+        score: the column of the human scores.
+        group: the column of the group id (the source image or scene; pairs of one group
+            never cross the train/validation split), or None.
+        reference: the column of the reference (GT) images, or None (no-reference data).
+        root: the folder relative image paths start from (default: the CSV's folder).
+        flags: how error messages name the option that sets each field, keyed by field
+            (e.g. ``{"score": "--score-column"}``, as the command line does); default
+            ``columns.<field>``.
+    """
+
+    image: str = "image"
+    score: str = "score"
+    group: str | None = "group"
+    reference: str | None = None
+    root: str | os.PathLike[str] | None = None
+    flags: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def read(self, path: str | os.PathLike[str], **options: object) -> list:
+        """The rows of ``path`` (:func:`percepfid.data.read_rating_table` with these columns;
+        ``options`` are passed on)."""
+        from ..data import read_rating_table
+
+        names = {
+            f"{name}_column": self.flags.get(name, f"columns.{name}")
+            for name in ("image", "score", "group", "reference")
+        }
+        return read_rating_table(
+            path,
+            image_column=self.image,
+            score_column=self.score,
+            group_column=self.group,
+            reference_column=self.reference,
+            root=self.root,
+            options=names,
+            **options,
+        )
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """``device``, or CUDA when available and the CPU otherwise."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def cached_loader(size: int = 256) -> Any:
@@ -94,7 +168,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-def progress(iterable: Sequence[Any], *, enabled: bool, desc: str) -> Iterable[Any]:
+def with_progress(iterable: Sequence[Any], *, enabled: bool, desc: str) -> Iterable[Any]:
     """Wrap ``iterable`` in a tqdm bar when ``enabled`` (tqdm writes to stderr)."""
     if not enabled:
         return iterable

@@ -1,6 +1,11 @@
 """Fit an HLF calibration head on human fidelity scores.
 
-Every (SR, GT) pair is embedded once with the frozen backbone, then the head is fitted to
+The fit runs in named steps: read the ratings and split them by group (:func:`read_ratings`,
+``_split``), embed every image once with the frozen backbone (``_PairEncoder``), fit the
+head (``_fit_frozen``), optionally fine-tune it with the backbone's last blocks
+(``_fine_tune``), and save or push it (``_save``).
+
+Every distinct image is embedded once with the frozen backbone, then the head is fitted to
 the human scores, normalised to [0, 1], by least squares: the two parameters of
 :class:`~percepfid.heads.CalibrationHead` (``sigmoid(scale * cos + bias)``) or the small MLP
 of :class:`~percepfid.heads.MLPCalibrationHead`. Optionally the head and the backbone's last
@@ -25,14 +30,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._atomic import atomic_path
 from .._checks import check_choice, check_positive, check_positive_int
 from .._errors import ArgumentError, EmptyBatchError, ShapeError
 from .._vocab import EMBEDDINGS
-from ..data import batches_by_size, image_size, read_image, read_rating_table
-from ._common import progress as progress_bar
-from ._common import seeded, split_groups
+from ..data import batches_by_size, image_size, read_image
+from ..heads import FITTED_ON_KEY
+from ._cache import EmbeddingCache, SplitEncoder, SplitUnsupported
+from ._common import RatingColumns, json_safe, pick_device, seeded, split_groups, with_progress
 
-__all__ = ["HLFFitResult", "HumanRating", "fit_hlf_head", "read_ratings"]
+__all__ = ["HLF_COLUMNS", "HLFFitResult", "HumanRating", "fit_hlf_head", "read_ratings"]
+
+#: The columns of a human-ratings CSV for :func:`fit_hlf_head`: ``sr``, ``gt``, ``score``,
+#: ``group`` (when the group column is absent, the GT is the group).
+HLF_COLUMNS = RatingColumns(image="sr", reference="gt", score="score", group="group")
+#: The key of a head's ``config.json`` that records what it was fitted on.
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +112,7 @@ class HLFFitResult:
         return 0 if update is None else update.blocks
 
     def report(self) -> dict[str, Any]:
-        """The JSON-serialisable part (no module)."""
+        """The JSON-serialisable part (no module; undefined statistics are None)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "head"}
         data["unfreeze_blocks"] = self.unfreeze_blocks
         config: dict[str, Any] = {"class": type(self.head).__name__}
@@ -111,52 +123,49 @@ class HLFFitResult:
                 "bias": float(self.head.bias.detach()),
             }
         data["head_config"] = config
-        return data
+        return json_safe(data)
 
 
-# --------------------------------------------------------------------------- data
+# --------------------------------------------------------------------------- read
 
 
 def read_ratings(
-    csv_path: str | os.PathLike[str],
-    *,
-    sr_col: str = "sr",
-    gt_col: str = "gt",
-    score_col: str = "score",
-    group_col: str | None = "group",
-    root: str | os.PathLike[str] | None = None,
+    csv_path: str | os.PathLike[str], columns: RatingColumns = HLF_COLUMNS
 ) -> list[HumanRating]:
     """Read human ratings from a CSV with a header row.
 
-    Relative image paths are taken relative to ``root`` (default: the CSV's folder). When
-    ``group_col`` is None or absent from the file, the GT path is the group.
+    Relative image paths are taken relative to ``columns.root`` (default: the CSV's
+    folder). When ``columns.group`` is None or absent from the file, the GT path is the
+    group.
 
     Raises:
         RatingsError: the file, a column or an image is missing, or a score is not a number.
         EmptyBatchError: the file has a header but no rows.
     """
-    ratings = read_rating_table(
-        csv_path,
-        image_column=sr_col,
-        reference_column=gt_col,
-        score_column=score_col,
-        group_column=group_col,
-        group_optional=True,
-        root=root,
-        options={
-            "image_column": "sr_col",
-            "reference_column": "gt_col",
-            "score_column": "score_col",
-            "group_column": "group_col",
-        },
-        error=RatingsError,
-    )
-    if group_col is not None and ratings[0].group is None:
-        logger.info("no %r column in %s: grouping pairs by their GT", group_col, csv_path)
+    if columns.reference is None:
+        raise ArgumentError("columns.reference must name the GT column for HLF ratings")
+    ratings = columns.read(csv_path, group_optional=True, error=RatingsError)
+    if columns.group is not None and ratings[0].group is None:
+        logger.info("no %r column in %s: grouping pairs by their GT", columns.group, csv_path)
     return [
         HumanRating(r.image, r.reference, r.score, str(r.reference) if r.group is None else r.group)
         for r in ratings
     ]
+
+
+def _split(
+    ratings: Sequence[HumanRating], val_fraction: float, seed: int
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Which pairs are held out (by group), and the sorted train and validation groups."""
+    groups = [r.group for r in ratings]
+    if val_fraction > 0 and len(set(groups)) < 2:
+        raise ArgumentError(
+            f"a validation split needs at least 2 groups (source images); got {len(set(groups))}. "
+            "Pass val_fraction=0 to fit on everything."
+        )
+    train, val = split_groups(groups, val_fraction, torch.Generator().manual_seed(seed))
+    held_out = set(val)
+    return np.array([g in held_out for g in groups]), sorted(train), sorted(val)
 
 
 def _image_sizes(ratings: Sequence[HumanRating]) -> list[tuple[int, int]]:
@@ -173,75 +182,190 @@ def _image_sizes(ratings: Sequence[HumanRating]) -> list[tuple[int, int]]:
     return sizes
 
 
-def _load_batch(
-    ratings: Sequence[HumanRating], batch: Sequence[int], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    sr = torch.stack([read_image(ratings[i].sr) for i in batch]).to(device)
-    gt = torch.stack([read_image(ratings[i].gt) for i in batch]).to(device)
-    return sr, gt
+def _targets(
+    human: np.ndarray, is_val: np.ndarray, score_range: tuple[float, float] | None
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Human scores mapped to [0, 1] (clipped) and the (low, high) that map to 0 and 1."""
+    if score_range is None:
+        train_human = human[~is_val]
+        low, high = float(train_human.min()), float(train_human.max())
+        if low >= 0.0 and high <= 1.0:
+            low, high = 0.0, 1.0
+    else:
+        low, high = map(float, score_range)
+    if not high > low:
+        raise ArgumentError(
+            f"score_range must have high > low; got ({low}, {high}) (are all training scores equal?)"
+        )
+    return np.clip((human - low) / (high - low), 0.0, 1.0), (low, high)
 
 
-def _pair_forward(
-    loss: nn.Module, ratings: Sequence[HumanRating], batch: Sequence[int], device: torch.device
-) -> tuple[torch.Tensor, Any, Any]:
-    """Cosine and both embeddings of a batch of pairs; unlike ``HLFLoss.fidelity`` the GT
-    branch keeps its graph too, so tuned blocks learn from both images."""
-    sr, gt = _load_batch(ratings, batch, device)
-    current, reference = loss.encode(sr), loss.encode(gt)
-    return loss.compare(current, reference), current, reference
+# --------------------------------------------------------------------------- embed
 
 
-@torch.no_grad()
-def _embed_pass(
-    loss: nn.Module,
-    head: nn.Module,
-    ratings: Sequence[HumanRating],
-    shapes: Sequence[tuple[int, int]],
-    *,
-    batch_size: int,
-    device: torch.device,
-    progress: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Raw cosine ``(N,)`` and the head's input features ``(N, F)`` (``head.features``) of
-    every pair, batched by image size (bounded memory)."""
-    from tqdm.auto import tqdm
+class _PairEncoder:
+    """Embeddings of rated pairs through an HLF loss's backbone.
 
-    cosine = np.full(len(ratings), np.nan)
-    features = np.full((len(ratings), head.num_features), np.nan)
-    batches = batches_by_size(shapes, batch_size)
-    with tqdm(total=len(ratings), desc="embed", unit="pair", disable=not progress) as bar:
-        for batch in batches:
-            cos, current, reference = _pair_forward(loss, ratings, batch, device)
-            feats = head.features(cos, current.pooled, reference.pooled)
-            cosine[batch] = cos.float().cpu().numpy()
-            features[batch] = feats.float().cpu().numpy()
-            bar.update(len(batch))
-    return cosine, features
+    With a cache (``cache_mb > 0``) every distinct image is embedded once per run while the
+    backbone is frozen. When ``tuned_blocks`` of the backbone will be fine-tuned, the tower
+    is split before the first tuned block: that first embedding also keeps each image's
+    activation there, and after :meth:`start_tuning` each step runs only the tuned blocks,
+    once per distinct image of the batch. Without a cache (or for a tower that cannot be
+    split, which is logged) every call runs the whole tower on every image of every pair.
+    """
+
+    def __init__(
+        self,
+        loss: nn.Module,
+        ratings: Sequence[HumanRating],
+        shapes: Sequence[tuple[int, int]],
+        device: torch.device,
+        cache_mb: float,
+        tuned_blocks: int,
+    ) -> None:
+        self.loss, self.ratings, self.shapes, self.device = loss, ratings, shapes, device
+        self.cache = EmbeddingCache(cache_mb)
+        self.split: SplitEncoder | None = None
+        self.tuning = False
+        if tuned_blocks and self.cache.enabled:
+            self._split(tuned_blocks)
+
+    def _read(self, paths: Sequence[str | Path]) -> torch.Tensor:
+        return torch.stack([read_image(p) for p in paths]).to(self.device)
+
+    def _split(self, blocks: int) -> None:
+        name = self.loss.backbone.spec.name
+        try:
+            split = SplitEncoder(self.loss.encode, self.loss.backbone.encoder, blocks)
+            split.check(self._read([self.ratings[0].gt]))
+        except SplitUnsupported as reason:
+            logger.warning(
+                "cannot run backbone %r in two parts (%s): its frozen blocks run every epoch",
+                name,
+                reason,
+            )
+            return
+        self.split = split
+        logger.info("backbone %r: its first %d blocks run once per image", name, split.first)
+
+    def start_tuning(self) -> None:
+        """From now on the tuned blocks change: embeddings are recomputed from the cached
+        activations before the first tuned block (or, unsplit, from the images)."""
+        self.tuning = True
+        if self.split is None:
+            self.cache = EmbeddingCache(0)  # the embeddings change every step: no cache
+        else:
+            self.cache.drop(lambda key: key[0] == "embedding")
+
+    def _unique(self, keys: list[str], shape: tuple[int, int]) -> Any:
+        """Embeddings of distinct images (paths as strings) of one ``shape``."""
+        from ..backbones import Embeddings
+
+        if not self.tuning:
+
+            @torch.no_grad()
+            def embed(missing: list[tuple[str, str]]) -> list[tuple]:
+                images = self._read([k for _, k in missing])
+                if self.split is None:
+                    out = self.loss.encode(images)
+                else:  # keep the activations before the first tuned block too
+                    out, rows = self.split.run(images)
+                    rows = rows.reshape(len(missing), -1, *rows.shape[1:])
+                    for (_, k), value in zip(missing, rows.unbind(0), strict=True):
+                        self.cache.put(("prefix", k), value)
+                tokens = [None] * len(missing) if out.tokens is None else out.tokens.unbind(0)
+                return list(zip(out.pooled.unbind(0), tokens, strict=True))
+
+            values = self.cache.fetch([("embedding", k) for k in keys], embed)
+            pooled = torch.stack([v[0] for v in values])
+            tokens = None if values[0][1] is None else torch.stack([v[1] for v in values])
+            return Embeddings(pooled, tokens)
+
+        def prefix(missing: list[tuple[str, str]]) -> list[torch.Tensor]:
+            rows = self.split.prefix(self._read([k for _, k in missing]))
+            return list(rows.reshape(len(missing), -1, *rows.shape[1:]).unbind(0))
+
+        activation = torch.cat(self.cache.fetch([("prefix", k) for k in keys], prefix))
+        # only the shape of the images matters: the stem's output is replaced
+        shell = torch.zeros(len(keys), 3, *shape, device=self.device)
+        return self.split.suffix(activation, shell)
+
+    def encode(self, paths: Sequence[Path], shape: tuple[int, int]) -> Any:
+        """Embeddings of ``paths`` (images of one size), with autograd through the tuned
+        blocks when grad is enabled; with a cache, each distinct path is embedded once."""
+        from ..backbones import Embeddings
+
+        if not self.cache.enabled:
+            return self.loss.encode(self._read(paths))
+        keys = [str(p) for p in paths]
+        unique = list(dict.fromkeys(keys))
+        out = self._unique(unique, shape)
+        where = torch.tensor([unique.index(k) for k in keys], device=out.pooled.device)
+        return Embeddings(out.pooled[where], None if out.tokens is None else out.tokens[where])
+
+    def pairs(self, batch: Sequence[int]) -> tuple[torch.Tensor, Any, Any]:
+        """Cosine and both embeddings of a batch of pairs of one size; unlike
+        ``HLFLoss.fidelity`` the GT branch keeps its graph too, so tuned blocks learn from
+        both images."""
+        from ..backbones import Embeddings
+
+        sr = [self.ratings[i].sr for i in batch]
+        gt = [self.ratings[i].gt for i in batch]
+        shape = self.shapes[batch[0]]
+        if not self.cache.enabled:
+            current, reference = self.encode(sr, shape), self.encode(gt, shape)
+        else:  # one pass: an image shared by several pairs (a GT) is embedded once
+            both = self.encode(sr + gt, shape)
+            n = len(batch)
+            current, reference = (
+                Embeddings(both.pooled[part], None if both.tokens is None else both.tokens[part])
+                for part in (slice(None, n), slice(n, None))
+            )
+        return self.loss.compare(current, reference), current, reference
+
+    @torch.no_grad()
+    def features(
+        self, head: nn.Module, index: Sequence[int], *, batch_size: int, show: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw cosine ``(n,)`` and the head's input features ``(n, F)`` (``head.features``)
+        of the pairs ``index``, batched by image size (bounded memory)."""
+        from tqdm.auto import tqdm
+
+        index = list(index)
+        cosine = np.full(len(index), np.nan)
+        features = np.full((len(index), head.num_features), np.nan)
+        shapes = [self.shapes[i] for i in index]
+        with tqdm(total=len(index), desc="embed", unit="pair", disable=not show) as bar:
+            for batch in batches_by_size(shapes, batch_size):
+                cos, current, reference = self.pairs([index[k] for k in batch])
+                feats = head.features(cos, current.pooled, reference.pooled)
+                cosine[batch] = cos.float().cpu().numpy()
+                features[batch] = feats.float().cpu().numpy()
+                bar.update(len(batch))
+        return cosine, features
 
 
-# --------------------------------------------------------------------------- fitting
+# --------------------------------------------------------------------------- fit
 
 
-def _fit_calibration(
-    head: nn.Module, features: torch.Tensor, target: torch.Tensor, steps: int
-) -> None:
-    """Least-squares fit of ``sigmoid(scale * cos + bias)`` to targets in [0, 1]."""
-    cosine = features[:, 0]
-    # Start from the linear fit of logit(target) on the cosine: close to the optimum even
-    # when random-weight cosines crowd near 1 and need a large slope.
-    clipped = target.clamp(0.02, 0.98)
-    logits = torch.log(clipped / (1 - clipped))
-    centred = cosine - cosine.mean()
-    variance = float((centred * centred).mean())
-    slope = float((centred * (logits - logits.mean())).mean()) / variance if variance > 0 else 0.0
-    with torch.no_grad():
-        head.scale.fill_(slope)
-        head.bias.fill_(float(logits.mean()) - slope * float(cosine.mean()))
-    _lbfgs(head, features, target, steps)
-
-
-def _lbfgs(head: nn.Module, features: torch.Tensor, target: torch.Tensor, steps: int) -> None:
-    """Full-batch least squares of ``head.from_features(features)`` on ``target`` (L-BFGS)."""
+def _fit_frozen(head: nn.Module, features: torch.Tensor, target: torch.Tensor, steps: int) -> None:
+    """Least-squares fit of the head on fixed features (L-BFGS). The calibration head
+    starts from the linear fit of logit(target) on the cosine, close to the optimum even
+    when random-weight cosines crowd near 1 and need a large slope; the MLP head first
+    takes the features' statistics."""
+    if hasattr(head, "set_feature_statistics"):
+        head.set_feature_statistics(features)
+    else:
+        cosine = features[:, 0]
+        clipped = target.clamp(0.02, 0.98)
+        logits = torch.log(clipped / (1 - clipped))
+        centred = cosine - cosine.mean()
+        variance = float((centred * centred).mean())
+        covariance = float((centred * (logits - logits.mean())).mean())
+        slope = covariance / variance if variance > 0 else 0.0
+        with torch.no_grad():
+            head.scale.fill_(slope)
+            head.bias.fill_(float(logits.mean()) - slope * float(cosine.mean()))
     optimiser = torch.optim.LBFGS(
         head.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe"
     )
@@ -262,6 +386,8 @@ def _statistics(
 ) -> dict[str, float]:
     from ..eval import plcc, srcc
 
+    if not len(cosine):
+        return {}
     return {
         "n": int(len(cosine)),
         "srcc_cosine": srcc(cosine, human),
@@ -280,38 +406,43 @@ def _head_predict(head: nn.Module, features: np.ndarray) -> np.ndarray:
     return head.from_features(inputs.to(device)).double().cpu().numpy()
 
 
+# --------------------------------------------------------------------------- fine-tune
+
+
+@dataclass(frozen=True)
+class _TuneSettings:
+    blocks: int
+    epochs: int
+    lr: float
+    backbone_lr: float
+    batch_size: int
+    seed: int
+    progress: bool
+
+
 def _fine_tune(
-    loss: nn.Module,
+    pairs: _PairEncoder,
     head: nn.Module,
-    ratings: Sequence[HumanRating],
-    shapes: Sequence[tuple[int, int]],
     target: np.ndarray,
     human: np.ndarray,
-    train_index: np.ndarray,
-    val_index: np.ndarray,
-    *,
-    unfreeze_blocks: int,
-    epochs: int,
-    lr: float,
-    backbone_lr: float,
-    batch_size: int,
-    device: torch.device,
-    seed: int,
-    progress: bool,
+    is_val: np.ndarray,
+    settings: _TuneSettings,
 ) -> tuple[list[str], list[dict[str, float | None]], int]:
-    """Train the head and the last ``unfreeze_blocks`` backbone blocks end to end (MSE on
+    """Train the head and the last ``settings.blocks`` backbone blocks end to end (MSE on
     the normalised human scores), keeping the epoch with the best validation SRCC + PLCC
     (epoch 0 is the frozen fit, so fine-tuning never ends worse on that score than it)."""
     from ..backbones import last_block_parameters
     from ..eval import plcc, srcc
 
-    encoder = loss.backbone.encoder
-    names = last_block_parameters(encoder, unfreeze_blocks)
+    encoder = pairs.loss.backbone.encoder
+    names = last_block_parameters(encoder, settings.blocks)
     params = dict(encoder.named_parameters())
     tuned = [params[name] for name in names]
-    head.to(device)
-    generator = torch.Generator().manual_seed(seed)
+    head.to(pairs.device)
+    generator = torch.Generator().manual_seed(settings.seed)
     targets = torch.tensor(target, dtype=torch.float32)
+    train_index, val_index = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    pairs.start_tuning()
 
     def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         blocks = {n: params[n].detach().clone() for n in names}
@@ -322,15 +453,7 @@ def _fine_tune(
         (the selection score; None when either is undefined or there is no split)."""
         if len(val_index) == 0:
             return {"val_srcc_head": None, "val_plcc_head": None, "val_score": None}
-        _, feats = _embed_pass(
-            loss,
-            head,
-            [ratings[i] for i in val_index],
-            [shapes[i] for i in val_index],
-            batch_size=batch_size,
-            device=device,
-            progress=False,
-        )
+        _, feats = pairs.features(head, val_index, batch_size=settings.batch_size, show=False)
         predicted = _head_predict(head, feats)
         values = [srcc(predicted, human[val_index]), plcc(predicted, human[val_index])]
         values = [None if math.isnan(v) else v for v in values]
@@ -345,19 +468,25 @@ def _fine_tune(
     for param in tuned:
         param.requires_grad_(True)
     optimiser = torch.optim.AdamW(
-        [{"params": list(head.parameters()), "lr": lr}, {"params": tuned, "lr": backbone_lr}],
+        [
+            {"params": list(head.parameters()), "lr": settings.lr},
+            {"params": tuned, "lr": settings.backbone_lr},
+        ],
         weight_decay=0.0,
     )
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(1, settings.epochs + 1):
             total, count = 0.0, 0
             batches = batches_by_size(
-                shapes, batch_size, indices=train_index.tolist(), generator=generator
+                pairs.shapes,
+                settings.batch_size,
+                indices=train_index.tolist(),
+                generator=generator,
             )
-            for batch in progress_bar(batches, enabled=progress, desc=f"epoch {epoch}"):
-                cos, current, reference = _pair_forward(loss, ratings, batch, device)
+            for batch in with_progress(batches, enabled=settings.progress, desc=f"epoch {epoch}"):
+                cos, current, reference = pairs.pairs(batch)
                 predicted = head(cos, current.pooled, reference.pooled)
-                mse = nn.functional.mse_loss(predicted.float(), targets[batch].to(device))
+                mse = nn.functional.mse_loss(predicted.float(), targets[batch].to(pairs.device))
                 optimiser.zero_grad(set_to_none=True)
                 mse.backward()
                 optimiser.step()
@@ -384,10 +513,76 @@ def _fine_tune(
     return names, history, best_epoch
 
 
+# --------------------------------------------------------------------------- save
+
+
+def head_config(head: nn.Module, fitted_on: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.json`` of a fitted head: its constructor arguments with the *fitted*
+    values (a calibration head's scale and bias) and what it was fitted on
+    (:data:`FITTED_ON_KEY`: backbone, embedding, image size), so a loader can refuse
+    another backbone."""
+    config = dict(getattr(head, "_hub_mixin_config", None) or {})
+    if hasattr(head, "scale") and hasattr(head, "bias"):
+        config |= {"scale": float(head.scale.detach()), "bias": float(head.bias.detach())}
+    return config | {FITTED_ON_KEY: fitted_on}
+
+
+def _save(
+    result: HLFFitResult,
+    fitted_on: dict[str, Any],
+    output_dir: str | os.PathLike[str] | None,
+    push_to_hub: str | None,
+    private: bool,
+) -> None:
+    """Write the head, its ``config.json`` and ``fit_report.json`` to ``output_dir`` and/or
+    push it to the Hub; record where in ``result``."""
+    config = head_config(result.head, fitted_on)
+    if output_dir is not None:
+        folder = Path(output_dir)
+        result.head.save_pretrained(folder, config=config)
+        result.output_dir = str(folder)
+        report = result.report() | fitted_on
+        with atomic_path(folder / "fit_report.json") as partial:
+            partial.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        logger.info("saved the head to %s", folder)
+    if push_to_hub is not None:
+        result.head.push_to_hub(push_to_hub, private=private, config=config)
+        result.repo_id = push_to_hub
+        logger.info("pushed the head to %s", push_to_hub)
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+def _check_options(
+    head: str,
+    embedding: str,
+    val_fraction: float,
+    ints: dict[str, int],
+    unfreeze_blocks: int,
+    rates: dict[str, float],
+) -> None:
+    check_choice(head, "head", ("calibration", "mlp"))
+    check_choice(embedding, "embedding", EMBEDDINGS)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ArgumentError(f"val_fraction must lie in [0, 1); got {val_fraction!r}")
+    for name, value in ints.items():
+        check_positive_int(value, name)
+    if (
+        isinstance(unfreeze_blocks, bool)
+        or not isinstance(unfreeze_blocks, int)
+        or unfreeze_blocks < 0
+    ):
+        raise ArgumentError(f"unfreeze_blocks must be an int >= 0; got {unfreeze_blocks!r}")
+    for name, value in rates.items():
+        check_positive(value, name)
+
+
 def fit_hlf_head(
     ratings: str | os.PathLike[str] | Sequence[HumanRating],
     backbone: str | nn.Module = "dinov2",
     *,
+    columns: RatingColumns = HLF_COLUMNS,
     head: str = "calibration",
     hidden: int = 16,
     unfreeze_blocks: int = 0,
@@ -407,22 +602,24 @@ def fit_hlf_head(
     push_to_hub: str | None = None,
     private: bool = True,
     progress: bool = False,
-    csv_columns: dict[str, str | None] | None = None,
+    cache_mb: float = 1024.0,
 ) -> HLFFitResult:
     """Fit an HLF calibration head to human fidelity scores.
 
-    With the backbone frozen (``unfreeze_blocks=0``, the default), every pair is embedded
+    With the backbone frozen (``unfreeze_blocks=0``, the default), every image is embedded
     once and the head is fitted to the human scores, normalised to [0, 1], by least squares
     (L-BFGS). With ``unfreeze_blocks=N`` that fit is the starting point of an end-to-end
     fine-tune of the head and the backbone's last N blocks (AdamW, ``epochs`` passes); the
     epoch with the best validation SRCC + PLCC is kept, and the tuned blocks are saved with the
-    head so ``HLFLoss(backbone, head=output_dir)`` loads them.
+    head so ``HLFLoss(backbone, head=output_dir)`` loads them. While fine-tuning, the frozen
+    blocks before the first tuned one run once per image (cached), not once per epoch.
 
     Args:
-        ratings: a CSV path (columns ``sr``, ``gt``, ``score``, ``group``; see
-            :func:`read_ratings`) or a sequence of :class:`HumanRating`.
+        ratings: a CSV path (see :func:`read_ratings`) or a sequence of :class:`HumanRating`.
         backbone: the HLF backbone (name, full spec or module), as for ``HLFLoss``. A
             module is copied before fine-tuning, never changed in place.
+        columns: the CSV's layout (default :data:`HLF_COLUMNS`: ``sr``, ``gt``, ``score``,
+            ``group``).
         head: ``'calibration'`` (:class:`~percepfid.heads.CalibrationHead`, monotone in
             the cosine, 2 parameters) or ``'mlp'``
             (:class:`~percepfid.heads.MLPCalibrationHead` on the cosine and embedding
@@ -445,13 +642,15 @@ def fit_hlf_head(
         steps: maximum L-BFGS iterations of the frozen fit.
         batch_size: pairs per backbone forward pass (and per fine-tuning step).
         device: where the backbone runs; default CUDA when available, else CPU.
-        output_dir: save the head there with ``save_pretrained`` (plus ``fit_report.json``
-            and, with ``unfreeze_blocks``, ``backbone.safetensors``).
+        output_dir: save the head there with ``save_pretrained`` (its ``config.json``
+            holds the fitted values and the backbone it was fitted on), plus
+            ``fit_report.json`` and, with ``unfreeze_blocks``, ``backbone.safetensors``.
         push_to_hub: a Hub repo id to push the head to (needs a Hub login).
         private: create the pushed repository as private.
         progress: show progress bars.
-        csv_columns: column names for a CSV: keys ``sr_col``, ``gt_col``, ``score_col``,
-            ``group_col``, ``root`` (see :func:`read_ratings`).
+        cache_mb: memory for embeddings (frozen backbone) or frozen-block activations
+            (fine-tuning) kept across epochs, least recently used first out; 0 runs the
+            whole backbone every time (the same results, slower).
 
     Returns:
         An :class:`HLFFitResult`; ``HLFLoss(backbone, head=output_dir)`` then predicts
@@ -471,95 +670,54 @@ def fit_hlf_head(
     from ..heads import BackboneUpdate, CalibrationHead, MLPCalibrationHead
     from ..losses import HLFLoss
 
-    check_choice(head, "head", ("calibration", "mlp"))
-    check_choice(embedding, "embedding", EMBEDDINGS)
-    if not 0.0 <= val_fraction < 1.0:
-        raise ArgumentError(f"val_fraction must lie in [0, 1); got {val_fraction!r}")
-    for value, name in ((batch_size, "batch_size"), (hidden, "hidden"), (epochs, "epochs")):
-        check_positive_int(value, name)
-    if (
-        isinstance(unfreeze_blocks, bool)
-        or not isinstance(unfreeze_blocks, int)
-        or unfreeze_blocks < 0
-    ):
-        raise ArgumentError(f"unfreeze_blocks must be an int >= 0; got {unfreeze_blocks!r}")
-    check_positive(lr, "lr")
-    check_positive(backbone_lr, "backbone_lr")
+    _check_options(
+        head,
+        embedding,
+        val_fraction,
+        {"batch_size": batch_size, "hidden": hidden, "epochs": epochs},
+        unfreeze_blocks,
+        {"lr": lr, "backbone_lr": backbone_lr},
+    )
+    check_positive(cache_mb, "cache_mb", allow_zero=True)
+    # read
     if isinstance(ratings, (str, os.PathLike)):
-        ratings = read_ratings(ratings, **(csv_columns or {}))
+        ratings = read_ratings(ratings, columns)
     ratings = list(ratings)
     if not ratings:
         raise EmptyBatchError("ratings is empty; expected at least a few human-rated pairs")
-    groups = [r.group for r in ratings]
-    if val_fraction > 0 and len(set(groups)) < 2:
-        raise ArgumentError(
-            f"a validation split needs at least 2 groups (source images); got {len(set(groups))}. "
-            "Pass val_fraction=0 to fit on everything."
-        )
-    train_groups, val_groups = split_groups(
-        groups, val_fraction, torch.Generator().manual_seed(seed)
-    )
-    train_groups, val_groups = sorted(train_groups), sorted(val_groups)
-    in_val = set(val_groups)
+    is_val, train_groups, val_groups = _split(ratings, val_fraction, seed)
+    human = np.array([r.score for r in ratings], dtype=np.float64)
+    target, (low, high) = _targets(human, is_val, score_range)
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    # embed
+    device = pick_device(device)
     if unfreeze_blocks and isinstance(backbone, nn.Module):
         backbone = copy.deepcopy(backbone)  # fine-tuning must not change the caller's module
     loss = HLFLoss(backbone, pretrained=pretrained, embedding=embedding, image_size=image_size)
     loss = loss.to(device).eval()
     shapes = _image_sizes(ratings)
+    pairs = _PairEncoder(loss, ratings, shapes, device, cache_mb, unfreeze_blocks)
+    everything = range(len(ratings))
     with seeded(seed):
         fitted = CalibrationHead() if head == "calibration" else MLPCalibrationHead(hidden)
-    cosine, features = _embed_pass(
-        loss, fitted, ratings, shapes, batch_size=batch_size, device=device, progress=progress
+    cosine, features = pairs.features(fitted, everything, batch_size=batch_size, show=progress)
+
+    # fit
+    _fit_frozen(
+        fitted,
+        torch.tensor(features[~is_val], dtype=torch.float32),
+        torch.tensor(target[~is_val], dtype=torch.float32),
+        steps,
     )
-    human = np.array([r.score for r in ratings], dtype=np.float64)
-    is_val = np.array([r.group in in_val for r in ratings])
-    train_human = human[~is_val]
 
-    if score_range is None:
-        low, high = float(train_human.min()), float(train_human.max())
-        if low >= 0.0 and high <= 1.0:
-            low, high = 0.0, 1.0
-    else:
-        low, high = map(float, score_range)
-    if not high > low:
-        raise ArgumentError(
-            f"score_range must have high > low; got ({low}, {high}) (are all training scores equal?)"
-        )
-    target = np.clip((human - low) / (high - low), 0.0, 1.0)
-    train_target = torch.tensor(target[~is_val], dtype=torch.float32)
-
-    train_features = torch.tensor(features[~is_val], dtype=torch.float32)
-    if head == "calibration":
-        _fit_calibration(fitted, train_features, train_target, steps)
-    else:
-        fitted.set_feature_statistics(train_features)
-        _lbfgs(fitted, train_features, train_target, steps)
-
+    # fine-tune
     history: list[dict[str, float | None]] = []
     best_epoch = None
     if unfreeze_blocks:
-        names, history, best_epoch = _fine_tune(
-            loss,
-            fitted,
-            ratings,
-            shapes,
-            target,
-            human,
-            np.flatnonzero(~is_val),
-            np.flatnonzero(is_val),
-            unfreeze_blocks=unfreeze_blocks,
-            epochs=epochs,
-            lr=lr,
-            backbone_lr=backbone_lr,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            progress=progress,
+        settings = _TuneSettings(
+            unfreeze_blocks, epochs, lr, backbone_lr, batch_size, seed, progress
         )
+        names, history, best_epoch = _fine_tune(pairs, fitted, target, human, is_val, settings)
         fitted.cpu()
         encoder_state = loss.backbone.encoder.state_dict()
         fitted.backbone_update = BackboneUpdate(
@@ -567,36 +725,24 @@ def fit_hlf_head(
             unfreeze_blocks,
             {name: encoder_state[name].detach().cpu().clone() for name in names},
         )
-        cosine, features = _embed_pass(
-            loss, fitted, ratings, shapes, batch_size=batch_size, device=device, progress=progress
-        )
+        cosine, features = pairs.features(fitted, everything, batch_size=batch_size, show=progress)
     predicted = _head_predict(fitted, features)
-
-    def stats_for(mask: np.ndarray) -> dict[str, float]:
-        if not mask.any():
-            return {}
-        return _statistics(cosine[mask], predicted[mask], human[mask], target[mask])
 
     result = HLFFitResult(
         head=fitted,
-        train=stats_for(~is_val),
-        val=stats_for(is_val),
+        train=_statistics(cosine[~is_val], predicted[~is_val], human[~is_val], target[~is_val]),
+        val=_statistics(cosine[is_val], predicted[is_val], human[is_val], target[is_val]),
         score_range=(low, high),
         train_groups=train_groups,
         val_groups=val_groups,
         history=history,
         best_epoch=best_epoch,
     )
-    backbone_name = loss.backbone.spec.name
-    if output_dir is not None:
-        folder = Path(output_dir)
-        fitted.save_pretrained(folder)
-        report = result.report() | {"backbone": backbone_name, "embedding": embedding}
-        (folder / "fit_report.json").write_text(json.dumps(report, indent=2) + "\n")
-        result.output_dir = str(folder)
-        logger.info("saved the head to %s", folder)
-    if push_to_hub is not None:
-        fitted.push_to_hub(push_to_hub, private=private)
-        result.repo_id = push_to_hub
-        logger.info("pushed the head to %s", push_to_hub)
+    # save
+    fitted_on = {
+        "backbone": loss.backbone.spec.name,
+        "embedding": embedding,
+        "image_size": None if image_size is None else int(image_size),
+    }
+    _save(result, fitted_on, output_dir, push_to_hub, private)
     return result

@@ -1,0 +1,227 @@
+"""Keep the trainers from re-running a frozen backbone every epoch.
+
+- :class:`EmbeddingCache`: a least-recently-used map from keys (an image and how it was cut)
+  to tensors, bounded in bytes; the trainers store there what the frozen backbone made of
+  each distinct input, so it is computed once per run.
+- :class:`SplitEncoder`: when the last N blocks of a backbone are fine-tuned, everything
+  before the first tuned block is frozen, so its activation of an input never changes; this
+  runs the encoder up to that block once (and caches the activation) and, every epoch, only
+  the tuned blocks and the layers after them.
+
+The split works on any tower whose blocks are called one after the other with the
+activation as their only tensor argument (timm and open_clip vision transformers); it is
+checked on real input when it is set up, and :class:`SplitUnsupported` tells the caller to
+run the tower whole instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EmbeddingCache", "SplitEncoder", "SplitUnsupported"]
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+class EmbeddingCache:
+    """A least-recently-used map from hashable keys to tensors (or tuples of tensors),
+    holding at most ``max_mb`` megabytes; ``max_mb=0`` disables it.
+
+    Attributes:
+        hits, misses: lookups answered from the cache and computed.
+    """
+
+    def __init__(self, max_mb: float) -> None:
+        self.max_bytes = int(float(max_mb) * 2**20)
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+
+    def drop(self, predicate: Callable[[Hashable], bool]) -> None:
+        """Forget every key for which ``predicate(key)`` is true."""
+        for key in [k for k in self._items if predicate(k)]:
+            self._bytes -= _nbytes(self._items.pop(key))
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store ``value`` (left out when it alone exceeds the bound)."""
+        size = _nbytes(value)
+        if size > self.max_bytes:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._bytes -= _nbytes(old)
+        self._items[key] = value
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, evicted = self._items.popitem(last=False)
+            self._bytes -= _nbytes(evicted)
+
+    def fetch(
+        self, keys: Sequence[Hashable], compute: Callable[[list[Hashable]], Sequence[Any]]
+    ) -> list[Any]:
+        """The values of ``keys``; the missing ones (each distinct key once) come from one
+        call ``compute(missing_keys)``, which returns their values in that order."""
+        found: dict[Hashable, Any] = {}
+        missing: list[Hashable] = []
+        for key in keys:
+            if key in found or key in missing:
+                continue
+            value = self._items.get(key)
+            if value is None:
+                missing.append(key)
+            else:
+                self._items.move_to_end(key)
+                found[key] = value
+        self.hits += len(found)
+        self.misses += len(missing)
+        if missing:
+            values = compute(missing)
+            for key, value in zip(missing, values, strict=True):
+                found[key] = value
+                self.put(key, value)
+        return [found[key] for key in keys]
+
+
+class SplitUnsupported(Exception):
+    """The tower cannot be run in two parts (the caller runs it whole)."""
+
+
+class _Stop(Exception):
+    """Raised by the capture hook: the rest of the forward pass is not needed."""
+
+
+def _passthrough(x: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ARG001 - block signature
+    return x
+
+
+class SplitEncoder:
+    """Run a backbone as a frozen prefix (computed once per input) and a tuned suffix.
+
+    Args:
+        encode: the function from images to :class:`~percepfid.backbones.Embeddings` (for
+            example ``HLFLoss.encode``) that runs ``encoder``.
+        encoder: the backbone's encoder (``Backbone.encoder``).
+        tuned_blocks: how many blocks, from the last, are tuned.
+
+    Raises:
+        SplitUnsupported: the encoder has no block list.
+    """
+
+    def __init__(
+        self, encode: Callable[[torch.Tensor], Any], encoder: nn.Module, tuned_blocks: int
+    ):
+        from ..backbones import block_list
+
+        try:
+            _, blocks = block_list(encoder)
+        except Exception as error:  # noqa: BLE001 - any failure means: run it whole
+            raise SplitUnsupported(str(error)) from error
+        if not 1 <= tuned_blocks <= len(blocks):
+            raise SplitUnsupported(f"{tuned_blocks} tuned blocks of {len(blocks)}")
+        self.encode = encode
+        self.blocks = list(blocks)
+        self.first = len(blocks) - tuned_blocks
+
+    @torch.no_grad()
+    def prefix(self, images: torch.Tensor) -> torch.Tensor:
+        """The input of the first tuned block for ``images``: ``(rows, ...)``, where the
+        encoder's batch has ``rows`` entries (``B``, or ``B * tiles``)."""
+        return self._capture(images, stop=True)[1]
+
+    @torch.no_grad()
+    def run(self, images: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """The whole tower's output for ``images`` and, on the way, :meth:`prefix`."""
+        return self._capture(images, stop=False)
+
+    def _capture(self, images: torch.Tensor, stop: bool) -> tuple[Any, torch.Tensor]:
+        captured: dict[str, torch.Tensor] = {}
+        output = None
+
+        def capture(module: nn.Module, args: tuple, kwargs: dict) -> None:  # noqa: ARG001
+            if (
+                len(args) != 1
+                or not isinstance(args[0], torch.Tensor)
+                or any(isinstance(v, torch.Tensor) for v in kwargs.values())
+            ):
+                raise SplitUnsupported("the first tuned block takes more than one tensor")
+            captured["x"] = args[0].detach()
+            if stop:
+                raise _Stop
+
+        handle = self.blocks[self.first].register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            output = self.encode(images)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        if "x" not in captured:
+            raise SplitUnsupported("the encoder never called its first tuned block")
+        return output, captured["x"]
+
+    def suffix(self, activation: torch.Tensor, images: torch.Tensor) -> Any:
+        """The encoder's output from the first tuned block on, fed ``activation`` (from
+        :meth:`prefix`); the blocks before it are skipped. ``images`` only gives the batch
+        its shape: the stem still runs on it, and its output is replaced by
+        ``activation``, so zeros of the right shape do."""
+
+        def substitute(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:  # noqa: ARG001
+            return (activation,), kwargs
+
+        handle = self.blocks[self.first].register_forward_pre_hook(substitute, with_kwargs=True)
+        for block in self.blocks[: self.first]:
+            block.forward = _passthrough
+        try:
+            return self.encode(images)
+        finally:
+            handle.remove()
+            for block in self.blocks[: self.first]:
+                del block.forward
+
+    @torch.no_grad()
+    def check(self, images: torch.Tensor) -> None:
+        """Compare the split run with the whole tower on ``images``.
+
+        Raises:
+            SplitUnsupported: they differ, or the split run fails.
+        """
+        whole = self.encode(images)
+        try:
+            split = self.suffix(self.prefix(images), torch.zeros_like(images))
+        except SplitUnsupported:
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure means: run it whole
+            raise SplitUnsupported(f"{type(error).__name__}: {error}") from error
+        for a, b in zip(whole, split, strict=True):
+            if (a is None) != (b is None):
+                raise SplitUnsupported("the split run returns other outputs")
+            if a is not None and (
+                a.shape != b.shape or not torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+            ):
+                raise SplitUnsupported("the split run gives other values than the whole tower")
