@@ -21,6 +21,7 @@ from ._errors import (
     UnknownNameError,
     WeightsError,
 )
+from ._lazy import lazy_attributes
 from ._version import __version__
 
 # The losses and samplers import torch: they are loaded on first use, so that the command
@@ -56,16 +57,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    package = _LAZY.get(name)
-    if package is None:
-        raise AttributeError(f"module 'percepfid' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{package}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

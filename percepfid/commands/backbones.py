@@ -8,19 +8,16 @@ import json
 from ._common import EXIT_OK, echo, format_table, new_command
 from ._weights_status import status
 
+HELP = "list the registered backbones with their weights status"
+DESCRIPTION = (
+    "List the registered backbones: canonical name, aliases, library, and whether "
+    "their weights are in the local Hugging Face cache (no network access)."
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``backbones`` subcommand."""
-    parser = new_command(
-        subparsers,
-        "backbones",
-        run,
-        help="list the registered backbones with their weights status",
-        description=(
-            "List the registered backbones: canonical name, aliases, library, and whether "
-            "their weights are in the local Hugging Face cache (no network access)."
-        ),
-    )
+    parser = new_command(subparsers, "backbones", run, help=HELP, description=DESCRIPTION)
     parser.add_argument(
         "pattern", nargs="?", default="*", help="shell pattern, e.g. '*dinov2*' (default: all)"
     )

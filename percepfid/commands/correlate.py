@@ -38,18 +38,16 @@ from ._common import (
 _FIT_PARAMETERS = {"logistic4": 4, "logistic5": 5}
 
 
+HELP = "correlate metric scores with human scores (SRCC/PLCC/KRCC)"
+DESCRIPTION = (
+    "Correlate metric scores with human scores. The human scores are a column of "
+    "SCORES, or of a second CSV given with --human and joined on --key."
+)
+
+
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``correlate`` subcommand."""
-    parser = new_command(
-        subparsers,
-        "correlate",
-        run,
-        help="correlate metric scores with human scores (SRCC/PLCC/KRCC)",
-        description=(
-            "Correlate metric scores with human scores. The human scores are a column of "
-            "SCORES, or of a second CSV given with --human and joined on --key."
-        ),
-    )
+    parser = new_command(subparsers, "correlate", run, help=HELP, description=DESCRIPTION)
     parser.add_argument("scores", help="CSV of metric scores (e.g. written by 'percepfid score')")
     parser.add_argument("--human", help="CSV of human scores; default: they are in SCORES")
     parser.add_argument(

@@ -23,19 +23,16 @@ from ._common import (
     write_records,
 )
 
+HELP = "score candidate GTs (ROOT/<item>/<image>) with an NR-IQA model"
+DESCRIPTION = (
+    "Score every candidate ground truth under ROOT/<item>/ with a no-reference IQA "
+    "model, for IQA-weighted GT sampling (SMA/SMP) during SR training."
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``score-candidates`` subcommand."""
-    parser = new_command(
-        subparsers,
-        "score-candidates",
-        run,
-        help="score candidate GTs (ROOT/<item>/<image>) with an NR-IQA model",
-        description=(
-            "Score every candidate ground truth under ROOT/<item>/ with a no-reference IQA "
-            "model, for IQA-weighted GT sampling (SMA/SMP) during SR training."
-        ),
-    )
+    parser = new_command(subparsers, "score-candidates", run, help=HELP, description=DESCRIPTION)
     parser.add_argument("root", help="folder with one sub-folder of candidate images per item")
     parser.add_argument(
         "--iqa", default="clipiqa", help="NR-IQA model name (default: clipiqa; e.g. pyiqa:musiq)"

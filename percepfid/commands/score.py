@@ -46,18 +46,16 @@ if TYPE_CHECKING:  # torch and the image readers load only when a command runs
 logger = logging.getLogger(__name__)
 
 
+HELP = "score images against references (HLF, RQI) or alone (NR-IQA)"
+DESCRIPTION = (
+    "Score every image of --dist against the image of the same name in --ref, or "
+    "the pairs of a --pairs CSV. Writes CSV (default) or JSON."
+)
+
+
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``score`` subcommand."""
-    parser = new_command(
-        subparsers,
-        "score",
-        run,
-        help="score images against references (HLF, RQI) or alone (NR-IQA)",
-        description=(
-            "Score every image of --dist against the image of the same name in --ref, or "
-            "the pairs of a --pairs CSV. Writes CSV (default) or JSON."
-        ),
-    )
+    parser = new_command(subparsers, "score", run, help=HELP, description=DESCRIPTION)
     source = parser.add_argument_group("images")
     source.add_argument("--dist", help="folder of images to score (e.g. SR outputs)")
     source.add_argument("--ref", help="folder of references (e.g. ground truths)")

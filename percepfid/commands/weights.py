@@ -15,16 +15,13 @@ from .._errors import PercepfidError, UnknownNameError, WeightsError
 from ._common import EXIT_FAILURE, EXIT_OK, EXIT_WEIGHTS, echo, format_table, new_command
 from ._weights_status import cached_path, status
 
+HELP = "list, pre-download and verify weights"
+DESCRIPTION = "List, pre-download (for offline machines) and verify weights files."
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``weights`` subcommand with its ``list``, ``download`` and ``verify`` actions."""
-    parser = new_command(
-        subparsers,
-        "weights",
-        None,
-        help="list, pre-download and verify weights",
-        description="List, pre-download (for offline machines) and verify weights files.",
-    )
+    parser = new_command(subparsers, "weights", None, help=HELP, description=DESCRIPTION)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def action(name: str, handler: Any, help: str, description: str) -> argparse.ArgumentParser:  # noqa: A002

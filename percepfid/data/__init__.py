@@ -1,7 +1,7 @@
 """Data: reading images and rating tables, and choosing among several ground truths by
 their quality (SMA/SMP sampling and AMO crops)."""
 
-import importlib
+from .._lazy import lazy_attributes
 
 # Loaded on first use: the command line reads tables through this package without
 # importing torch.
@@ -29,14 +29,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
