@@ -225,3 +225,13 @@ def test_bad_inputs_raise_typed_errors(kwargs, error, words) -> None:
 def test_set_epoch_rejects_negative() -> None:
     with pytest.raises(ArgumentError, match="epoch"):
         IQAWeightedSampler([[1.0]]).set_epoch(-1)
+
+
+def test_python_float_scores_keep_float64_precision():
+    # Lists of Python floats are float64: 1e300 must stay finite (it became inf in float32).
+    from percepfid.data import candidate_probabilities
+
+    probabilities = candidate_probabilities([[1e300, 1.0], [2.0, 3e300]], mode="argmax")
+    assert probabilities.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    near = candidate_probabilities([[1.0, 1.0 + 1e-12]], mode="argmax")  # below float32 eps
+    assert near.tolist() == [[0.0, 1.0]]

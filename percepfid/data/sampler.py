@@ -32,6 +32,13 @@ SAMPLER_MODES = ("softmax", "argmax", "uniform")
 def _as_matrix(value: Any, name: str, dtype: torch.dtype) -> torch.Tensor:
     try:
         tensor = torch.as_tensor(value).detach().cpu()
+        if (
+            not isinstance(value, torch.Tensor)
+            and tensor.dtype == torch.float32
+            and str(getattr(value, "dtype", "")) != "float32"
+        ):
+            # Python floats are float64: torch's float32 default would turn 1e300 into inf.
+            tensor = torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as error:
         raise DTypeError(
             f"{name} must be a 2-D array-like; got {type(value).__name__} ({error})"
