@@ -15,6 +15,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -509,7 +510,7 @@ def test_kernels_compile_for_nvidia_gpus_with_vector_memory_access() -> None:
     The interpreter accepts code the GPU compiler rejects, and bandwidth needs vector
     memory access: with aligned, contiguous bf16 rows each thread moves 8 elements at once.
     """
-    pytest.importorskip("triton")
+    require("triton")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run(
         [sys.executable, "-c", _GPU_COMPILE_SCRIPT],

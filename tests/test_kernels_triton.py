@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import require
 
 _CHILD_FLAG = "PERCEPFID_TRITON_INTERPRETER_CHILD"
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in {"1", "true", "on"}
@@ -41,7 +42,7 @@ from percepfid.kernels._reference import (  # noqa: E402
 
 _DEVICE = os.environ.get("PERCEPFID_TEST_DEVICE", "cpu")
 if _DIRECT:
-    pytest.importorskip("triton")
+    require("triton")
     from percepfid.kernels import _triton  # noqa: E402
 
     assert _DEVICE == "cuda" or _triton.INTERPRETED, "kernels were not built for the interpreter"
@@ -49,7 +50,7 @@ if _DIRECT:
 
 def test_triton_kernels_in_an_interpreter_process() -> None:
     """Outside an interpreter process: run this file in a child that has one."""
-    pytest.importorskip("triton")
+    require("triton")
     env = dict(os.environ, TRITON_INTERPRET="1", **{_CHILD_FLAG: "1"})
     env.pop("PERCEPFID_KERNEL", None)
     env.pop("PERCEPFID_TEST_DEVICE", None)

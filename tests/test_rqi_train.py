@@ -19,8 +19,6 @@ from percepfid.rqi import RQIHead
 from percepfid.train import dense_pairs, train_rqi
 from percepfid.train._common import RatingRow, read_rating_csv
 
-pytest.importorskip("percepfid.backbones")
-
 LEVELS = 5
 
 
