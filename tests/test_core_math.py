@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 from resampling import find_window, resize
 from torch import nn
 
-from percepfid import ArgumentError, UnknownNameError
+from percepfid import ArgumentError, DTypeError, ShapeError, UnknownNameError
 from percepfid.data import IQAWeightedSampler, candidate_probabilities
 from percepfid.functional import high_level_fidelity, hlf_loss, reduce_loss
 from percepfid.functional.rqi import antisymmetrize, huber, rqi_loss, rqi_score
@@ -500,3 +500,85 @@ def test_regex_is_matched_in_full_and_ranks_follow_the_preset():
     assert both[1].conv1.lora_A["default"].weight.shape[0] == 48  # a transformer MLP wins
     custom = inject_lora(nn.Sequential(_Dense()), r"0\.conv1")
     assert custom[0].conv1.lora_A["default"].weight.shape[0] == 16
+
+
+# ------------------------------------------------------- dtypes, clamps and boundaries
+
+
+def test_fused_references_accumulate_in_float32_and_keep_input_dtypes():
+    torch.manual_seed(0)
+    x = (torch.randn(2, 5, 64) * 40).half()  # squared norms overflow float16
+    y = torch.randn(2, 5, 64)
+    for a, b in ((x, y), (y.half(), x.float()), (x, y.bfloat16())):
+        out, stats = cosine_forward_reference(a, b, None, 1e-8, REDUCE_NONE, 1.0)
+        assert out.dtype == stats.dtype == torch.float32
+        expected = np_cosine(a.double().numpy(), b.double().numpy(), 1e-8)
+        np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)
+        assert torch.isfinite(stats).all()
+        grad = torch.ones_like(out)
+        dx, dy = cosine_backward_reference(
+            grad, a, b, None, stats, 1e-8, REDUCE_NONE, 1.0, True, True
+        )
+        assert dx.dtype == a.dtype and dy.dtype == b.dtype
+        g = np.ones(out.shape)
+        np.testing.assert_allclose(
+            dx.double().numpy(), np_cosine_grad(a.double().numpy(), b.double().numpy(), 1e-8, g),
+            rtol=1e-2, atol=1e-4,
+        )  # fmt: skip
+    # float64 on either side computes (and returns) float64
+    for a, b in ((y.double(), y), (y, y.double())):
+        out, stats = cosine_forward_reference(a, b, None, 1e-8, REDUCE_SUM, 0.5)
+        assert out.dtype == stats.dtype == torch.float64
+
+
+def test_rounding_never_leaves_the_unit_interval():
+    torch.manual_seed(1)
+    x = torch.randn(1, 4000, 37)
+    for sign in (1.0, -1.0):
+        out, stats = cosine_forward_reference(x, sign * x, None, 1e-8, REDUCE_NONE, 1.0)
+        raw = stats[0]
+        assert (raw.abs() > 1).any()  # rounding overshoots somewhere in float32 ...
+        assert (out.abs() <= 1).all()  # ... and the value is clamped
+        assert torch.equal(out[raw.abs() > 1], torch.full_like(out[raw.abs() > 1], sign))
+        public = cosine_similarity_reference(x, sign * x)
+        assert (public.abs() <= 1).all()
+
+
+def test_norm_exactly_eps_uses_the_outer_branch():
+    x = torch.tensor([[[3.0, 4.0]]], dtype=torch.float64)  # norm 5 == eps
+    y = torch.tensor([[[1.0, 2.0]]], dtype=torch.float64)
+    out, stats = cosine_forward_reference(x, y, None, 5.0, REDUCE_NONE, 1.0)
+    grad = torch.ones_like(out)
+    dx, dy = cosine_backward_reference(grad, x, y, None, stats, 5.0, REDUCE_NONE, 1.0, True, True)
+    np.testing.assert_allclose(
+        dx.numpy(), np_cosine_grad(x.numpy(), y.numpy(), 5.0, np.ones((1, 1)))
+    )
+    dy2, dx2 = cosine_backward_reference(
+        grad, y, x, None, stats[[0, 2, 1]], 5.0, REDUCE_NONE, 1.0, True, True
+    )
+    np.testing.assert_allclose(dx2.numpy(), dx.numpy())
+    assert torch.equal(dy2, dy)
+
+
+def test_functional_options_reach_the_kernel():
+    x = torch.tensor([[[1e-3, 0.0], [1.0, 1.0]]], dtype=torch.float64)
+    y = torch.tensor([[[2.0, 0.0], [1.0, 0.0]]], dtype=torch.float64)
+    # eps on token embeddings: (0.01 + 0.7071) / 2
+    expected = (1e-3 * 2.0 / (0.1 * 2.0) + 1.0 / np.sqrt(2.0)) / 2
+    assert high_level_fidelity(x, y, eps=0.1).item() == pytest.approx(expected)
+    from percepfid.kernels import KernelUnavailableError
+
+    for a, b in ((x, y), (x[:, 0], y[:, 0])):
+        with pytest.raises(KernelUnavailableError):
+            high_level_fidelity(a, b, backend="triton")  # float64 has no fused kernel
+        with pytest.raises(KernelUnavailableError):
+            hlf_loss(a, b, backend="triton")
+
+
+def test_functional_errors_name_the_argument():
+    with pytest.raises(ArgumentError, match=r"^delta must be a finite number"):
+        huber(torch.zeros(2), torch.zeros(2), delta=0.0)
+    with pytest.raises(ShapeError, match=r"^prediction and target must have the same shape"):
+        huber(torch.zeros(2), torch.zeros(3))
+    with pytest.raises(DTypeError, match=r"^score must be a torch.Tensor"):
+        rqi_loss([1.0, 2.0])

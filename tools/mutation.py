@@ -46,7 +46,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "eval": (
         ["percepfid/eval/*"],
-        ["tests/test_eval.py", "-k", "not import_does_not"],
+        ["tests/test_eval.py", "tests/test_eval_values.py", "-k", "not import_does_not"],
     ),
     "sampler": (
         ["percepfid/data/sampler.py"],
@@ -144,7 +144,7 @@ def collect(group: str, target: Path, elapsed: float) -> dict:
                 counts["other"] += 1
                 survivors.append(f"{name} ({status})")
         if sum(counts.values()):
-            per_file[source] = {**counts, "survivors": survivors, "equivalent": equivalent}
+            per_file[source] = {**counts, "survivors": survivors, "equivalent_mutants": equivalent}
     return {"group": group, "seconds": round(elapsed), "files": per_file}
 
 
@@ -191,7 +191,7 @@ def write_report(reports: list[dict]) -> None:
         for c in report["files"].values():
             for name in c["survivors"]:
                 lines.append(f"- survived: `{name}`")
-            for name, why in c["equivalent"].items():
+            for name, why in c["equivalent_mutants"].items():
                 lines.append(f"- equivalent: `{name}`: {why}")
     (RESULTS / "mutation.md").write_text("\n".join(lines) + "\n")
 
