@@ -132,9 +132,7 @@ def test_warnings_point_at_the_caller():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             call()
-        assert caught and all(w.filename == __file__ for w in caught), [
-            w.filename for w in caught
-        ]
+        assert caught and all(w.filename == __file__ for w in caught), [w.filename for w in caught]
 
 
 # ------------------------------------------------------------------ preference values
@@ -172,7 +170,9 @@ def test_misalignment_rates_by_hand():
     assert rates == (0.0, 0.0, 3, 2)
     flipped = misalignment_rates(scores, labels, groups, higher_is_better=False)
     assert flipped == (pytest.approx(2 / 3), 1.0, 3, 2)  # d stays fine (a tie)
-    codes = misalignment_rates([3, 2, 1, 5, 4, 6], np.array([1.0, 0.0, -1.0] * 2), [0, 0, 0, 1, 1, 1])
+    codes = misalignment_rates(
+        [3, 2, 1, 5, 4, 6], np.array([1.0, 0.0, -1.0] * 2), [0, 0, 0, 1, 1, 1]
+    )
     assert codes == (0.0, 0.5, 2, 2)
     with pytest.raises(ArgumentError, match=r"got \[2\.0\]"):
         misalignment_rates([1, 2], [2, 0], [0, 0])
