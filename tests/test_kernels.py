@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import require
+from conftest import examples, require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -238,7 +238,7 @@ def test_explicit_backward_formulas_match_autograd_of_the_spec(
 # ----------------------------------------------------------------------------- invariants
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30, 300), deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
     features=st.integers(2, 48),
