@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 from resampling import find_window, resize
 from torch import nn
 
-from percepfid import ArgumentError, DTypeError, ShapeError, UnknownNameError
+from percepfid import ArgumentError, DTypeError, EmptyBatchError, ShapeError, UnknownNameError
 from percepfid.data import IQAWeightedSampler, candidate_probabilities
 from percepfid.functional import high_level_fidelity, hlf_loss, reduce_loss
 from percepfid.functional.rqi import antisymmetrize, huber, rqi_loss, rqi_score
@@ -582,3 +582,67 @@ def test_functional_errors_name_the_argument():
         huber(torch.zeros(2), torch.zeros(3))
     with pytest.raises(DTypeError, match=r"^score must be a torch.Tensor"):
         rqi_loss([1.0, 2.0])
+
+
+# ---------------------------------------------------------- sampler defaults and inputs
+
+
+def test_sampler_defaults():
+    scores = torch.tensor([[60.0, 70.0, 50.0], [50.0, 40.0, 45.0]])
+    expected = scipy_special.softmax(scores.double().numpy() / 10.0, axis=1)
+    np.testing.assert_allclose(candidate_probabilities(scores).numpy(), expected, rtol=1e-12)
+    sampler = IQAWeightedSampler(scores)
+    np.testing.assert_allclose(sampler.probabilities.numpy(), expected, rtol=1e-12)
+    assert sampler.temperature == 10.0 and sampler.mode == "softmax" and sampler.epoch == 0
+    assert sampler.seed == 0 and sampler.shuffle is True
+    explicit = IQAWeightedSampler(scores, seed=0)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(sampler.epoch_draw(0), explicit.epoch_draw(0), strict=True)
+    )
+    assert list(sampler) == list(zip(*(t.tolist() for t in explicit.epoch_draw(0)), strict=True))
+    # shuffled by default: 40 items are not visited in order
+    many = IQAWeightedSampler(torch.rand(40, 2))
+    assert many.epoch_draw(0)[0].tolist() != list(range(40))
+    assert sorted(many.epoch_draw(0)[0].tolist()) == list(range(40))
+    # a rank or a world size alone: the other comes from the (absent) process group
+    assert IQAWeightedSampler(scores, rank=0).num_replicas == 1
+    assert IQAWeightedSampler(scores, num_replicas=2).rank == 0
+    # integer scores are scores
+    ints = IQAWeightedSampler(torch.tensor([[1, 3]], dtype=torch.int64), temperature=1.0)
+    np.testing.assert_allclose(ints.probabilities.numpy(), [scipy_special.softmax([1.0, 3.0])])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        (dict(scores=[1.0, 2.0]), ShapeError, r"^scores must have shape \(items, candidates\)"),
+        (dict(scores=torch.zeros(0, 3)), EmptyBatchError, r"^scores must have at least one"),
+        (dict(scores=torch.zeros(3, 0)), EmptyBatchError, r"^scores must have at least one"),
+        (dict(scores=torch.zeros(2, 2, dtype=torch.bool)), DTypeError, r"^scores must hold"),
+        (dict(scores=[["a", "b"]]), DTypeError, r"^scores must be a 2-D"),
+        (dict(candidates=[[1, 0]]), DTypeError, r"^candidates must be a boolean mask"),
+        (dict(candidates=[True, False]), ShapeError, r"^candidates must have shape"),
+        (dict(mode="best"), ArgumentError, r"^mode must be one of"),
+        (dict(temperature=0.0), ArgumentError, r"^temperature must be a finite number"),
+        (dict(num_samples=0), ArgumentError, r"^num_samples must be a positive int"),
+        (dict(seed=1.5), DTypeError, r"^seed must be an int"),
+        (dict(seed=True), DTypeError, r"^seed must be an int"),
+        (dict(num_replicas=1.5, rank=0), DTypeError, r"^num_replicas must be an int"),
+        (dict(num_replicas=2, rank="1"), DTypeError, r"^rank must be an int"),
+        (dict(num_replicas=True, rank=0), DTypeError, r"^num_replicas must be an int"),
+    ],
+)
+def test_sampler_inputs_are_refused_by_name(kwargs, error, pattern):
+    arguments = {"scores": torch.tensor([[1.0, 2.0]]), **kwargs}
+    with pytest.raises(error, match=pattern):
+        IQAWeightedSampler(**arguments)
+
+
+def test_set_epoch_accepts_only_non_negative_ints():
+    sampler = IQAWeightedSampler(torch.tensor([[1.0, 2.0]]))
+    sampler.set_epoch(3)
+    assert sampler.epoch == 3
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ArgumentError, match=r"^epoch must be a non-negative int"):
+            sampler.set_epoch(bad)
