@@ -646,3 +646,22 @@ def test_set_epoch_accepts_only_non_negative_ints():
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ArgumentError, match=r"^epoch must be a non-negative int"):
             sampler.set_epoch(bad)
+
+
+def test_crops_follow_the_callers_generator_and_refuse_bad_sizes():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 12, 15, generator=g), torch.rand(2, 3, 12, 15, generator=g)
+    xa, xb = aligned_crop(a, b, 5, generator=torch.Generator().manual_seed(9))
+    offsets = crop_offsets(12, 15, 5, 2, torch.Generator().manual_seed(9))
+    assert torch.equal(xa, crop_at(a, offsets, 5)) and torch.equal(xb, crop_at(b, offsets, 5))
+    default = crop_offsets(12, 15, 5, 6, None)  # None: a fresh generator seeded with 0
+    assert torch.equal(default, crop_offsets(12, 15, 5, 6, torch.Generator().manual_seed(0)))
+    da, _ = aligned_crop(a, b, 5)
+    assert torch.equal(da, crop_at(a, crop_offsets(12, 15, 5, 2, None), 5))
+    for height, width in ((4, 10), (10, 4)):
+        with pytest.raises(ArgumentError, match="does not fit"):
+            crop_offsets(height, width, 5, 1, None)
+    with pytest.raises(ArgumentError, match=r"^crop size must be a positive int"):
+        crop_offsets(10, 10, 0, 1, None)
+    with pytest.raises(ArgumentError, match=r"^crop must be one of 'random', 'center', 'resize'"):
+        aligned_crop(a, b, 5, mode="zoom")
