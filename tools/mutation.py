@@ -147,7 +147,7 @@ EQUIVALENT_RULES: list[tuple[str, str, str, str]] = [
     (
         "eval/",
         "",
-        r"stacklevel=|^\)$",
+        r"-:stacklevel=",
         "the warning's stack level: mutmut's trampolines add a frame, so it is checked outside "
         "mutmut (tests/test_eval_values.py::test_warnings_point_at_the_caller)",
     ),
@@ -264,10 +264,14 @@ def mutant_diff(functions: dict[str, str], name: str) -> list[str]:
 
 
 def equivalent_reason(source: str, name: str, changed: list[str]) -> str | None:
+    """The reason of the first rule that matches (a pattern starting with ``-:`` is
+    searched in the removed lines, any other in the added ones)."""
     added = [line[2:] for line in changed if line.startswith("+")]
+    removed = [line[2:] for line in changed if line.startswith("-")]
     for path, function, pattern, why in EQUIVALENT_RULES:
         if path in source and function in name.split(".")[-1]:
-            if any(re.search(pattern, line) for line in added):
+            lines, regex = (removed, pattern[2:]) if pattern.startswith("-:") else (added, pattern)
+            if any(re.search(regex, line) for line in lines):
                 return why
     return None
 
