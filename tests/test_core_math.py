@@ -438,6 +438,9 @@ class _Block(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim) if norm else nn.Identity()
         self.attn = _Attention(dim)
+        # two direct linears that expand and project back, plus a nested third: not an MLP
+        self.gate = nn.Sequential(nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim))
+        self.gate.add_module("extra", nn.Sequential(nn.Linear(dim, dim)))
         self.mlp = _MLP(dim, 4 * dim)
         self.square = nn.Sequential(nn.Linear(dim, dim), nn.Linear(dim, dim))  # same width
 
@@ -458,6 +461,7 @@ class _Net(nn.Module):
         self.blocks = nn.Sequential(_Block(), _Block(norm=False))
         self.flat = _Dense(widths=(8, 8, 8))
         self.wrong_out = _Dense(out=6)
+        self.dip = _Dense(widths=(8, 6, 10))  # not growing at the second conv
         self.two = nn.Sequential(nn.Conv2d(8, 8, 3), nn.Conv2d(16, 8, 3))
         self.nested = nn.Sequential(nn.LayerNorm(8), nn.Sequential(_MLP(8, 16), nn.Linear(8, 8)))
 
@@ -479,6 +483,28 @@ def test_presets_select_by_structure():
         find_lora_targets(net, r"dense\.conv")  # fullmatch, not search
     with pytest.raises(UnknownNameError):
         find_lora_targets(net, "swinir_mlp")
+    with pytest.raises(UnknownNameError):
+        find_lora_targets(net, "Xdense")  # no regex character: a misspelt preset
+    # the network itself as the block: names without a leading dot
+    assert find_lora_targets(_Block(), "swinir-mlp") == [
+        "mlp.fc1",
+        "mlp.fc2",
+        "square.0",
+        "square.1",
+    ]
+    assert find_lora_targets(_Dense(), "rrdb-convs") == ["conv1", "conv2", "conv3"]
+    plain = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Linear(3, 3))
+    messages = {
+        "swinir-mlp": "found no transformer MLP (two linears, expand then project back, inside "
+        "a block with a LayerNorm) in Sequential",
+        "rrdb-convs": "found no residual dense block (>= 3 direct Conv2d children with growing "
+        "input channels) in Sequential",
+        "auto": "found neither transformer MLPs nor residual dense blocks in Sequential",
+    }
+    for preset, message in messages.items():
+        with pytest.raises(ArgumentError) as info:
+            find_lora_targets(plain, preset)
+        assert message in str(info.value)
 
 
 def test_regex_is_matched_in_full_and_ranks_follow_the_preset():

@@ -143,6 +143,12 @@ EQUIVALENT_RULES: list[tuple[str, str, str, str]] = [
         r"shape\[-3:\]\) == \(size, size\)",
         "skips the identity fast path: an image of exactly the crop size gives the same values",
     ),
+    (
+        "lora/_targets.py",
+        "",
+        r"zip\(widths, widths\[1:\], (strict=None)?\)",
+        "zip's strict defaults to False",
+    ),
     ("eval/", "", r'float\("NAN"\)', "float() parses NaN case-insensitively"),
     (
         "eval/",
