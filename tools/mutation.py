@@ -204,15 +204,23 @@ def _toml_list(values: list[str]) -> str:
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
 
-def prepare(group: str, workdir: Path) -> Path:
-    """A scratch copy of the repository configured to mutate ``group``."""
+def prepare(group: str, workdir: Path, incremental: bool = False) -> Path:
+    """A scratch copy of the repository configured to mutate ``group``.
+
+    ``incremental`` keeps an earlier run's copy (and mutmut's results) and refreshes only the
+    tests and the configuration: mutmut then runs the new tests against the mutants they
+    cover. The source must not have changed since that run.
+    """
     files, selection = GROUPS[group]
     target = workdir / group
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "percepfid", target / "percepfid", ignore=ignore)
+    if incremental and (target / "mutants").exists():
+        shutil.rmtree(target / "tests")
+    else:
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        shutil.copytree(ROOT / "percepfid", target / "percepfid", ignore=ignore)
     shutil.copytree(ROOT / "tests", target / "tests", ignore=ignore)
     pyproject = (ROOT / "pyproject.toml").read_text()
     pyproject += "\n[tool.mutmut]\n" + "\n".join(
@@ -229,13 +237,13 @@ def prepare(group: str, workdir: Path) -> Path:
     return target
 
 
-def run_group(group: str, workdir: Path, max_children: int) -> dict:
-    target = prepare(group, workdir)
+def run_group(group: str, workdir: Path, max_children: int, incremental: bool = False) -> dict:
+    target = prepare(group, workdir, incremental)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HYPOTHESIS_PROFILE="dev")
     start = time.time()
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
-    log = (target / "mutmut.log").open("w")
+    log = (target / "mutmut.log").open("a")
     subprocess.run(command, cwd=target, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     elapsed = time.time() - start
     return collect(group, target, elapsed)
@@ -366,6 +374,9 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/percepfid-mutation"))
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--report-only", action="store_true", help="re-read finished runs")
+    parser.add_argument(
+        "--incremental", action="store_true", help="reuse an earlier run; refresh the tests"
+    )
     parser.add_argument("--show", action="store_true", help="print each survivor's change")
     args = parser.parse_args()
     reports = []
@@ -373,7 +384,7 @@ def main() -> int:
         if args.report_only:
             report = collect(group, args.workdir / group, 0)
         else:
-            report = run_group(group, args.workdir, args.max_children)
+            report = run_group(group, args.workdir, args.max_children, args.incremental)
         reports.append(report)
         for source, c in report["files"].items():
             print(
