@@ -237,12 +237,23 @@ def prepare(group: str, workdir: Path, incremental: bool = False) -> Path:
     return target
 
 
+def survivors(target: Path) -> list[str]:
+    """Names of the mutants that survived the earlier run in ``target``."""
+    names = []
+    for meta in (target / "mutants").rglob("*.py.meta"):
+        codes = json.loads(meta.read_text()).get("exit_code_by_key", {})
+        names += [name for name, code in codes.items() if code == 0]
+    return sorted(names)
+
+
 def run_group(group: str, workdir: Path, max_children: int, incremental: bool = False) -> dict:
     target = prepare(group, workdir, incremental)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HYPOTHESIS_PROFILE="dev")
     start = time.time()
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+    if incremental:  # new tests can only kill more: rerun the earlier survivors alone
+        command += survivors(target)
     log = (target / "mutmut.log").open("a")
     subprocess.run(command, cwd=target, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     elapsed = time.time() - start
@@ -375,7 +386,9 @@ def main() -> int:
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--report-only", action="store_true", help="re-read finished runs")
     parser.add_argument(
-        "--incremental", action="store_true", help="reuse an earlier run; refresh the tests"
+        "--incremental",
+        action="store_true",
+        help="reuse an earlier run, refresh the tests and rerun its survivors only",
     )
     parser.add_argument("--show", action="store_true", help="print each survivor's change")
     args = parser.parse_args()
