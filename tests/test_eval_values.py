@@ -324,3 +324,13 @@ def test_grouped_correlation_by_hand():
     assert skewed == pytest.approx((1.0 + 0.5) / 2)
     constant_target = grouped_correlation([1, 2, 3, 4], [1, 2, 5, 5], [0, 0, 1, 1])
     assert constant_target == pytest.approx(1.0)
+
+
+def test_logistic_fit_of_a_constant_maps_to_the_mean():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flat_pred = fit_logistic([2.0, 2.0, 2.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.0])
+        flat_target = fit_logistic([1.0, 2.0, 3.0, 4.0, 5.0], [7.0, 7.0, 7.0, 7.0, 7.0])
+    assert flat_pred.pred_std == 1.0 and flat_target.target_std == 1.0
+    np.testing.assert_allclose(flat_pred([2.0]), [3.0], atol=1e-6)
+    np.testing.assert_allclose(flat_target([1.0, 3.0, 5.0]), [7.0, 7.0, 7.0], atol=1e-6)
