@@ -475,6 +475,7 @@ def test_presets_select_by_structure():
     assert find_lora_targets(net, "swinir-mlp") == mlp
     assert find_lora_targets(net, "rrdb-convs") == dense
     assert find_lora_targets(net, "auto") == dense + mlp
+    assert find_lora_targets(net) == dense + mlp  # the default is 'auto'
     assert find_lora_targets(net, r"head|dense\.conv[12]") == ["head", "dense.conv1", "dense.conv2"]
     for preset in ("swinir-mlp", "rrdb-convs", "auto"):
         with pytest.raises(ArgumentError, match=preset):

@@ -292,9 +292,10 @@ def mutant_diff(functions: dict[str, str], name: str) -> list[str]:
     mutated = functions.get(short)
     if original is None or mutated is None:
         return []
-    lines = difflib.unified_diff(
-        original.splitlines()[1:], mutated.splitlines()[1:], lineterm="", n=0
-    )
+    base = short.split("__mutmut_")[0]
+    original = original.replace(base + "__mutmut_orig", base, 1)
+    mutated = mutated.replace(short, base, 1)
+    lines = difflib.unified_diff(original.splitlines(), mutated.splitlines(), lineterm="", n=0)
     return [
         f"{line[0]} {line[1:].strip()}"
         for line in lines
