@@ -692,3 +692,18 @@ def test_crops_follow_the_callers_generator_and_refuse_bad_sizes():
         crop_offsets(10, 10, 0, 1, None)
     with pytest.raises(ArgumentError, match=r"^crop must be one of 'random', 'center', 'resize'"):
         aligned_crop(a, b, 5, mode="zoom")
+
+
+def test_sampler_reads_the_process_group_and_the_score_direction(monkeypatch):
+    import torch.distributed as dist
+
+    scores = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 4)
+    monkeypatch.setattr(dist, "get_rank", lambda: 3)
+    sampler = IQAWeightedSampler(scores)
+    assert (sampler.num_replicas, sampler.rank) == (4, 3)
+    lower = IQAWeightedSampler(scores, temperature=1.0, higher_is_better=False)
+    expected = scipy_special.softmax(-scores.double().numpy(), axis=1)
+    np.testing.assert_allclose(lower.probabilities.numpy(), expected, rtol=1e-12)

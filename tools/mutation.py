@@ -128,7 +128,8 @@ EQUIVALENT_RULES: list[tuple[str, str, str, str]] = [
     (
         "rqi/crops.py",
         "",
-        r"align_corners=None|antialias=None|mode=\"bilinear\", antialias=|align_corners=False, \)",
+        r"align_corners=None|antialias=None|mode=\"bilinear\", antialias=|align_corners=False, \)"
+        r"|antialias: bool = True",
         "None is the default False; fit_to_crop only upsamples, where antialias has no effect",
     ),
     (
