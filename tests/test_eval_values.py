@@ -334,3 +334,50 @@ def test_logistic_fit_of_a_constant_maps_to_the_mean():
     assert flat_pred.pred_std == 1.0 and flat_target.target_std == 1.0
     np.testing.assert_allclose(flat_pred([2.0]), [3.0], atol=1e-6)
     np.testing.assert_allclose(flat_target([1.0, 3.0, 5.0]), [7.0, 7.0, 7.0], atol=1e-6)
+
+
+def test_logistic_mappings_are_the_documented_formulas():
+    from percepfid.eval import LogisticFit
+
+    x = np.array([-40.0, -2.0, -0.5, 0.0, 0.3, 1.7, 3.0, 60.0])
+    b1, b2, b3, b4, b5 = 2.5, -1.0, 0.4, 0.7, 0.3
+    four = LogisticFit("logistic4", (b1, b2, b3, b4), 0.0, 1.0, 0.0, 1.0)
+    expected4 = (b1 - b2) / (1 + np.exp(-(x - b3) / b4)) + b2
+    np.testing.assert_allclose(four(x), expected4, rtol=1e-12, atol=1e-12)
+    five = LogisticFit("logistic5", (b1, 1.5, b3, b4, b5), 0.0, 1.0, 0.0, 1.0)
+    expected5 = b1 * (0.5 - 1 / (1 + np.exp(1.5 * (x - b3)))) + b4 * x + b5
+    np.testing.assert_allclose(five(x), expected5, rtol=1e-12, atol=1e-12)
+    # the standardisation: x -> (x - mean) / std, y -> y * std + mean
+    scaled = LogisticFit("logistic4", (b1, b2, b3, b4), 2.0, 4.0, -1.0, 3.0)
+    np.testing.assert_allclose(scaled(2.0 + 4.0 * x), 3.0 * expected4 - 1.0, rtol=1e-12)
+    line = LogisticFit("logistic4", (0.5, 0.25), 1.0, 2.0, 3.0, 4.0, converged=False)
+    np.testing.assert_allclose(line([1.0, 5.0]), [4.0, 4.0 * 1.25 + 3.0])
+
+
+def test_correlations_stay_inside_the_unit_interval_despite_rounding():
+    rng = np.random.default_rng(0)
+    overshoot = 0
+    for _ in range(200):
+        x = rng.normal(size=int(rng.integers(3, 60))) * 10.0 ** rng.integers(-3, 4)
+        for y in (x, -x, 3.0 * x + 1.0):
+            xc, yc = x - x.mean(), y - y.mean()
+            raw = np.dot(xc, yc) / np.sqrt(np.dot(xc, xc) * np.dot(yc, yc))
+            overshoot += abs(raw) > 1.0
+            assert -1.0 <= plcc(x, y) <= 1.0
+            assert -1.0 <= srcc(x, y) <= 1.0 and -1.0 <= krcc(x, y) <= 1.0
+    assert overshoot  # the raw formula does leave [-1, 1] on some of these
+
+
+def test_more_messages_name_their_input():
+    with pytest.raises(NonFiniteError, match=r"^values holds 1 NaN"):
+        rankdata([1.0, float("nan")])
+    with _warns(r"^PLCC is undefined because pred is constant"):
+        plcc([1, 1, 1], [1, 2, 3])
+    with _warns(r"^PLCC is undefined because target is constant"):
+        plcc([1, 2, 3], [1, 1, 1])
+    with _warns(r"^KRCC is undefined because target is constant"):
+        krcc([1, 2, 3], [1, 1, 1])
+    with pytest.raises(ShapeError, match=r"^groups must be 1-D"):
+        grouped_correlation([1, 2], [1, 2], [[0, 0]])
+    with pytest.raises(ShapeError, match=r"^groups must be 1-D"):
+        win_rate([1, 2], [1, 2], [[0, 0]])
