@@ -381,3 +381,30 @@ def test_more_messages_name_their_input():
         grouped_correlation([1, 2], [1, 2], [[0, 0]])
     with pytest.raises(ShapeError, match=r"^groups must be 1-D"):
         win_rate([1, 2], [1, 2], [[0, 0]])
+
+
+def test_preference_edge_cases_by_hand():
+    # a negative tied with a similar is not "above" it
+    assert misalignment_rates([5, 5], ["neg", "sim"], [0, 0]).negative == 0.0
+    assert misalignment_rates([5, 5], ["pos", "sim"], [0, 0]).positive == 0.0
+    with pytest.raises(ArgumentError, match=r"got \[2\.0\]$"):
+        misalignment_rates([1, 2, 3], [2, -1, 0], [0, 0, 0])
+    with pytest.raises(ArgumentError, match=r"got \[2\.0, 3\.0, 4\.0, 5\.0, 6\.0\]$"):
+        misalignment_rates([1] * 6, [2, 3, 4, 5, 6, 7], [0] * 6)
+    for bad in ("labels", "groups"):
+        arguments = {"scores": [1, 2], "labels": ["pos", "sim"], "groups": [0, 0]}
+        arguments[bad] = [arguments[bad]]
+        with pytest.raises(ShapeError, match=rf"^{bad} must be 1-D"):
+            misalignment_rates(**arguments)
+    # Thurstone: the diagonal is ignored; a missing pair does not stop the others
+    wins = np.array([[0, 0, 6], [0, 0, 5], [4, 5, 0]], dtype=float)
+    diagonal = wins + np.diag([7.0, 3.0, 9.0])
+    np.testing.assert_allclose(thurstone_case_v(diagonal), thurstone_case_v(wins), atol=1e-12)
+    d02, d12 = stats.norm.ppf(0.6), stats.norm.ppf(0.5)
+    # least squares of S0 - S2 = d02, S1 - S2 = d12, sum S = 0
+    s2 = -(d02 + d12) / 3
+    np.testing.assert_allclose(thurstone_case_v(wins), [d02 + s2, d12 + s2, s2], atol=1e-12)
+    single = torch.tensor(wins, dtype=torch.float32)  # counts are read as float64
+    np.testing.assert_allclose(thurstone_case_v(single), thurstone_case_v(wins), atol=1e-14)
+    with pytest.warns(RuntimeWarning, match="in different components are not comparable"):
+        thurstone_case_v([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 2], [0, 0, 1, 0]])

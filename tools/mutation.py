@@ -164,6 +164,33 @@ EQUIVALENT_RULES: list[tuple[str, str, str, str]] = [
         r"residual <= best\[0\]",
         "equal residuals: either parameter set is the optimum",
     ),
+    (
+        "eval/preference.py",
+        "thurstone",
+        r"solution \+ solution\.mean\(\)|rhs = np\.concatenate\(\[z, \[1\.0\]\]\)",
+        "the constraint row makes the solution's mean a constant that the final centring removes",
+    ),
+    (
+        "eval/preference.py",
+        "thurstone",
+        r"for j in range\(k\):|shape\[1\] < 2|k = counts\.shape\[1\]|lstsq\(design, rhs, \)"
+        r"|np\.asarray\(wins, (dtype=None)?\)",
+        "the same least-squares system: (j, i) repeats (i, j) negated, the diagonal row is zero; "
+        "counts are square; rcond=None is numpy's default; integer counts divide to the same "
+        "floats",
+    ),
+    (
+        "eval/correlation.py",
+        "",
+        r"np\.argsort\(x, (kind=None|kind=\"STABLE\")?\)",
+        "tied values share the average of their positions, whatever their order",
+    ),
+    (
+        "eval/correlation.py",
+        "scipy_optimize",
+        r"require\(\"scipy\", None\)",
+        "only the text of the MissingDependencyError raised when scipy is absent",
+    ),
     ("eval/", "", r'float\("NAN"\)', "float() parses NaN case-insensitively"),
     (
         "eval/",
