@@ -408,3 +408,15 @@ def test_preference_edge_cases_by_hand():
     np.testing.assert_allclose(thurstone_case_v(single), thurstone_case_v(wins), atol=1e-14)
     with pytest.warns(RuntimeWarning, match="in different components are not comparable"):
         thurstone_case_v([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 2], [0, 0, 1, 0]])
+
+
+def test_tensor_inputs_are_read_in_float64():
+    x32 = torch.tensor([0.1, 0.7, 0.2, 0.9, 0.35], dtype=torch.float32)
+    y = [1.0, 3.0, 2.0, 5.0, 2.5]
+    as64 = x32.double().numpy()
+    # float32 arithmetic would differ by ~1e-8
+    assert plcc(x32, y) == pytest.approx(stats.pearsonr(as64, y)[0], rel=1e-12, abs=0)
+    assert rmse(x32, y) == pytest.approx(np.sqrt(np.mean((as64 - np.array(y)) ** 2)), rel=1e-12)
+    # groups as a tensor, and a single-candidate group before the others
+    groups = torch.tensor([0, 1, 1, 2, 2])
+    assert win_rate([5, 1, 2, 3, 4], [1, 1, 2, 2, 1], groups) == pytest.approx(0.5)

@@ -191,6 +191,12 @@ EQUIVALENT_RULES: list[tuple[str, str, str, str]] = [
         r"require\(\"scipy\", None\)",
         "only the text of the MissingDependencyError raised when scipy is absent",
     ),
+    (
+        "eval/_inputs.py",
+        "to_vector",
+        r"if array\.ndim >= 1:",
+        "a 1-D array has one non-singleton side at most: the inner check never fires for it",
+    ),
     ("eval/", "", r'float\("NAN"\)', "float() parses NaN case-insensitively"),
     (
         "eval/",
