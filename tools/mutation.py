@@ -197,6 +197,20 @@ EQUIVALENT_RULES: list[tuple[str, str, str, str]] = [
         r"if array\.ndim >= 1:",
         "a 1-D array has one non-singleton side at most: the inner check never fires for it",
     ),
+    (
+        "eval/correlation.py",
+        "_logistic",
+        r"np\.clip\(.*, (-501\.0, 500\.0|-500\.0, 501\.0|None, 500\.0|-500\.0, None)\)",
+        "the clip only keeps exp() from overflowing: beyond |z| = 500 the logistic is 0 or 1 "
+        "to double precision either way",
+    ),
+    (
+        "eval/correlation.py",
+        "",
+        r"np\.sum\(counts \* \(counts - 1\) / 2\)|^while width <= n:",
+        "n (n - 1) is even, so / 2 and // 2 agree; one more merge pass over a sorted run "
+        "finds no inversion",
+    ),
     ("eval/", "", r'float\("NAN"\)', "float() parses NaN case-insensitively"),
     (
         "eval/",
