@@ -211,6 +211,12 @@ EQUIVALENT_RULES: list[tuple[str, str, str, str]] = [
         "n (n - 1) is even, so / 2 and // 2 agree; one more merge pass over a sorted run "
         "finds no inversion",
     ),
+    (
+        "eval/correlation.py",
+        "count_inversions",
+        r"np\.searchsorted\(left_keys, \(right_pair \+ 1\) \* span, \)",
+        "side='left' is searchsorted's default",
+    ),
     ("eval/", "", r'float\("NAN"\)', "float() parses NaN case-insensitively"),
     (
         "eval/",
