@@ -20,9 +20,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import require
 from torch import nn
 
-pytest.importorskip("basicsr", reason="needs the basicsr extra: pip install 'percepfid[basicsr]'")
+require("basicsr")  # the basicsr extra, in [test]
 
 from basicsr.losses import build_loss  # noqa: E402
 from basicsr.metrics import calculate_metric  # noqa: E402

@@ -124,7 +124,14 @@ def test_fit_hlf_cli_mlp_head_with_unfrozen_blocks(
     assert isinstance(head, MLPCalibrationHead) and head.backbone_update.blocks == 1
     report = json.loads((out / "fit_report.json").read_text())
     assert report["unfreeze_blocks"] == 1 and len(report["history"]) == 3
-    assert report["best_epoch"] in (0, 1, 2)
+    # the kept epoch is the first with the best validation SRCC + PLCC of the head
+    scores = [row["val_score"] for row in report["history"]]
+    for row in report["history"]:
+        if row["val_score"] is not None:
+            assert row["val_score"] == pytest.approx(row["val_srcc_head"] + row["val_plcc_head"])
+    ranked = [(score, -epoch) for epoch, score in enumerate(scores) if score is not None]
+    assert ranked, "no validation score: the selection was not exercised"
+    assert report["best_epoch"] == -max(ranked)[1]
     loss = HLFLoss(TINY, pretrained=False, image_size=32, head=str(out))
     value = loss(torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16))
     assert 0.0 <= float(value) <= 1.0

@@ -247,7 +247,7 @@ def test_messages_name_flags_not_python_keywords(
     assert "weights=" not in err and "pretrained=" not in err
     no_scene = _csv(tmp_path / "r.csv", ["image", "mos"], [["sr/img0.png", 1]])
     code, _, err = run(capsys, "train-rqi", no_scene, "-o", tmp_path / "o", "--random-weights")
-    assert code == 2 and "--scene-column" in err and "scene_column" not in err
+    assert code == 2 and "--group-column" in err and "group_column" not in err
     no_sr = _csv(tmp_path / "h.csv", ["image", "gt", "score"], [["sr/img0.png", "gt/img0.png", 1]])
     argv = ["fit-hlf", no_sr, "--backbone", TINY, "--image-size", "32", "--random-weights"]
     code, _, err = run(capsys, *argv)

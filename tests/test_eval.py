@@ -9,6 +9,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 import torch
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -42,7 +43,7 @@ def test_correlations_match_scipy_with_ties(seed: int, n: int, levels: int) -> N
     assert pe.plcc(x, y) == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-12)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60, 400), deadline=None)
 @given(
     st.lists(
         st.tuples(st.integers(-3, 3), st.integers(-3, 3)),

@@ -162,11 +162,23 @@ def test_calibration_head_maps_fidelity_and_is_the_only_state(tmp_path):
 
 
 def test_mlp_head_uses_embedding_features():
+    """The head's prediction from features computed by hand on the backbone's embeddings:
+    ``[cos, mean d, max d]`` with ``d = |e_sr - e_gt| / |e_gt| * sqrt(D)``, standardised."""
     head = MLPCalibrationHead(hidden=4)
-    loss = HLFLoss(TINY, pretrained=False, image_size=32, head=head)
-    x = torch.rand(2, 3, 32, 32)
-    values = loss.fidelity(x, torch.rand(2, 3, 32, 32))
-    assert values.shape == (2,) and ((values >= 0) & (values <= 1)).all()
+    head.set_feature_statistics(torch.tensor([[0.2, 1.0, 3.0], [0.9, 0.5, 2.0], [0.5, 2.0, 6.0]]))
+    loss = HLFLoss(TINY, pretrained=False, image_size=32, head=head, reduction="none")
+    sr, gt = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    values = loss.fidelity(sr, gt)
+    with torch.no_grad():
+        e_sr, e_gt = loss.backbone(sr), loss.backbone(gt)
+        cosine = torch.nn.functional.cosine_similarity(e_sr, e_gt, dim=1)
+        d = (e_sr - e_gt).abs() / e_gt.norm(dim=1, keepdim=True) * e_sr.shape[1] ** 0.5
+        features = torch.stack([cosine, d.mean(1), d.amax(1)], dim=1)
+        standard = (features - head.feature_mean) / head.feature_std
+        expected = torch.sigmoid(head.net(standard).squeeze(-1))
+    assert (d.mean(1) - cosine).abs().min() > 1e-3  # each feature matters
+    torch.testing.assert_close(values, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss(sr, gt), 1 - expected, rtol=1e-5, atol=1e-6)
 
 
 @settings(

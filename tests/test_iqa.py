@@ -8,6 +8,7 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import require
 from srnets import register_tiny_clip
 from torch import nn
 
@@ -21,7 +22,7 @@ from percepfid import (
 )
 from percepfid.iqa import CLIPIQA, CallableNRIQA, NRIQAModel, create_nriqa, list_nriqa
 
-pytest.importorskip("open_clip")
+require("open_clip")
 ARCH = register_tiny_clip()  # a tiny open_clip architecture, random weights
 SIZE = 32
 

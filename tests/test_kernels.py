@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import examples, require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -55,7 +56,7 @@ TRITON_PROCESS = (
 ) or DEVICE == "cuda"
 BACKENDS = ("triton",) if TRITON_PROCESS else ("torch",)
 if TRITON_PROCESS:
-    pytest.importorskip("triton")
+    require("triton")
     from percepfid.kernels import _triton
 
     assert DEVICE == "cuda" or _triton.INTERPRETED, "kernels were not built for the interpreter"
@@ -78,7 +79,7 @@ def triton_only(test):
 
 def test_triton_backend_in_an_interpreter_process() -> None:
     """Outside a Triton process: run this file in a child that has the interpreter."""
-    pytest.importorskip("triton")
+    require("triton")
     env = dict(os.environ, TRITON_INTERPRET="1", **{_CHILD_FLAG: "1"})
     env.pop("PERCEPFID_KERNEL", None)
     env.pop("PERCEPFID_TEST_DEVICE", None)
@@ -362,7 +363,7 @@ def test_explicit_backward_formulas_match_autograd_of_the_spec(
 # ----------------------------------------------------------------------------- invariants
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30, 300), deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
     features=st.integers(2, 48),
@@ -632,7 +633,7 @@ def test_kernels_compile_for_nvidia_gpus_with_vector_memory_access() -> None:
     The interpreter accepts code the GPU compiler rejects, and bandwidth needs vector
     memory access: with aligned, contiguous bf16 rows each thread moves 8 elements at once.
     """
-    pytest.importorskip("triton")
+    require("triton")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run(
         [sys.executable, "-c", _GPU_COMPILE_SCRIPT],

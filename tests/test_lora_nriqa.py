@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import require
 from srnets import TinyPlainNet, TinyRRDBNet, TinySwinIR, register_tiny_clip
 from torch import nn
 
@@ -156,7 +157,7 @@ def test_merge_gives_plain_network_with_same_outputs() -> None:
 
 
 def test_clipiqa_reward_plumbing() -> None:
-    pytest.importorskip("open_clip")
+    require("open_clip")
     arch = register_tiny_clip()
     crit = LoRANRIQALoss(
         TinyRRDBNet(),

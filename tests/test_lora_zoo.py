@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import require
 from torch import nn
 
-pytest.importorskip("spandrel")
-pytest.importorskip("peft")
+require("spandrel")
+require("peft")
 
 import spandrel  # noqa: E402
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import examples, in_ci_profile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_rqi_model import SMALL  # the small MANIQA-RQI architecture of the model tests
@@ -15,7 +16,8 @@ from percepfid.functional import antisymmetrize, huber, rqi_loss, rqi_score
 from percepfid.losses.rqi import RQILoss
 from percepfid.rqi import PROTOCOLS, RQIHead, aligned_crop, crop_offsets, evaluate
 
-SETTINGS = settings(max_examples=6, deadline=None, derandomize=True)
+# the small MANIQA-RQI makes each example cost a forward pass: dozens in CI, not hundreds
+SETTINGS = settings(max_examples=examples(6, 40), deadline=None, derandomize=not in_ci_profile())
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def test_same_generator_seed_same_result(loss_fn, seed, shape):
     assert torch.equal(first, second)
 
 
-@settings(max_examples=4, deadline=None, derandomize=True)
+@settings(max_examples=examples(4, 16), deadline=None, derandomize=not in_ci_profile())
 @given(
     seed=st.integers(0, 2**16),
     shape=st.sampled_from([(1, 20, 28), (2, 32, 32), (1, 40, 75), (1, 97, 64)]),

@@ -3,12 +3,12 @@ authors' module (when ``rqi-iqa`` is installed), and the pieces against hand-wri
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from importlib import resources
 
 import pytest
 import torch
+from conftest import require
 
 from percepfid import WeightsError
 from percepfid._errors import ArgumentError, ShapeError
@@ -95,14 +95,10 @@ def test_released_architecture_loads_listing_strictly(released):
 
 def _authors_module(monkeypatch, **vit_overrides):
     """The authors' MANIQA_RQI class, with timm forced to build the ViT without a download."""
-    if importlib.util.find_spec("rqi") is None:
-        pytest.skip("rqi-iqa (the authors' package) is not installed")
-    timm = pytest.importorskip("timm")
-    pytest.importorskip("einops")
-    try:
-        from rqi.models.maniqa import MANIQA_RQI
-    except ImportError as error:  # its package __init__ needs opencv
-        pytest.skip(f"rqi-iqa is installed but cannot be imported: {error}")
+    # rqi-iqa (import name ``rqi``): installed, it must import (its __init__ needs opencv);
+    # missing, the test skips, or fails under PERCEPFID_REQUIRE_REFERENCES=1.
+    MANIQA_RQI = require("rqi.models.maniqa").MANIQA_RQI  # noqa: N806 - the authors' class
+    timm = require("timm")
     create = timm.create_model
 
     def offline_create(name, pretrained=False, **kwargs):

@@ -19,8 +19,6 @@ from percepfid.losses.rqi import RQILoss
 from percepfid.rqi import RQIHead
 from percepfid.train import dense_pairs, train_rqi
 
-pytest.importorskip("percepfid.backbones")
-
 LEVELS = 5
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import softmax
@@ -176,7 +177,7 @@ def test_works_with_dataloader() -> None:
     assert torch.cat(batches)[:, 0].sort().values.tolist() == [0, 1, 2, 3]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40, 400), deadline=None)
 @given(
     st.lists(
         st.lists(st.floats(-50, 50) | st.just(NAN), min_size=3, max_size=3), min_size=1, max_size=5

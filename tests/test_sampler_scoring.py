@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import require
 from PIL import Image
 
 from percepfid import ArgumentError, EmptyBatchError
@@ -109,7 +110,7 @@ def test_explicit_lists_and_errors(folder, tmp_path) -> None:
 
 
 def test_cli_score_candidates(folder, tmp_path) -> None:
-    pytest.importorskip("open_clip")
+    require("open_clip")
     import csv
 
     from srnets import register_tiny_clip

@@ -122,14 +122,15 @@ class HLFLoss(ImageLoss):
             raise DTypeError(
                 f"head must be an nn.Module, a folder or a Hub repo id; got {type(head).__name__}"
             )
+        update = getattr(head, "backbone_update", None)
+        # (a head with tuned blocks is checked, more precisely, by update.apply below)
         fitted_on = getattr(head, "fitted_on", None) or {}
-        if fitted_on.get("backbone") not in (None, self.backbone.spec.name):
+        if update is None and fitted_on.get("backbone") not in (None, self.backbone.spec.name):
             raise ArgumentError(
                 f"this head was fitted on backbone {fitted_on['backbone']!r}; it cannot be used "
                 f"with backbone {self.backbone.spec.name!r}. Pass "
                 f"backbone={fitted_on['backbone']!r}, or fit a head on this backbone."
             )
-        update = getattr(head, "backbone_update", None)
         if update is not None:
             if isinstance(backbone, nn.Module):  # the caller's module: do not change it
                 self.backbone = copy.deepcopy(self.backbone)
