@@ -125,7 +125,30 @@ def _slot(loss: torch.Tensor, as_tuple: bool) -> torch.Tensor | tuple[torch.Tens
     return (loss, None) if as_tuple else loss
 
 
-class PercepfidHLFLoss(HLFLoss):
+class _BasicSROptions:
+    """BasicSR's loss options on a percepfid loss (a mixin placed before the loss class):
+    ``loss_weight`` and ``reduction`` become percepfid's ``weight`` and ``reduction``; the
+    output is clamped to ``input_range`` (as BasicSR does when it saves an image) and the
+    loss is returned alone or, with ``as_tuple``, as ``(loss, None)``."""
+
+    def __init__(
+        self,
+        loss_weight: float = 1.0,
+        reduction: str = "mean",
+        as_tuple: bool = False,
+        **options: Any,
+    ) -> None:
+        _reject_weight(options, type(self).__name__)
+        super().__init__(weight=loss_weight, reduction=reduction, **options)
+        self.as_tuple = _check_flag(as_tuple, "as_tuple")
+
+    def forward(self, output: torch.Tensor, gt: torch.Tensor) -> Any:
+        """The wrapped loss of ``clamp(output)`` against ``gt``, alone or as ``(loss, None)``."""
+        loss = super().forward(_clamped(output, self.input_range), gt)  # type: ignore[misc]
+        return _slot(loss, self.as_tuple)
+
+
+class PercepfidHLFLoss(_BasicSROptions, HLFLoss):
     """:class:`percepfid.HLFLoss` with BasicSR's loss options.
 
     Args:
@@ -146,24 +169,8 @@ class PercepfidHLFLoss(HLFLoss):
           as_tuple: true
     """
 
-    def __init__(
-        self,
-        loss_weight: float = 1.0,
-        reduction: str = "mean",
-        as_tuple: bool = False,
-        **options: Any,
-    ) -> None:
-        _reject_weight(options, type(self).__name__)
-        super().__init__(weight=loss_weight, reduction=reduction, **options)
-        self.as_tuple = _check_flag(as_tuple, "as_tuple")
 
-    def forward(self, output: torch.Tensor, gt: torch.Tensor) -> Any:  # type: ignore[override]
-        """``loss_weight * reduce(1 - fidelity(clamp(output), gt))``, alone or as ``(loss, None)``."""
-        loss = super().forward(_clamped(output, self.input_range), gt)
-        return _slot(loss, self.as_tuple)
-
-
-class PercepfidRQILoss(RQILoss):
+class PercepfidRQILoss(_BasicSROptions, RQILoss):
     """:class:`percepfid.RQILoss` with BasicSR's loss options.
 
     Args:
@@ -180,22 +187,6 @@ class PercepfidRQILoss(RQILoss):
           type: PercepfidRQILoss
           loss_weight: 0.1
     """
-
-    def __init__(
-        self,
-        loss_weight: float = 1.0,
-        reduction: str = "mean",
-        as_tuple: bool = False,
-        **options: Any,
-    ) -> None:
-        _reject_weight(options, type(self).__name__)
-        super().__init__(weight=loss_weight, reduction=reduction, **options)
-        self.as_tuple = _check_flag(as_tuple, "as_tuple")
-
-    def forward(self, output: torch.Tensor, gt: torch.Tensor) -> Any:  # type: ignore[override]
-        """``loss_weight * reduce(-score(clamp(output), gt))``, alone or as ``(loss, None)``."""
-        loss = super().forward(_clamped(output, self.input_range), gt)
-        return _slot(loss, self.as_tuple)
 
 
 class PercepfidNRIQALoss(nn.Module):
