@@ -21,7 +21,7 @@ from ._errors import (
     UnknownNameError,
     WeightsError,
 )
-from ._lazy import lazy_attributes
+from ._lazy import lazy_attributes as _lazy_attributes
 from ._version import __version__
 
 # The losses and samplers import torch: they are loaded on first use, so that the command
@@ -57,4 +57,4 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
+__getattr__, __dir__ = _lazy_attributes(__name__, _LAZY, globals())

@@ -1,7 +1,7 @@
 """Data: reading images and rating tables, and choosing among several ground truths by
 their quality (SMA/SMP sampling and AMO crops)."""
 
-from .._lazy import lazy_attributes
+from .._lazy import lazy_attributes as _lazy_attributes
 
 # Loaded on first use: the command line reads tables through this package without
 # importing torch.
@@ -29,4 +29,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
+__getattr__, __dir__ = _lazy_attributes(__name__, _LAZY, globals())
