@@ -168,9 +168,7 @@ def _timm_cfg(timm, name: str) -> dict:
 
 
 def test_timm_preprocessing_matches_timm_transform():
-    """vit_tiny (crop_pct 0.9): mean, std, filter and size are timm's. The resize is compared
-    at percepfid's own 249 (see the xfail below for timm's 248); a 300 x 376 image keeps the
-    centre crop's margins even (see the xfail on odd margins)."""
+    """vit_tiny (crop_pct 0.9): mean, std, filter, resize (248) and crop are timm's."""
     timm = require("timm")
     backbone = create_backbone(TINY_BACKBONE, pretrained=False)
     cfg = _timm_cfg(timm, "vit_tiny_patch16_224.augreg_in21k")
@@ -178,15 +176,9 @@ def test_timm_preprocessing_matches_timm_transform():
     assert config.mean == tuple(cfg["mean"]) and config.std == tuple(cfg["std"])
     assert config.interpolation == cfg["interpolation"] and config.crop == "center"
     assert config.image_size == tuple(cfg["input_size"][-2:])
-    at_249 = dict(cfg, crop_pct=224 / 249.5)  # timm floors 224 / crop_pct: 249
-    _compare(backbone, timm.data.create_transform(**at_249), _photo(300, 376))
+    _compare(backbone, timm.data.create_transform(**cfg), _photo(300, 376))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="percepfid rounds 224 / crop_pct (0.9) to 249; timm floors it to 248 "
-    "(backbones/_adapters.py build_timm: int(round(...)) instead of math.floor)",
-)
 def test_timm_resize_size_is_timms_scale_size():
     timm = require("timm")
     cfg = _timm_cfg(timm, "vit_tiny_patch16_224.augreg_in21k")
@@ -214,12 +206,6 @@ def test_dinov2_preprocessing_is_timms_transform_at_256_then_224():
     _compare(backbone, timm.data.create_transform(**ours), _photo(300, 375))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="centre-crop geometry differs from torchvision's (timm, open_clip): percepfid "
-    "floors the crop offset (odd margin 71: 35, torchvision 36) and rounds the long side "
-    "(320.85: 321, torchvision truncates to 320) (backbones/_preprocess.py, crop='center')",
-)
 @pytest.mark.parametrize("shape", [(260, 300), (300, 376)], ids=["odd-margin", "long-side"])
 def test_dinov2_centre_crop_geometry_matches_torchvision(shape):
     timm = require("timm")

@@ -8,6 +8,7 @@ Every encoder is an ``nn.Module`` whose ``forward(x)`` takes normalised input an
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -119,7 +120,7 @@ def build_timm(
         crop_pct = (upstream.crop_pct or 1.0) if upstream else 1.0
         config = PreprocessConfig(
             image_size=size,
-            resize_size=int(round(min(size) / crop_pct)),
+            resize_size=math.floor(min(size) / crop_pct),  # timm's scale size
             mean=tuple(upstream.mean) if upstream else (0.485, 0.456, 0.406),
             std=tuple(upstream.std) if upstream else (0.229, 0.224, 0.225),
             interpolation="bilinear"

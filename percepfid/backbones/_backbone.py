@@ -83,12 +83,17 @@ class Preprocess(nn.Module):
         if crop == "squash":
             images = _resize(images, size, mode)
         elif crop == "center":
+            # torchvision's geometry (timm's and open_clip's eval transforms): the short side
+            # becomes `shortest`, the long side is truncated, the crop offset is rounded
             shortest = self.config.resize_size or min(size)
-            scale = shortest / min(height, width)
-            resized = (max(size[0], round(height * scale)), max(size[1], round(width * scale)))
+            if height <= width:
+                resized = (shortest, int(shortest * width / height))
+            else:
+                resized = (int(shortest * height / width), shortest)
+            resized = (max(size[0], resized[0]), max(size[1], resized[1]))
             images = _resize(images, resized, mode)
-            top = (resized[0] - size[0]) // 2
-            left = (resized[1] - size[1]) // 2
+            top = int(round((resized[0] - size[0]) / 2.0))
+            left = int(round((resized[1] - size[1]) / 2.0))
             images = images[..., top : top + size[0], left : left + size[1]]
         else:
             rows, cols = tile_grid(height, width, size)
