@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from percepfid.rqi import SMALL_MODEL_KWARGS
+
 CASES = ("hlf-cls", "hlf-patch", "hlf-tiles", "rqi-random")
 MODES = ("eager", "compile")
 TINY_VIT = "timm:vit_tiny_patch16_224.augreg_in21k"
@@ -55,15 +57,7 @@ RQI_CONFIGS = {
         dim_mlp=192,
     ),
     "released": {},
-    "small": dict(  # the test suite's small model: for dry runs of the plumbing only
-        img_size=32,
-        vit_kwargs=dict(embed_dim=32, depth=4, num_heads=2),
-        feature_indices=(0, 1, 2, 3),
-        embed_dim=32,
-        window_size=2,
-        num_heads=(2, 2),
-        dim_mlp=32,
-    ),
+    "small": SMALL_MODEL_KWARGS,  # the test suite's small model: dry runs of the plumbing
 }
 
 

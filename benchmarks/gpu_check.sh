@@ -115,7 +115,7 @@ PYTEST=("$PY" -m pytest -q -p no:cacheprovider)
 PEAK=()
 if [[ -n "${PEAK_GBS:-}" ]]; then PEAK=(--peak-gbs "$PEAK_GBS"); fi
 TINY_VIT="timm:vit_tiny_patch16_224.augreg_in21k"
-SMALL_RQI='{"img_size": 32, "vit_kwargs": {"embed_dim": 32, "depth": 4, "num_heads": 2}, "feature_indices": [0, 1, 2, 3], "embed_dim": 32, "window_size": 2, "num_heads": [2, 2], "dim_mlp": 32}'
+SMALL_RQI=$("$PY" -c 'import json; from percepfid.rqi import SMALL_MODEL_KWARGS as k; print(json.dumps(k))')
 
 step env 60 "$PY" -c "$ENV_PY" "$OUT/env.json" "$dry_run"
 

@@ -48,6 +48,7 @@ from percepfid import (
 )
 from percepfid.iqa import create_nriqa
 from percepfid.lora import load_sr_model, lora_family, save_lora, save_sr_model
+from percepfid.rqi import SMALL_MODEL_KWARGS
 
 
 def small_architecture(name: str) -> nn.Module:
@@ -148,12 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         sr_net = load_sr_model(args.checkpoint)
         if random:
             hlf = HLFLoss("timm:vit_tiny_patch16_224.augreg_in21k", pretrained=False, image_size=32)
-            small_rqi = dict(
-                img_size=32, vit_kwargs=dict(embed_dim=32, depth=4, num_heads=2),
-                feature_indices=(0, 1, 2, 3), embed_dim=32, window_size=2, num_heads=(2, 2),
-                dim_mlp=32,
-            )  # fmt: skip
-            rqi = RQILoss(pretrained=False, model_kwargs=small_rqi, weight=args.rqi_weight)
+            rqi = RQILoss(pretrained=False, model_kwargs=SMALL_MODEL_KWARGS, weight=args.rqi_weight)
             iqa = create_nriqa("clipiqa:ViT-S-32", pretrained=False, image_size=32)
         else:
             hlf, rqi = HLFLoss("dinov2"), RQILoss(weight=args.rqi_weight)

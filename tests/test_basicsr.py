@@ -33,18 +33,11 @@ from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY
 import percepfid.integrations.basicsr as pb  # noqa: E402
 from percepfid import ArgumentError, DTypeError, HLFLoss, MissingDependencyError, RQILoss  # noqa: E402
 from percepfid.iqa import create_nriqa  # noqa: E402
+from percepfid.rqi import SMALL_MODEL_KWARGS  # noqa: E402
 
 TINY = "timm:vit_tiny_patch16_224.augreg_in21k"
 # The small MANIQA-RQI of tests/test_rqi_model.py (32 x 32 crops).
-SMALL_RQI = dict(
-    img_size=32,
-    vit_kwargs=dict(embed_dim=32, depth=4, num_heads=2),
-    feature_indices=[0, 1, 2, 3],
-    embed_dim=32,
-    window_size=2,
-    num_heads=[2, 2],
-    dim_mlp=32,
-)
+SMALL_RQI = SMALL_MODEL_KWARGS
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "basicsr"
 EXAMPLE_YAML = EXAMPLE / "train_MSRResNet_percepfid_x4.yml"

@@ -144,33 +144,18 @@ def test_untrained_head_and_errors(tmp_path) -> None:
 def test_training_leaves_the_global_rng_alone(tmp_path) -> None:
     # The trainer seeds its own head initialisation; the caller's global RNG must not move.
     csv_path = _dataset(tmp_path, count=4)
+    options = dict(image_size=32, pretrained_backbone=False, hidden=4, epochs=1, batch_size=4)
+
+    def train() -> NRHead:
+        return train_nr_head(csv_path, BACKBONE, progress=False, seed=5, **options)
+
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    first = train_nr_head(
-        csv_path,
-        BACKBONE,
-        image_size=32,
-        pretrained_backbone=False,
-        hidden=4,
-        epochs=1,
-        batch_size=4,
-        progress=False,
-        seed=5,
-    )
+    first = train()
     assert torch.equal(torch.rand(3), expected)
     # and the seed still fixes the head's initialisation
-    second = train_nr_head(
-        csv_path,
-        BACKBONE,
-        image_size=32,
-        pretrained_backbone=False,
-        hidden=4,
-        epochs=1,
-        batch_size=4,
-        progress=False,
-        seed=5,
-    )
+    second = train()
     for (name, a), (_, b) in zip(
         first.state_dict().items(), second.state_dict().items(), strict=True
     ):

@@ -13,19 +13,17 @@ from conftest import require
 from percepfid import WeightsError
 from percepfid._errors import ArgumentError, ShapeError
 from percepfid.losses.rqi import RQILoss
-from percepfid.rqi import MANIQARQI, TransposedAttention, create_maniqa_rqi, load_released_weights
+from percepfid.rqi import (
+    MANIQARQI,
+    SMALL_MODEL_KWARGS,
+    TransposedAttention,
+    create_maniqa_rqi,
+    load_released_weights,
+)
 from percepfid.rqi._swin import WindowAttention, _shift_mask
 
 # A small MANIQA-RQI (32x32 input, 4-block ViT) for fast tests; test_rqi_loss uses it too.
-SMALL = dict(
-    img_size=32,
-    vit_kwargs=dict(embed_dim=32, depth=4, num_heads=2),
-    feature_indices=(0, 1, 2, 3),
-    embed_dim=32,
-    window_size=2,
-    num_heads=(2, 2),
-    dim_mlp=32,
-)
+SMALL = SMALL_MODEL_KWARGS
 
 
 def _listing() -> dict:

@@ -15,6 +15,7 @@ from .head import BackbonePairModel, RQIHead
 from .maniqa import (
     MANIQARQI,
     RELEASED_WEIGHTS,
+    SMALL_MODEL_KWARGS,
     TransposedAttention,
     create_maniqa_rqi,
     load_released_weights,
@@ -27,6 +28,7 @@ __all__ = [
     "CropSampler",
     "PROTOCOLS",
     "RELEASED_WEIGHTS",
+    "SMALL_MODEL_KWARGS",
     "BackbonePairModel",
     "Protocol",
     "RQIHead",

@@ -19,7 +19,25 @@ from ._swin import SwinStage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MANIQARQI", "TransposedAttention", "create_maniqa_rqi", "RELEASED_WEIGHTS"]
+__all__ = [
+    "MANIQARQI",
+    "TransposedAttention",
+    "create_maniqa_rqi",
+    "RELEASED_WEIGHTS",
+    "SMALL_MODEL_KWARGS",
+]
+
+#: A small MANIQA-RQI (32 x 32 crops, a 4-block ViT of width 32): random weights only, for
+#: tests, dry runs and offline plumbing (``RQILoss(pretrained=False, model_kwargs=...)``).
+SMALL_MODEL_KWARGS: dict = dict(
+    img_size=32,
+    vit_kwargs=dict(embed_dim=32, depth=4, num_heads=2),
+    feature_indices=(0, 1, 2, 3),
+    embed_dim=32,
+    window_size=2,
+    num_heads=(2, 2),
+    dim_mlp=32,
+)
 
 #: The manifest entry of the released MANIQA-RQI weights (trained on PIPAL).
 RELEASED_WEIGHTS = "rqi:maniqa-pipal"
