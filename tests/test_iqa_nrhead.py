@@ -121,7 +121,7 @@ def test_untrained_head_and_errors(tmp_path) -> None:
     with pytest.raises(ArgumentError, match="needs trained weights"):
         create_nriqa(f"nr-head:{BACKBONE}")
     (tmp_path / "bad.csv").write_text("image,score\nx.png,1\n")
-    with pytest.raises(ArgumentError, match="score_column"):
+    with pytest.raises(ArgumentError, match=r"columns\.score"):
         train_nr_head(tmp_path / "bad.csv", BACKBONE, pretrained_backbone=False, progress=False)
     (tmp_path / "missing.csv").write_text("image,mos\nx.png,1\n")
     with pytest.raises(ArgumentError, match=r"not found.*x\.png"):

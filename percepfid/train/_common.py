@@ -1,6 +1,8 @@
-"""Pieces every trainer shares: the rating-table layout (:class:`RatingColumns`), seeding
-without touching the global RNG, a cached image loader, the device default, atomic
-checkpoints, group splits, progress bars and JSON reports.
+"""The steps every trainer shares: reading a rating table (:class:`RatingColumns`,
+:func:`read_rows`), checking settings, the group split, seeding without touching the
+global RNG, the device default, the epoch loop (:func:`shuffled_batches`,
+:func:`train_epoch`), validation statistics (:func:`agreement`), history rows and the best
+epoch (:class:`Selection`), atomic checkpoints and JSON reports.
 
 The trainers share one vocabulary: ``ratings`` (a CSV path or rows), ``columns`` (a
 :class:`RatingColumns`), ``backbone``, ``pretrained``, ``embedding``, ``image_size``,
@@ -13,31 +15,23 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .._atomic import atomic_path
-from .._errors import ArgumentError, WeightsError
-from ..data import read_image
+from .._checks import check_positive, check_positive_int
+from .._errors import ArgumentError, EmptyBatchError, WeightsError
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "RatingColumns",
-    "cached_loader",
-    "json_safe",
-    "pick_device",
-    "seeded",
-    "split_groups",
-    "save_checkpoint",
-    "load_checkpoint",
-    "with_progress",
-]
+# settings checked as ints >= 1, and as numbers >= 0 (every other one: a number > 0)
+_COUNTS = {"epochs", "batch_size", "crop_size", "crop_positions", "hidden"}
+_MAY_BE_ZERO = {"weight_decay", "cache_mb"}
 
 
 @dataclass(frozen=True)
@@ -85,6 +79,31 @@ class RatingColumns:
         )
 
 
+def read_rows(ratings: str | os.PathLike[str] | Iterable[Any], read: Callable) -> list:
+    """The rows of ``ratings``: ``read(ratings)`` for a CSV path, else the rows given.
+
+    Raises:
+        EmptyBatchError: no rows.
+    """
+    rows = read(ratings) if isinstance(ratings, (str, os.PathLike)) else list(ratings)
+    if not rows:
+        raise EmptyBatchError("ratings is empty; expected at least a few rated images")
+    return rows
+
+
+def check_settings(**settings: float | None) -> None:
+    """Check numeric settings by their shared names: counts (``epochs``, ``batch_size``,
+    ``hidden``, ``crop_size``, ``crop_positions``) are ints >= 1, ``weight_decay`` and
+    ``cache_mb`` numbers >= 0, every other one a number > 0; None is not checked."""
+    for name, value in settings.items():
+        if value is None:
+            continue
+        if name in _COUNTS:
+            check_positive_int(value, name)
+        else:
+            check_positive(value, name, allow_zero=name in _MAY_BE_ZERO)
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     """``device``, or CUDA when available and the CPU otherwise."""
     if device is None:
@@ -103,11 +122,6 @@ def json_safe(value: object) -> object:
     return value
 
 
-def cached_loader(size: int = 256) -> Any:
-    """:func:`percepfid.data.read_image` with an LRU cache of ``size`` decoded images."""
-    return lru_cache(maxsize=size)(read_image)
-
-
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Run a block with the global torch RNG seeded, restoring the caller's state after."""
@@ -119,25 +133,93 @@ def seeded(seed: int) -> Iterator[None]:
 def split_groups(
     groups: Iterable[str], val_fraction: float, generator: torch.Generator
 ) -> tuple[list[str], list[str]]:
-    """Split group ids into train and validation (at least one of each when possible).
+    """Split group ids (duplicates ignored) into ``(train, val)`` lists, in shuffled order,
+    with ``val_fraction`` of them held out (at least one of each when possible).
 
-    Args:
-        groups: the ids (duplicates ignored; order does not matter).
-        val_fraction: the share of groups kept for validation, in ``[0, 1)``.
-        generator: the shuffle's generator.
-
-    Returns:
-        ``(train, val)`` lists of ids.
+    Raises:
+        ArgumentError: ``val_fraction`` is outside ``[0, 1)``.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ArgumentError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
     unique = sorted(set(groups))
-    order = torch.randperm(len(unique), generator=generator).tolist()
-    shuffled = [unique[i] for i in order]
+    shuffled = [unique[i] for i in torch.randperm(len(unique), generator=generator).tolist()]
     count = round(len(unique) * val_fraction)
     if val_fraction > 0 and len(unique) >= 2:
         count = min(max(count, 1), len(unique) - 1)
     return shuffled[count:], shuffled[:count]
+
+
+def with_progress(iterable: Sequence[Any], *, enabled: bool, desc: str) -> Iterable[Any]:
+    """Wrap ``iterable`` in a tqdm bar when ``enabled`` (tqdm writes to stderr)."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def shuffled_batches(
+    count: int, batch_size: int, generator: torch.Generator, limit: int | None = None
+) -> list[list[int]]:
+    """The indices ``0 .. count - 1`` shuffled, cut to the first ``limit``, in batches."""
+    order = torch.randperm(count, generator=generator).tolist()[:limit]
+    return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def train_epoch(
+    batches: Sequence[Sequence[int]],
+    loss_of: Callable[[Sequence[int]], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    progress: bool,
+    desc: str,
+) -> float:
+    """One optimiser step per batch on ``loss_of(batch)``; the loss's mean over the items."""
+    total, seen = 0.0, 0
+    for batch in with_progress(batches, enabled=progress, desc=desc):
+        loss = loss_of(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(batch)
+        seen += len(batch)
+    return total / max(seen, 1)
+
+
+def agreement(predicted: Any, truth: Any) -> tuple[float, float]:
+    """SRCC and PLCC of ``predicted`` against ``truth`` (NaN when undefined, e.g. constant
+    predictions, without a warning)."""
+    from ..eval import plcc, srcc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(srcc(predicted, truth)), float(plcc(predicted, truth))
+
+
+@dataclass
+class Selection:
+    """The history rows of a run and its best epoch by a validation score.
+
+    Attributes:
+        history: one dict per logged epoch (its ``epoch`` and what the trainer measured).
+        score: the best score so far (``-inf`` while no defined score was logged).
+        epoch: its epoch, or None before the first row.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    score: float = -math.inf
+    epoch: int | None = None
+
+    def log(self, row: dict[str, Any], score: float | None) -> bool:
+        """Append ``row``; whether its epoch is the new best: the first one logged, or one
+        whose score beats the best (an undefined score, None or NaN, never does)."""
+        self.history.append(row)
+        logger.info("epoch %s: %s", row["epoch"], row)
+        value = -math.inf if score is None or math.isnan(score) else score
+        if self.epoch is None or value > self.score:
+            self.score, self.epoch = value, row["epoch"]
+            return True
+        return False
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
@@ -166,12 +248,3 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise WeightsError(f"{target} holds a {type(state).__name__}, not a checkpoint")
     return state
-
-
-def with_progress(iterable: Sequence[Any], *, enabled: bool, desc: str) -> Iterable[Any]:
-    """Wrap ``iterable`` in a tqdm bar when ``enabled`` (tqdm writes to stderr)."""
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)

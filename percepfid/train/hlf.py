@@ -1,10 +1,5 @@
 """Fit an HLF calibration head on human fidelity scores.
 
-The fit runs in named steps: read the ratings and split them by group (:func:`read_ratings`,
-``_split``), embed every image once with the frozen backbone (``_PairEncoder``), fit the
-head (``_fit_frozen``), optionally fine-tune it with the backbone's last blocks
-(``_fine_tune``), and save or push it (``_save``).
-
 Every distinct image is embedded once with the frozen backbone, then the head is fitted to
 the human scores, normalised to [0, 1], by least squares: the two parameters of
 :class:`~percepfid.heads.CalibrationHead` (``sigmoid(scale * cos + bias)``) or the small MLP
@@ -31,20 +26,31 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_path
-from .._checks import check_choice, check_positive, check_positive_int
-from .._errors import ArgumentError, EmptyBatchError, ShapeError
+from .._checks import check_choice, check_int
+from .._errors import ArgumentError, ShapeError
 from .._vocab import EMBEDDINGS
 from ..data import batches_by_size, image_size, read_image
 from ..heads import FITTED_ON_KEY
 from ._cache import EmbeddingCache, SplitEncoder, SplitUnsupported
-from ._common import RatingColumns, json_safe, pick_device, seeded, split_groups, with_progress
+from ._common import (
+    RatingColumns,
+    Selection,
+    agreement,
+    check_settings,
+    json_safe,
+    pick_device,
+    read_rows,
+    seeded,
+    split_groups,
+    train_epoch,
+    with_progress,
+)
 
 __all__ = ["HLF_COLUMNS", "HLFFitResult", "HumanRating", "fit_hlf_head", "read_ratings"]
 
 #: The columns of a human-ratings CSV for :func:`fit_hlf_head`: ``sr``, ``gt``, ``score``,
 #: ``group`` (when the group column is absent, the GT is the group).
 HLF_COLUMNS = RatingColumns(image="sr", reference="gt", score="score", group="group")
-#: The key of a head's ``config.json`` that records what it was fitted on.
 
 logger = logging.getLogger(__name__)
 
@@ -115,14 +121,7 @@ class HLFFitResult:
         """The JSON-serialisable part (no module; undefined statistics are None)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "head"}
         data["unfreeze_blocks"] = self.unfreeze_blocks
-        config: dict[str, Any] = {"class": type(self.head).__name__}
-        config |= dict(getattr(self.head, "_hub_mixin_config", None) or {})
-        if hasattr(self.head, "scale") and hasattr(self.head, "bias"):  # the fitted values
-            config |= {
-                "scale": float(self.head.scale.detach()),
-                "bias": float(self.head.bias.detach()),
-            }
-        data["head_config"] = config
+        data["head_config"] = {"class": type(self.head).__name__} | _head_config(self.head)
         return json_safe(data)
 
 
@@ -164,8 +163,7 @@ def _split(
             "Pass val_fraction=0 to fit on everything."
         )
     train, val = split_groups(groups, val_fraction, torch.Generator().manual_seed(seed))
-    held_out = set(val)
-    return np.array([g in held_out for g in groups]), sorted(train), sorted(val)
+    return np.array([g in set(val) for g in groups]), sorted(train), sorted(val)
 
 
 def _image_sizes(ratings: Sequence[HumanRating]) -> list[tuple[int, int]]:
@@ -203,6 +201,11 @@ def _targets(
 # --------------------------------------------------------------------------- embed
 
 
+def _take(out: Any, index: Any) -> Any:
+    """The rows ``index`` of an :class:`~percepfid.backbones.Embeddings`."""
+    return type(out)(*(None if part is None else part[index] for part in out))
+
+
 class _PairEncoder:
     """Embeddings of rated pairs through an HLF loss's backbone.
 
@@ -218,35 +221,32 @@ class _PairEncoder:
         self,
         loss: nn.Module,
         ratings: Sequence[HumanRating],
-        shapes: Sequence[tuple[int, int]],
         device: torch.device,
         cache_mb: float,
         tuned_blocks: int,
     ) -> None:
-        self.loss, self.ratings, self.shapes, self.device = loss, ratings, shapes, device
+        self.loss, self.ratings, self.device = loss, ratings, device
+        self.shapes = _image_sizes(ratings)
         self.cache = EmbeddingCache(cache_mb)
         self.split: SplitEncoder | None = None
         self.tuning = False
         if tuned_blocks and self.cache.enabled:
-            self._split(tuned_blocks)
+            name = loss.backbone.spec.name
+            try:
+                self.split = SplitEncoder(loss.encode, loss.backbone.encoder, tuned_blocks)
+                self.split.check(self._read([ratings[0].gt]))
+            except SplitUnsupported as reason:
+                self.split = None
+                logger.warning(
+                    "cannot run backbone %r in two parts (%s): its frozen blocks run every epoch",
+                    name,
+                    reason,
+                )
+            else:
+                logger.info("backbone %r: its first %d blocks run once", name, self.split.first)
 
     def _read(self, paths: Sequence[str | Path]) -> torch.Tensor:
         return torch.stack([read_image(p) for p in paths]).to(self.device)
-
-    def _split(self, blocks: int) -> None:
-        name = self.loss.backbone.spec.name
-        try:
-            split = SplitEncoder(self.loss.encode, self.loss.backbone.encoder, blocks)
-            split.check(self._read([self.ratings[0].gt]))
-        except SplitUnsupported as reason:
-            logger.warning(
-                "cannot run backbone %r in two parts (%s): its frozen blocks run every epoch",
-                name,
-                reason,
-            )
-            return
-        self.split = split
-        logger.info("backbone %r: its first %d blocks run once per image", name, split.first)
 
     def start_tuning(self) -> None:
         """From now on the tuned blocks change: embeddings are recomputed from the cached
@@ -290,37 +290,24 @@ class _PairEncoder:
         shell = torch.zeros(len(keys), 3, *shape, device=self.device)
         return self.split.suffix(activation, shell)
 
-    def encode(self, paths: Sequence[Path], shape: tuple[int, int]) -> Any:
-        """Embeddings of ``paths`` (images of one size), with autograd through the tuned
-        blocks when grad is enabled; with a cache, each distinct path is embedded once."""
-        from ..backbones import Embeddings
-
-        if not self.cache.enabled:
-            return self.loss.encode(self._read(paths))
-        keys = [str(p) for p in paths]
-        unique = list(dict.fromkeys(keys))
-        out = self._unique(unique, shape)
-        where = torch.tensor([unique.index(k) for k in keys], device=out.pooled.device)
-        return Embeddings(out.pooled[where], None if out.tokens is None else out.tokens[where])
-
     def pairs(self, batch: Sequence[int]) -> tuple[torch.Tensor, Any, Any]:
-        """Cosine and both embeddings of a batch of pairs of one size; unlike
+        """Cosine and both embeddings of a batch of pairs of one size, in one pass (with a
+        cache, an image shared by several pairs, a GT, is embedded once); unlike
         ``HLFLoss.fidelity`` the GT branch keeps its graph too, so tuned blocks learn from
         both images."""
-        from ..backbones import Embeddings
-
-        sr = [self.ratings[i].sr for i in batch]
-        gt = [self.ratings[i].gt for i in batch]
-        shape = self.shapes[batch[0]]
-        if not self.cache.enabled:
-            current, reference = self.encode(sr, shape), self.encode(gt, shape)
-        else:  # one pass: an image shared by several pairs (a GT) is embedded once
-            both = self.encode(sr + gt, shape)
-            n = len(batch)
-            current, reference = (
-                Embeddings(both.pooled[part], None if both.tokens is None else both.tokens[part])
-                for part in (slice(None, n), slice(n, None))
-            )
+        paths = [self.ratings[i].sr for i in batch] + [self.ratings[i].gt for i in batch]
+        if self.cache.enabled:
+            keys = [str(p) for p in paths]
+            unique = list(dict.fromkeys(keys))
+            out = self._unique(unique, self.shapes[batch[0]])
+            where = torch.tensor([unique.index(k) for k in keys], device=out.pooled.device)
+            both = _take(out, where)
+        else:
+            both = self.loss.encode(self._read(paths))
+        current, reference = (
+            _take(both, slice(None, len(batch))),
+            _take(both, slice(len(batch), None)),
+        )
         return self.loss.compare(current, reference), current, reference
 
     @torch.no_grad()
@@ -329,30 +316,28 @@ class _PairEncoder:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Raw cosine ``(n,)`` and the head's input features ``(n, F)`` (``head.features``)
         of the pairs ``index``, batched by image size (bounded memory)."""
-        from tqdm.auto import tqdm
-
         index = list(index)
         cosine = np.full(len(index), np.nan)
         features = np.full((len(index), head.num_features), np.nan)
-        shapes = [self.shapes[i] for i in index]
-        with tqdm(total=len(index), desc="embed", unit="pair", disable=not show) as bar:
-            for batch in batches_by_size(shapes, batch_size):
-                cos, current, reference = self.pairs([index[k] for k in batch])
-                feats = head.features(cos, current.pooled, reference.pooled)
-                cosine[batch] = cos.float().cpu().numpy()
-                features[batch] = feats.float().cpu().numpy()
-                bar.update(len(batch))
+        batches = batches_by_size([self.shapes[i] for i in index], batch_size)
+        for batch in with_progress(batches, enabled=show, desc="embed"):
+            cos, current, reference = self.pairs([index[k] for k in batch])
+            cosine[batch] = cos.float().cpu().numpy()
+            feats = head.features(cos, current.pooled, reference.pooled)
+            features[batch] = feats.float().cpu().numpy()
         return cosine, features
 
 
 # --------------------------------------------------------------------------- fit
 
 
-def _fit_frozen(head: nn.Module, features: torch.Tensor, target: torch.Tensor, steps: int) -> None:
+def _fit_frozen(head: nn.Module, features: np.ndarray, target: np.ndarray, steps: int) -> None:
     """Least-squares fit of the head on fixed features (L-BFGS). The calibration head
     starts from the linear fit of logit(target) on the cosine, close to the optimum even
     when random-weight cosines crowd near 1 and need a large slope; the MLP head first
     takes the features' statistics."""
+    features = torch.tensor(features, dtype=torch.float32)
+    target = torch.tensor(target, dtype=torch.float32)
     if hasattr(head, "set_feature_statistics"):
         head.set_feature_statistics(features)
     else:
@@ -384,16 +369,20 @@ def _fit_frozen(head: nn.Module, features: torch.Tensor, target: torch.Tensor, s
 def _statistics(
     cosine: np.ndarray, predicted: np.ndarray, human: np.ndarray, target: np.ndarray
 ) -> dict[str, float]:
-    from ..eval import plcc, srcc
-
+    """SRCC and PLCC of the raw cosine and of the head against the human scores, and the
+    head's RMSE against the targets (empty without pairs)."""
     if not len(cosine):
         return {}
+    (srcc_cosine, plcc_cosine), (srcc_head, plcc_head) = (
+        agreement(cosine, human),
+        agreement(predicted, human),
+    )
     return {
         "n": int(len(cosine)),
-        "srcc_cosine": srcc(cosine, human),
-        "plcc_cosine": plcc(cosine, human),
-        "srcc_head": srcc(predicted, human),
-        "plcc_head": plcc(predicted, human),
+        "srcc_cosine": srcc_cosine,
+        "plcc_cosine": plcc_cosine,
+        "srcc_head": srcc_head,
+        "plcc_head": plcc_head,
         "rmse_head": float(np.sqrt(np.mean((predicted - target) ** 2))),
     }
 
@@ -409,122 +398,99 @@ def _head_predict(head: nn.Module, features: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- fine-tune
 
 
-@dataclass(frozen=True)
-class _TuneSettings:
-    blocks: int
-    epochs: int
-    lr: float
-    backbone_lr: float
-    batch_size: int
-    seed: int
-    progress: bool
-
-
 def _fine_tune(
     pairs: _PairEncoder,
     head: nn.Module,
     target: np.ndarray,
     human: np.ndarray,
     is_val: np.ndarray,
-    settings: _TuneSettings,
+    *,
+    blocks: int,
+    epochs: int,
+    lr: float,
+    backbone_lr: float,
+    batch_size: int,
+    seed: int,
+    progress: bool,
 ) -> tuple[list[str], list[dict[str, float | None]], int]:
-    """Train the head and the last ``settings.blocks`` backbone blocks end to end (MSE on
-    the normalised human scores), keeping the epoch with the best validation SRCC + PLCC
-    (epoch 0 is the frozen fit, so fine-tuning never ends worse on that score than it)."""
+    """Train the head and the last ``blocks`` backbone blocks end to end (MSE on the
+    normalised human scores), keeping the epoch with the best validation SRCC + PLCC
+    (epoch 0 is the frozen fit, so fine-tuning never ends worse on that score than it;
+    without a validation split, the last epoch). Returns the tuned parameters' names, the
+    history and the kept epoch."""
     from ..backbones import last_block_parameters
-    from ..eval import plcc, srcc
 
     encoder = pairs.loss.backbone.encoder
-    names = last_block_parameters(encoder, settings.blocks)
+    names = last_block_parameters(encoder, blocks)
     params = dict(encoder.named_parameters())
     tuned = [params[name] for name in names]
     head.to(pairs.device)
-    generator = torch.Generator().manual_seed(settings.seed)
-    targets = torch.tensor(target, dtype=torch.float32)
-    train_index, val_index = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.tensor(target, dtype=torch.float32, device=pairs.device)
+    train_index, val_index = np.flatnonzero(~is_val).tolist(), np.flatnonzero(is_val)
     pairs.start_tuning()
+    selection, kept = Selection(), None
 
-    def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        blocks = {n: params[n].detach().clone() for n in names}
-        return blocks, {k: v.detach().clone() for k, v in head.state_dict().items()}
-
-    def validate() -> dict[str, float | None]:
-        """SRCC and PLCC of the head against the human scores on validation, and their sum
-        (the selection score; None when either is undefined or there is no split)."""
-        if len(val_index) == 0:
-            return {"val_srcc_head": None, "val_plcc_head": None, "val_score": None}
-        _, feats = pairs.features(head, val_index, batch_size=settings.batch_size, show=False)
-        predicted = _head_predict(head, feats)
-        values = [srcc(predicted, human[val_index]), plcc(predicted, human[val_index])]
-        values = [None if math.isnan(v) else v for v in values]
+    def log(epoch: int, train_mse: float | None) -> None:
+        """Log the epoch with the head's validation SRCC, PLCC and their sum (None when
+        undefined or without a split); keep a copy of the blocks and head when it is best."""
+        nonlocal kept
+        values = [None, None]
+        if len(val_index):
+            _, feats = pairs.features(head, val_index, batch_size=batch_size, show=False)
+            values = agreement(_head_predict(head, feats), human[val_index])
+            values = [None if math.isnan(v) else v for v in values]
         total = None if None in values else values[0] + values[1]
-        return {"val_srcc_head": values[0], "val_plcc_head": values[1], "val_score": total}
+        row = {"epoch": epoch, "train_mse": train_mse, "val_srcc_head": values[0]}
+        row |= {"val_plcc_head": values[1], "val_score": total}
+        if selection.log(row, total) and len(val_index):
+            kept = (
+                {n: params[n].detach().clone() for n in names},
+                {k: v.detach().clone() for k, v in head.state_dict().items()},
+            )
 
-    row = validate()
-    # without a validation split the last epoch is kept: nothing to snapshot
-    has_val = len(val_index) > 0
-    best_score, best_state, best_epoch = row["val_score"], snapshot() if has_val else None, 0
-    history = [{"epoch": 0, "train_mse": None} | row]
+    def pair_loss(batch: Sequence[int]) -> torch.Tensor:
+        cos, current, reference = pairs.pairs(batch)
+        predicted = head(cos, current.pooled, reference.pooled)
+        return nn.functional.mse_loss(predicted.float(), targets[batch])
+
+    log(0, None)
     for param in tuned:
         param.requires_grad_(True)
-    optimiser = torch.optim.AdamW(
-        [
-            {"params": list(head.parameters()), "lr": settings.lr},
-            {"params": tuned, "lr": settings.backbone_lr},
-        ],
-        weight_decay=0.0,
-    )
+    groups = [
+        {"params": list(head.parameters()), "lr": lr},
+        {"params": tuned, "lr": backbone_lr},
+    ]
+    optimiser = torch.optim.AdamW(groups, weight_decay=0.0)
     try:
-        for epoch in range(1, settings.epochs + 1):
-            total, count = 0.0, 0
+        for epoch in range(1, epochs + 1):
             batches = batches_by_size(
-                pairs.shapes,
-                settings.batch_size,
-                indices=train_index.tolist(),
-                generator=generator,
+                pairs.shapes, batch_size, indices=train_index, generator=generator
             )
-            for batch in with_progress(batches, enabled=settings.progress, desc=f"epoch {epoch}"):
-                cos, current, reference = pairs.pairs(batch)
-                predicted = head(cos, current.pooled, reference.pooled)
-                mse = nn.functional.mse_loss(predicted.float(), targets[batch].to(pairs.device))
-                optimiser.zero_grad(set_to_none=True)
-                mse.backward()
-                optimiser.step()
-                total += float(mse.detach()) * len(batch)
-                count += len(batch)
-            row = validate()
-            score = row["val_score"]
-            history.append({"epoch": epoch, "train_mse": total / count} | row)
-            logger.info("epoch %d: train MSE %.5f, val SRCC+PLCC %s", epoch, total / count, score)
-            if not has_val:
-                best_epoch = epoch
-            elif score is not None and (best_score is None or score > best_score):
-                best_score, best_state, best_epoch = score, snapshot(), epoch
+            desc = f"epoch {epoch}"
+            log(epoch, train_epoch(batches, pair_loss, optimiser, progress=progress, desc=desc))
     finally:
         for param in tuned:
             param.requires_grad_(False)
-    if best_state is not None:
-        blocks, head_state = best_state
+    if kept is not None:
         with torch.no_grad():
-            for name, value in blocks.items():
+            for name, value in kept[0].items():
                 params[name].copy_(value)
-        head.load_state_dict(head_state)
+        head.load_state_dict(kept[1])
     head.eval()
-    return names, history, best_epoch
+    return names, selection.history, selection.epoch if len(val_index) else epochs
 
 
 # --------------------------------------------------------------------------- save
 
 
-def head_config(head: nn.Module, fitted_on: dict[str, Any]) -> dict[str, Any]:
-    """The ``config.json`` of a fitted head: its constructor arguments with the *fitted*
-    values (a calibration head's scale and bias) and what it was fitted on
-    (:data:`FITTED_ON_KEY`: backbone, embedding, image size), so a loader can refuse
-    another backbone."""
+def _head_config(head: nn.Module) -> dict[str, Any]:
+    """A head's constructor arguments with the *fitted* values (a calibration head's scale
+    and bias)."""
     config = dict(getattr(head, "_hub_mixin_config", None) or {})
     if hasattr(head, "scale") and hasattr(head, "bias"):
         config |= {"scale": float(head.scale.detach()), "bias": float(head.bias.detach())}
-    return config | {FITTED_ON_KEY: fitted_on}
+    return config
 
 
 def _save(
@@ -534,16 +500,17 @@ def _save(
     push_to_hub: str | None,
     private: bool,
 ) -> None:
-    """Write the head, its ``config.json`` and ``fit_report.json`` to ``output_dir`` and/or
-    push it to the Hub; record where in ``result``."""
-    config = head_config(result.head, fitted_on)
+    """Write the head (its ``config.json`` records what it was fitted on,
+    :data:`FITTED_ON_KEY`, so a loader can refuse another backbone) and ``fit_report.json``
+    to ``output_dir`` and/or push it to the Hub; record where in ``result``."""
+    config = _head_config(result.head) | {FITTED_ON_KEY: fitted_on}
     if output_dir is not None:
         folder = Path(output_dir)
         result.head.save_pretrained(folder, config=config)
         result.output_dir = str(folder)
-        report = result.report() | fitted_on
+        report = json.dumps(result.report() | fitted_on, indent=2, allow_nan=False)
         with atomic_path(folder / "fit_report.json") as partial:
-            partial.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+            partial.write_text(report + "\n")
         logger.info("saved the head to %s", folder)
     if push_to_hub is not None:
         result.head.push_to_hub(push_to_hub, private=private, config=config)
@@ -552,30 +519,6 @@ def _save(
 
 
 # --------------------------------------------------------------------------- the trainer
-
-
-def _check_options(
-    head: str,
-    embedding: str,
-    val_fraction: float,
-    ints: dict[str, int],
-    unfreeze_blocks: int,
-    rates: dict[str, float],
-) -> None:
-    check_choice(head, "head", ("calibration", "mlp"))
-    check_choice(embedding, "embedding", EMBEDDINGS)
-    if not 0.0 <= val_fraction < 1.0:
-        raise ArgumentError(f"val_fraction must lie in [0, 1); got {val_fraction!r}")
-    for name, value in ints.items():
-        check_positive_int(value, name)
-    if (
-        isinstance(unfreeze_blocks, bool)
-        or not isinstance(unfreeze_blocks, int)
-        or unfreeze_blocks < 0
-    ):
-        raise ArgumentError(f"unfreeze_blocks must be an int >= 0; got {unfreeze_blocks!r}")
-    for name, value in rates.items():
-        check_positive(value, name)
 
 
 def fit_hlf_head(
@@ -670,73 +613,61 @@ def fit_hlf_head(
     from ..heads import BackboneUpdate, CalibrationHead, MLPCalibrationHead
     from ..losses import HLFLoss
 
-    _check_options(
-        head,
-        embedding,
-        val_fraction,
-        {"batch_size": batch_size, "hidden": hidden, "epochs": epochs},
-        unfreeze_blocks,
-        {"lr": lr, "backbone_lr": backbone_lr},
-    )
-    check_positive(cache_mb, "cache_mb", allow_zero=True)
-    # read
-    if isinstance(ratings, (str, os.PathLike)):
-        ratings = read_ratings(ratings, columns)
-    ratings = list(ratings)
-    if not ratings:
-        raise EmptyBatchError("ratings is empty; expected at least a few human-rated pairs")
+    check_choice(head, "head", ("calibration", "mlp"))
+    check_choice(embedding, "embedding", EMBEDDINGS)
+    check_int(unfreeze_blocks, "unfreeze_blocks", minimum=0)
+    check_settings(batch_size=batch_size, hidden=hidden, epochs=epochs, lr=lr)
+    check_settings(backbone_lr=backbone_lr, cache_mb=cache_mb)
+    # read, and split by group
+    ratings = read_rows(ratings, lambda path: read_ratings(path, columns))
     is_val, train_groups, val_groups = _split(ratings, val_fraction, seed)
     human = np.array([r.score for r in ratings], dtype=np.float64)
-    target, (low, high) = _targets(human, is_val, score_range)
-
+    target, score_range = _targets(human, is_val, score_range)
     # embed
     device = pick_device(device)
     if unfreeze_blocks and isinstance(backbone, nn.Module):
         backbone = copy.deepcopy(backbone)  # fine-tuning must not change the caller's module
     loss = HLFLoss(backbone, pretrained=pretrained, embedding=embedding, image_size=image_size)
     loss = loss.to(device).eval()
-    shapes = _image_sizes(ratings)
-    pairs = _PairEncoder(loss, ratings, shapes, device, cache_mb, unfreeze_blocks)
-    everything = range(len(ratings))
+    pairs = _PairEncoder(loss, ratings, device, cache_mb, unfreeze_blocks)
     with seeded(seed):
         fitted = CalibrationHead() if head == "calibration" else MLPCalibrationHead(hidden)
+    everything = range(len(ratings))
     cosine, features = pairs.features(fitted, everything, batch_size=batch_size, show=progress)
-
     # fit
-    _fit_frozen(
-        fitted,
-        torch.tensor(features[~is_val], dtype=torch.float32),
-        torch.tensor(target[~is_val], dtype=torch.float32),
-        steps,
-    )
-
+    _fit_frozen(fitted, features[~is_val], target[~is_val], steps)
     # fine-tune
-    history: list[dict[str, float | None]] = []
-    best_epoch = None
+    history, best_epoch = [], None
     if unfreeze_blocks:
-        settings = _TuneSettings(
-            unfreeze_blocks, epochs, lr, backbone_lr, batch_size, seed, progress
+        names, history, best_epoch = _fine_tune(
+            pairs,
+            fitted,
+            target,
+            human,
+            is_val,
+            blocks=unfreeze_blocks,
+            epochs=epochs,
+            lr=lr,
+            backbone_lr=backbone_lr,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
         )
-        names, history, best_epoch = _fine_tune(pairs, fitted, target, human, is_val, settings)
         fitted.cpu()
-        encoder_state = loss.backbone.encoder.state_dict()
+        state = loss.backbone.encoder.state_dict()
         fitted.backbone_update = BackboneUpdate(
             loss.backbone.spec.name,
             unfreeze_blocks,
-            {name: encoder_state[name].detach().cpu().clone() for name in names},
+            {name: state[name].detach().cpu().clone() for name in names},
         )
         cosine, features = pairs.features(fitted, everything, batch_size=batch_size, show=progress)
     predicted = _head_predict(fitted, features)
-
+    train, val = (
+        _statistics(cosine[part], predicted[part], human[part], target[part])
+        for part in (~is_val, is_val)
+    )
     result = HLFFitResult(
-        head=fitted,
-        train=_statistics(cosine[~is_val], predicted[~is_val], human[~is_val], target[~is_val]),
-        val=_statistics(cosine[is_val], predicted[is_val], human[is_val], target[is_val]),
-        score_range=(low, high),
-        train_groups=train_groups,
-        val_groups=val_groups,
-        history=history,
-        best_epoch=best_epoch,
+        fitted, train, val, score_range, train_groups, val_groups, None, None, history, best_epoch
     )
     # save
     fitted_on = {

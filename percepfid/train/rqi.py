@@ -1,9 +1,5 @@
 """Training an RQI head on a frozen backbone from any IQA dataset given as a CSV.
 
-The trainer runs in named steps: read the ratings, split them by group and list the dense
-pairs (``_read``), build the loss and its optimiser (``_build``), resume (``_resume``),
-then per epoch train (``_train_epoch``), validate (``_validate``) and save (``_save``).
-
 The backbone is frozen, so each distinct input (image, crop position, flip) is embedded
 once per run and kept in a bounded cache (``cache_mb``). So that inputs repeat, crops are
 drawn from a fixed set of ``crop_positions`` positions per group (drawn once from
@@ -14,32 +10,34 @@ position every time (the inputs then rarely repeat and the cache helps only vali
 from __future__ import annotations
 
 import logging
-import math
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._checks import check_positive, check_positive_int
 from .._errors import ArgumentError, ShapeError, WeightsError
-from ..data import Rating
+from ..data import Rating, read_image
 from ..functional import huber, rqi_score
 from ..rqi import RQIHead, crop_offsets, fit_to_crop
 from ._cache import EmbeddingCache
 from ._common import (
     RatingColumns,
-    cached_loader,
+    Selection,
+    agreement,
+    check_settings,
     load_checkpoint,
     pick_device,
+    read_rows,
     save_checkpoint,
     seeded,
+    shuffled_batches,
     split_groups,
-    with_progress,
+    train_epoch,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,9 +46,6 @@ __all__ = ["RQI_COLUMNS", "RQITrainResult", "dense_pairs", "train_rqi"]
 
 #: The columns of a rating CSV for :func:`train_rqi`: ``image``, ``mos``, ``scene``.
 RQI_COLUMNS = RatingColumns(image="image", score="mos", group="scene")
-
-LAST = "last.pt"
-BEST = "best"
 
 
 @dataclass
@@ -90,59 +85,19 @@ def dense_pairs(
     """
     scores = torch.tensor([r.score for r in rows], dtype=torch.float64)
     low, high = float(scores.min()), float(scores.max())
-    span = high - low if high > low else 1.0
-    quality = (scores - low) / span
+    quality = (scores - low) / (high - low if high > low else 1.0)
     if not higher_is_better:
         quality = 1.0 - quality
     members: dict[str, list[int]] = {}
     for index, row in enumerate(rows):
         members.setdefault(row.group, []).append(index)
-    pairs = []
-    for group in groups:
-        for i in members.get(group, []):
-            for j in members[group]:
-                if i != j:
-                    pairs.append((i, j, float(quality[i] - quality[j])))
-    return pairs
-
-
-# --------------------------------------------------------------------------- read
-
-
-def _read(
-    ratings: str | os.PathLike[str] | Sequence[Rating],
-    columns: RatingColumns,
-    val_fraction: float,
-    generator: torch.Generator,
-    higher_is_better: bool,
-) -> tuple[list[Rating], list[tuple[int, int, float]], list[tuple[int, int, float]]]:
-    """The rated images, and the dense training and validation pairs (split by group)."""
-    if isinstance(ratings, (str, os.PathLike)):
-        rows = columns.read(ratings, what="rating CSV")
-        where = f"{ratings}: "
-    else:
-        rows, where = list(ratings), ""
-    train_groups, val_groups = split_groups([r.group for r in rows], val_fraction, generator)
-    train_pairs = dense_pairs(rows, train_groups, higher_is_better)
-    val_pairs = dense_pairs(rows, val_groups, higher_is_better)
-    if not train_pairs:
-        flag = columns.flags.get("group", "columns.group")
-        raise ArgumentError(
-            f"{where}no training pairs; each group ({flag} {columns.group!r}) needs at least "
-            "two images"
-        )
-    logger.info(
-        "train_rqi: %d images, %d/%d groups, %d/%d pairs (train/val)",
-        len(rows),
-        len(train_groups),
-        len(val_groups),
-        len(train_pairs),
-        len(val_pairs),
-    )
-    return rows, train_pairs, val_pairs
-
-
-# --------------------------------------------------------------------------- embed
+    return [
+        (i, j, float(quality[i] - quality[j]))
+        for group in groups
+        for i in members.get(group, [])
+        for j in members[group]
+        if i != j
+    ]
 
 
 class _PairSource:
@@ -164,7 +119,7 @@ class _PairSource:
         device: torch.device,
     ) -> None:
         self.loss, self.rows, self.crop_size, self.device = loss, rows, crop_size, device
-        self.loader = cached_loader(64)
+        self.loader = lru_cache(maxsize=64)(read_image)
         self.cache = EmbeddingCache(cache_mb)
         self._shapes: dict[int, tuple[tuple[int, ...], tuple[int, int]]] = {}
         groups = sorted({r.group for r in rows})
@@ -248,9 +203,6 @@ class _PairSource:
         return rqi_score(nn.Identity(), self.loss.model.compare, a, b, antisymmetric=flag), labels
 
 
-# --------------------------------------------------------------------------- build
-
-
 def _build(
     backbone: str | nn.Module,
     head: nn.Module | None,
@@ -285,89 +237,21 @@ def _build(
     ).to(device)
 
 
-def _resume(
-    path: Path, head: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
-) -> tuple[int, float, int, list[dict[str, float]]]:
-    """Load ``path`` into the head, optimiser and generator; return the epoch reached, the
-    best SRCC, its epoch and the history."""
-    state = load_checkpoint(path)
-    try:
-        head.load_state_dict(state["head"])
-        optimizer.load_state_dict(state["optimizer"])
-    except (KeyError, RuntimeError, ValueError) as error:
-        raise WeightsError(f"{path} does not fit this head/optimizer: {error}") from error
-    generator.set_state(state["generator"])
-    logger.info("train_rqi: resumed from %s at epoch %d", path, int(state["epoch"]))
-    return (
-        int(state["epoch"]),
-        float(state["best_srcc"]),
-        int(state["best_epoch"]),
-        list(state.get("history", [])),
-    )
-
-
-# --------------------------------------------------------------------------- epochs
-
-
-def _train_epoch(
-    source: _PairSource,
-    optimizer: torch.optim.Optimizer,
-    pairs: Sequence[tuple[int, int, float]],
-    generator: torch.Generator,
-    *,
-    batch_size: int,
-    max_pairs: int | None,
-    delta: float,
-    show: bool,
-    desc: str,
-) -> float:
-    """One pass over the (shuffled, capped) training pairs; the mean Huber loss."""
-    source.loss.train()
-    order = torch.randperm(len(pairs), generator=generator).tolist()
-    if max_pairs is not None:
-        order = order[:max_pairs]
-    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
-    total, seen = 0.0, 0
-    for indices in with_progress(batches, enabled=show, desc=desc):
-        prediction, labels = source.score([pairs[k] for k in indices], generator)
-        value = huber(prediction, labels, delta=delta)
-        optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        optimizer.step()
-        total += float(value.detach()) * len(indices)
-        seen += len(indices)
-    return total / max(seen, 1)
-
-
 def _validate(
     source: _PairSource, pairs: Sequence[tuple[int, int, float]], batch_size: int
 ) -> float:
     """SRCC between predicted and true differences on centred crops (NaN without pairs or
     with constant predictions)."""
-    from ..eval import srcc
-
     if not pairs:
         return float("nan")
-    predictions, labels = [], []
     source.loss.eval()
     with torch.no_grad():
-        for start in range(0, len(pairs), batch_size):
-            prediction, label = source.score(pairs[start : start + batch_size], None)
-            predictions.append(prediction.float().cpu())
-            labels.append(label.cpu())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # constant predictions: NaN, handled by the caller
-        return float(srcc(torch.cat(predictions), torch.cat(labels)))
-
-
-def _save(output: Path, state: dict[str, Any], head: nn.Module, improved: bool) -> None:
-    """The resume checkpoint ``last.pt`` and, when the epoch improved, the head in ``best/``."""
-    if improved:
-        head.save_pretrained(output / BEST)
-    save_checkpoint(output / LAST, state)
-
-
-# --------------------------------------------------------------------------- the trainer
+        scored = [
+            source.score(pairs[start : start + batch_size], None)
+            for start in range(0, len(pairs), batch_size)
+        ]
+    predictions = torch.cat([p.float().cpu() for p, _ in scored])
+    return agreement(predictions, torch.cat([label.cpu() for _, label in scored]))[0]
 
 
 def train_rqi(
@@ -447,64 +331,77 @@ def train_rqi(
             images, or bad settings.
         WeightsError: a resume checkpoint that is missing or does not fit.
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("crop_size", crop_size)):
-        check_positive_int(value, name)
-    if crop_positions is not None:
-        check_positive_int(crop_positions, "crop_positions")
-    check_positive(lr, "lr")
-    check_positive(weight_decay, "weight_decay", allow_zero=True)
-    check_positive(delta, "delta")
-    check_positive(cache_mb, "cache_mb", allow_zero=True)
+    check_settings(
+        epochs=epochs,
+        batch_size=batch_size,
+        crop_size=crop_size,
+        crop_positions=crop_positions,
+        lr=lr,
+        weight_decay=weight_decay,
+        delta=delta,
+        cache_mb=cache_mb,
+    )
     device = pick_device(device)
     output = Path(output_dir)
-    # read
+    # read, and split by group
     generator = torch.Generator().manual_seed(seed)
-    rows, train_pairs, val_pairs = _read(
-        ratings, columns, val_fraction, generator, higher_is_better
+    rows = read_rows(ratings, lambda path: columns.read(path, what="rating CSV"))
+    train_groups, val_groups = split_groups([r.group for r in rows], val_fraction, generator)
+    train_pairs = dense_pairs(rows, train_groups, higher_is_better)
+    val_pairs = dense_pairs(rows, val_groups, higher_is_better)
+    if not train_pairs:
+        flag = columns.flags.get("group", "columns.group")
+        raise ArgumentError(
+            f"no training pairs in {len(rows)} ratings; each group ({flag} {columns.group!r}) "
+            "needs at least two images"
+        )
+    logger.info(
+        "train_rqi: %d images, %d/%d pairs (train/val)", len(rows), len(train_pairs), len(val_pairs)
     )
-    # build
+    # build, and resume
     loss = _build(backbone, head, embedding, pretrained, image_size, seed, device)
     head = loss.model.head
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    start_epoch, best_srcc, best_epoch, history = 0, -math.inf, 0, []
+    start, selection = 0, Selection()
     if resume:
-        path = output / LAST if resume is True else Path(resume)
-        start_epoch, best_srcc, best_epoch, history = _resume(path, head, optimizer, generator)
+        path = output / "last.pt" if resume is True else Path(resume)
+        state = load_checkpoint(path)
+        try:
+            head.load_state_dict(state["head"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise WeightsError(f"{path} does not fit this head/optimizer: {error}") from error
+        generator.set_state(state["generator"])
+        start = int(state["epoch"])
+        history = list(state.get("history", []))
+        selection = Selection(history, float(state["best_srcc"]), int(state["best_epoch"]))
     source = _PairSource(loss, rows, crop_size, crop_positions, seed, cache_mb, device)
-    # train, validate, save
-    for epoch in range(start_epoch + 1, epochs + 1):
-        train_loss = _train_epoch(
-            source,
-            optimizer,
-            train_pairs,
-            generator,
-            batch_size=batch_size,
-            max_pairs=max_pairs_per_epoch,
-            delta=delta,
-            show=progress,
-            desc=f"train-rqi epoch {epoch}/{epochs}",
-        )
+
+    def pair_loss(batch: Sequence[int]) -> torch.Tensor:
+        prediction, labels = source.score([train_pairs[k] for k in batch], generator)
+        return huber(prediction, labels, delta=delta)
+
+    # per epoch: train, validate, save
+    for epoch in range(start + 1, epochs + 1):
+        loss.train()
+        batches = shuffled_batches(len(train_pairs), batch_size, generator, max_pairs_per_epoch)
+        desc = f"train-rqi epoch {epoch}/{epochs}"
+        train_loss = train_epoch(batches, pair_loss, optimizer, progress=progress, desc=desc)
         val_srcc = _validate(source, val_pairs, batch_size)
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_srcc": val_srcc})
-        score = val_srcc if val_srcc == val_srcc else -math.inf
-        improved = score > best_srcc or best_epoch == 0
-        if improved:
-            best_srcc, best_epoch = score, epoch
-        logger.info("train_rqi: epoch %d loss %.5f val SRCC %.4f", epoch, train_loss, val_srcc)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_srcc": val_srcc}
+        if selection.log(row, val_srcc):
+            head.save_pretrained(output / "best")
         state = {
             "epoch": epoch,
             "head": head.state_dict(),
             "optimizer": optimizer.state_dict(),
             "generator": generator.get_state(),
-            "best_srcc": best_srcc,
-            "best_epoch": best_epoch,
-            "history": history,
+            "best_srcc": selection.score,
+            "best_epoch": selection.epoch,
+            "history": selection.history,
         }
-        _save(output, state, head, improved)
-    if source.cache.enabled:
-        logger.info(
-            "train_rqi: %d crops embedded, %d reused", source.cache.misses, source.cache.hits
-        )
+        save_checkpoint(output / "last.pt", state)
+    logger.info("train_rqi: %d crops embedded, %d reused", source.cache.misses, source.cache.hits)
     with seeded(seed):
-        best = type(head).from_pretrained(output / BEST) if (output / BEST).is_dir() else head
-    return RQITrainResult(best.eval(), best_srcc, best_epoch, history, output)
+        best = type(head).from_pretrained(output / "best") if (output / "best").is_dir() else head
+    return RQITrainResult(best.eval(), selection.score, selection.epoch, selection.history, output)
