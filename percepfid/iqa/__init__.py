@@ -3,7 +3,7 @@
 Every model maps images ``(B, 3, H, W)`` in ``[0, 1]`` to scores ``(B,)``, is frozen,
 stays in ``eval()`` and lets gradients flow to its input. Build one with
 :func:`create_nriqa`: ``'clipiqa'`` (open_clip), ``'nr-head:<backbone>'`` (a head fitted to
-MOS with :func:`percepfid.iqa.train.train_nr_head`), ``'pyiqa:<metric>'`` (optional,
+MOS with :func:`percepfid.train.train_nr_head`), ``'pyiqa:<metric>'`` (optional,
 non-commercial licence) or any module / callable.
 """
 

@@ -68,26 +68,24 @@ class NRIQAModel(nn.Module):
         if (low, high) != (0.0, 1.0):
             images = (images - low) / (high - low)
         scores = self.score(images)
-        return _as_scores(scores, images.shape[0], self.name)
+        if not isinstance(scores, torch.Tensor):
+            raise DTypeError(
+                f"NR-IQA model {self.name!r} must return a tensor; got {type(scores).__name__}"
+            )
+        if scores.ndim == 2 and scores.shape[1] == 1:
+            scores = scores[:, 0]
+        if scores.shape != images.shape[:1]:
+            raise ShapeError(
+                f"NR-IQA model {self.name!r} must return one score per image, shape "
+                f"({images.shape[0]},) or ({images.shape[0]}, 1); got {tuple(scores.shape)}"
+            )
+        return scores
 
     def extra_repr(self) -> str:
         return (
             f"name={self.name!r}, higher_is_better={self.higher_is_better}, "
             f"score_range={self.score_range}"
         )
-
-
-def _as_scores(scores: object, batch: int, name: str) -> torch.Tensor:
-    if not isinstance(scores, torch.Tensor):
-        raise DTypeError(f"NR-IQA model {name!r} must return a tensor; got {type(scores).__name__}")
-    if scores.ndim == 2 and scores.shape[1] == 1:
-        scores = scores[:, 0]
-    if scores.shape != (batch,):
-        raise ShapeError(
-            f"NR-IQA model {name!r} must return one score per image, shape ({batch},) or "
-            f"({batch}, 1); got {tuple(scores.shape)}"
-        )
-    return scores
 
 
 class CallableNRIQA(NRIQAModel):
@@ -130,14 +128,10 @@ class CallableNRIQA(NRIQAModel):
         else:
             self._function = model
         self.higher_is_better = bool(higher_is_better)
-        self.score_range = _check_score_range(score_range)
+        self.score_range = check_input_range(score_range, "score_range", finite=False)
         self.name = name or getattr(model, "__name__", type(model).__name__)
         self.freeze()
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         fn = self.model if "model" in self._modules else self._function
         return fn(images)
-
-
-def _check_score_range(score_range: Sequence[float] | None) -> tuple[float, float] | None:
-    return check_input_range(score_range, "score_range", finite=False)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_int
 from .._errors import ArgumentError, DTypeError
 from ..backbones import Backbone, create_clip_backbone
 from ._base import NRIQAModel
@@ -89,10 +90,8 @@ class CLIPIQA(NRIQAModel):
                 f"pretrained must be an open_clip tag such as 'openai' or None; got {pretrained!r}"
             )
         pairs = _check_prompts(prompts)
-        if image_size is not None and (
-            isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8
-        ):
-            raise ArgumentError(f"image_size must be an int >= 8; got {image_size!r}")
+        if image_size is not None:
+            check_int(image_size, "image_size", minimum=8)
         towers = create_clip_backbone(
             f"open_clip:{model}/{pretrained}" if pretrained else f"open_clip:{model}",
             [prompt for pair in pairs for prompt in pair],

@@ -115,7 +115,7 @@ def _create_nr_head(
         if pretrained:
             raise ArgumentError(
                 "an 'nr-head' model needs trained weights: pass weights=<folder or Hub repo id> "
-                "(train one with percepfid.iqa.train.train_nr_head), or pretrained=False for "
+                "(train one with percepfid.train.train_nr_head), or pretrained=False for "
                 "an untrained head on a random backbone"
             )
         if not backbone:

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .._checks import check_input_range
 from ..heads import HubHead
-from ._base import NRIQAModel, _check_score_range
+from ._base import NRIQAModel
 
 __all__ = ["NRHead", "NRHeadIQA"]
 
@@ -18,7 +19,7 @@ class NRHead(HubHead):
 
     The backbone is frozen and left out of ``state_dict()``, so ``save_pretrained`` writes
     only the head (``config.json`` + ``model.safetensors``) and ``from_pretrained`` rebuilds
-    the backbone from its recorded name. Train one with :func:`percepfid.iqa.train.train_nr_head`.
+    the backbone from its recorded name. Train one with :func:`percepfid.train.train_nr_head`.
 
     Args:
         backbone: a registered backbone name or full spec (``'dinov2'``,
@@ -55,7 +56,7 @@ class NRHead(HubHead):
         else:
             self.mlp = nn.Sequential(nn.Linear(dim, 1))
         self.backbone_name = backbone
-        self.score_range = _check_score_range(score_range)
+        self.score_range = check_input_range(score_range, "score_range", finite=False)
         self.higher_is_better = bool(higher_is_better)
         # the MLP predicts standardised MOS; these buffers map it back (set by the trainer)
         self.register_buffer("target_mean", torch.zeros(()))

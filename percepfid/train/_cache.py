@@ -1,12 +1,7 @@
-"""Keep the trainers from re-running a frozen backbone every epoch.
-
-- :class:`EmbeddingCache`: a least-recently-used map from keys (an image and how it was cut)
-  to tensors, bounded in bytes; the trainers store there what the frozen backbone made of
-  each distinct input, so it is computed once per run.
-- :class:`SplitEncoder`: when the last N blocks of a backbone are fine-tuned, everything
-  before the first tuned block is frozen, so its activation of an input never changes; this
-  runs the encoder up to that block once (and caches the activation) and, every epoch, only
-  the tuned blocks and the layers after them.
+"""Keep the trainers from re-running a frozen backbone every epoch: :class:`EmbeddingCache`
+holds what the frozen backbone made of each distinct input (bounded in bytes, least
+recently used first out), and :class:`SplitEncoder` runs a tower whose last N blocks are
+tuned as a frozen prefix, computed once per input, and the tuned suffix.
 
 The split works on any tower whose blocks are called one after the other with the
 activation as their only tensor argument (timm and open_clip vision transformers); it is
@@ -16,15 +11,12 @@ run the tower whole instead.
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["EmbeddingCache", "SplitEncoder", "SplitUnsupported"]
 
@@ -55,13 +47,6 @@ class EmbeddingCache:
     @property
     def enabled(self) -> bool:
         return self.max_bytes > 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def clear(self) -> None:
-        self._items.clear()
-        self._bytes = 0
 
     def drop(self, predicate: Callable[[Hashable], bool]) -> None:
         """Forget every key for which ``predicate(key)`` is true."""

@@ -84,20 +84,17 @@ class HLFFitResult:
         head: the fitted :class:`~percepfid.heads.CalibrationHead` or
             :class:`~percepfid.heads.MLPCalibrationHead` (eval mode, on the CPU), with its
             ``backbone_update`` when blocks were fine-tuned.
-        train, val: statistics per split: ``n``, ``groups``, ``srcc_cosine``,
-            ``plcc_cosine``, ``srcc_head``, ``plcc_head``, ``rmse_head`` (``val`` is empty
-            when ``val_fraction`` is 0).
+        train, val: statistics per split: ``n``, ``srcc_cosine``, ``plcc_cosine``,
+            ``srcc_head``, ``plcc_head``, ``rmse_head`` (``val`` is empty without a split).
         score_range: the (low, high) human scores mapped to 0 and 1 for fitting.
         train_groups, val_groups: the groups of each split.
-        output_dir: where the head was saved, if it was.
-        repo_id: where it was pushed, if it was.
+        output_dir, repo_id: where the head was saved and pushed, if it was.
         unfreeze_blocks: how many backbone blocks were fine-tuned with the head.
         history: per fine-tuning epoch, ``epoch``, ``train_mse``, ``val_srcc_head``,
-            ``val_plcc_head`` and ``val_score`` (their sum, the selection score). Epoch 0 is
-            the frozen fit, with no ``train_mse``; the validation values are None without a
-            validation split. Empty without fine-tuning.
-        best_epoch: the fine-tuning epoch kept (best validation SRCC + PLCC of the head;
-            the last epoch without a validation split); None without fine-tuning.
+            ``val_plcc_head`` and ``val_score`` (their sum, the selection score); epoch 0 is
+            the frozen fit. Validation values are None without a split.
+        best_epoch: the fine-tuning epoch kept (the last one without a validation split);
+            None without fine-tuning.
     """
 
     head: nn.Module
@@ -404,19 +401,17 @@ def _fine_tune(
     target: np.ndarray,
     human: np.ndarray,
     is_val: np.ndarray,
-    *,
     blocks: int,
     epochs: int,
-    lr: float,
-    backbone_lr: float,
+    rates: tuple[float, float],
     batch_size: int,
     seed: int,
     progress: bool,
 ) -> tuple[list[str], list[dict[str, float | None]], int]:
     """Train the head and the last ``blocks`` backbone blocks end to end (MSE on the
     normalised human scores), keeping the epoch with the best validation SRCC + PLCC
-    (epoch 0 is the frozen fit, so fine-tuning never ends worse on that score than it;
-    without a validation split, the last epoch). Returns the tuned parameters' names, the
+    (epoch 0 is the frozen fit; without a validation split, the last epoch). ``rates`` are
+    the head's and the blocks' learning rates. Returns the tuned parameters' names, the
     history and the kept epoch."""
     from ..backbones import last_block_parameters
 
@@ -458,8 +453,8 @@ def _fine_tune(
     for param in tuned:
         param.requires_grad_(True)
     groups = [
-        {"params": list(head.parameters()), "lr": lr},
-        {"params": tuned, "lr": backbone_lr},
+        {"params": list(head.parameters()), "lr": rates[0]},
+        {"params": tuned, "lr": rates[1]},
     ]
     optimiser = torch.optim.AdamW(groups, weight_decay=0.0)
     try:
@@ -549,33 +544,25 @@ def fit_hlf_head(
 ) -> HLFFitResult:
     """Fit an HLF calibration head to human fidelity scores.
 
-    With the backbone frozen (``unfreeze_blocks=0``, the default), every image is embedded
-    once and the head is fitted to the human scores, normalised to [0, 1], by least squares
-    (L-BFGS). With ``unfreeze_blocks=N`` that fit is the starting point of an end-to-end
-    fine-tune of the head and the backbone's last N blocks (AdamW, ``epochs`` passes); the
-    epoch with the best validation SRCC + PLCC is kept, and the tuned blocks are saved with the
-    head so ``HLFLoss(backbone, head=output_dir)`` loads them. While fine-tuning, the frozen
-    blocks before the first tuned one run once per image (cached), not once per epoch.
+    Every image is embedded once and the head is fitted to the human scores, normalised to
+    [0, 1], by least squares (L-BFGS). With ``unfreeze_blocks=N`` that fit starts an
+    end-to-end fine-tune of the head and the backbone's last N blocks (AdamW); the epoch
+    with the best validation SRCC + PLCC is kept, and the tuned blocks are saved with the
+    head so ``HLFLoss(backbone, head=output_dir)`` loads them.
 
     Args:
         ratings: a CSV path (see :func:`read_ratings`) or a sequence of :class:`HumanRating`.
-        backbone: the HLF backbone (name, full spec or module), as for ``HLFLoss``. A
+        backbone: the HLF backbone (name, full spec or module), as for ``HLFLoss``; a
             module is copied before fine-tuning, never changed in place.
-        columns: the CSV's layout (default :data:`HLF_COLUMNS`: ``sr``, ``gt``, ``score``,
-            ``group``).
-        head: ``'calibration'`` (:class:`~percepfid.heads.CalibrationHead`, monotone in
-            the cosine, 2 parameters) or ``'mlp'``
-            (:class:`~percepfid.heads.MLPCalibrationHead` on the cosine and embedding
-            differences).
+        columns: the CSV's layout (default :data:`HLF_COLUMNS`).
+        head: ``'calibration'`` (:class:`~percepfid.heads.CalibrationHead`, monotone in the
+            cosine) or ``'mlp'`` (:class:`~percepfid.heads.MLPCalibrationHead`).
         hidden: hidden width of the ``'mlp'`` head.
         unfreeze_blocks: fine-tune the last N transformer blocks and the layers after them
-            (final norm, pooling, output projection) together with the head; 0 keeps the
-            backbone frozen.
-        epochs: fine-tuning passes over the training pairs (``unfreeze_blocks > 0``).
-        lr: the head's learning rate while fine-tuning.
-        backbone_lr: the unfrozen blocks' learning rate.
-        pretrained: load the backbone's weights; ``False`` for random weights (tests only:
-            the fitted head then means nothing).
+            (final norm, pooling, output projection) with the head; 0 keeps it frozen.
+        epochs: fine-tuning passes over the training pairs.
+        lr, backbone_lr: the head's and the unfrozen blocks' learning rates when fine-tuning.
+        pretrained: load the backbone's weights; ``False`` for random weights (tests only).
         embedding: ``'cls'``, ``'patch'`` or ``'cls+patch'``, as for ``HLFLoss``.
         image_size: override the backbone input size.
         val_fraction: fraction of groups held out for validation (0 fits on everything).
@@ -591,13 +578,11 @@ def fit_hlf_head(
         push_to_hub: a Hub repo id to push the head to (needs a Hub login).
         private: create the pushed repository as private.
         progress: show progress bars.
-        cache_mb: memory for embeddings (frozen backbone) or frozen-block activations
-            (fine-tuning) kept across epochs, least recently used first out; 0 runs the
-            whole backbone every time (the same results, slower).
+        cache_mb: memory for embeddings (or, fine-tuning, the frozen blocks' activations)
+            kept across epochs; 0 runs the whole backbone every time (same results, slower).
 
     Returns:
-        An :class:`HLFFitResult`; ``HLFLoss(backbone, head=output_dir)`` then predicts
-        human fidelity in [0, 1].
+        An :class:`HLFFitResult`.
 
     Raises:
         RatingsError: unusable ratings (missing columns or images, bad numbers).
@@ -639,22 +624,11 @@ def fit_hlf_head(
     # fine-tune
     history, best_epoch = [], None
     if unfreeze_blocks:
-        names, history, best_epoch = _fine_tune(
-            pairs,
-            fitted,
-            target,
-            human,
-            is_val,
-            blocks=unfreeze_blocks,
-            epochs=epochs,
-            lr=lr,
-            backbone_lr=backbone_lr,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress,
-        )
-        fitted.cpu()
+        rates = (lr, backbone_lr)
+        tuning = (unfreeze_blocks, epochs, rates, batch_size, seed, progress)
+        names, history, best_epoch = _fine_tune(pairs, fitted, target, human, is_val, *tuning)
         state = loss.backbone.encoder.state_dict()
+        fitted.cpu()
         fitted.backbone_update = BackboneUpdate(
             loss.backbone.spec.name,
             unfreeze_blocks,
@@ -666,9 +640,8 @@ def fit_hlf_head(
         _statistics(cosine[part], predicted[part], human[part], target[part])
         for part in (~is_val, is_val)
     )
-    result = HLFFitResult(
-        fitted, train, val, score_range, train_groups, val_groups, None, None, history, best_epoch
-    )
+    result = HLFFitResult(fitted, train, val, score_range, train_groups, val_groups)
+    result.history, result.best_epoch = history, best_epoch
     # save
     fitted_on = {
         "backbone": loss.backbone.spec.name,

@@ -137,9 +137,9 @@ class _PairSource:
         return fitted
 
     def _shape(self, i: int, j: int) -> tuple[int, int]:
-        for index in (i, j):
-            if index not in self._shapes:
-                self._fitted(index)
+        """The fitted size of images ``i`` and ``j``, which must have one size."""
+        for index in {i, j} - self._shapes.keys():
+            self._fitted(index)
         (raw_i, size), (raw_j, _) = self._shapes[i], self._shapes[j]
         if raw_i != raw_j:
             raise ShapeError(
@@ -173,18 +173,18 @@ class _PairSource:
         crop = self._fitted(index)[..., top : top + self.crop_size, left : left + self.crop_size]
         return crop.flip(-1) if flip else crop
 
-    def _images(self, indices: Sequence[int], crops: Sequence[tuple]) -> torch.Tensor:
-        return torch.stack([self._cut(i, *c) for i, c in zip(indices, crops, strict=True)])
+    def _inputs(self, indices: Sequence[int], crops: Sequence[tuple]) -> torch.Tensor:
+        """The crops on the device or, with a cache, their embeddings (each computed once)."""
+        keys = [(i, *c) for i, c in zip(indices, crops, strict=True)]
+        if not self.cache.enabled:
+            return torch.stack([self._cut(*key) for key in keys]).to(self.device)
 
-    def _features(self, indices: Sequence[int], crops: Sequence[tuple]) -> torch.Tensor:
         @torch.no_grad()
         def embed(missing: list[tuple]) -> list[torch.Tensor]:
             return [
-                self.loss.model.features(self._cut(*key)[None].to(self.device))[0]
-                for key in missing
+                self.loss.model.features(self._cut(*k)[None].to(self.device))[0] for k in missing
             ]
 
-        keys = [(i, *c) for i, c in zip(indices, crops, strict=True)]
         return torch.stack(self.cache.fetch(keys, embed))
 
     def score(
@@ -192,13 +192,10 @@ class _PairSource:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss's pair scores ``(B,)`` of ``pairs`` under their crops, and the labels."""
         crops = self.crops(pairs, generator)
-        firsts, seconds = [p[0] for p in pairs], [p[1] for p in pairs]
+        a, b = (self._inputs([p[k] for p in pairs], crops) for k in (0, 1))
         labels = torch.tensor([p[2] for p in pairs], dtype=torch.float32, device=self.device)
         if not self.cache.enabled:
-            a = self._images(firsts, crops).to(self.device)
-            b = self._images(seconds, crops).to(self.device)
             return self.loss.pair_score(a, b), labels
-        a, b = self._features(firsts, crops), self._features(seconds, crops)
         flag = self.loss.antisymmetric
         return rqi_score(nn.Identity(), self.loss.model.compare, a, b, antisymmetric=flag), labels
 
@@ -218,10 +215,9 @@ def _build(
     from ..losses import RQILoss
 
     with seeded(seed):  # building modules draws from the global RNG: keep the caller's
-        if image_size is not None and isinstance(backbone, str):
-            encoder = create_backbone(backbone, pretrained=pretrained, image_size=image_size)
-        else:
-            encoder = create_backbone(backbone, pretrained=pretrained)
+        sized = image_size is not None and isinstance(backbone, str)
+        options = {"image_size": image_size} if sized else {}
+        encoder = create_backbone(backbone, pretrained=pretrained, **options)
         if head is None:
             width = getattr(encoder, "token_dim" if embedding == "patch" else "embed_dim", None)
             if not width:
@@ -282,20 +278,17 @@ def train_rqi(
 ) -> RQITrainResult:
     """Train an RQI head on a frozen backbone, RQI-style (Su et al., arXiv 2503.13074).
 
-    Every ordered pair ``(i, j)``, ``i != j``, of images of the same group (scene) is a
-    training example with label ``q_i - q_j`` (scores normalised so labels lie in
-    ``[-1, 1]``); the model is the antisymmetrised head ``(g(a, b) - g(b, a)) / 2`` on
-    backbone embeddings, fitted with a Huber loss. Groups are split train:val = 8:2 (no
-    group in both); each epoch ends with the SRCC between predicted and true differences
-    on the validation pairs (centre crops), and the best head so far is saved to
-    ``output_dir/best`` in the Hub format. ``output_dir/last.pt`` holds everything needed
-    to resume. Each distinct crop is embedded once per run (see the module docstring).
+    Every ordered pair ``(i, j)``, ``i != j``, of images of one group (scene) is a training
+    example with label ``q_i - q_j`` (scores normalised so labels lie in ``[-1, 1]``) for
+    the antisymmetrised head ``(g(a, b) - g(b, a)) / 2`` on backbone embeddings, fitted
+    with a Huber loss. Each epoch ends with the SRCC between predicted and true differences
+    on the held-out groups' pairs (centre crops); the best head so far is saved to
+    ``output_dir/best`` (Hub format), and ``output_dir/last.pt`` holds what resuming needs.
 
     Args:
         ratings: a CSV with one row per image (path, group id, score), or its rows.
         output_dir: where checkpoints go (created).
-        columns: the CSV's layout (default :data:`RQI_COLUMNS`: ``image``, ``mos``,
-            ``scene``).
+        columns: the CSV's layout (default :data:`RQI_COLUMNS`).
         backbone: a registered backbone name or a module (frozen).
         head: the head to train; default ``RQIHead(width)`` seeded with ``seed``.
         embedding: ``'cls'`` (pooled) or ``'patch'`` (aligned tokens).
@@ -312,16 +305,15 @@ def train_rqi(
         crop_positions: random crop positions per group, drawn once from ``seed`` (each
             used with and without a flip); ``None`` draws a fresh position for every pair
             in every epoch.
-        val_fraction: share of groups held out.
+        val_fraction: share of groups held out for validation.
         max_pairs_per_epoch: cap on the (shuffled) training pairs per epoch.
         seed: seeds the head's initialisation, the split, the shuffles, crops and flips
             (through private generators; the global RNG is left as it was).
         resume: ``True`` to continue from ``output_dir/last.pt``, or a checkpoint path.
         device: where to train; default CUDA when available, else CPU.
         progress: show a tqdm bar per epoch.
-        cache_mb: memory for the embeddings of distinct crops kept across epochs, least
-            recently used first out; 0 runs the backbone on every pair (the same results,
-            slower).
+        cache_mb: memory for the embeddings of distinct crops kept across epochs; 0 runs
+            the backbone on every pair (the same results, slower).
 
     Returns:
         An :class:`RQITrainResult` with the best head.
