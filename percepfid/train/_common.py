@@ -63,18 +63,12 @@ class RatingColumns:
         ``options`` are passed on)."""
         from ..data import read_rating_table
 
-        names = {
-            f"{name}_column": self.flags.get(name, f"columns.{name}")
-            for name in ("image", "score", "group", "reference")
-        }
+        fields = ("image", "score", "group", "reference")
         return read_rating_table(
             path,
-            image_column=self.image,
-            score_column=self.score,
-            group_column=self.group,
-            reference_column=self.reference,
             root=self.root,
-            options=names,
+            options={f"{f}_column": self.flags.get(f, f"columns.{f}") for f in fields},
+            **{f"{f}_column": getattr(self, f) for f in fields},
             **options,
         )
 

@@ -44,14 +44,14 @@ def train_nr_head(
     backbone: str = "dinov2",
     *,
     columns: RatingColumns = NR_COLUMNS,
-    hidden: int = 256,
-    image_size: int | None = None,
-    pretrained: bool = True,
     higher_is_better: bool = True,
-    epochs: int = 200,
-    batch_size: int = 64,
+    pretrained: bool = True,
+    image_size: int | None = None,
+    hidden: int = 256,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
+    epochs: int = 200,
+    batch_size: int = 64,
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -63,14 +63,13 @@ def train_nr_head(
         ratings: the CSV file (header line; read with ``columns``), or its rows.
         backbone: the registered backbone the head sits on.
         columns: the CSV's layout (default :data:`NR_COLUMNS`: ``image``, ``mos``).
-        hidden: hidden width of the head (0: linear).
-        image_size: backbone input side (``None``: native).
-        pretrained: load the backbone's weights (``False``: random, tests only).
         higher_is_better: whether a larger MOS means better quality in this dataset.
+        pretrained: load the backbone's weights (``False``: random, tests only).
+        image_size: backbone input side (``None``: native).
+        hidden: hidden width of the head (0: linear).
+        lr, weight_decay: AdamW learning rate and weight decay.
         epochs: passes over the embeddings.
         batch_size: minibatch size of the head fit.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
         seed: seed of the head initialisation and of the minibatch order (the global RNG
             is left as it was).
         device: where to embed and fit; default CUDA when available, else CPU.

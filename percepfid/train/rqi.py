@@ -323,16 +323,9 @@ def train_rqi(
             images, or bad settings.
         WeightsError: a resume checkpoint that is missing or does not fit.
     """
-    check_settings(
-        epochs=epochs,
-        batch_size=batch_size,
-        crop_size=crop_size,
-        crop_positions=crop_positions,
-        lr=lr,
-        weight_decay=weight_decay,
-        delta=delta,
-        cache_mb=cache_mb,
-    )
+    check_settings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
+    check_settings(crop_size=crop_size, crop_positions=crop_positions, delta=delta)
+    check_settings(cache_mb=cache_mb)
     device = pick_device(device)
     output = Path(output_dir)
     # read, and split by group
