@@ -60,20 +60,15 @@ def _git_blob_id(data: bytes) -> str:
 class FakeHub:
     """A threaded HTTP server that answers the Hub requests ``huggingface_hub`` makes.
 
-    Routes:
+    Routes (``revision`` is a branch given to :meth:`add_file` or its :meth:`commit`):
         - ``HEAD``/``GET /{repo_id}/resolve/{revision}/{filename}``: the file, with
-          ``Content-Length``, ``ETag`` (the quoted sha256 of the bytes) and
-          ``X-Repo-Commit``; ``Range: bytes=N-`` is honoured.
-        - ``GET /api/models/{repo_id}`` and ``/api/models/{repo_id}/revision/{revision}``:
-          repository info with ``sha`` and ``siblings``.
-        - ``GET /api/models/{repo_id}/tree/{revision}[/{folder}]``: the file listing
-          ``snapshot_download`` reads.
-        - anything unknown: 404 with ``X-Error-Code`` ``RepoNotFound``,
-          ``RevisionNotFound`` or ``EntryNotFound``, as the Hub sends.
+          ``ETag`` (the quoted sha256) and ``X-Repo-Commit``; ``Range: bytes=N-`` works.
+        - ``GET /api/models/{repo_id}[/revision/{revision}]``: repository info.
+        - ``GET /api/models/{repo_id}/tree/{revision}[/{folder}]``: the file listing.
+        - anything unknown: 404 with the Hub's ``X-Error-Code`` (``RepoNotFound``,
+          ``RevisionNotFound`` or ``EntryNotFound``).
 
-    ``revision`` may be a branch name given to :meth:`add_file` or the commit hash the
-    server reports for it. Use it as a context manager; :meth:`activate` points
-    ``huggingface_hub`` at it.
+    Use it as a context manager; :meth:`activate` points ``huggingface_hub`` at it.
     """
 
     def __init__(self) -> None:
@@ -185,16 +180,12 @@ class FakeHub:
 
     @contextlib.contextmanager
     def activate(self, home: str | os.PathLike[str]) -> Iterator[Path]:
-        """Point ``huggingface_hub`` at this server, with a fresh cache under ``home``.
+        """Point ``huggingface_hub`` at this server, with a fresh cache ``home/hub``, which
+        it yields.
 
-        Sets ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_CACHE`` (``home/hub``), unsets
-        ``HF_HUB_OFFLINE`` and any token (``HF_TOKEN``), and, because ``huggingface_hub``
-        reads these at import time, patches the matching values in
-        ``huggingface_hub.constants`` (endpoint, URL template, cache and token paths,
-        offline flag). Everything is restored on exit, even after an error.
-
-        Yields:
-            The cache folder (``home/hub``).
+        Sets ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_CACHE``, unsets ``HF_HUB_OFFLINE``
+        and any token, and patches the matching import-time values of
+        ``huggingface_hub.constants``; everything is restored on exit.
         """
         home = Path(home)
         cache = home / "hub"

@@ -12,6 +12,20 @@ The metric contract:
     image, shape ``(B,)``, or a scalar (e.g. a loss with ``reduction='mean'``). ``a`` is the
     image under test (the super-resolved output, which receives gradients) and ``b`` the
     reference. Checks other than :func:`check_gradients` run under ``torch.no_grad()``.
+
+Example:
+    >>> import torch
+    >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
+    >>> a, b = torch.rand(2, 3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    >>> check_identity(mse, a, 0.0)
+    >>> check_symmetric(mse, a, b)
+    >>> brighter = lambda a, b: a.mean((1, 2, 3)) - b.mean((1, 2, 3))
+    >>> check_antisymmetric(brighter, a, b, exact=True)
+    >>> check_range(mse, a, b, low=0.0, high=1.0)
+    >>> check_gradients(lambda sr, gt: mse(sr, gt.detach()), a, b)
+    >>> check_batch_invariance(mse, a, b)
+    >>> check_dtype_consistency(mse, a, b)
+    >>> check_monotone(mse, a, "blur", higher_is_better=False, strict=True)
 """
 
 from __future__ import annotations
@@ -93,18 +107,13 @@ def _evaluate(metric: Metric, a: torch.Tensor, b: torch.Tensor, check: str) -> t
 
 
 def _assert_close(
-    check: str,
-    relation: str,
-    actual: tuple[str, torch.Tensor],
-    expected: tuple[str, torch.Tensor],
-    atol: float,
-    rtol: float,
+    check: str, relation: str, values: dict[str, torch.Tensor], atol: float, rtol: float
 ) -> None:
     """Raise unless ``|actual - expected| <= atol + rtol * |expected|`` for every item;
-    ``actual`` and ``expected`` are ``(name, values)`` pairs."""
-    names = (actual[0], expected[0])
+    ``values`` maps a label to ``actual`` and one to ``expected``, in this order."""
+    names = list(values)
     actual, expected = torch.broadcast_tensors(
-        actual[1].detach().double().cpu(), expected[1].detach().double().cpu()
+        *(tensor.detach().double().cpu() for tensor in values.values())
     )
     close = torch.isclose(actual, expected, rtol=rtol, atol=atol)
     if bool(close.all()):
@@ -135,13 +144,8 @@ def _check_swapped(
     _check_arguments(metric, a, b)
     forward, backward = _evaluate(metric, a, b, check), _evaluate(metric, b, a, check)
     minus = "-" if sign < 0 else ""
-    _assert_close(
-        check,
-        f"metric(a, b) == {minus}metric(b, a)",
-        ("metric(a, b)", forward),
-        (f"{minus}metric(b, a)", sign * backward),
-        *tol,
-    )
+    values = {"metric(a, b)": forward, f"{minus}metric(b, a)": sign * backward}
+    _assert_close(check, f"metric(a, b) == {minus}metric(b, a)", values, *tol)
 
 
 @torch.no_grad()
@@ -153,36 +157,19 @@ def check_identity(
     atol: float = 1e-5,
     rtol: float = 0.0,
 ) -> None:
-    """Check that ``metric(x, x)`` equals the metric's identity value (``0`` for a loss,
-    ``1`` for a similarity).
-
-    The metric receives ``x`` and a copy of ``x``, so a shortcut on ``a is b`` does not pass.
-
-    Args:
-        metric: ``metric(a, b) -> (B,) or ()``.
-        x: images.
-        expected: the identity value, a number or a tensor broadcastable to the output.
-        atol, rtol: absolute and relative tolerance.
+    """Check that ``metric(x, x.clone())`` equals the metric's identity value ``expected``
+    (``0`` for a loss, ``1`` for a similarity; a number or a tensor broadcastable to the
+    output) within ``atol`` and ``rtol``.
 
     Raises:
         AssertionError: some ``metric(x, x)`` differs from ``expected`` (or is NaN).
-
-    Example:
-        >>> import torch
-        >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
-        >>> check_identity(mse, torch.rand(2, 3, 8, 8), 0.0)
     """
     _check_arguments(metric, x, x)
     scores = _evaluate(metric, x, x.clone(), "check_identity")
     target = torch.as_tensor(expected, dtype=torch.float64)
-    _assert_close(
-        "check_identity",
-        f"metric(x, x) == {_format(target) if target.ndim else f'{float(target):g}'}",
-        ("metric(x, x)", scores),
-        ("expected", target),
-        atol,
-        rtol,
-    )
+    relation = f"metric(x, x) == {_format(target) if target.ndim else f'{float(target):g}'}"
+    values = {"metric(x, x)": scores, "expected": target}
+    _assert_close("check_identity", relation, values, atol, rtol)
 
 
 def check_symmetric(
@@ -192,11 +179,6 @@ def check_symmetric(
 
     Raises:
         AssertionError: the two orders disagree for some item.
-
-    Example:
-        >>> import torch
-        >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
-        >>> check_symmetric(mse, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
     """
     _check_swapped(metric, a, b, 1, "check_symmetric", (atol, rtol))
 
@@ -218,11 +200,6 @@ def check_antisymmetric(
 
     Raises:
         AssertionError: ``metric(a, b) != -metric(b, a)`` for some item.
-
-    Example:
-        >>> import torch
-        >>> brighter = lambda a, b: (a - b).flatten(1).mean(1)
-        >>> check_antisymmetric(brighter, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), exact=True)
     """
     check = "check_antisymmetric" + (" (exact)" if exact else "")
     _check_swapped(metric, a, b, -1, check, (0.0, 0.0) if exact else (atol, rtol))
@@ -241,11 +218,6 @@ def check_range(
     Raises:
         AssertionError: a value is NaN, infinite or outside ``[low, high]``.
         ArgumentError: ``low > high``.
-
-    Example:
-        >>> import torch
-        >>> cosine = lambda a, b: torch.cosine_similarity(a.flatten(1), b.flatten(1))
-        >>> check_range(cosine, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), -1.0, 1.0)
     """
     _check_arguments(metric, a, b)
     if not low <= high:
@@ -262,25 +234,17 @@ def check_range(
 def check_gradients(
     metric: Metric, a: torch.Tensor, b: torch.Tensor, *, first_only: bool = True
 ) -> None:
-    """Check that gradients of ``metric(a, b)`` are finite, non-zero and (by default) flow
-    only into ``a``.
+    """Check that every image of ``a`` gets a finite, not all-zero gradient of
+    ``metric(a, b)``, and that ``b`` gets none (``first_only``, a loss whose reference is a
+    fixed target) or a gradient that passes the same test (not ``first_only``).
 
-    Differentiates the sum of ``metric(a', b')`` with ``torch.autograd.grad`` on leaf copies
-    that both require grad, so the ``.grad`` of the metric's parameters is left untouched.
-    Every image of ``a`` must get a finite gradient that is not all zero. With
-    ``first_only=True`` (a loss whose reference is a fixed target) ``b'`` must not be
-    connected to the output at all; with ``first_only=False`` ``b`` must get finite
-    non-zero gradients as well.
+    Differentiates with ``torch.autograd.grad`` on leaf copies of ``a`` and ``b`` that both
+    require grad, so the ``.grad`` of the metric's parameters is left untouched.
 
     Raises:
         AssertionError: the output is not finite or not connected to ``a``, some image of
             ``a`` gets a non-finite or all-zero gradient, or the gradient reaches ``b``
             (``first_only``) or fails the same tests on ``b`` (not ``first_only``).
-
-    Example:
-        >>> import torch
-        >>> mse = lambda sr, gt: (sr - gt.detach()).pow(2).flatten(1).mean(1)
-        >>> check_gradients(mse, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
     """
     _check_arguments(metric, a, b)
     check = "check_gradients"
@@ -340,25 +304,15 @@ def check_batch_invariance(
 ) -> None:
     """Check that each item's value does not depend on the rest of the batch.
 
-    Compares ``metric(a, b)`` on the whole batch with each pair ``(a[i:i+1], b[i:i+1])``
-    alone and with the batch in a shuffled order. Catches batch-wise normalisation,
-    statistics shared across the batch and position-dependent weighting.
-
-    Args:
-        metric: ``metric(a, b) -> (B,)``; per-item values are required.
-        a, b: image batches with ``B >= 2``.
-        atol, rtol: tolerances (batched and single-item kernels round differently).
-        seed: seed of the shuffled order (a non-identity permutation is always used).
+    Compares ``metric(a, b)``, which must return ``(B,)``, with each pair
+    ``(a[i:i+1], b[i:i+1])`` alone and with the batch in a shuffled order (drawn with
+    ``seed``, never the identity). ``atol`` and ``rtol`` allow for batched and single-item
+    kernels rounding differently.
 
     Raises:
         AssertionError: the metric does not return ``(B,)``, or an item's value changes
             with the batch it is computed in.
         ArgumentError: ``B < 2``.
-
-    Example:
-        >>> import torch
-        >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
-        >>> check_batch_invariance(mse, torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 8))
     """
     _check_arguments(metric, a, b)
     check = "check_batch_invariance"
@@ -380,22 +334,11 @@ def check_batch_invariance(
     shuffled = _evaluate(metric, a[order.to(a.device)], b[order.to(a.device)], check)
     restored = torch.empty_like(shuffled)
     restored[order.to(shuffled.device)] = shuffled
-    _assert_close(
-        check,
-        "metric(a[i:i+1], b[i:i+1]) == metric(a, b)[i]",
-        ("each item alone", alone),
-        ("whole batch", whole),
-        atol,
-        rtol,
-    )
-    _assert_close(
-        check,
-        f"metric(a[p], b[p]) == metric(a, b)[p] for the order p={order.tolist()}",
-        ("shuffled batch (unshuffled)", restored),
-        ("whole batch", whole),
-        atol,
-        rtol,
-    )
+    relation = "metric(a[i:i+1], b[i:i+1]) == metric(a, b)[i]"
+    _assert_close(check, relation, {"each item alone": alone, "whole batch": whole}, atol, rtol)
+    relation = f"metric(a[p], b[p]) == metric(a, b)[p] for the order p={order.tolist()}"
+    values = {"shuffled batch (unshuffled)": restored, "whole batch": whole}
+    _assert_close(check, relation, values, atol, rtol)
 
 
 @torch.no_grad()
@@ -412,9 +355,8 @@ def check_dtype_consistency(
     """Check that the metric under low-precision autocast agrees with float32.
 
     Compares ``metric(a, b)`` on float32 inputs with the same call inside
-    ``torch.autocast(device_type, dtype)`` on the inputs' device type. Catches matmuls or
-    convolutions that lose too much precision (e.g. a distance expanded as
-    ``|a|^2 + |b|^2 - 2 a.b``) and NaN or inf under autocast.
+    ``torch.autocast(device_type, dtype)`` on the inputs' device type, catching precision
+    loss (e.g. a distance expanded as ``|a|^2 + |b|^2 - 2 a.b``) and NaN or inf.
 
     Args:
         tolerance: allowed absolute difference from the float32 value.
@@ -426,11 +368,6 @@ def check_dtype_consistency(
         AssertionError: the autocast value is not finite or differs by more than
             ``tolerance + rtol * |fp32 value|``.
         ArgumentError: ``dtype`` is not bfloat16 or float16.
-
-    Example:
-        >>> import torch
-        >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
-        >>> check_dtype_consistency(mse, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
     """
     _check_arguments(metric, a, b)
     if dtype not in (torch.bfloat16, torch.float16):
@@ -446,14 +383,8 @@ def check_dtype_consistency(
             f"{check} failed: metric(a, b) is not finite under autocast\n"
             f"  autocast = {_format(low)}\n  float32  = {_format(reference)}"
         )
-    _assert_close(
-        check,
-        "metric(a, b) under autocast == metric(a, b) in float32",
-        ("autocast", low),
-        ("float32", reference),
-        tolerance,
-        rtol,
-    )
+    relation = "metric(a, b) under autocast == metric(a, b) in float32"
+    _assert_close(check, relation, {"autocast": low, "float32": reference}, tolerance, rtol)
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
@@ -516,18 +447,14 @@ def check_monotone(
     distance); with ``strict=True`` every step must also move the score strictly that way.
 
     Args:
-        metric: ``metric(a, b) -> (B,) or ()``; ``a`` is the distorted image.
-        reference: undistorted images ``(B, C, H, W)``.
         distortion: a kind of :func:`~percepfid.testing.distortions.distort` (``levels``
-            then lie in ``[0, 1]`` and noise uses the same seed at every level), or any
-            callable ``distortion(images, level) -> images``.
+            then lie in ``[0, 1]``; ``value_range`` is that of ``reference`` and ``seed``
+            seeds the same noise at every level), or any callable
+            ``distortion(images, level) -> images``.
         levels: at least three increasing distortion levels.
         higher_is_better: ``True`` for a similarity or quality score, ``False`` for a
             distance or loss.
         min_correlation: the rank correlation required, in ``(0, 1]``.
-        strict: also require a strictly monotone score from each level to the next.
-        value_range: ``(low, high)`` of ``reference``, for built-in distortions.
-        seed: seed of the noise for built-in distortions.
 
     Raises:
         AssertionError: some image's scores do not follow the levels closely enough (or
@@ -536,12 +463,6 @@ def check_monotone(
             ``min_correlation`` outside ``(0, 1]``.
         UnknownNameError: ``distortion`` names no known distortion.
         DTypeError: ``distortion`` is neither a str nor callable.
-
-    Example:
-        >>> import torch
-        >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
-        >>> x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-        >>> check_monotone(mse, x, "blur", higher_is_better=False, strict=True)
     """
     _check_arguments(metric, reference, reference)
     check = "check_monotone"

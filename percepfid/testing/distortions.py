@@ -12,9 +12,11 @@ returns the distorted images with the same shape and dtype; it raises ``DTypeErr
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,17 +44,21 @@ MAX_DOWNSAMPLE_FACTOR = 4.0
 MAX_QUANTIZE_BITS = 8.0  # level 0+ keeps 2**8 levels, level 1 keeps 2
 
 
-def _work_dtype(x: torch.Tensor) -> torch.dtype:
-    # Half precision is computed in float32 (CPU kernels for bf16/fp16 resampling are
-    # patchy) and cast back; float64 stays float64 so float64 tests stay exact.
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+def _distortion(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Check ``x``, run ``function`` without autograd on ``x`` in float32 (float64 stays
+    float64) and cast the result back to ``x``'s dtype."""
 
+    @functools.wraps(function)
+    @torch.no_grad()
+    def distorted(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        check_tensor(x, "x")
+        if x.ndim != 4:
+            raise ShapeError(f"x must have shape (B, C, H, W); got {tuple(x.shape)}")
+        # CPU kernels for bf16/fp16 resampling are patchy; float64 tests stay exact.
+        work = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+        return function(work, *args, **kwargs).to(x.dtype)
 
-def _check_images(x: torch.Tensor) -> torch.Tensor:
-    check_tensor(x, "x")
-    if x.ndim != 4:
-        raise ShapeError(f"x must have shape (B, C, H, W); got {tuple(x.shape)}")
-    return x
+    return distorted
 
 
 def _check_value_range(value_range: Sequence[float] | None) -> tuple[float, float]:
@@ -62,22 +68,15 @@ def _check_value_range(value_range: Sequence[float] | None) -> tuple[float, floa
     return bounds
 
 
-@torch.no_grad()
+@_distortion
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Blur each channel with a separable Gaussian of standard deviation ``sigma`` pixels.
-
-    Matches ``scipy.ndimage.gaussian_filter(x, sigma, mode='nearest', truncate=3.0)`` on
-    each channel: the kernel is truncated at ``int(3 * sigma + 0.5)`` pixels and borders
-    replicate the edge. Values stay inside the input's range.
-
-    Args:
-        x: images.
-        sigma: standard deviation in pixels, ``>= 0``; ``0`` returns a copy of ``x``.
+    """Blur each channel with a separable Gaussian of standard deviation ``sigma >= 0``
+    pixels (``0`` returns a copy of ``x``), as ``scipy.ndimage.gaussian_filter(x, sigma,
+    mode='nearest', truncate=3.0)`` does on each channel.
 
     Raises:
         ArgumentError: ``sigma`` is negative or not finite.
     """
-    _check_images(x)
     sigma = check_positive(sigma, "sigma", allow_zero=True)
     if sigma == 0.0:
         return x.clone()
@@ -85,8 +84,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = int(3.0 * sigma + 0.5)
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(_work_dtype(x))
-    planes = x.to(_work_dtype(x)).reshape(batch * channels, 1, height, width)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    planes = x.reshape(batch * channels, 1, height, width)
     # 'replicate' padding works for any image size (reflect needs radius < side).
     planes = F.conv2d(
         F.pad(planes, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1)
@@ -94,10 +93,10 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     planes = F.conv2d(
         F.pad(planes, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1)
     )
-    return planes.reshape(batch, channels, height, width).to(x.dtype)
+    return planes.reshape(batch, channels, height, width)
 
 
-@torch.no_grad()
+@_distortion
 def gaussian_noise(
     x: torch.Tensor,
     std: float,
@@ -105,34 +104,27 @@ def gaussian_noise(
     generator: torch.Generator | None = None,
     value_range: Sequence[float] | None = (0.0, 1.0),
 ) -> torch.Tensor:
-    """Add i.i.d. Gaussian noise of standard deviation ``std`` (in the units of ``x``).
+    """Add i.i.d. Gaussian noise of standard deviation ``std >= 0`` (in the units of ``x``;
+    ``0`` returns a copy of ``x``), clamped to ``value_range`` unless it is ``None``.
 
-    The noise is drawn in float32 on the generator's device, so one seed gives the same
-    noise on CPU and GPU, and the same pattern, scaled, at every ``std``.
-
-    Args:
-        x: images.
-        std: noise standard deviation, ``>= 0``; ``0`` returns a copy of ``x``.
-        generator: the random source; ``None`` uses torch's global one on ``x``'s device.
-        value_range: ``(low, high)`` to clamp the result to, or ``None`` for no clamping.
+    The noise is drawn in float32 on the ``generator``'s device (``None``: torch's global
+    generator on ``x``'s device), so one seed gives the same noise on CPU and GPU, and the
+    same pattern, scaled, at every ``std``.
 
     Raises:
         ArgumentError: ``std`` is negative or not finite, or ``value_range`` is invalid.
     """
-    _check_images(x)
     std = check_positive(std, "std", allow_zero=True)
     bounds = check_input_range(value_range, "value_range")
     if std == 0.0:
         return x.clone()
     device = generator.device if generator is not None else x.device
     noise = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
-    noisy = x.to(_work_dtype(x)) + std * noise.to(device=x.device, dtype=_work_dtype(x))
-    if bounds is not None:
-        noisy = noisy.clamp(*bounds)
-    return noisy.to(x.dtype)
+    noisy = x + std * noise.to(x)
+    return noisy if bounds is None else noisy.clamp(*bounds)
 
 
-@torch.no_grad()
+@_distortion
 def quantize(
     x: torch.Tensor, levels: int, *, value_range: Sequence[float] = (0.0, 1.0)
 ) -> torch.Tensor:
@@ -142,27 +134,22 @@ def quantize(
     Raises:
         ArgumentError: ``levels`` is not an integer ``>= 2`` or ``value_range`` is invalid.
     """
-    _check_images(x)
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
         raise ArgumentError(f"levels must be an integer >= 2; got {levels!r}")
     low, high = _check_value_range(value_range)
-    unit = ((x.to(_work_dtype(x)) - low) / (high - low)).clamp(0.0, 1.0)
+    unit = ((x - low) / (high - low)).clamp(0.0, 1.0)
     steps = levels - 1
-    return (low + (high - low) * torch.round(unit * steps) / steps).to(x.dtype)
+    return low + (high - low) * torch.round(unit * steps) / steps
 
 
-@torch.no_grad()
+@_distortion
 def down_up_sample(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Downsample by ``factor`` (antialiased bilinear) and resample back to the original
-    size (bilinear); values stay inside the input's range.
-
-    The low-resolution side is ``max(1, round(side / factor))``; ``factor=1`` returns a
-    copy of ``x``.
+    """Downsample by ``factor >= 1`` (antialiased bilinear, to sides
+    ``max(1, round(side / factor))``) and resample back to the original size (bilinear).
 
     Raises:
         ArgumentError: ``factor`` is below 1 or not finite.
     """
-    _check_images(x)
     factor = check_positive(factor, "factor")
     if factor < 1.0:
         raise ArgumentError(f"factor must be >= 1 (a downsampling factor); got {factor!r}")
@@ -170,10 +157,8 @@ def down_up_sample(x: torch.Tensor, factor: float) -> torch.Tensor:
     low_size = (max(1, round(height / factor)), max(1, round(width / factor)))
     if low_size == (height, width):
         return x.clone()
-    work = x.to(_work_dtype(x))
-    low = F.interpolate(work, size=low_size, mode="bilinear", align_corners=False, antialias=True)
-    up = F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
-    return up.to(x.dtype)
+    low = F.interpolate(x, size=low_size, mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
 
 
 def _check_kind_and_level(kind: str, level: float) -> float:
@@ -188,6 +173,7 @@ def _check_kind_and_level(kind: str, level: float) -> float:
     return float(level)
 
 
+@_distortion
 def distort(
     x: torch.Tensor,
     kind: str,
@@ -214,12 +200,10 @@ def distort(
     ``noise``; in steps for ``quantize`` and ``downsample``.
 
     Args:
-        x: images in ``value_range``.
+        x: images in ``value_range``, ``(low, high)``, which scales ``noise`` and ``quantize``.
         kind: one of :data:`DISTORTION_KINDS`.
-        level: severity in ``[0, 1]``.
         generator: random source for ``noise``; pass a fresh
             ``torch.Generator().manual_seed(s)`` per call for reproducible noise.
-        value_range: ``(low, high)`` of the data; scales ``noise`` and ``quantize``.
 
     Raises:
         UnknownNameError: ``kind`` is not a known distortion.
@@ -237,7 +221,7 @@ def distort(
     level = _check_kind_and_level(kind, level)
     bounds = _check_value_range(value_range)
     if level == 0.0:
-        return _check_images(x).clone()
+        return x.clone()
     if kind == "blur":
         return gaussian_blur(x, MAX_BLUR_SIGMA * level)
     if kind == "noise":
@@ -251,19 +235,11 @@ def distort(
 
 @dataclass(frozen=True)
 class Distortion:
-    """A distortion fixed in kind, level and noise seed: a reproducible callable ``x -> x'``.
-
-    The noise generator is re-seeded on each call, so it can be drawn once (e.g. by a
-    hypothesis strategy) and applied to several tensors with the same result.
-
-    Args:
-        kind: one of :data:`DISTORTION_KINDS`.
-        level: severity in ``[0, 1]`` (see :func:`distort`).
-        seed: seed of the noise generator (only ``noise`` uses it).
+    """:func:`distort` fixed in ``kind``, ``level`` and noise ``seed``: a reproducible
+    callable ``x -> x'`` (the noise generator is re-seeded on each call).
 
     Raises:
-        UnknownNameError: ``kind`` is not a known distortion.
-        ArgumentError: ``level`` is outside ``[0, 1]``.
+        UnknownNameError, ArgumentError: as for :func:`distort`.
         DTypeError: ``seed`` is not an int.
 
     Example:

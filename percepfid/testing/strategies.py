@@ -224,15 +224,11 @@ def image_pairs(
 ) -> st.SearchStrategy[tuple[torch.Tensor, torch.Tensor]]:
     """Strategy for aligned pairs ``(a, b)``: same shape, dtype, range and device.
 
-    ``b`` is drawn like :func:`images`; ``a`` is then, by a drawn relation: an independent
-    image, different from ``b`` in every item (``'independent'``), a distorted copy of
-    ``b`` (``'distorted'``; it can equal ``b``, e.g. at level 0), or an exact copy of ``b``
-    (``'identical'``). Checks that need ``a != b``, such as non-zero gradients of a
-    distance, should draw ``relations=['independent']``.
-
-    Args:
-        relations: how ``a`` relates to ``b``, a subset of :data:`RELATIONS`.
-        **image_args: the keyword arguments of :func:`images`.
+    ``b`` is drawn like :func:`images` (with its keyword arguments ``image_args``); ``a``
+    is then, by a relation drawn from ``relations``: an independent image, different from
+    ``b`` in every item (``'independent'``), a distorted copy of ``b`` (``'distorted'``;
+    it can equal ``b``, e.g. at level 0), or an exact copy of ``b`` (``'identical'``).
+    Checks that need ``a != b`` should draw ``relations=['independent']``.
 
     Raises:
         ArgumentError, DTypeError, UnknownNameError: as for :func:`images`, or an unknown
@@ -290,7 +286,8 @@ def distorted(
     level: float | st.SearchStrategy[float] | None = None,
     **image_args: Any,
 ) -> st.SearchStrategy[DistortedPair]:
-    """Strategy for a reference batch with a distorted copy and the distortion used.
+    """Strategy for a reference batch (drawn like :func:`images`, with its keyword
+    arguments ``image_args``), a distorted copy and the distortion used.
 
     The distortion is applied in float32 before the cast to ``dtype``, so
     ``pair.distortion(pair.reference, value_range=...)`` reproduces ``pair.distorted`` up
@@ -299,7 +296,6 @@ def distorted(
     Args:
         kind: a distortion kind, a strategy of kinds, or ``None`` for any kind.
         level: a severity in ``[0, 1]``, a strategy, or ``None`` for any level.
-        **image_args: the keyword arguments of :func:`images`.
 
     Raises:
         ArgumentError, DTypeError, UnknownNameError: as for :func:`images` and
