@@ -1,19 +1,13 @@
-"""Property-test kit for image-quality metrics: checks, distortions and hypothesis strategies.
+"""Property-test kit for image-quality metrics, percepfid's or your own, in any framework.
 
-Use it to unit-test any metric or loss, percepfid's or your own, in any test framework:
-
-- :mod:`~percepfid.testing.checks`: ``check_identity``, ``check_symmetric``,
-  ``check_antisymmetric``, ``check_range``, ``check_gradients``,
-  ``check_batch_invariance``, ``check_dtype_consistency`` and ``check_monotone``, plain
-  functions that raise ``AssertionError`` with the failing items and values;
+- :mod:`~percepfid.testing.checks`: ``check_*`` functions that raise ``AssertionError``
+  with the failing items and values (identity, symmetry, range, gradients, batch
+  invariance, autocast precision, monotonicity under distortion);
 - :mod:`~percepfid.testing.distortions`: blur, noise, quantisation and down-up resampling
   with a severity level (``distort(x, kind, level)``);
-- :mod:`percepfid.testing.strategies`: hypothesis strategies (``images``, ``image_pairs``,
-  ``distortions``, ``distorted``). It needs hypothesis (``pip install 'percepfid[test]'``)
-  and is imported explicitly; this package imports without it.
-
-A *metric* is any callable ``metric(a, b) -> Tensor`` returning one value per image,
-shape ``(B,)``, or a scalar; ``a`` is the image under test and ``b`` the reference.
+- :mod:`percepfid.testing.strategies`: hypothesis strategies, imported explicitly (it needs
+  ``pip install 'percepfid[test]'``; this package imports without it);
+- :class:`FakeHub`: a local Hugging Face Hub server for testing download code offline.
 
 Example:
     >>> import torch

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["FakeHub", "FakeHubRequest"]
@@ -59,20 +60,15 @@ def _git_blob_id(data: bytes) -> str:
 class FakeHub:
     """A threaded HTTP server that answers the Hub requests ``huggingface_hub`` makes.
 
-    Routes:
+    Routes (``revision`` is a branch given to :meth:`add_file` or its :meth:`commit`):
         - ``HEAD``/``GET /{repo_id}/resolve/{revision}/{filename}``: the file, with
-          ``Content-Length``, ``ETag`` (the quoted sha256 of the bytes) and
-          ``X-Repo-Commit``; ``Range: bytes=N-`` is honoured.
-        - ``GET /api/models/{repo_id}`` and ``/api/models/{repo_id}/revision/{revision}``:
-          repository info with ``sha`` and ``siblings``.
-        - ``GET /api/models/{repo_id}/tree/{revision}[/{folder}]``: the file listing
-          ``snapshot_download`` reads.
-        - anything unknown: 404 with ``X-Error-Code`` ``RepoNotFound``,
-          ``RevisionNotFound`` or ``EntryNotFound``, as the Hub sends.
+          ``ETag`` (the quoted sha256) and ``X-Repo-Commit``; ``Range: bytes=N-`` works.
+        - ``GET /api/models/{repo_id}[/revision/{revision}]``: repository info.
+        - ``GET /api/models/{repo_id}/tree/{revision}[/{folder}]``: the file listing.
+        - anything unknown: 404 with the Hub's ``X-Error-Code`` (``RepoNotFound``,
+          ``RevisionNotFound`` or ``EntryNotFound``).
 
-    ``revision`` may be a branch name given to :meth:`add_file` or the commit hash the
-    server reports for it. Use it as a context manager; :meth:`activate` points
-    ``huggingface_hub`` at it.
+    Use it as a context manager; :meth:`activate` points ``huggingface_hub`` at it.
     """
 
     def __init__(self) -> None:
@@ -93,7 +89,7 @@ class FakeHub:
         filename = filename.replace(os.sep, "/").lstrip("/")
         with self._lock:
             self._repos.setdefault((repo_id, revision), {})[filename] = bytes(data)
-        return _commit_for(repo_id, revision)
+        return self.commit(repo_id, revision)
 
     def add_folder(
         self, repo_id: str, folder: str | os.PathLike[str], revision: str = "main"
@@ -103,13 +99,12 @@ class FakeHub:
         root = Path(folder)
         if not root.is_dir():
             raise NotADirectoryError(f"folder {root} does not exist or is not a folder")
-        commit = _commit_for(repo_id, revision)
         for path in sorted(root.rglob("*")):
             if path.is_file():
-                commit = self.add_file(
+                self.add_file(
                     repo_id, path.relative_to(root).as_posix(), path.read_bytes(), revision
                 )
-        return commit
+        return self.commit(repo_id, revision)
 
     def remove_file(self, repo_id: str, filename: str, revision: str = "main") -> None:
         """Stop serving a file."""
@@ -131,20 +126,15 @@ class FakeHub:
             and (method is None or r.method == method)
         ]
 
-    def _lookup(self, repo_id: str, revision: str) -> tuple[str, dict[str, bytes]] | None:
-        """(branch, files) for a revision given as a branch name or as a commit hash."""
+    def _revision(self, repo_id: str, revision: str) -> tuple[dict[str, bytes], str]:
+        """``(files, commit)`` of ``revision``, a branch name or its commit hash."""
         with self._lock:
-            files = self._repos.get((repo_id, revision))
-            if files is not None:
-                return revision, dict(files)
             for (repo, branch), files in self._repos.items():
-                if repo == repo_id and _commit_for(repo, branch) == revision:
-                    return branch, dict(files)
-        return None
-
-    def _has_repo(self, repo_id: str) -> bool:
-        with self._lock:
-            return any(repo == repo_id for repo, _ in self._repos)
+                if repo == repo_id and revision in (branch, _commit_for(repo, branch)):
+                    return dict(files), _commit_for(repo, branch)
+            if not any(repo == repo_id for repo, _ in self._repos):
+                raise _NotFound("RepoNotFound", f"Repository {repo_id} not found")
+        raise _NotFound("RevisionNotFound", f"Revision {revision} not found in {repo_id}")
 
     # ------------------------------------------------------------------ server
 
@@ -160,13 +150,8 @@ class FakeHub:
         """Start serving on a free port of 127.0.0.1 (what ``__enter__`` does)."""
         if self._server is not None:
             return self
-        hub = self
-
-        class Handler(_Handler):
-            fake_hub = hub
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.fake_hub = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -182,10 +167,8 @@ class FakeHub:
             return
         self._server.shutdown()
         self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        self._thread.join(timeout=5)
+        self._server = self._thread = None
 
     def __enter__(self) -> FakeHub:
         return self.start()
@@ -197,19 +180,13 @@ class FakeHub:
 
     @contextlib.contextmanager
     def activate(self, home: str | os.PathLike[str]) -> Iterator[Path]:
-        """Point ``huggingface_hub`` at this server, with a fresh cache under ``home``.
+        """Point ``huggingface_hub`` at this server, with a fresh cache ``home/hub``, which
+        it yields.
 
-        Sets ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_CACHE`` (``home/hub``), unsets
-        ``HF_HUB_OFFLINE`` and any token (``HF_TOKEN``), and, because ``huggingface_hub``
-        reads these at import time, patches the matching values in
-        ``huggingface_hub.constants`` (endpoint, URL template, cache and token paths,
-        offline flag). Everything is restored on exit, even after an error.
-
-        Yields:
-            The cache folder (``home/hub``).
+        Sets ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_CACHE``, unsets ``HF_HUB_OFFLINE``
+        and any token, and patches the matching import-time values of
+        ``huggingface_hub.constants``; everything is restored on exit.
         """
-        from huggingface_hub import constants
-
         home = Path(home)
         cache = home / "hub"
         cache.mkdir(parents=True, exist_ok=True)
@@ -243,19 +220,14 @@ class FakeHub:
             "HF_HUB_OFFLINE": False,
             "HF_HUB_DISABLE_TELEMETRY": True,
         }
-        with _patched_env(env), _patched_attrs(constants, values):
+        with _patched(env, values):
             yield cache
 
     @contextlib.contextmanager
     def offline(self) -> Iterator[None]:
         """Switch Hub access off as ``HF_HUB_OFFLINE=1`` does, for percepfid and for
         ``huggingface_hub`` (whose import-time flag is patched too)."""
-        from huggingface_hub import constants
-
-        with (
-            _patched_env({"HF_HUB_OFFLINE": "1"}),
-            _patched_attrs(constants, {"HF_HUB_OFFLINE": True}),
-        ):
+        with _patched({"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": True}):
             yield
 
 
@@ -269,125 +241,86 @@ def _set_env(values: dict[str, str | None]) -> None:
 
 
 @contextlib.contextmanager
-def _patched_env(values: dict[str, str | None]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    try:
-        _set_env(values)
-        yield
-    finally:
-        _set_env(saved)
+def _patched(env: dict[str, str | None], values: dict[str, Any]) -> Iterator[None]:
+    """Set environment variables and the ``huggingface_hub.constants`` this version has,
+    restoring both on exit."""
+    from huggingface_hub import constants
+
+    saved = {key: os.environ.get(key) for key in env}
+    present = {key: value for key, value in values.items() if hasattr(constants, key)}
+    with mock.patch.multiple(constants, **present):
+        try:
+            _set_env(env)
+            yield
+        finally:
+            _set_env(saved)
 
 
-_MISSING = object()
+class _NotFound(Exception):
+    """Answered as a 404 with the Hub's ``X-Error-Code``."""
 
-
-@contextlib.contextmanager
-def _patched_attrs(module: Any, values: dict[str, Any]) -> Iterator[None]:
-    # Only attributes this huggingface_hub version has are patched (robust across versions).
-    saved = {key: getattr(module, key, _MISSING) for key in values}
-    try:
-        for key, value in values.items():
-            if saved[key] is not _MISSING:
-                setattr(module, key, value)
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is not _MISSING:
-                setattr(module, key, value)
+    def __init__(self, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.headers = code, message, headers or {}
 
 
 class _Handler(BaseHTTPRequestHandler):
-    fake_hub: FakeHub
     protocol_version = "HTTP/1.1"
     server_version = "percepfid-fake-hub"
+
+    @property
+    def fake_hub(self) -> FakeHub:
+        return self.server.fake_hub  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         pass  # requests are recorded in FakeHub.requests instead of printed
 
-    # -------------------------------------------------------------- plumbing
-
-    def _send(
-        self,
-        status: int,
-        body: bytes = b"",
-        headers: dict[str, str] | None = None,
-        *,
-        include_body: bool = True,
-    ) -> None:
-        # Recorded before answering, so the record exists once the client has its answer.
-        self._record(status)
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if include_body and body:
-            self.wfile.write(body)
-
-    def _record(self, status: int) -> None:
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        """Record the request, then answer it (without the body to a HEAD)."""
         path = unquote(urlsplit(self.path).path)
         agent = self.headers.get("User-Agent", "")
         self.fake_hub.requests.append(FakeHubRequest(self.command, path, status, agent))
-
-    def _error(self, code: str, message: str, extra: dict[str, str] | None = None) -> None:
-        body = json.dumps({"error": message}).encode()
-        headers = {
-            "X-Error-Code": code,
-            "X-Error-Message": message,
-            "Content-Type": "application/json",
-        }
-        headers.update(extra or {})
-        self._send(404, body, headers, include_body=self.command != "HEAD")
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _json(self, payload: Any) -> None:
         self._send(200, json.dumps(payload).encode(), {"Content-Type": "application/json"})
 
-    def _revision(self, repo_id: str, revision: str) -> tuple[dict[str, bytes], str] | None:
-        """``(files, commit)`` of ``revision`` (a branch or its commit hash), or ``None``
-        once 404 ``RepoNotFound`` or ``RevisionNotFound`` has been answered."""
-        if not self.fake_hub._has_repo(repo_id):
-            self._error("RepoNotFound", f"Repository {repo_id} not found")
-            return None
-        found = self.fake_hub._lookup(repo_id, revision)
-        if found is None:
-            self._error("RevisionNotFound", f"Revision {revision} not found in {repo_id}")
-            return None
-        branch, files = found
-        return files, _commit_for(repo_id, branch)
-
     def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
-        self._route()
+        self.do_GET()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        self._route()
-
-    # -------------------------------------------------------------- routes
-
-    def _route(self) -> None:
         raw_path = urlsplit(self.path).path
-        if raw_path.startswith(_API_PREFIX):
-            self._api(raw_path[len(_API_PREFIX) :])
-        elif "/resolve/" in raw_path:
-            self._resolve(raw_path)
-        else:
-            self._error("RepoNotFound", f"no route for {unquote(raw_path)}")
+        try:
+            if raw_path.startswith(_API_PREFIX):
+                self._api(raw_path[len(_API_PREFIX) :])
+            elif "/resolve/" in raw_path:
+                self._resolve(raw_path)
+            else:
+                raise _NotFound("RepoNotFound", f"no route for {unquote(raw_path)}")
+        except _NotFound as error:
+            headers = {
+                "X-Error-Code": error.code,
+                "X-Error-Message": error.message,
+                "Content-Type": "application/json",
+                **error.headers,
+            }
+            self._send(404, json.dumps({"error": error.message}).encode(), headers)
 
     def _resolve(self, raw_path: str) -> None:
         repo_part, _, rest = raw_path.lstrip("/").partition("/resolve/")
         revision_part, _, file_part = rest.partition("/")
         repo_id, revision, filename = unquote(repo_part), unquote(revision_part), unquote(file_part)
-        found = self._revision(repo_id, revision)
-        if found is None:
-            return
-        files, commit = found
+        files, commit = self.fake_hub._revision(repo_id, revision)
         data = files.get(filename)
         if data is None:
-            self._error(
-                "EntryNotFound",
-                f"{filename} does not exist in {repo_id}@{revision}",
-                {"X-Repo-Commit": commit},
-            )
-            return
+            message = f"{filename} does not exist in {repo_id}@{revision}"
+            raise _NotFound("EntryNotFound", message, {"X-Repo-Commit": commit})
         headers = {
             "ETag": '"' + hashlib.sha256(data).hexdigest() + '"',
             "X-Repo-Commit": commit,
@@ -396,6 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
         status, body = 200, data
         range_header = self.headers.get("Range", "")
+        # Ranges apply to GET only: HEAD answers 200 with the whole file's Content-Length.
         if self.command == "GET" and range_header.startswith("bytes="):
             start_text, _, end_text = range_header[len("bytes=") :].partition("-")
             start = int(start_text or 0)
@@ -403,9 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = data[start : end + 1]
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-        # A HEAD answer is the GET answer without the body (Content-Length included);
-        # ranges apply to GET only, so HEAD always answers 200 with the whole file's length.
-        self._send(status, body, headers, include_body=self.command != "HEAD")
+        self._send(status, body, headers)
 
     def _api(self, rest: str) -> None:
         # rest: {repo_id}[/revision/{rev}] or {repo_id}/tree/{rev}[/{folder}]
@@ -419,13 +351,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif tail[0] == "tree" and len(tail) >= 2:
             mode, revision, folder = "tree", unquote(tail[1]), unquote("/".join(tail[2:]))
         else:
-            self._error("EntryNotFound", f"unsupported API route {unquote(rest)}")
-            return
-        found = self._revision(repo_id, revision)
-        if found is None:
-            return
-        files, commit = found
+            raise _NotFound("EntryNotFound", f"unsupported API route {unquote(rest)}")
+        files, commit = self.fake_hub._revision(repo_id, revision)
         if mode == "info":
+            siblings = [{"rfilename": name, "size": len(files[name])} for name in sorted(files)]
             self._json(
                 {
                     "id": repo_id,
@@ -435,22 +364,15 @@ class _Handler(BaseHTTPRequestHandler):
                     "disabled": False,
                     "gated": False,
                     "tags": [],
-                    "siblings": [
-                        {"rfilename": name, "size": len(files[name])} for name in sorted(files)
-                    ],
+                    "siblings": siblings,
                 }
             )
             return
         prefix = folder.strip("/") + "/" if folder.strip("/") else ""
         self._json(
             [
-                {
-                    "type": "file",
-                    "path": name,
-                    "size": len(files[name]),
-                    "oid": _git_blob_id(files[name]),
-                }
-                for name in sorted(files)
+                {"type": "file", "path": name, "size": len(data), "oid": _git_blob_id(data)}
+                for name, data in sorted(files.items())
                 if name.startswith(prefix)
             ]
         )

@@ -1,25 +1,31 @@
 """Property checks for image-quality metrics, usable from any test framework.
 
-Each ``check_*`` function runs a metric on the given inputs and raises ``AssertionError``
-with a message naming the failing items and values when a property does not hold (in the
-manner of ``torch.testing.assert_close``); it returns ``None`` when it holds. Misuse of a
-check (wrong argument types, a batch too small to test anything) raises percepfid's typed
-errors instead, so a broken test is never mistaken for a broken metric.
+Each ``check_*`` function raises ``AssertionError`` naming the failing items and values when
+a property does not hold, and returns ``None`` when it holds. Misuse of a check raises
+percepfid's typed errors instead, so a broken test is never mistaken for a broken metric:
+``DTypeError`` when ``metric`` is not callable or an image batch is not a floating tensor,
+``ShapeError`` when ``a`` and ``b`` differ in shape.
 
 The metric contract:
     A *metric* is any callable ``metric(a, b) -> Tensor`` taking two image batches of the
-    same shape ``(B, C, H, W)`` and returning one value per image, shape ``(B,)``, or a
-    scalar (shape ``()``, e.g. a loss with ``reduction='mean'``). ``a`` is the image under
-    test (the super-resolved output, which receives gradients) and ``b`` the reference
-    (the ground truth). Losses, functional metrics, ``nn.Module`` instances and lambdas all
-    qualify. Checks other than :func:`check_gradients` call the metric under
-    ``torch.no_grad()``.
+    same shape ``(B, C, H, W)`` (any shape the metric accepts) and returning one value per
+    image, shape ``(B,)``, or a scalar (e.g. a loss with ``reduction='mean'``). ``a`` is the
+    image under test (the super-resolved output, which receives gradients) and ``b`` the
+    reference. Checks other than :func:`check_gradients` run under ``torch.no_grad()``.
 
-Misuse:
-    Every check first validates its arguments: ``DTypeError`` when ``metric`` is not
-    callable or an image batch is not a floating tensor, ``ShapeError`` when ``a`` and
-    ``b`` differ in shape. Image batches are ``(B, C, H, W)`` (any shape the metric
-    accepts).
+Example:
+    >>> import torch
+    >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
+    >>> a, b = torch.rand(2, 3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    >>> check_identity(mse, a, 0.0)
+    >>> check_symmetric(mse, a, b)
+    >>> brighter = lambda a, b: a.mean((1, 2, 3)) - b.mean((1, 2, 3))
+    >>> check_antisymmetric(brighter, a, b, exact=True)
+    >>> check_range(mse, a, b, low=0.0, high=1.0)
+    >>> check_gradients(lambda sr, gt: mse(sr, gt.detach()), a, b)
+    >>> check_batch_invariance(mse, a, b)
+    >>> check_dtype_consistency(mse, a, b)
+    >>> check_monotone(mse, a, "blur", higher_is_better=False, strict=True)
 """
 
 from __future__ import annotations
@@ -53,8 +59,8 @@ _SHOWN = 8  # values printed per tensor in failure messages
 
 
 def _check_arguments(metric: Any, a: Any, b: Any) -> None:
-    """Raise percepfid's typed errors unless ``metric`` is callable and ``a``, ``b`` are
-    floating image batches of the same shape."""
+    """Raise typed errors unless ``metric`` is callable and ``a``, ``b`` are floating image
+    batches of the same shape."""
     if not callable(metric):
         raise DTypeError(
             f"metric must be a callable metric(a, b) -> Tensor; got {type(metric).__name__}"
@@ -71,6 +77,11 @@ def _format(values: torch.Tensor) -> str:
     text = ", ".join(f"{v:.6g}" for v in flat[:_SHOWN])
     more = f", ... ({len(flat)} values)" if len(flat) > _SHOWN else ""
     return f"[{text}{more}]"
+
+
+def _items(mask: torch.Tensor) -> list[int]:
+    """Indices of the true entries of ``mask``, flattened."""
+    return mask.reshape(-1).nonzero().flatten().tolist()
 
 
 def _evaluate(metric: Metric, a: torch.Tensor, b: torch.Tensor, check: str) -> torch.Tensor:
@@ -95,37 +106,19 @@ def _evaluate(metric: Metric, a: torch.Tensor, b: torch.Tensor, check: str) -> t
     return scores
 
 
-def _evaluate_both_orders(
-    metric: Metric, a: torch.Tensor, b: torch.Tensor, check: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(metric(a, b), metric(b, a))`` under ``torch.no_grad()``, after checking the
-    arguments; each value is checked by ``_evaluate``."""
-    _check_arguments(metric, a, b)
-    with torch.no_grad():
-        return _evaluate(metric, a, b, check), _evaluate(metric, b, a, check)
-
-
 def _assert_close(
-    check: str,
-    relation: str,
-    actual: tuple[str, torch.Tensor],
-    expected: tuple[str, torch.Tensor],
-    atol: float,
-    rtol: float,
+    check: str, relation: str, values: dict[str, torch.Tensor], atol: float, rtol: float
 ) -> None:
-    """Raise unless ``|actual - expected| <= atol + rtol * |expected|`` for every item.
-
-    ``actual`` and ``expected`` are ``(name, values)`` pairs; the names label the values in
-    the failure message, under ``check`` and the ``relation`` that should hold.
-    """
-    names = (actual[0], expected[0])
+    """Raise unless ``|actual - expected| <= atol + rtol * |expected|`` for every item;
+    ``values`` maps a label to ``actual`` and one to ``expected``, in this order."""
+    names = list(values)
     actual, expected = torch.broadcast_tensors(
-        actual[1].detach().double().cpu(), expected[1].detach().double().cpu()
+        *(tensor.detach().double().cpu() for tensor in values.values())
     )
     close = torch.isclose(actual, expected, rtol=rtol, atol=atol)
     if bool(close.all()):
         return
-    failing = (~close).reshape(-1).nonzero().flatten().tolist()
+    failing = _items(~close)
     difference = (actual - expected).abs().reshape(-1)[failing]
     worst = difference.nan_to_num(nan=float("inf")).max().item()
     width = max(len(name) for name in names)
@@ -138,6 +131,24 @@ def _assert_close(
     )
 
 
+@torch.no_grad()
+def _check_swapped(
+    metric: Metric,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    sign: int,
+    check: str,
+    tol: tuple[float, float],
+) -> None:
+    """Compare ``metric(a, b)`` with ``sign * metric(b, a)``."""
+    _check_arguments(metric, a, b)
+    forward, backward = _evaluate(metric, a, b, check), _evaluate(metric, b, a, check)
+    minus = "-" if sign < 0 else ""
+    values = {"metric(a, b)": forward, f"{minus}metric(b, a)": sign * backward}
+    _assert_close(check, f"metric(a, b) == {minus}metric(b, a)", values, *tol)
+
+
+@torch.no_grad()
 def check_identity(
     metric: Metric,
     x: torch.Tensor,
@@ -146,79 +157,30 @@ def check_identity(
     atol: float = 1e-5,
     rtol: float = 0.0,
 ) -> None:
-    """Check that ``metric(x, x)`` equals the metric's identity value (``0`` for a loss,
-    ``1`` for a similarity).
-
-    The metric receives ``x`` and a copy of ``x`` (not the same object), so a shortcut on
-    ``a is b`` does not pass for the real thing.
-
-    Args:
-        metric: ``metric(a, b) -> (B,) or ()``.
-        x: images.
-        expected: the identity value, a number or a tensor broadcastable to the output.
-        atol: absolute tolerance.
-        rtol: relative tolerance.
-
-    Shape:
-        - x: ``(B, C, H, W)`` (any shape the metric accepts).
+    """Check that ``metric(x, x.clone())`` equals the metric's identity value ``expected``
+    (``0`` for a loss, ``1`` for a similarity; a number or a tensor broadcastable to the
+    output) within ``atol`` and ``rtol``.
 
     Raises:
         AssertionError: some ``metric(x, x)`` differs from ``expected`` (or is NaN).
-        DTypeError: ``metric`` is not callable or ``x`` is not a floating tensor.
-
-    Example:
-        >>> import torch
-        >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
-        >>> check_identity(mse, torch.rand(2, 3, 8, 8), 0.0)
     """
     _check_arguments(metric, x, x)
-    with torch.no_grad():
-        scores = _evaluate(metric, x, x.clone(), "check_identity")
+    scores = _evaluate(metric, x, x.clone(), "check_identity")
     target = torch.as_tensor(expected, dtype=torch.float64)
-    _assert_close(
-        "check_identity",
-        f"metric(x, x) == {_format(target) if target.ndim else f'{float(target):g}'}",
-        ("metric(x, x)", scores),
-        ("expected", target),
-        atol,
-        rtol,
-    )
+    relation = f"metric(x, x) == {_format(target) if target.ndim else f'{float(target):g}'}"
+    values = {"metric(x, x)": scores, "expected": target}
+    _assert_close("check_identity", relation, values, atol, rtol)
 
 
 def check_symmetric(
-    metric: Metric,
-    a: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
+    metric: Metric, a: torch.Tensor, b: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
 ) -> None:
-    """Check that ``metric(a, b) == metric(b, a)`` within tolerance.
-
-    Args:
-        metric: ``metric(a, b) -> (B,) or ()``.
-        a: first images.
-        b: second images, same shape as ``a``.
-        atol: absolute tolerance.
-        rtol: relative tolerance.
+    """Check that ``metric(a, b) == metric(b, a)`` within ``atol`` and ``rtol``.
 
     Raises:
         AssertionError: the two orders disagree for some item.
-
-    Example:
-        >>> import torch
-        >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
-        >>> check_symmetric(mse, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
     """
-    forward, backward = _evaluate_both_orders(metric, a, b, "check_symmetric")
-    _assert_close(
-        "check_symmetric",
-        "metric(a, b) == metric(b, a)",
-        ("metric(a, b)", forward),
-        ("metric(b, a)", backward),
-        atol,
-        rtol,
-    )
+    _check_swapped(metric, a, b, 1, "check_symmetric", (atol, rtol))
 
 
 def check_antisymmetric(
@@ -233,29 +195,17 @@ def check_antisymmetric(
     """Check that ``metric(a, b) == -metric(b, a)``, e.g. for a preference score.
 
     Args:
-        metric, a, b, atol, rtol: as for :func:`check_symmetric`.
         exact: require bitwise equality (``atol`` and ``rtol`` are then ignored), for
             metrics built as ``f(a, b) - f(b, a)`` that should cancel exactly.
 
     Raises:
         AssertionError: ``metric(a, b) != -metric(b, a)`` for some item.
-
-    Example:
-        >>> import torch
-        >>> brighter = lambda a, b: (a - b).flatten(1).mean(1)
-        >>> check_antisymmetric(brighter, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), exact=True)
     """
-    forward, backward = _evaluate_both_orders(metric, a, b, "check_antisymmetric")
-    _assert_close(
-        "check_antisymmetric" + (" (exact)" if exact else ""),
-        "metric(a, b) == -metric(b, a)",
-        ("metric(a, b)", forward),
-        ("-metric(b, a)", -backward),
-        0.0 if exact else atol,
-        0.0 if exact else rtol,
-    )
+    check = "check_antisymmetric" + (" (exact)" if exact else "")
+    _check_swapped(metric, a, b, -1, check, (0.0, 0.0) if exact else (atol, rtol))
 
 
+@torch.no_grad()
 def check_range(
     metric: Metric,
     a: torch.Tensor,
@@ -265,30 +215,16 @@ def check_range(
 ) -> None:
     """Check that every ``metric(a, b)`` value is finite and inside ``[low, high]``.
 
-    Args:
-        metric: ``metric(a, b) -> (B,) or ()``.
-        a: first images.
-        b: second images, same shape as ``a``.
-        low: smallest allowed value.
-        high: largest allowed value.
-
     Raises:
         AssertionError: a value is NaN, infinite or outside ``[low, high]``.
         ArgumentError: ``low > high``.
-
-    Example:
-        >>> import torch
-        >>> cosine = lambda a, b: torch.cosine_similarity(a.flatten(1), b.flatten(1))
-        >>> check_range(cosine, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), -1.0, 1.0)
     """
     _check_arguments(metric, a, b)
     if not low <= high:
         raise ArgumentError(f"check_range needs low <= high; got low={low!r}, high={high!r}")
-    with torch.no_grad():
-        scores = _evaluate(metric, a, b, "check_range").detach().double().cpu()
-    bad = ~torch.isfinite(scores) | (scores < low) | (scores > high)
-    if bool(bad.any()):
-        failing = bad.reshape(-1).nonzero().flatten().tolist()
+    scores = _evaluate(metric, a, b, "check_range").double().cpu()
+    failing = _items(~torch.isfinite(scores) | (scores < low) | (scores > high))
+    if failing:
         raise AssertionError(
             f"check_range failed: metric(a, b) must be finite and in [{low:g}, {high:g}]; "
             f"item(s) {failing[:_SHOWN]} are not\n  metric(a, b) = {_format(scores)}"
@@ -296,38 +232,19 @@ def check_range(
 
 
 def check_gradients(
-    metric: Metric,
-    a: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    first_only: bool = True,
+    metric: Metric, a: torch.Tensor, b: torch.Tensor, *, first_only: bool = True
 ) -> None:
-    """Check that gradients of ``metric(a, b)`` are finite, non-zero and (by default) flow
-    only into ``a``.
+    """Check that every image of ``a`` gets a finite, not all-zero gradient of
+    ``metric(a, b)``, and that ``b`` gets none (``first_only``, a loss whose reference is a
+    fixed target) or a gradient that passes the same test (not ``first_only``).
 
-    Runs ``metric(a', b')`` on fresh leaf copies that both have ``requires_grad=True`` and
-    differentiates the sum of the outputs with ``torch.autograd.grad``, so the ``.grad``
-    of the metric's own parameters is left untouched. Every image of ``a`` must receive a
-    finite gradient that is not identically zero. With ``first_only=True`` (a loss whose
-    reference is a fixed target) ``b'`` must not be connected to the output at all, i.e.
-    ``b.grad`` would stay ``None`` after ``backward()`` even though ``b.requires_grad``;
-    with ``first_only=False`` ``b`` must receive finite non-zero gradients as well.
-
-    Args:
-        metric: ``metric(a, b) -> (B,) or ()``, differentiable in ``a``.
-        a: images the gradient is taken with respect to (values are copied).
-        b: reference images, same shape as ``a``.
-        first_only: require that no gradient reaches ``b``.
+    Differentiates with ``torch.autograd.grad`` on leaf copies of ``a`` and ``b`` that both
+    require grad, so the ``.grad`` of the metric's parameters is left untouched.
 
     Raises:
         AssertionError: the output is not finite or not connected to ``a``, some image of
             ``a`` gets a non-finite or all-zero gradient, or the gradient reaches ``b``
             (``first_only``) or fails the same tests on ``b`` (not ``first_only``).
-
-    Example:
-        >>> import torch
-        >>> mse = lambda sr, gt: (sr - gt.detach()).pow(2).flatten(1).mean(1)
-        >>> check_gradients(mse, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
     """
     _check_arguments(metric, a, b)
     check = "check_gradients"
@@ -350,13 +267,13 @@ def check_gradients(
         if grad is None:
             raise AssertionError(f"{check} failed: metric(a, b) is not connected to {name}")
         per_image = grad.detach().reshape(grad.shape[0], -1)
-        nonfinite = (~torch.isfinite(per_image)).any(1).nonzero().flatten().tolist()
+        nonfinite = _items((~torch.isfinite(per_image)).any(1))
         if nonfinite:
             raise AssertionError(
                 f"{check} failed: the gradient with respect to {name} has NaN or inf values "
                 f"in image(s) {nonfinite[:_SHOWN]}"
             )
-        zero = (per_image == 0).all(1).nonzero().flatten().tolist()
+        zero = _items((per_image == 0).all(1))
         if zero:
             raise AssertionError(
                 f"{check} failed: the gradient with respect to {name} is zero everywhere in "
@@ -365,18 +282,17 @@ def check_gradients(
             )
 
     _check_grad(grad_a, "a")
-    if first_only:
-        if grad_b is not None:
-            largest = grad_b.detach().abs().max().item()
-            raise AssertionError(
-                f"{check} failed: the gradient reaches the reference b (largest |grad| "
-                f"{largest:.3g}); b.grad would not stay None. Compute the reference branch "
-                "under torch.no_grad() or detach it."
-            )
-    else:
+    if not first_only:
         _check_grad(grad_b, "b")
+    elif grad_b is not None:
+        raise AssertionError(
+            f"{check} failed: the gradient reaches the reference b (largest |grad| "
+            f"{grad_b.detach().abs().max().item():.3g}); b.grad would not stay None. Compute "
+            "the reference branch under torch.no_grad() or detach it."
+        )
 
 
+@torch.no_grad()
 def check_batch_invariance(
     metric: Metric,
     a: torch.Tensor,
@@ -388,73 +304,44 @@ def check_batch_invariance(
 ) -> None:
     """Check that each item's value does not depend on the rest of the batch.
 
-    Computes ``metric(a, b)`` on the whole batch, on each pair ``(a[i:i+1], b[i:i+1])``
-    alone, and on the batch in a shuffled order; the value of every item must agree across
-    the three. Catches batch-wise normalisation, statistics shared across the batch and
-    position-dependent weighting.
-
-    Args:
-        metric: ``metric(a, b) -> (B,)``; per-item values are required.
-        a: first images, at least two.
-        b: second images, same shape as ``a``.
-        atol: absolute tolerance (batched and single-item kernels round differently).
-        rtol: relative tolerance.
-        seed: seed of the shuffled order (a non-identity permutation is always used).
-
-    Shape:
-        - a, b: ``(B, C, H, W)`` with ``B >= 2``.
+    Compares ``metric(a, b)``, which must return ``(B,)``, with each pair
+    ``(a[i:i+1], b[i:i+1])`` alone and with the batch in a shuffled order (drawn with
+    ``seed``, never the identity). ``atol`` and ``rtol`` allow for batched and single-item
+    kernels rounding differently.
 
     Raises:
         AssertionError: the metric does not return ``(B,)``, or an item's value changes
             with the batch it is computed in.
         ArgumentError: ``B < 2``.
-
-    Example:
-        >>> import torch
-        >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
-        >>> check_batch_invariance(mse, torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 8))
     """
     _check_arguments(metric, a, b)
     check = "check_batch_invariance"
     batch = a.shape[0]
     if batch < 2:
         raise ArgumentError(f"{check} needs a batch of at least 2 images; got B={batch}")
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(batch, generator=generator)
+    order = torch.randperm(batch, generator=torch.Generator().manual_seed(seed))
     if torch.equal(order, torch.arange(batch)):
         order = order.roll(1)
-    with torch.no_grad():
-        whole = _evaluate(metric, a, b, check)
-        if whole.ndim == 0:
-            raise AssertionError(
-                f"{check}: metric(a, b) must return per-item values of shape ({batch},) "
-                "(e.g. reduction='none'); got a scalar"
-            )
-        alone = torch.cat(
-            [_evaluate(metric, a[i : i + 1], b[i : i + 1], check).reshape(1) for i in range(batch)]
+    whole = _evaluate(metric, a, b, check)
+    if whole.ndim == 0:
+        raise AssertionError(
+            f"{check}: metric(a, b) must return per-item values of shape ({batch},) "
+            "(e.g. reduction='none'); got a scalar"
         )
-        device_order = order.to(a.device)
-        shuffled = _evaluate(metric, a[device_order], b[device_order], check)
-    _assert_close(
-        check,
-        "metric(a[i:i+1], b[i:i+1]) == metric(a, b)[i]",
-        ("each item alone", alone),
-        ("whole batch", whole),
-        atol,
-        rtol,
+    alone = torch.cat(
+        [_evaluate(metric, a[i : i + 1], b[i : i + 1], check).reshape(1) for i in range(batch)]
     )
+    shuffled = _evaluate(metric, a[order.to(a.device)], b[order.to(a.device)], check)
     restored = torch.empty_like(shuffled)
     restored[order.to(shuffled.device)] = shuffled
-    _assert_close(
-        check,
-        f"metric(a[p], b[p]) == metric(a, b)[p] for the order p={order.tolist()}",
-        ("shuffled batch (unshuffled)", restored),
-        ("whole batch", whole),
-        atol,
-        rtol,
-    )
+    relation = "metric(a[i:i+1], b[i:i+1]) == metric(a, b)[i]"
+    _assert_close(check, relation, {"each item alone": alone, "whole batch": whole}, atol, rtol)
+    relation = f"metric(a[p], b[p]) == metric(a, b)[p] for the order p={order.tolist()}"
+    values = {"shuffled batch (unshuffled)": restored, "whole batch": whole}
+    _assert_close(check, relation, values, atol, rtol)
 
 
+@torch.no_grad()
 def check_dtype_consistency(
     metric: Metric,
     a: torch.Tensor,
@@ -467,55 +354,37 @@ def check_dtype_consistency(
 ) -> None:
     """Check that the metric under low-precision autocast agrees with float32.
 
-    Compares ``metric(a, b)`` on float32 inputs without autocast against the same call
-    inside ``torch.autocast(device_type, dtype)`` on the inputs' device type (on CPU:
-    ``torch.autocast('cpu', dtype=torch.bfloat16)``). Catches metrics whose matmuls or
-    convolutions lose too much precision in bfloat16 (e.g. a distance expanded as
-    ``|a|^2 + |b|^2 - 2 a.b``) and metrics that produce NaN or inf under autocast.
+    Compares ``metric(a, b)`` on float32 inputs with the same call inside
+    ``torch.autocast(device_type, dtype)`` on the inputs' device type, catching precision
+    loss (e.g. a distance expanded as ``|a|^2 + |b|^2 - 2 a.b``) and NaN or inf.
 
     Args:
-        metric: ``metric(a, b) -> (B,) or ()``.
-        a: first images (cast to float32 for both runs).
-        b: second images, same shape as ``a``.
         tolerance: allowed absolute difference from the float32 value.
         dtype: the autocast dtype, ``torch.bfloat16`` or ``torch.float16``.
         rtol: allowed difference relative to the float32 value, added to ``tolerance``.
-        cast_inputs: also cast the inputs to ``dtype`` for the autocast run (checks that
-            the metric accepts low-precision images).
+        cast_inputs: also cast the inputs to ``dtype`` for the autocast run.
 
     Raises:
         AssertionError: the autocast value is not finite or differs by more than
             ``tolerance + rtol * |fp32 value|``.
-        ArgumentError: ``dtype`` is not a floating dtype narrower than float32.
-
-    Example:
-        >>> import torch
-        >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
-        >>> check_dtype_consistency(mse, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
+        ArgumentError: ``dtype`` is not bfloat16 or float16.
     """
     _check_arguments(metric, a, b)
     if dtype not in (torch.bfloat16, torch.float16):
         raise ArgumentError(f"dtype must be torch.bfloat16 or torch.float16; got {dtype!r}")
     check = f"check_dtype_consistency ({str(dtype).replace('torch.', '')} autocast)"
     a32, b32 = a.float(), b.float()
-    with torch.no_grad():
-        reference = _evaluate(metric, a32, b32, check)
-        low_a, low_b = (a32.to(dtype), b32.to(dtype)) if cast_inputs else (a32, b32)
-        with torch.autocast(device_type=a.device.type, dtype=dtype):
-            low = _evaluate(metric, low_a, low_b, check)
-    if not bool(torch.isfinite(low.detach()).all()):
+    reference = _evaluate(metric, a32, b32, check)
+    low_a, low_b = (a32.to(dtype), b32.to(dtype)) if cast_inputs else (a32, b32)
+    with torch.autocast(device_type=a.device.type, dtype=dtype):
+        low = _evaluate(metric, low_a, low_b, check)
+    if not bool(torch.isfinite(low).all()):
         raise AssertionError(
             f"{check} failed: metric(a, b) is not finite under autocast\n"
             f"  autocast = {_format(low)}\n  float32  = {_format(reference)}"
         )
-    _assert_close(
-        check,
-        "metric(a, b) under autocast == metric(a, b) in float32",
-        ("autocast", low),
-        ("float32", reference),
-        tolerance,
-        rtol,
-    )
+    relation = "metric(a, b) under autocast == metric(a, b) in float32"
+    _assert_close(check, relation, {"autocast": low, "float32": reference}, tolerance, rtol)
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
@@ -528,19 +397,14 @@ def _ranks(values: torch.Tensor) -> torch.Tensor:
 def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation along the last dimension, ties ranked by their average.
 
-    Pure torch (no scipy); agrees with ``scipy.stats.spearmanr``. A constant input has no
-    defined correlation and gives ``nan``.
+    Pure torch; agrees with ``scipy.stats.spearmanr``.
 
     Args:
-        x: values, shape ``(..., N)``.
-        y: values, same shape as ``x``.
-
-    Shape:
-        - x, y: ``(..., N)`` with ``N >= 2``.
-        - output: ``(...)``, float64.
+        x, y: values of the same shape ``(..., N)`` with ``N >= 2``.
 
     Returns:
-        The correlations, in ``[-1, 1]`` or ``nan``.
+        The float64 correlations, shape ``(...)``, in ``[-1, 1]``, or ``nan`` where an
+        input is constant.
 
     Raises:
         ShapeError: ``x`` and ``y`` differ in shape or ``N < 2``.
@@ -555,14 +419,14 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise ShapeError(
             f"spearman needs at least 2 values along the last dim; got {tuple(x.shape)}"
         )
-    rank_x = _ranks(x.detach().double())
-    rank_y = _ranks(y.detach().double())
+    rank_x, rank_y = (_ranks(v.detach().double()) for v in (x, y))
     rank_x = rank_x - rank_x.mean(-1, keepdim=True)
     rank_y = rank_y - rank_y.mean(-1, keepdim=True)
     norm = (rank_x.square().sum(-1) * rank_y.square().sum(-1)).sqrt()
     return torch.where(norm > 0, (rank_x * rank_y).sum(-1) / norm, torch.nan)
 
 
+@torch.no_grad()
 def check_monotone(
     metric: Metric,
     reference: torch.Tensor,
@@ -580,26 +444,17 @@ def check_monotone(
     For each level ``l`` the metric scores ``metric(distortion(reference, l), reference)``.
     For every image, the Spearman correlation between level and score must be at most
     ``-min_correlation`` when ``higher_is_better`` (at least ``+min_correlation`` for a
-    distance), and with ``strict=True`` each step must also move the score strictly in
-    the right direction.
+    distance); with ``strict=True`` every step must also move the score strictly that way.
 
     Args:
-        metric: ``metric(a, b) -> (B,) or ()``; ``a`` is the distorted image.
-        reference: undistorted images.
-        distortion: a kind of :func:`~percepfid.testing.distortions.distort` (``'blur'``,
-            ``'noise'``, ``'quantize'``, ``'downsample'``; ``levels`` then lie in
-            ``[0, 1]`` and noise uses the same seed at every level), or any callable
+        distortion: a kind of :func:`~percepfid.testing.distortions.distort` (``levels``
+            then lie in ``[0, 1]``; ``value_range`` is that of ``reference`` and ``seed``
+            seeds the same noise at every level), or any callable
             ``distortion(images, level) -> images``.
-        levels: increasing distortion levels, at least three.
+        levels: at least three increasing distortion levels.
         higher_is_better: ``True`` for a similarity or quality score, ``False`` for a
             distance or loss.
         min_correlation: the rank correlation required, in ``(0, 1]``.
-        strict: also require a strictly monotone score from each level to the next.
-        value_range: ``(low, high)`` of ``reference``, for built-in distortions.
-        seed: seed of the noise for built-in distortions.
-
-    Shape:
-        - reference: ``(B, C, H, W)``.
 
     Raises:
         AssertionError: some image's scores do not follow the levels closely enough (or
@@ -607,14 +462,7 @@ def check_monotone(
         ArgumentError: fewer than three levels, levels not increasing, or
             ``min_correlation`` outside ``(0, 1]``.
         UnknownNameError: ``distortion`` names no known distortion.
-        DTypeError: ``metric`` or ``distortion`` is not callable, or ``reference`` is not
-            a floating tensor.
-
-    Example:
-        >>> import torch
-        >>> mse = lambda a, b: (a - b).pow(2).flatten(1).mean(1)
-        >>> x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-        >>> check_monotone(mse, x, "blur", higher_is_better=False, strict=True)
+        DTypeError: ``distortion`` is neither a str nor callable.
     """
     _check_arguments(metric, reference, reference)
     check = "check_monotone"
@@ -626,13 +474,12 @@ def check_monotone(
     if not 0.0 < min_correlation <= 1.0:
         raise ArgumentError(f"min_correlation must be in (0, 1]; got {min_correlation!r}")
     if isinstance(distortion, str):
-        kind = distortion
+        kind, label = distortion, repr(distortion)
 
         def apply(images: torch.Tensor, level: float) -> torch.Tensor:
             generator = torch.Generator().manual_seed(seed)
             return distort(images, kind, level, generator=generator, value_range=value_range)
 
-        label = repr(kind)
     elif callable(distortion):
         apply = distortion
         label = getattr(distortion, "__name__", type(distortion).__name__)
@@ -641,12 +488,10 @@ def check_monotone(
             "distortion must be a distortion kind (str) or a callable (images, level) -> "
             f"images; got {type(distortion).__name__}"
         )
-    with torch.no_grad():
-        rows = [
-            _evaluate(metric, apply(reference, level), reference, check).reshape(-1)
-            for level in levels
-        ]
-    scores = torch.stack(rows).detach().double().cpu().T  # (items, levels)
+    rows = [
+        _evaluate(metric, apply(reference, level), reference, check).reshape(-1) for level in levels
+    ]
+    scores = torch.stack(rows).double().cpu().T  # (items, levels)
     table = "\n".join(
         f"  level {level:<8g} score {_format(row)}"
         for level, row in zip(levels, scores.T, strict=True)
@@ -657,18 +502,16 @@ def check_monotone(
     direction = "decrease" if higher_is_better else "increase"
     grid = torch.tensor(levels, dtype=torch.float64).expand_as(scores)
     agreement = sign * spearman(grid, scores)
-    failing = (~(agreement >= min_correlation)).nonzero().flatten().tolist()
+    failing = _items(~(agreement >= min_correlation))
     if failing:
         raise AssertionError(
             f"{check} failed: scores should {direction} with the level of {label}; "
             f"Spearman agreement {_format(agreement)} (per item), required >= "
             f"{min_correlation:g}, failing item(s) {failing[:_SHOWN]}\n{table}"
         )
-    if strict:
-        steps = sign * scores.diff(dim=-1)
-        failing = (~(steps > 0).all(-1)).nonzero().flatten().tolist()
-        if failing:
-            raise AssertionError(
-                f"{check} failed (strict): scores should strictly {direction} at every step "
-                f"of {label}; item(s) {failing[:_SHOWN]} do not\n{table}"
-            )
+    failing = _items(~(sign * scores.diff(dim=-1) > 0).all(-1)) if strict else []
+    if failing:
+        raise AssertionError(
+            f"{check} failed (strict): scores should strictly {direction} at every step "
+            f"of {label}; item(s) {failing[:_SHOWN]} do not\n{table}"
+        )

@@ -1,13 +1,9 @@
 """Image distortions with a severity level, for property tests of quality metrics.
 
-Four classic degradations, written in plain torch (no JPEG, no PIL, no scipy) so they run on
-any device: Gaussian blur, additive Gaussian noise, uniform quantisation and down-up
-resampling. Each has a function taking its natural parameter (``sigma``, ``std``,
-``levels``, ``factor``) and all of them share one severity scale through :func:`distort`:
-``level`` in ``[0, 1]``, ``0`` returns the input unchanged and larger levels degrade more.
-
-They are test fixtures, not training augmentations: outputs are computed without autograd
-(quantisation has no useful gradient anyway).
+Gaussian blur, additive Gaussian noise, uniform quantisation and down-up resampling, in plain
+torch so they run on any device. Each has a function taking its natural parameter, and
+:func:`distort` maps them all to one severity ``level`` in ``[0, 1]`` (``0`` returns the
+input unchanged). They are test fixtures, computed without autograd.
 
 Every function takes images ``x`` of shape ``(B, C, H, W)`` in any floating dtype and
 returns the distorted images with the same shape and dtype; it raises ``DTypeError`` when
@@ -16,15 +12,17 @@ returns the distorted images with the same shape and dtype; it raises ``DTypeErr
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_input_range, check_positive, check_tensor
-from .._errors import ArgumentError, DTypeError, ShapeError, UnknownNameError
+from .._checks import check_input_range, check_int, check_positive, check_tensor
+from .._errors import ArgumentError, ShapeError, UnknownNameError
 
 __all__ = [
     "DISTORTION_KINDS",
@@ -46,61 +44,48 @@ MAX_DOWNSAMPLE_FACTOR = 4.0
 MAX_QUANTIZE_BITS = 8.0  # level 0+ keeps 2**8 levels, level 1 keeps 2
 
 
-def _work_dtype(x: torch.Tensor) -> torch.dtype:
-    # Half precision is computed in float32 (CPU kernels for bf16/fp16 resampling are
-    # patchy) and cast back; float64 stays float64 so float64 tests stay exact.
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+def _distortion(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Check ``x``, run ``function`` without autograd on ``x`` in float32 (float64 stays
+    float64) and cast the result back to ``x``'s dtype."""
 
+    @functools.wraps(function)
+    @torch.no_grad()
+    def distorted(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        check_tensor(x, "x")
+        if x.ndim != 4:
+            raise ShapeError(f"x must have shape (B, C, H, W); got {tuple(x.shape)}")
+        # CPU kernels for bf16/fp16 resampling are patchy; float64 tests stay exact.
+        work = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+        return function(work, *args, **kwargs).to(x.dtype)
 
-def _check_images(x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    check_tensor(x, name)
-    if x.ndim != 4:
-        raise ShapeError(f"{name} must have shape (B, C, H, W); got {tuple(x.shape)}")
-    return x
+    return distorted
 
 
 def _check_value_range(value_range: Sequence[float] | None) -> tuple[float, float]:
-    bounds = check_input_range(value_range)
+    bounds = check_input_range(value_range, "value_range")
     if bounds is None:
         raise ArgumentError("value_range must be a pair (low, high) such as (0, 1); got None")
     return bounds
 
 
-def _gaussian_kernel1d(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    # Same support as scipy.ndimage.gaussian_filter(truncate=3.0): radius = int(3 sigma + 0.5).
-    radius = int(3.0 * sigma + 0.5)
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    return (kernel / kernel.sum()).to(dtype)
-
-
-@torch.no_grad()
+@_distortion
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Blur each channel with a separable Gaussian of standard deviation ``sigma`` pixels.
-
-    The kernel is truncated at ``int(3 * sigma + 0.5)`` pixels and borders are padded by
-    replicating the edge, which matches ``scipy.ndimage.gaussian_filter(x, sigma,
-    mode='nearest', truncate=3.0)`` on each channel. The kernel is non-negative and sums to
-    one, so values stay inside the input's range.
-
-    Args:
-        x: images.
-        sigma: standard deviation in pixels, ``>= 0``; ``0`` returns a copy of ``x``.
-
-    Returns:
-        The blurred images.
+    """Blur each channel with a separable Gaussian of standard deviation ``sigma >= 0``
+    pixels (``0`` returns a copy of ``x``), as ``scipy.ndimage.gaussian_filter(x, sigma,
+    mode='nearest', truncate=3.0)`` does on each channel.
 
     Raises:
         ArgumentError: ``sigma`` is negative or not finite.
     """
-    _check_images(x)
     sigma = check_positive(sigma, "sigma", allow_zero=True)
     if sigma == 0.0:
         return x.clone()
     batch, channels, height, width = x.shape
-    kernel = _gaussian_kernel1d(sigma, _work_dtype(x), x.device)
-    radius = kernel.numel() // 2
-    planes = x.to(_work_dtype(x)).reshape(batch * channels, 1, height, width)
+    radius = int(3.0 * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    planes = x.reshape(batch * channels, 1, height, width)
     # 'replicate' padding works for any image size (reflect needs radius < side).
     planes = F.conv2d(
         F.pad(planes, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1)
@@ -108,10 +93,10 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     planes = F.conv2d(
         F.pad(planes, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1)
     )
-    return planes.reshape(batch, channels, height, width).to(x.dtype)
+    return planes.reshape(batch, channels, height, width)
 
 
-@torch.no_grad()
+@_distortion
 def gaussian_noise(
     x: torch.Tensor,
     std: float,
@@ -119,88 +104,52 @@ def gaussian_noise(
     generator: torch.Generator | None = None,
     value_range: Sequence[float] | None = (0.0, 1.0),
 ) -> torch.Tensor:
-    """Add i.i.d. Gaussian noise of standard deviation ``std`` (in the units of ``x``).
+    """Add i.i.d. Gaussian noise of standard deviation ``std >= 0`` (in the units of ``x``;
+    ``0`` returns a copy of ``x``), clamped to ``value_range`` unless it is ``None``.
 
-    The noise is drawn in float32 on the generator's device and moved to ``x``'s device, so
-    one seed gives the same noise on CPU and GPU. The same seed at two values of ``std``
-    gives the same noise pattern scaled, which makes a metric's response monotone in
-    ``std`` testable.
-
-    Args:
-        x: images.
-        std: noise standard deviation, ``>= 0``; ``0`` returns a copy of ``x``.
-        generator: the random source; ``None`` uses torch's global generator on ``x``'s
-            device.
-        value_range: ``(low, high)`` to clamp the result to, or ``None`` to leave it
-            unclamped.
-
-    Returns:
-        The noisy images.
+    The noise is drawn in float32 on the ``generator``'s device (``None``: torch's global
+    generator on ``x``'s device), so one seed gives the same noise on CPU and GPU, and the
+    same pattern, scaled, at every ``std``.
 
     Raises:
         ArgumentError: ``std`` is negative or not finite, or ``value_range`` is invalid.
     """
-    _check_images(x)
     std = check_positive(std, "std", allow_zero=True)
-    bounds = check_input_range(value_range)
+    bounds = check_input_range(value_range, "value_range")
     if std == 0.0:
         return x.clone()
     device = generator.device if generator is not None else x.device
     noise = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
-    noisy = x.to(_work_dtype(x)) + std * noise.to(device=x.device, dtype=_work_dtype(x))
-    if bounds is not None:
-        noisy = noisy.clamp(*bounds)
-    return noisy.to(x.dtype)
+    noisy = x + std * noise.to(x)
+    return noisy if bounds is None else noisy.clamp(*bounds)
 
 
-@torch.no_grad()
+@_distortion
 def quantize(
     x: torch.Tensor, levels: int, *, value_range: Sequence[float] = (0.0, 1.0)
 ) -> torch.Tensor:
-    """Round ``x`` to ``levels`` evenly spaced values spanning ``value_range``.
-
-    ``levels=256`` is 8-bit quantisation, ``levels=2`` keeps only ``low`` and ``high``.
-    Values outside ``value_range`` are clamped first.
-
-    Args:
-        x: images.
-        levels: the number of representable values, ``>= 2``.
-        value_range: ``(low, high)``, the first and last representable values.
-
-    Returns:
-        The quantised images.
+    """Round ``x`` (clamped to ``value_range``) to ``levels`` evenly spaced values spanning
+    ``value_range``: ``levels=256`` is 8-bit quantisation.
 
     Raises:
         ArgumentError: ``levels`` is not an integer ``>= 2`` or ``value_range`` is invalid.
     """
-    _check_images(x)
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
         raise ArgumentError(f"levels must be an integer >= 2; got {levels!r}")
     low, high = _check_value_range(value_range)
-    unit = ((x.to(_work_dtype(x)) - low) / (high - low)).clamp(0.0, 1.0)
+    unit = ((x - low) / (high - low)).clamp(0.0, 1.0)
     steps = levels - 1
-    return (low + (high - low) * torch.round(unit * steps) / steps).to(x.dtype)
+    return low + (high - low) * torch.round(unit * steps) / steps
 
 
-@torch.no_grad()
+@_distortion
 def down_up_sample(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Downsample by ``factor`` and resample back to the original size (bilinear).
-
-    The downsampling is antialiased bilinear (a triangle filter widened by ``factor``), the
-    upsampling plain bilinear; both weights are non-negative, so values stay inside the
-    input's range. The low-resolution side is ``max(1, round(side / factor))``.
-
-    Args:
-        x: images.
-        factor: the downsampling factor, ``>= 1``; ``1`` returns a copy of ``x``.
-
-    Returns:
-        The resampled images.
+    """Downsample by ``factor >= 1`` (antialiased bilinear, to sides
+    ``max(1, round(side / factor))``) and resample back to the original size (bilinear).
 
     Raises:
         ArgumentError: ``factor`` is below 1 or not finite.
     """
-    _check_images(x)
     factor = check_positive(factor, "factor")
     if factor < 1.0:
         raise ArgumentError(f"factor must be >= 1 (a downsampling factor); got {factor!r}")
@@ -208,28 +157,23 @@ def down_up_sample(x: torch.Tensor, factor: float) -> torch.Tensor:
     low_size = (max(1, round(height / factor)), max(1, round(width / factor)))
     if low_size == (height, width):
         return x.clone()
-    work = x.to(_work_dtype(x))
-    low = F.interpolate(work, size=low_size, mode="bilinear", align_corners=False, antialias=True)
-    up = F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
-    return up.to(x.dtype)
+    low = F.interpolate(x, size=low_size, mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
 
 
-def _check_level(level: float) -> float:
-    if isinstance(level, bool) or not isinstance(level, (int, float)):
+def _check_kind_and_level(kind: str, level: float) -> float:
+    if kind not in DISTORTION_KINDS:
+        raise UnknownNameError("distortion", str(kind), DISTORTION_KINDS)
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level):
         raise ArgumentError(f"level must be a number in [0, 1]; got {level!r}")
-    if not (math.isfinite(level) and 0.0 <= level <= 1.0):
+    if not 0.0 <= level <= 1.0:
         raise ArgumentError(
             f"level must be in [0, 1] (0 = unchanged, 1 = strongest); got {level!r}"
         )
     return float(level)
 
 
-def _check_kind(kind: str) -> str:
-    if kind not in DISTORTION_KINDS:
-        raise UnknownNameError("distortion", str(kind), DISTORTION_KINDS)
-    return kind
-
-
+@_distortion
 def distort(
     x: torch.Tensor,
     kind: str,
@@ -253,18 +197,13 @@ def distort(
     =============  ====================================================================
 
     Severity grows with ``level``: strictly for ``blur`` and, with a fixed seed,
-    ``noise``; in steps for ``quantize`` and ``downsample`` (integer levels and sizes).
+    ``noise``; in steps for ``quantize`` and ``downsample``.
 
     Args:
-        x: images in ``value_range``, any floating dtype.
+        x: images in ``value_range``, ``(low, high)``, which scales ``noise`` and ``quantize``.
         kind: one of :data:`DISTORTION_KINDS`.
-        level: severity in ``[0, 1]``.
-        generator: random source for ``noise`` (see :func:`gaussian_noise`); pass a fresh
+        generator: random source for ``noise``; pass a fresh
             ``torch.Generator().manual_seed(s)`` per call for reproducible noise.
-        value_range: ``(low, high)`` of the data; scales ``noise`` and ``quantize``.
-
-    Returns:
-        The distorted images.
 
     Raises:
         UnknownNameError: ``kind`` is not a known distortion.
@@ -279,10 +218,8 @@ def distort(
         >>> torch.equal(distort(x, "noise", 0.0), x)
         True
     """
-    _check_kind(kind)
-    level = _check_level(level)
+    level = _check_kind_and_level(kind, level)
     bounds = _check_value_range(value_range)
-    _check_images(x)
     if level == 0.0:
         return x.clone()
     if kind == "blur":
@@ -298,20 +235,12 @@ def distort(
 
 @dataclass(frozen=True)
 class Distortion:
-    """A distortion fixed in kind, level and seed: a reproducible callable ``x -> x'``.
-
-    Calling it twice on the same input gives the same output (the noise generator is
-    re-seeded on each call), so it can be drawn once by a hypothesis strategy and applied
-    to several tensors.
-
-    Args:
-        kind: one of :data:`DISTORTION_KINDS`.
-        level: severity in ``[0, 1]`` (see :func:`distort`).
-        seed: seed of the noise generator (only ``noise`` uses it).
+    """:func:`distort` fixed in ``kind``, ``level`` and noise ``seed``: a reproducible
+    callable ``x -> x'`` (the noise generator is re-seeded on each call).
 
     Raises:
-        UnknownNameError: ``kind`` is not a known distortion.
-        ArgumentError: ``level`` is outside ``[0, 1]``.
+        UnknownNameError, ArgumentError: as for :func:`distort`.
+        DTypeError: ``seed`` is not an int.
 
     Example:
         >>> import torch
@@ -326,10 +255,8 @@ class Distortion:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_kind(self.kind)
-        object.__setattr__(self, "level", _check_level(self.level))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise DTypeError(f"seed must be an int; got {type(self.seed).__name__} {self.seed!r}")
+        object.__setattr__(self, "level", _check_kind_and_level(self.kind, self.level))
+        object.__setattr__(self, "seed", check_int(self.seed, "seed"))
 
     def __call__(
         self, x: torch.Tensor, *, value_range: Sequence[float] = (0.0, 1.0)

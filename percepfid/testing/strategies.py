@@ -3,10 +3,10 @@
 Needs the optional test dependency hypothesis (``pip install 'percepfid[test]'``); the rest
 of :mod:`percepfid.testing` works without it.
 
-Images are built from a drawn seed through a ``torch.Generator`` rather than pixel by pixel,
-so drawing a 4x3x64x64 batch costs one ``torch.rand`` call, and hypothesis still shrinks a
-failing example towards small sizes, seed 0 and the simplest pattern. Every size, dtype
-and range argument takes either a fixed value or a hypothesis strategy.
+Images are built from a drawn seed through a ``torch.Generator``, so a batch costs one
+``torch.rand`` call, and hypothesis still shrinks a failing example towards small sizes,
+seed 0 and the simplest pattern. Every size, dtype and range argument takes either a fixed
+value or a hypothesis strategy.
 
 Example:
     >>> import torch
@@ -23,12 +23,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_positive_int
 from .._errors import ArgumentError, DTypeError, MissingDependencyError, UnknownNameError
 from .distortions import DISTORTION_KINDS, Distortion, _check_value_range
 
@@ -72,9 +74,6 @@ FLOAT_DTYPES: tuple[torch.dtype, ...] = (
 """Floating dtypes, for ``dtype=st.sampled_from(FLOAT_DTYPES)``."""
 
 _SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
-# Default strategies (module-level so signatures show them and they are built once).
-_BATCHES = st.integers(1, 4)
-_SIDES = st.integers(8, 32)
 _LEVELS = st.floats(0.0, 1.0)
 
 
@@ -93,20 +92,6 @@ def _as_strategy(value: Any) -> st.SearchStrategy:
     return value if isinstance(value, st.SearchStrategy) else st.just(value)
 
 
-def _check_side(value: Any, name: str) -> Any:
-    if isinstance(value, st.SearchStrategy):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ArgumentError(f"{name} must be an int >= 1 or a hypothesis strategy; got {value!r}")
-    return value
-
-
-def _check_dtype(dtype: Any) -> torch.dtype:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise DTypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
-    return dtype
-
-
 def _check_names(values: Sequence[str], known: Sequence[str], kind: str, name: str) -> tuple:
     values = (values,) if isinstance(values, str) else tuple(values)
     if not values:
@@ -117,70 +102,72 @@ def _check_names(values: Sequence[str], known: Sequence[str], kind: str, name: s
     return values
 
 
+def _check_dtype(dtype: Any) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise DTypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
+    return dtype
+
+
+_CHECKS = {name: partial(check_positive_int, name=name) for name in ("batch", "height", "width")}
+_CHECKS.update(dtype=_check_dtype, value_range=_check_value_range)
+
+
 class _Spec(NamedTuple):
-    """The image arguments of :func:`images`, :func:`image_pairs` and :func:`distorted`,
-    checked as far as possible before drawing (sizes, dtype and range may be strategies)."""
+    """The image arguments of :func:`images`, each a value or a strategy; fixed values are
+    checked when the strategy is built, drawn ones when they are drawn."""
 
-    batch: Any
-    height: Any
-    width: Any
-    dtype: Any
-    value_range: Any
-    patterns: tuple[str, ...]
-    device: torch.device | str
+    batch: Any = st.integers(1, 4)
+    height: Any = st.integers(8, 32)
+    width: Any = st.integers(8, 32)
+    dtype: Any = torch.float32
+    value_range: Any = (0.0, 1.0)
+    patterns: tuple[str, ...] = PATTERNS
+    device: torch.device | str = "cpu"
+
+    @classmethod
+    def of(cls, image_args: dict[str, Any]) -> _Spec:
+        """The checked spec of keyword arguments of :func:`images`."""
+        for name in image_args:
+            if name not in cls._fields:
+                raise UnknownNameError("image argument", name, cls._fields)
+        return cls(**image_args).checked()
+
+    def checked(self) -> _Spec:
+        """This spec with its fixed values checked and normalised."""
+        spec = self._replace(
+            patterns=_check_names(self.patterns, PATTERNS, "image pattern", "patterns")
+        )
+        for name, check in _CHECKS.items():
+            value = getattr(spec, name)
+            if not isinstance(value, st.SearchStrategy):
+                spec = spec._replace(**{name: check(value)})
+        return spec
+
+    def draw_reference(self, draw: Any) -> tuple[torch.Tensor, Callable[..., torch.Tensor]]:
+        """A float32 unit-range CPU batch, and the function taking such a batch to the
+        drawn dtype, value range and device."""
+        drawn = {
+            name: check(draw(_as_strategy(getattr(self, name)))) for name, check in _CHECKS.items()
+        }
+        shape = (drawn["batch"], 3, drawn["height"], drawn["width"])
+        low, high = drawn["value_range"]
+
+        def finish(unit: torch.Tensor) -> torch.Tensor:
+            images = (low + (high - low) * unit.double()).to(drawn["dtype"])
+            # clamp after the cast: rounding to a narrow dtype must not step outside the range
+            return images.clamp(low, high).to(self.device)
+
+        return _draw_unit(draw, shape, self.patterns), finish
 
 
-def _validate(
-    batch: Any,
-    height: Any,
-    width: Any,
-    dtype: Any,
-    value_range: Any,
-    patterns: Sequence[str],
-    device: torch.device | str,
-) -> _Spec:
-    for name, side in (("batch", batch), ("height", height), ("width", width)):
-        _check_side(side, name)
-    if not isinstance(dtype, st.SearchStrategy):
-        _check_dtype(dtype)
-    if not isinstance(value_range, st.SearchStrategy):
-        value_range = _check_value_range(value_range)
-    patterns = _check_names(patterns, PATTERNS, "image pattern", "patterns")
-    return _Spec(batch, height, width, dtype, value_range, patterns, device)
-
-
-class _Layout(NamedTuple):
-    shape: tuple[int, int, int, int]
-    dtype: torch.dtype
-    bounds: tuple[float, float]
-
-
-def _draw_layout(draw: Any, spec: _Spec) -> _Layout:
-    shape = (
-        draw(_as_strategy(spec.batch)),
-        3,
-        draw(_as_strategy(spec.height)),
-        draw(_as_strategy(spec.width)),
-    )
-    for name, side in zip(
-        ("batch", "height", "width"), (shape[0], shape[2], shape[3]), strict=True
-    ):
-        _check_side(side, name)
-    return _Layout(
-        shape,
-        _check_dtype(draw(_as_strategy(spec.dtype))),
-        _check_value_range(draw(_as_strategy(spec.value_range))),
-    )
+_DEFAULT = _Spec()
 
 
 def _draw_unit(
     draw: Any, shape: tuple[int, ...], patterns: tuple[str, ...], stream: int = 0
 ) -> torch.Tensor:
-    """A float32 CPU batch with values in [0, 1].
-
-    ``stream`` separates the generator seeds of images drawn side by side, so two draws
-    that shrink to the same seed still differ.
-    """
+    """A float32 CPU batch with values in [0, 1]; ``stream`` separates the seeds of images
+    drawn side by side, so two draws that shrink to the same seed still differ."""
     pattern = draw(st.sampled_from(patterns))
     if pattern == "constant":
         value = draw(st.sampled_from((0.0, 1.0)) | st.floats(0.0, 1.0))
@@ -196,115 +183,74 @@ def _draw_unit(
     return torch.rand(shape, generator=generator)
 
 
-def _to_range(unit: torch.Tensor, layout: _Layout, device: torch.device | str) -> torch.Tensor:
-    low, high = layout.bounds
-    images = (low + (high - low) * unit.double()).to(layout.dtype)
-    # clamp after the cast: rounding to a narrow dtype must not step outside the range
-    return images.clamp(low, high).to(device)
-
-
 def images(
     *,
-    batch: int | st.SearchStrategy[int] = _BATCHES,
-    height: int | st.SearchStrategy[int] = _SIDES,
-    width: int | st.SearchStrategy[int] = _SIDES,
-    dtype: torch.dtype | st.SearchStrategy[torch.dtype] = torch.float32,
-    value_range: Sequence[float] | st.SearchStrategy[Sequence[float]] = (0.0, 1.0),
-    patterns: Sequence[str] = PATTERNS,
-    device: torch.device | str = "cpu",
+    batch: int | st.SearchStrategy[int] = _DEFAULT.batch,
+    height: int | st.SearchStrategy[int] = _DEFAULT.height,
+    width: int | st.SearchStrategy[int] = _DEFAULT.width,
+    dtype: torch.dtype | st.SearchStrategy[torch.dtype] = _DEFAULT.dtype,
+    value_range: Sequence[float] | st.SearchStrategy[Sequence[float]] = _DEFAULT.value_range,
+    patterns: Sequence[str] = _DEFAULT.patterns,
+    device: torch.device | str = _DEFAULT.device,
 ) -> st.SearchStrategy[torch.Tensor]:
-    """Strategy for RGB image batches of varied sizes, contents, dtypes and ranges.
+    """Strategy for RGB image batches ``(B, 3, H, W)`` of varied sizes, contents, dtypes and
+    ranges, every value in ``[low, high]``.
 
     Args:
-        batch: the batch size ``B``, or a strategy for it.
-        height: the height ``H``, or a strategy (odd sizes are drawn too).
-        width: the width ``W``, or a strategy.
+        batch, height, width: the sizes, or strategies for them (odd sizes are drawn too).
         dtype: a floating dtype, or a strategy such as ``st.sampled_from(FLOAT_DTYPES)``.
-        value_range: ``(low, high)``, or a strategy of such pairs, e.g.
-            ``st.sampled_from([(0, 1), (-1, 1)])``.
+        value_range: ``(low, high)``, or a strategy of such pairs.
         patterns: the contents to draw from, a subset of :data:`PATTERNS`.
         device: where the tensors are put (generated on CPU, so seeds are portable).
-
-    Shape:
-        - drawn value: ``(B, 3, H, W)`` with dtype ``dtype`` and every value in
-          ``[low, high]``.
-
-    Returns:
-        A hypothesis strategy of image tensors.
 
     Raises:
         ArgumentError: a size is not a positive int, or ``value_range`` is invalid.
         DTypeError: ``dtype`` is not a floating dtype.
-        UnknownNameError: a pattern is unknown.
+        UnknownNameError: a pattern is unknown (or, for the functions taking
+            ``**image_args``, an argument name).
     """
-    return _images(_validate(batch, height, width, dtype, value_range, patterns, device))
+    spec = _Spec(batch, height, width, dtype, value_range, patterns, device).checked()
+    return _images(spec)
 
 
 @st.composite
 def _images(draw: Any, spec: _Spec) -> torch.Tensor:
-    layout = _draw_layout(draw, spec)
-    return _to_range(_draw_unit(draw, layout.shape, spec.patterns), layout, spec.device)
+    unit, finish = spec.draw_reference(draw)
+    return finish(unit)
 
 
 def image_pairs(
-    *,
-    batch: int | st.SearchStrategy[int] = _BATCHES,
-    height: int | st.SearchStrategy[int] = _SIDES,
-    width: int | st.SearchStrategy[int] = _SIDES,
-    dtype: torch.dtype | st.SearchStrategy[torch.dtype] = torch.float32,
-    value_range: Sequence[float] | st.SearchStrategy[Sequence[float]] = (0.0, 1.0),
-    patterns: Sequence[str] = PATTERNS,
-    relations: Sequence[str] = ("independent", "distorted"),
-    device: torch.device | str = "cpu",
+    *, relations: Sequence[str] = ("independent", "distorted"), **image_args: Any
 ) -> st.SearchStrategy[tuple[torch.Tensor, torch.Tensor]]:
     """Strategy for aligned pairs ``(a, b)``: same shape, dtype, range and device.
 
-    ``b`` is drawn like :func:`images`; ``a`` is then, by a drawn relation: an independent
-    image, different from ``b`` in every item (``'independent'``), a distorted copy of
-    ``b`` with a drawn kind and level (``'distorted'``; it can equal ``b``, e.g. at level 0
-    or for a blurred constant image), or an exact copy of ``b`` (``'identical'``). Checks
-    that need ``a != b``, such as non-zero gradients of a distance, should draw
-    ``relations=['independent']``.
-
-    Args:
-        batch: the batch size ``B``, or a strategy for it.
-        height: the height ``H``, or a strategy.
-        width: the width ``W``, or a strategy.
-        dtype: a floating dtype, or a strategy.
-        value_range: ``(low, high)``, or a strategy of such pairs.
-        patterns: the contents to draw from, a subset of :data:`PATTERNS`.
-        relations: how ``a`` relates to ``b``, a subset of :data:`RELATIONS`.
-        device: where the tensors are put.
-
-    Shape:
-        - drawn value: two tensors of shape ``(B, 3, H, W)``.
-
-    Returns:
-        A hypothesis strategy of ``(a, b)`` tuples.
+    ``b`` is drawn like :func:`images` (with its keyword arguments ``image_args``); ``a``
+    is then, by a relation drawn from ``relations``: an independent image, different from
+    ``b`` in every item (``'independent'``), a distorted copy of ``b`` (``'distorted'``;
+    it can equal ``b``, e.g. at level 0), or an exact copy of ``b`` (``'identical'``).
+    Checks that need ``a != b`` should draw ``relations=['independent']``.
 
     Raises:
         ArgumentError, DTypeError, UnknownNameError: as for :func:`images`, or an unknown
             relation.
     """
-    spec = _validate(batch, height, width, dtype, value_range, patterns, device)
-    relations = _check_names(relations, RELATIONS, "pair relation", "relations")
-    return _image_pairs(spec, relations)
+    spec = _Spec.of(image_args)
+    return _image_pairs(spec, _check_names(relations, RELATIONS, "pair relation", "relations"))
 
 
 @st.composite
 def _image_pairs(
     draw: Any, spec: _Spec, relations: tuple[str, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    layout = _draw_layout(draw, spec)
-    reference = _draw_unit(draw, layout.shape, spec.patterns)
+    reference, finish = spec.draw_reference(draw)
     relation = draw(st.sampled_from(relations))
     if relation == "identical":
         first = reference.clone()
     elif relation == "distorted":
         first = draw(distortions())(reference)
     else:
-        first = _draw_unit(draw, layout.shape, spec.patterns, stream=1)
-    a, b = _to_range(first, layout, spec.device), _to_range(reference, layout, spec.device)
+        first = _draw_unit(draw, reference.shape, spec.patterns, stream=1)
+    a, b = finish(first), finish(reference)
     if relation == "independent":
         # every image of a must differ from its reference (two equal constants, two equal
         # 1x1 binary images, or values that round together in a narrow dtype)
@@ -316,14 +262,8 @@ def distortions(
     kinds: Sequence[str] = DISTORTION_KINDS,
     level: float | st.SearchStrategy[float] = _LEVELS,
 ) -> st.SearchStrategy[Distortion]:
-    """Strategy for :class:`~percepfid.testing.distortions.Distortion` objects.
-
-    Args:
-        kinds: the kinds to draw from, a subset of ``DISTORTION_KINDS``.
-        level: a severity in ``[0, 1]`` or a strategy for it.
-
-    Returns:
-        A hypothesis strategy of distortions with a drawn kind, level and noise seed.
+    """Strategy for :class:`~percepfid.testing.distortions.Distortion` objects with a drawn
+    kind (from ``kinds``), level (``level`` or a draw from it) and noise seed.
 
     Raises:
         UnknownNameError: a kind is unknown.
@@ -344,16 +284,10 @@ def _distortions(
 def distorted(
     kind: str | st.SearchStrategy[str] | None = None,
     level: float | st.SearchStrategy[float] | None = None,
-    *,
-    batch: int | st.SearchStrategy[int] = _BATCHES,
-    height: int | st.SearchStrategy[int] = _SIDES,
-    width: int | st.SearchStrategy[int] = _SIDES,
-    dtype: torch.dtype | st.SearchStrategy[torch.dtype] = torch.float32,
-    value_range: Sequence[float] | st.SearchStrategy[Sequence[float]] = (0.0, 1.0),
-    patterns: Sequence[str] = PATTERNS,
-    device: torch.device | str = "cpu",
+    **image_args: Any,
 ) -> st.SearchStrategy[DistortedPair]:
-    """Strategy for a reference batch with a distorted copy and the distortion used.
+    """Strategy for a reference batch (drawn like :func:`images`, with its keyword
+    arguments ``image_args``), a distorted copy and the distortion used.
 
     The distortion is applied in float32 before the cast to ``dtype``, so
     ``pair.distortion(pair.reference, value_range=...)`` reproduces ``pair.distorted`` up
@@ -362,19 +296,12 @@ def distorted(
     Args:
         kind: a distortion kind, a strategy of kinds, or ``None`` for any kind.
         level: a severity in ``[0, 1]``, a strategy, or ``None`` for any level.
-        batch, height, width, dtype, value_range, patterns, device: as for :func:`images`.
-
-    Shape:
-        - drawn value: ``distorted`` and ``reference`` of shape ``(B, 3, H, W)``.
-
-    Returns:
-        A hypothesis strategy of :class:`DistortedPair`.
 
     Raises:
         ArgumentError, DTypeError, UnknownNameError: as for :func:`images` and
             :func:`distortions`.
     """
-    spec = _validate(batch, height, width, dtype, value_range, patterns, device)
+    spec = _Spec.of(image_args)
     if kind is None:
         kinds = st.sampled_from(DISTORTION_KINDS)
     elif isinstance(kind, st.SearchStrategy):
@@ -386,11 +313,6 @@ def distorted(
 
 @st.composite
 def _distorted(draw: Any, spec: _Spec, chosen: st.SearchStrategy[Distortion]) -> DistortedPair:
-    layout = _draw_layout(draw, spec)
-    reference = _draw_unit(draw, layout.shape, spec.patterns)
+    reference, finish = spec.draw_reference(draw)
     distortion = draw(chosen)
-    return DistortedPair(
-        _to_range(distortion(reference), layout, spec.device),
-        _to_range(reference, layout, spec.device),
-        distortion,
-    )
+    return DistortedPair(finish(distortion(reference)), finish(reference), distortion)
