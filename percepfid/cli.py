@@ -1,9 +1,9 @@
 """The ``percepfid`` command line.
 
-Subcommands live in :mod:`percepfid.commands`, one module each with a
-``register(subparsers)`` function that adds its parser and sets ``handler`` (a function
-``(argparse.Namespace) -> int``). A subcommand whose module is absent (or whose optional
-dependency is missing at import) is left out and the rest of the command line still works.
+Subcommands live in :mod:`percepfid.commands`, one module each with ``NAME``, ``HELP``,
+``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> exit code``. A subcommand
+whose module is absent (or whose optional dependency is missing at import) is left out and
+the rest of the command line still works.
 
 Exit codes: 0 success, 1 a check failed (e.g. weights do not match their sha256),
 2 bad arguments, input data or paths, 3 a missing optional dependency, 4 weights
@@ -33,6 +33,7 @@ from .commands import (
     COMMANDS,
     EXIT_FAILURE,
     EXIT_USAGE,
+    HelpFormatter,
     as_flags,
     data_only_stdout,
     exit_code_for,
@@ -41,8 +42,7 @@ from .commands import (
 logger = logging.getLogger(__name__)
 
 
-def _load_commands(subparsers: argparse._SubParsersAction) -> list[str]:
-    loaded = []
+def _load_commands(subparsers: argparse._SubParsersAction) -> None:
     for name in COMMANDS:
         module_name = f"percepfid.commands.{name}"
         try:
@@ -55,9 +55,14 @@ def _load_commands(subparsers: argparse._SubParsersAction) -> list[str]:
         except PercepfidError as error:  # e.g. a command that needs a missing extra
             logger.debug("subcommand module %s unavailable: %s", module_name, error)
             continue
-        module.register(subparsers)
-        loaded.append(name)
-    return loaded
+        parser = subparsers.add_parser(
+            module.NAME,
+            help=module.HELP,
+            description=module.DESCRIPTION,
+            formatter_class=HelpFormatter,
+        )
+        module.add_arguments(parser)
+        parser.set_defaults(handler=module.run, command_parser=parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,54 +103,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stop.code if isinstance(stop.code, int) else EXIT_FAILURE
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.verbose:
         logging.basicConfig(
             level=logging.DEBUG if args.verbose > 1 else logging.INFO,
             format="%(levelname)s %(name)s: %(message)s",
         )
-    command = _command_parser(parser, args.command)
     try:
         with data_only_stdout(), warnings.catch_warnings():
-            if not args.verbose:
-                warnings.showwarning = _one_line_warning(args.command)
+            if not args.verbose:  # a library warning is one line (-v shows it in full)
+                warnings.showwarning = lambda message, *_, **__: sys.stderr.write(
+                    f"percepfid {args.command}: warning: {message}\n"
+                )
             return int(args.handler(args) or 0)
     except PercepfidError as error:
-        return _fail(args.command, as_flags(str(error), command), exit_code_for(error))
+        message, code = as_flags(str(error), args.command_parser), exit_code_for(error)
     except OSError as error:  # a file that vanished, a full disk, no permission
         where = f"{error.filename}: " if error.filename else ""
-        return _fail(args.command, f"{where}{error.strerror or error}", EXIT_USAGE)
+        message, code = f"{where}{error.strerror or error}", EXIT_USAGE
     except UnicodeDecodeError as error:
         message = (
             f"a text file is not UTF-8 ({error.reason} at byte {error.start}); save it as UTF-8"
         )
-        return _fail(args.command, message, EXIT_USAGE)
+        code = EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write(f"percepfid {args.command}: interrupted\n")
         return 130
-
-
-def _command_parser(
-    parser: argparse.ArgumentParser, command: str
-) -> argparse.ArgumentParser | None:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices.get(command)
-    return None
-
-
-def _fail(command: str, message: str, code: int) -> int:
-    sys.stderr.write(f"percepfid {command}: error: {message}\n")
+    sys.stderr.write(f"percepfid {args.command}: error: {message}\n")
     return code
-
-
-def _one_line_warning(command: str):  # noqa: ANN202 - a warnings.showwarning replacement
-    """Show a library warning as one line (``-v`` shows them in full)."""
-
-    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001, ARG001
-        sys.stderr.write(f"percepfid {command}: warning: {message}\n")
-
-    return show
 
 
 def console_main() -> None:  # pragma: no cover - thin wrapper for ``python -m``
