@@ -1,9 +1,9 @@
 """The ``percepfid`` command line.
 
-Subcommands live in :mod:`percepfid.commands`, one module each with ``NAME``, ``HELP``,
-``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> exit code``. A subcommand
-whose module is absent (or whose optional dependency is missing at import) is left out and
-the rest of the command line still works.
+Subcommands live in :mod:`percepfid.commands`, one module each (see
+:mod:`percepfid.commands._common` for what it defines). A subcommand whose module is absent
+(or whose optional dependency is missing at import) is left out and the rest of the command
+line still works.
 
 Exit codes: 0 success, 1 a check failed (e.g. weights do not match their sha256),
 2 bad arguments, input data or paths, 3 a missing optional dependency, 4 weights
@@ -24,20 +24,11 @@ import argparse
 import importlib
 import logging
 import sys
-import warnings
 from collections.abc import Sequence
 
 from ._errors import PercepfidError
 from ._version import __version__
-from .commands import (
-    COMMANDS,
-    EXIT_FAILURE,
-    EXIT_USAGE,
-    HelpFormatter,
-    as_flags,
-    data_only_stdout,
-    exit_code_for,
-)
+from .commands import COMMANDS, EXIT_FAILURE, EXIT_USAGE, HelpFormatter, run_command
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +49,7 @@ def _load_commands(subparsers: argparse._SubParsersAction) -> None:
         parser = subparsers.add_parser(
             module.NAME,
             help=module.HELP,
-            description=module.DESCRIPTION,
+            description=module.__doc__,
             formatter_class=HelpFormatter,
         )
         module.add_arguments(parser)
@@ -109,28 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.DEBUG if args.verbose > 1 else logging.INFO,
             format="%(levelname)s %(name)s: %(message)s",
         )
-    try:
-        with data_only_stdout(), warnings.catch_warnings():
-            if not args.verbose:  # a library warning is one line (-v shows it in full)
-                warnings.showwarning = lambda message, *_, **__: sys.stderr.write(
-                    f"percepfid {args.command}: warning: {message}\n"
-                )
-            return int(args.handler(args) or 0)
-    except PercepfidError as error:
-        message, code = as_flags(str(error), args.command_parser), exit_code_for(error)
-    except OSError as error:  # a file that vanished, a full disk, no permission
-        where = f"{error.filename}: " if error.filename else ""
-        message, code = f"{where}{error.strerror or error}", EXIT_USAGE
-    except UnicodeDecodeError as error:
-        message = (
-            f"a text file is not UTF-8 ({error.reason} at byte {error.start}); save it as UTF-8"
-        )
-        code = EXIT_USAGE
-    except KeyboardInterrupt:
-        sys.stderr.write(f"percepfid {args.command}: interrupted\n")
-        return 130
-    sys.stderr.write(f"percepfid {args.command}: error: {message}\n")
-    return code
+    return run_command(args)
 
 
 def console_main() -> None:  # pragma: no cover - thin wrapper for ``python -m``

@@ -6,14 +6,7 @@ Modules listed in :data:`COMMANDS` that are not present are skipped by the CLI.
 
 from __future__ import annotations
 
-from ._common import (
-    EXIT_FAILURE,
-    EXIT_USAGE,
-    HelpFormatter,
-    as_flags,
-    data_only_stdout,
-    exit_code_for,
-)
+from ._common import EXIT_FAILURE, EXIT_USAGE, HelpFormatter, run_command
 
 #: Command modules, in the order ``percepfid --help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -26,12 +19,4 @@ COMMANDS: tuple[str, ...] = (
     "weights",
 )
 
-__all__ = [
-    "COMMANDS",
-    "EXIT_FAILURE",
-    "EXIT_USAGE",
-    "HelpFormatter",
-    "as_flags",
-    "data_only_stdout",
-    "exit_code_for",
-]
+__all__ = ["COMMANDS", "EXIT_FAILURE", "EXIT_USAGE", "HelpFormatter", "run_command"]

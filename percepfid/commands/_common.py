@@ -1,10 +1,11 @@
 """Helpers shared by the ``percepfid`` subcommands: shared options, exit codes, the data
 stream, output paths and atomic output files, CSV reading, flag names in messages.
 
-A command module defines ``NAME``, ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and
-``run(args) -> exit code``; :mod:`percepfid.cli` makes its parser. Heavy imports (torch,
-models, scipy) happen inside ``run``, never at module level, so ``percepfid --help`` and
-argument errors answer without importing torch (a test guards this).
+A command module defines ``NAME``, ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> exit code``; its docstring is the description ``--help`` shows, and
+:mod:`percepfid.cli` makes its parser. Heavy imports (torch, models, scipy) happen inside
+``run``, never at module level, so ``percepfid --help`` and argument errors answer without
+importing torch (a test guards this).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -28,8 +30,6 @@ from ..data import read_table
 
 if TYPE_CHECKING:
     import torch
-
-    from ..train import RatingColumns
 
 #: Exit codes of the ``percepfid`` command (documented in the README).
 EXIT_OK = 0
@@ -140,12 +140,26 @@ def add_column_options(
     parser.set_defaults(column_flags={name: flags[0] for name, (flags, _, _) in columns.items()})
 
 
-def rating_columns(args: argparse.Namespace) -> RatingColumns:
-    """The :class:`percepfid.train.RatingColumns` of the options of :func:`add_column_options`."""
+def training_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of the trainers (:func:`percepfid.train.fit_hlf_head`,
+    :func:`percepfid.train.train_rqi`) set by the options of :func:`add_training_options` and
+    :func:`add_column_options`."""
     from ..train import RatingColumns
 
-    fields = {name: getattr(args, f"{name}_column") for name in args.column_flags}
-    return RatingColumns(**fields, root=args.root, flags=args.column_flags)
+    columns = {name: getattr(args, f"{name}_column") for name in args.column_flags}
+    return {
+        "columns": RatingColumns(**columns, root=args.root, flags=args.column_flags),
+        "pretrained": not args.random_weights,
+        "image_size": args.image_size,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "val_fraction": args.val_fraction,
+        "seed": args.seed,
+        "cache_mb": args.cache_mb,
+        "batch_size": args.batch_size,
+        "device": resolve_device(args.device),
+        "progress": not args.no_progress,
+    }
 
 
 def add_output_options(
@@ -420,12 +434,33 @@ def output_format(path: str | None, fmt: str | None) -> str:
     return "json" if path is not None and str(path).lower().endswith(".json") else "csv"
 
 
-def exit_code_for(error: BaseException) -> int:
-    """The exit code the CLI returns for a typed percepfid error."""
-    if isinstance(error, MissingDependencyError):
-        return EXIT_DEPENDENCY
-    if isinstance(error, WeightsError):
-        return EXIT_WEIGHTS
-    if isinstance(error, PercepfidError):
-        return EXIT_USAGE
-    return EXIT_FAILURE
+def run_command(args: argparse.Namespace) -> int:
+    """Run the command ``args`` chose and return its exit code: stdout carries its data only,
+    a library warning is one stderr line (``-v`` shows it in full), and so is an error,
+    naming the flags to change."""
+    try:
+        with data_only_stdout(), warnings.catch_warnings():
+            if not args.verbose:
+                warnings.showwarning = lambda message, *_, **__: sys.stderr.write(
+                    f"percepfid {args.command}: warning: {message}\n"
+                )
+            return int(args.handler(args) or 0)
+    except PercepfidError as error:
+        message, code = as_flags(str(error), args.command_parser), EXIT_USAGE
+        if isinstance(error, MissingDependencyError):
+            code = EXIT_DEPENDENCY
+        elif isinstance(error, WeightsError):
+            code = EXIT_WEIGHTS
+    except OSError as error:  # a file that vanished, a full disk, no permission
+        where = f"{error.filename}: " if error.filename else ""
+        message, code = f"{where}{error.strerror or error}", EXIT_USAGE
+    except UnicodeDecodeError as error:
+        message = (
+            f"a text file is not UTF-8 ({error.reason} at byte {error.start}); save it as UTF-8"
+        )
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write(f"percepfid {args.command}: interrupted\n")
+        return 130
+    sys.stderr.write(f"percepfid {args.command}: error: {message}\n")
+    return code

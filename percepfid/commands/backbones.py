@@ -1,4 +1,6 @@
-"""``percepfid backbones``: the registered backbones and whether their weights are cached."""
+"""List the registered backbones: canonical name, aliases, library, and whether their weights
+are in the local Hugging Face cache (no network access).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +12,9 @@ from .weights import status
 
 NAME = "backbones"
 HELP = "list the registered backbones with their weights status"
-DESCRIPTION = (
-    "List the registered backbones: canonical name, aliases, library, and whether "
-    "their weights are in the local Hugging Face cache (no network access)."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``percepfid backbones``."""
     parser.add_argument(
         "pattern", nargs="?", default="*", help="shell pattern, e.g. '*dinov2*' (default: all)"
     )

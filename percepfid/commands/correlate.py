@@ -1,9 +1,7 @@
-"""``percepfid correlate``: how well metric scores agree with human scores.
-
-Reads a scores CSV (such as ``percepfid score`` writes) and human scores (in the same file
-or a second CSV joined on a key column), and reports SRCC, PLCC and KRCC per score column,
-optionally the logistic-fitted PLCC and RMSE and the per-source-image (grouped) SRCC, and
-draws a scatter plot when matplotlib is installed.
+"""Correlate metric scores with human scores: SRCC, PLCC and KRCC per score column of SCORES
+(e.g. written by percepfid score), optionally the PLCC and RMSE after a logistic fit (--fit),
+the per-source-image SRCC (--group-col) and a scatter plot (--plot, needs matplotlib). The
+human scores are a column of SCORES, or of a second CSV given with --human and joined on --key.
 """
 
 from __future__ import annotations
@@ -36,14 +34,9 @@ _FIT_PARAMETERS = {"logistic4": 4, "logistic5": 5}
 
 NAME = "correlate"
 HELP = "correlate metric scores with human scores (SRCC/PLCC/KRCC)"
-DESCRIPTION = (
-    "Correlate metric scores with human scores. The human scores are a column of "
-    "SCORES, or of a second CSV given with --human and joined on --key."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``percepfid correlate``."""
     parser.add_argument("scores", help="CSV of metric scores (e.g. written by 'percepfid score')")
     parser.add_argument("--human", help="CSV of human scores; default: they are in SCORES")
     parser.add_argument(

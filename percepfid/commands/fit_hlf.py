@@ -1,5 +1,7 @@
-"""``percepfid fit-hlf``: fit an HLF calibration head on a CSV of human fidelity ratings,
-optionally fine-tuning the backbone's last blocks with it."""
+"""Fit an HLF calibration head (sigmoid(scale * cos + bias), or a small MLP) to human fidelity
+scores, optionally fine-tuning the backbone's last blocks with it. RATINGS is a CSV with
+columns sr, gt, score and group (source image); groups never cross the train/validation split.
+"""
 
 from __future__ import annotations
 
@@ -14,24 +16,16 @@ from ._common import (
     echo,
     format_table,
     output_folder,
-    rating_columns,
-    resolve_device,
+    training_arguments,
     warn,
     warn_random_weights,
 )
 
 NAME = "fit-hlf"
 HELP = "fit an HLF calibration head on human fidelity ratings"
-DESCRIPTION = (
-    "Fit an HLF calibration head (sigmoid(scale * cos + bias), or a small MLP) to "
-    "human fidelity scores, optionally fine-tuning the backbone's last blocks with "
-    "it. RATINGS is a CSV with columns sr, gt, score and group (source image); "
-    "groups never cross the train/validation split."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``percepfid fit-hlf``."""
     parser.add_argument("ratings", help="CSV of human ratings")
     parser.add_argument("--embedding", choices=EMBEDDINGS, default="cls", help="HLF embedding")
     parser.add_argument(
@@ -98,26 +92,16 @@ def run(args: argparse.Namespace) -> int:
     result = fit_hlf_head(
         args.ratings,
         args.backbone,
-        pretrained=not args.random_weights,
         embedding=args.embedding,
-        image_size=args.image_size,
         head=args.head,
         hidden=args.hidden,
         unfreeze_blocks=args.unfreeze_blocks,
-        epochs=args.epochs,
-        lr=args.lr,
         backbone_lr=args.backbone_lr,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
         score_range=None if args.score_range is None else tuple(args.score_range),
-        batch_size=args.batch_size,
-        device=resolve_device(args.device),
         output_dir=args.output_dir,
         push_to_hub=args.push_to_hub,
         private=not args.public,
-        progress=not args.no_progress,
-        cache_mb=args.cache_mb,
-        columns=rating_columns(args),
+        **training_arguments(args),
     )
     report = result.report() | {"random_weights": bool(args.random_weights)}
     if args.json:

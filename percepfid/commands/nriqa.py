@@ -1,8 +1,7 @@
-"""``percepfid score-candidates``: score candidate ground truths with an NR-IQA model.
-
-Reads a folder laid out as ``ROOT/<item>/<candidate image>`` and writes one row per
-candidate (item, candidate index, path, score), ready for ``IQAWeightedSampler``. Scores
-are cached by file content and model with ``--cache``.
+"""Score every candidate ground truth under ROOT/<item>/ with a no-reference IQA model, for
+IQA-weighted GT sampling (SMA/SMP) during SR training: one row per candidate (item, candidate
+index, path, score), ready for IQAWeightedSampler. --cache keeps the scores by file content
+and model.
 """
 
 from __future__ import annotations
@@ -24,14 +23,9 @@ from ._common import (
 
 NAME = "score-candidates"
 HELP = "score candidate GTs (ROOT/<item>/<image>) with an NR-IQA model"
-DESCRIPTION = (
-    "Score every candidate ground truth under ROOT/<item>/ with a no-reference IQA "
-    "model, for IQA-weighted GT sampling (SMA/SMP) during SR training."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``percepfid score-candidates``."""
     parser.add_argument("root", help="folder with one sub-folder of candidate images per item")
     parser.add_argument("--iqa", default="clipiqa", help="NR-IQA model name, e.g. pyiqa:musiq")
     add_output_options(parser)

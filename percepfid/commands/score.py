@@ -1,14 +1,10 @@
-"""``percepfid score``: score a folder (or a CSV) of images with an HLF, RQI or NR-IQA metric.
-
-Metrics:
-    - ``hlf:<backbone>`` (``hlf`` = ``hlf:dinov2``): HLF cosine fidelity of each distorted
-      image to its reference, or predicted human fidelity with ``--head``;
-    - ``rqi``: the signed Relative Quality Index of the distorted image against its reference;
-    - ``nr:<name>``: a no-reference IQA model (``nr:clipiqa``, ``nr:nr-head``, ...); no
-      references needed.
-
-Under ``torchrun`` the pairs are sharded across the processes (gloo on CPU, nccl on CUDA)
-and rank 0 writes one output file with every row, in the same order as a single process.
+"""Score every image of --dist against the image of the same name in --ref, or the pairs of
+a --pairs CSV, and write CSV (default) or JSON. Metrics: hlf:<backbone> (hlf is hlf:dinov2),
+the HLF cosine fidelity of each image to its reference, or the predicted human fidelity
+with --head; rqi, the signed Relative Quality Index of each image against its reference;
+nr:<name>, a no-reference IQA model (nr:clipiqa, nr:nr-head, ...) that needs no references.
+Under torchrun the pairs are sharded across the processes (gloo on CPU, nccl on CUDA) and
+rank 0 writes one output with every row, in the order a single process writes them.
 """
 
 from __future__ import annotations
@@ -47,14 +43,9 @@ logger = logging.getLogger(__name__)
 
 NAME = "score"
 HELP = "score images against references (HLF, RQI) or alone (NR-IQA)"
-DESCRIPTION = (
-    "Score every image of --dist against the image of the same name in --ref, or "
-    "the pairs of a --pairs CSV. Writes CSV (default) or JSON."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``percepfid score``."""
     source = parser.add_argument_group("images")
     source.add_argument("--dist", help="folder of images to score (e.g. SR outputs)")
     source.add_argument("--ref", help="folder of references (e.g. ground truths)")

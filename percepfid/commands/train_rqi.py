@@ -1,4 +1,8 @@
-"""``percepfid train-rqi``: train an RQI head on a frozen backbone from a rating CSV."""
+"""Train an antisymmetric RQI head on a frozen backbone: dense ordered pairs of images of the
+same scene, labels (q_i - q_j) normalised to [-1, 1], Huber loss, AdamW, aligned random crops
+with joint flips, 8:2 split by scene, best head by validation SRCC saved to OUTPUT/best
+(Hugging Face format), OUTPUT/last.pt to resume.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +15,15 @@ from ._common import (
     add_training_options,
     echo,
     output_folder,
-    rating_columns,
-    resolve_device,
+    training_arguments,
     warn_random_weights,
 )
 
 NAME = "train-rqi"
 HELP = "train an RQI head (relative quality) on a frozen backbone from a rating CSV"
-DESCRIPTION = (
-    "Train an antisymmetric RQI head on a frozen backbone: dense ordered pairs of images "
-    "of the same scene, labels (q_i - q_j) normalised to [-1, 1], Huber loss, AdamW, "
-    "aligned random crops with joint flips, 8:2 split by scene, best head by validation "
-    "SRCC saved to OUTPUT/best (Hugging Face format), OUTPUT/last.pt to resume."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``percepfid train-rqi``."""
     parser.add_argument("csv", help="CSV with one row per image: path, group (scene) id, score")
     parser.add_argument(
         "--output",
@@ -116,24 +112,14 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         backbone=args.backbone,
         embedding=args.embedding,
-        pretrained=not args.random_weights,
-        image_size=args.image_size,
-        columns=rating_columns(args),
         higher_is_better=not args.lower_is_better,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
         weight_decay=args.weight_decay,
         delta=args.delta,
         crop_size=args.crop_size,
         crop_positions=args.crop_positions or None,
-        cache_mb=args.cache_mb,
-        val_fraction=args.val_fraction,
         max_pairs_per_epoch=args.max_pairs_per_epoch,
-        seed=args.seed,
         resume=args.resume,
-        device=resolve_device(args.device),
-        progress=not args.no_progress,
+        **training_arguments(args),
     )
     for row in result.history:
         echo(

@@ -1,9 +1,7 @@
-"""``percepfid weights list|download|verify``: manage the weights percepfid knows.
-
-``download`` pre-fetches manifest entries into the Hugging Face cache (for clusters whose
-compute nodes are offline: run it on a login node with the same ``HF_HOME``); ``verify``
-checks the cached files against the sha256 pinned in the manifest, and prints the sha256
-of files whose hash is not pinned yet.
+"""List, pre-download (for offline machines) and verify weights files. download fetches
+manifest entries into the Hugging Face cache (run it on a login node with the HF_HOME of the
+offline compute nodes); verify checks the cached files against the sha256 pinned in the
+manifest and prints the sha256 of files not pinned yet.
 """
 
 from __future__ import annotations
@@ -18,11 +16,9 @@ from ._common import EXIT_FAILURE, EXIT_OK, EXIT_WEIGHTS, echo, format_table
 
 NAME = "weights"
 HELP = "list, pre-download and verify weights"
-DESCRIPTION = "List, pre-download (for offline machines) and verify weights files."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``list``, ``download`` and ``verify`` actions of ``percepfid weights``."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def action(name: str, handler: Any, help: str, description: str) -> argparse.ArgumentParser:  # noqa: A002
