@@ -67,11 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"percepfid {__version__}")
     parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="more log output (-v info, -vv debug)",
+        "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _load_commands(subparsers)

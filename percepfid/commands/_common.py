@@ -103,16 +103,25 @@ def add_runtime_options(
 def add_training_options(
     parser: argparse.ArgumentParser,
     *,
+    columns: Mapping[str, tuple[Sequence[str], str, str]],
     epochs: int,
     lr: float,
     batch_size: int,
     unit: str,
     helps: Mapping[str, str],
 ) -> None:
-    """Add the options of the commands that train on a rating CSV: ``--backbone``,
-    ``--image-size``, ``--epochs``, ``--lr``, ``--val-fraction``, ``--seed``, ``--cache-mb``
-    and the runtime options; ``helps`` holds the help texts of ``epochs``, ``lr``, ``seed``
-    and ``cache_mb``."""
+    """Add the options of the commands that train on a rating CSV: one per column
+    (``columns``: a field of :class:`percepfid.train.RatingColumns` -> its flags, default and
+    help), ``--root``, ``--backbone``, ``--image-size``, ``--epochs``, ``--lr``,
+    ``--val-fraction``, ``--seed``, ``--cache-mb`` and the runtime options; ``helps`` holds
+    the help texts of ``epochs``, ``lr``, ``seed`` and ``cache_mb``. See
+    :func:`training_arguments`."""
+    for name, (flags, default, text) in columns.items():
+        parser.add_argument(
+            *flags, dest=f"{name}_column", metavar="COLUMN", default=default, help=text
+        )
+    parser.set_defaults(column_flags={name: flags[0] for name, (flags, _, _) in columns.items()})
+    parser.add_argument("--root", help="folder image paths are relative to (default: the CSV's)")
     parser.add_argument("--backbone", default="dinov2", help="registered backbone name")
     parser.add_argument(
         "--image-size",
@@ -129,34 +138,16 @@ def add_training_options(
     add_runtime_options(parser, batch_size=batch_size, unit=unit)
 
 
-def add_column_options(
-    parser: argparse.ArgumentParser, **columns: tuple[Sequence[str], str, str]
-) -> None:
-    """Add an option per rating-CSV column (``field=(flags, default, help)``, a field of
-    :class:`percepfid.train.RatingColumns`) and ``--root``; :func:`rating_columns` reads them."""
-    for name, (flags, default, text) in columns.items():
-        parser.add_argument(*flags, dest=f"{name}_column", default=default, help=text)
-    parser.add_argument("--root", help="folder image paths are relative to (default: the CSV's)")
-    parser.set_defaults(column_flags={name: flags[0] for name, (flags, _, _) in columns.items()})
-
-
 def training_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of the trainers (:func:`percepfid.train.fit_hlf_head`,
-    :func:`percepfid.train.train_rqi`) set by the options of :func:`add_training_options` and
-    :func:`add_column_options`."""
+    :func:`percepfid.train.train_rqi`) that the options of :func:`add_training_options` set."""
     from ..train import RatingColumns
 
     columns = {name: getattr(args, f"{name}_column") for name in args.column_flags}
-    return {
+    same = ("image_size", "epochs", "lr", "val_fraction", "seed", "cache_mb", "batch_size")
+    return {name: getattr(args, name) for name in same} | {
         "columns": RatingColumns(**columns, root=args.root, flags=args.column_flags),
         "pretrained": not args.random_weights,
-        "image_size": args.image_size,
-        "epochs": args.epochs,
-        "lr": args.lr,
-        "val_fraction": args.val_fraction,
-        "seed": args.seed,
-        "cache_mb": args.cache_mb,
-        "batch_size": args.batch_size,
         "device": resolve_device(args.device),
         "progress": not args.no_progress,
     }

@@ -188,11 +188,7 @@ def _plot_format(path: str) -> str:
 
 
 def _plot(
-    path: str,
-    columns: dict[str, list[float]],
-    human: list[float],
-    human_col: str,
-    fit: str | None,
+    path: str, columns: dict[str, list[float]], human: list[float], human_col: str, fit: str | None
 ) -> None:
     import numpy as np
     from matplotlib.figure import Figure

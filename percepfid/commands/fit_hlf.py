@@ -11,7 +11,6 @@ import json
 from .._vocab import EMBEDDINGS
 from ._common import (
     EXIT_OK,
-    add_column_options,
     add_training_options,
     echo,
     format_table,
@@ -59,15 +58,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the head to the Hub")
     parser.add_argument("--public", action="store_true", help="make the pushed repo public")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    add_column_options(
-        parser,
-        image=(("--sr-column", "--sr-col"), "sr", "column of SR image paths"),
-        reference=(("--gt-column", "--gt-col"), "gt", "column of GT image paths"),
-        score=(("--score-column", "--score-col"), "score", "human score column"),
-        group=(("--group-column", "--group-col"), "group", "source-image column; absent: the GT"),
-    )
     add_training_options(
         parser,
+        columns=dict(
+            image=(("--sr-column", "--sr-col"), "sr", "column of SR image paths"),
+            reference=(("--gt-column", "--gt-col"), "gt", "column of GT image paths"),
+            score=(("--score-column", "--score-col"), "score", "human score column"),
+            group=(
+                ("--group-column", "--group-col"),
+                "group",
+                "source-image column; absent: the GT",
+            ),
+        ),
         epochs=5,
         lr=1e-3,
         batch_size=16,

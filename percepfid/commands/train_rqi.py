@@ -11,7 +11,6 @@ import argparse
 from .._vocab import RQI_EMBEDDINGS
 from ._common import (
     EXIT_OK,
-    add_column_options,
     add_training_options,
     echo,
     output_folder,
@@ -37,21 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=RQI_EMBEDDINGS,
         default="cls",
         help="cls: pooled embedding; patch: aligned patch tokens",
-    )
-    add_column_options(
-        parser,
-        image=(("--image-column",), "image", "column of image paths"),
-        group=(
-            ("--group-column", "--scene-column"),
-            "scene",
-            "column of the group (scene) id; pairs are made within a group and groups never "
-            "cross the train/validation split",
-        ),
-        score=(
-            ("--score-column", "--mos-column"),
-            "mos",
-            "column of the scores (MOS, or DMOS with --lower-is-better)",
-        ),
     )
     parser.add_argument(
         "--lower-is-better",
@@ -88,6 +72,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_training_options(
         parser,
+        columns=dict(
+            image=(("--image-column",), "image", "column of image paths"),
+            group=(
+                ("--group-column", "--scene-column"),
+                "scene",
+                "column of the group (scene) id; pairs are made within a group and groups never "
+                "cross the train/validation split",
+            ),
+            score=(
+                ("--score-column", "--mos-column"),
+                "mos",
+                "column of the scores (MOS, or DMOS with --lower-is-better)",
+            ),
+        ),
         epochs=10,
         lr=1e-4,
         batch_size=8,

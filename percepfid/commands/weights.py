@@ -114,19 +114,15 @@ def _canonical(name: str, manifest: Any) -> str:
     or an NR-IQA model name such as 'clipiqa'."""
     if name in manifest:
         return name
-    for lookup in (lambda: _nriqa_entry(name), lambda: _backbone_entry(name)):
+    for lookup in (_nriqa_entry, _backbone_entry):
         try:
-            canonical = lookup()
+            canonical = lookup(name)
         except (PercepfidError, ImportError):
-            canonical = None
+            continue
         if canonical in manifest:
             return canonical
-    raise UnknownNameError(
-        "weights entry",
-        name,
-        manifest.keys(),
-        hint="See `percepfid weights list` for every known name.",
-    )
+    hint = "See `percepfid weights list` for every known name."
+    raise UnknownNameError("weights entry", name, manifest.keys(), hint=hint)
 
 
 def _backbone_entry(name: str) -> str:
