@@ -1,9 +1,9 @@
 """The ``percepfid`` command line.
 
-Subcommands live in :mod:`percepfid.commands`, one module each with a
-``register(subparsers)`` function that adds its parser and sets ``handler`` (a function
-``(argparse.Namespace) -> int``). A subcommand whose module is absent (or whose optional
-dependency is missing at import) is left out and the rest of the command line still works.
+Subcommands live in :mod:`percepfid.commands`, one module each (see
+:mod:`percepfid.commands._common` for what it defines). A subcommand whose module is absent
+(or whose optional dependency is missing at import) is left out and the rest of the command
+line still works.
 
 Exit codes: 0 success, 1 a check failed (e.g. weights do not match their sha256),
 2 bad arguments, input data or paths, 3 a missing optional dependency, 4 weights
@@ -24,25 +24,16 @@ import argparse
 import importlib
 import logging
 import sys
-import warnings
 from collections.abc import Sequence
 
 from ._errors import PercepfidError
 from ._version import __version__
-from .commands import (
-    COMMANDS,
-    EXIT_FAILURE,
-    EXIT_USAGE,
-    as_flags,
-    data_only_stdout,
-    exit_code_for,
-)
+from .commands import COMMANDS, EXIT_FAILURE, EXIT_USAGE, HelpFormatter, run_command
 
 logger = logging.getLogger(__name__)
 
 
-def _load_commands(subparsers: argparse._SubParsersAction) -> list[str]:
-    loaded = []
+def _load_commands(subparsers: argparse._SubParsersAction) -> None:
     for name in COMMANDS:
         module_name = f"percepfid.commands.{name}"
         try:
@@ -55,9 +46,14 @@ def _load_commands(subparsers: argparse._SubParsersAction) -> list[str]:
         except PercepfidError as error:  # e.g. a command that needs a missing extra
             logger.debug("subcommand module %s unavailable: %s", module_name, error)
             continue
-        module.register(subparsers)
-        loaded.append(name)
-    return loaded
+        parser = subparsers.add_parser(
+            module.NAME,
+            help=module.HELP,
+            description=module.__doc__,
+            formatter_class=HelpFormatter,
+        )
+        module.add_arguments(parser)
+        parser.set_defaults(handler=module.run, command_parser=parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,11 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"percepfid {__version__}")
     parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="more log output (-v info, -vv debug)",
+        "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _load_commands(subparsers)
@@ -98,54 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stop.code if isinstance(stop.code, int) else EXIT_FAILURE
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.verbose:
         logging.basicConfig(
             level=logging.DEBUG if args.verbose > 1 else logging.INFO,
             format="%(levelname)s %(name)s: %(message)s",
         )
-    command = _command_parser(parser, args.command)
-    try:
-        with data_only_stdout(), warnings.catch_warnings():
-            if not args.verbose:
-                warnings.showwarning = _one_line_warning(args.command)
-            return int(args.handler(args) or 0)
-    except PercepfidError as error:
-        return _fail(args.command, as_flags(str(error), command), exit_code_for(error))
-    except OSError as error:  # a file that vanished, a full disk, no permission
-        where = f"{error.filename}: " if error.filename else ""
-        return _fail(args.command, f"{where}{error.strerror or error}", EXIT_USAGE)
-    except UnicodeDecodeError as error:
-        message = (
-            f"a text file is not UTF-8 ({error.reason} at byte {error.start}); save it as UTF-8"
-        )
-        return _fail(args.command, message, EXIT_USAGE)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"percepfid {args.command}: interrupted\n")
-        return 130
-
-
-def _command_parser(
-    parser: argparse.ArgumentParser, command: str
-) -> argparse.ArgumentParser | None:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices.get(command)
-    return None
-
-
-def _fail(command: str, message: str, code: int) -> int:
-    sys.stderr.write(f"percepfid {command}: error: {message}\n")
-    return code
-
-
-def _one_line_warning(command: str):  # noqa: ANN202 - a warnings.showwarning replacement
-    """Show a library warning as one line (``-v`` shows them in full)."""
-
-    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001, ARG001
-        sys.stderr.write(f"percepfid {command}: warning: {message}\n")
-
-    return show
+    return run_command(args)
 
 
 def console_main() -> None:  # pragma: no cover - thin wrapper for ``python -m``

@@ -1,5 +1,12 @@
-"""Helpers shared by the ``percepfid`` subcommands: registration, exit codes, the data
-stream, output paths and atomic output files, CSV reading, flag names in messages."""
+"""Helpers shared by the ``percepfid`` subcommands: shared options, exit codes, the data
+stream, output paths and atomic output files, CSV reading, flag names in messages.
+
+A command module defines ``NAME``, ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> exit code``; its docstring is the description ``--help`` shows, and
+:mod:`percepfid.cli` makes its parser. Heavy imports (torch, models, scipy) happen inside
+``run``, never at module level, so ``percepfid --help`` and argument errors answer without
+importing torch (a test guards this).
+"""
 
 from __future__ import annotations
 
@@ -8,22 +15,21 @@ import contextlib
 import csv
 import io
 import json
-import logging
+import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._atomic import atomic_path
 from .._errors import ArgumentError, MissingDependencyError, PercepfidError, WeightsError
-from ..data import parse_number, read_table, require_columns
+from ..data import read_table
 
 if TYPE_CHECKING:
     import torch
-
-logger = logging.getLogger(__name__)
 
 #: Exit codes of the ``percepfid`` command (documented in the README).
 EXIT_OK = 0
@@ -36,52 +42,43 @@ EXIT_WEIGHTS = 4  # weights missing (offline, not cached), corrupt or not matchi
 #: them, the header being row 1 (every command and reader counts this way).
 FIRST_DATA_ROW = 2
 
-Handler = Callable[[argparse.Namespace], int]
-
 
 class InputError(ArgumentError):
     """Bad input data given to a command: a missing folder, unmatched names, a bad CSV."""
 
 
-# --------------------------------------------------------------------------- registration
+# --------------------------------------------------------------------------- options
 
 
-def new_command(
-    subparsers: argparse._SubParsersAction,
-    name: str,
-    handler: Handler | None,
-    *,
-    help: str,  # noqa: A002 - argparse's own word
-    description: str,
-) -> argparse.ArgumentParser:
-    """Add the parser of subcommand ``name`` whose handler is ``handler`` (None for a
-    command whose own subcommands set theirs)."""
-    parser = subparsers.add_parser(name, help=help, description=description)
-    if handler is not None:
-        parser.set_defaults(handler=handler)
-    return parser
+class HelpFormatter(argparse.HelpFormatter):
+    """Ends an option's help with ``(default: X)`` when it has a default its text does not
+    already speak of."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text, default = action.help or "", action.default
+        if default in (None, argparse.SUPPRESS) or default is False or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
-def positive_int(text: str) -> int:
-    """argparse type of an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {value}")
-    return value
+def int_type(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type of an integer in ``[low, high)`` (no upper bound when ``high`` is None)."""
+    wanted = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high})"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}; got {text!r}") from None
+        if value < low or (high is not None and value >= high):
+            raise argparse.ArgumentTypeError(f"expected {wanted}; got {value}")
+        return value
+
+    return parse
 
 
-def seed_int(text: str) -> int:
-    """argparse type of a random seed: an integer in [0, 2**64), what torch accepts."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed; got {text!r}") from None
-    if not 0 <= value < 2**64:
-        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**64); got {value}")
-    return value
+positive_int = int_type(1)
+seed_int = int_type(0, 2**64)  # the seeds torch accepts
 
 
 def add_runtime_options(
@@ -90,15 +87,10 @@ def add_runtime_options(
     """Add the options of every command that runs a model: ``--batch-size``, ``--device``
     (see :func:`resolve_device`), ``--random-weights`` and ``--no-progress``."""
     parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=batch_size,
-        help=f"{unit} per forward pass (default: {batch_size})",
+        "--batch-size", type=positive_int, default=batch_size, help=f"{unit} per forward pass"
     )
     parser.add_argument(
-        "--device",
-        default="auto",
-        help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)",
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N"
     )
     parser.add_argument(
         "--random-weights",
@@ -106,6 +98,59 @@ def add_runtime_options(
         help="random weights, no download: plumbing tests only, the numbers mean nothing",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_training_options(
+    parser: argparse.ArgumentParser,
+    *,
+    columns: Mapping[str, tuple[Sequence[str], str, str]],
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    unit: str,
+    helps: Mapping[str, str],
+) -> None:
+    """Add the options of the commands that train on a rating CSV: one per column
+    (``columns``: a field of :class:`percepfid.train.RatingColumns` -> its flags, default and
+    help), ``--root``, ``--backbone``, ``--image-size``, ``--epochs``, ``--lr``,
+    ``--val-fraction``, ``--seed``, ``--cache-mb`` and the runtime options; ``helps`` holds
+    the help texts of ``epochs``, ``lr``, ``seed`` and ``cache_mb``. See
+    :func:`training_arguments`."""
+    for name, (flags, default, text) in columns.items():
+        parser.add_argument(
+            *flags, dest=f"{name}_column", metavar="COLUMN", default=default, help=text
+        )
+    parser.set_defaults(column_flags={name: flags[0] for name, (flags, _, _) in columns.items()})
+    parser.add_argument("--root", help="folder image paths are relative to (default: the CSV's)")
+    parser.add_argument("--backbone", default="dinov2", help="registered backbone name")
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        help="override the backbone input size (default: the backbone's own)",
+    )
+    parser.add_argument("--epochs", type=int, default=epochs, help=helps["epochs"])
+    parser.add_argument("--lr", type=float, default=lr, help=helps["lr"])
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share of groups held out for validation"
+    )
+    parser.add_argument("--seed", type=seed_int, default=0, help=helps["seed"])
+    parser.add_argument("--cache-mb", type=float, default=1024.0, help=helps["cache_mb"])
+    add_runtime_options(parser, batch_size=batch_size, unit=unit)
+
+
+def training_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of the trainers (:func:`percepfid.train.fit_hlf_head`,
+    :func:`percepfid.train.train_rqi`) that the options of :func:`add_training_options` set."""
+    from ..train import RatingColumns
+
+    columns = {name: getattr(args, f"{name}_column") for name in args.column_flags}
+    same = ("image_size", "epochs", "lr", "val_fraction", "seed", "cache_mb", "batch_size")
+    return {name: getattr(args, name) for name in same} | {
+        "columns": RatingColumns(**columns, root=args.root, flags=args.column_flags),
+        "pretrained": not args.random_weights,
+        "device": resolve_device(args.device),
+        "progress": not args.no_progress,
+    }
 
 
 def add_output_options(
@@ -124,9 +169,7 @@ def add_output_options(
         "--format",
         choices=formats,
         default=default_format,
-        help=f"default: {default_format}"
-        if default_format
-        else "default: json for a .json output, else csv",
+        help="output format" if default_format else "default: json for a .json output, else csv",
     )
 
 
@@ -187,18 +230,13 @@ def warn(text: str) -> None:
     sys.stderr.write(f"percepfid: warning: {text}\n")
 
 
-def random_weights_warning(results: str) -> str:
-    """The warning every command gives under ``--random-weights``."""
-    return (
-        f"--random-weights: the model has random weights, so {results} mean nothing; "
-        "use this only to test the plumbing"
-    )
-
-
 def warn_random_weights(args: argparse.Namespace, results: str, *, show: bool = True) -> str:
     """Under ``--random-weights`` (and ``show``), warn that ``results`` mean nothing;
     return the warning's text."""
-    text = random_weights_warning(results)
+    text = (
+        f"--random-weights: the model has random weights, so {results} mean nothing; "
+        "use this only to test the plumbing"
+    )
     if args.random_weights and show:
         warn(text)
     return text
@@ -236,9 +274,11 @@ def as_flags(message: str, parser: argparse.ArgumentParser | None) -> str:
 
 
 def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Render rows as an aligned plain-text table; floats with 4 decimals."""
+    """Render rows as an aligned plain-text table; floats with 4 decimals, booleans as yes/no."""
 
     def cell(value: Any) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
         if isinstance(value, float):
             return "nan" if value != value else f"{value:.4f}"
         return str(value)
@@ -282,19 +322,6 @@ def read_csv(path: str | os.PathLike[str], *, what: str) -> tuple[list[str], lis
     return fields, rows
 
 
-def require_column(fields: Sequence[str], column: str, *, what: str, option: str) -> str:
-    """Raise :class:`InputError` unless ``column`` is one of ``fields``."""
-    require_columns(fields, {column: option}, what=what, error=InputError)
-    return column
-
-
-def parse_float(value: str, *, column: str, row: int, what: str) -> float:
-    """Parse a CSV cell as a finite float, naming the file, row and column on failure."""
-    if not value:
-        raise InputError(f"{what}: row {row}, column {column!r} is empty; expected a number")
-    return parse_number(value, what=what, row=row, column=column, error=InputError)
-
-
 # --------------------------------------------------------------------------- output
 
 
@@ -305,10 +332,7 @@ def _output_problem(path: Path, *, folder: bool) -> str | None:
             return f"{path} is a file, not a folder"
         if not folder and path.is_dir():
             return f"{path} is a folder; name a file (e.g. {path / 'out.csv'})"
-        parent = path if folder else path.parent
-    else:
-        parent = path.parent
-    existing = parent
+    existing = path if folder and path.exists() else path.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
@@ -318,27 +342,28 @@ def _output_problem(path: Path, *, folder: bool) -> str | None:
     return None
 
 
+def _writable(text: str, *, folder: bool) -> str:
+    """``text`` as an output path (see :func:`_output_problem`), else an argparse error."""
+    path = Path(text).expanduser()
+    problem = _output_problem(path, folder=folder)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return str(path)
+
+
 def output_file(text: str) -> str:
     """argparse type of an output file: ``-`` (stdout) or a path that can be written.
 
     Refused before any work starts: a folder, a path under a file, a folder without write
     permission. Missing parent folders are created when the output is written.
     """
-    if text == "-":
-        return text
-    problem = _output_problem(Path(text).expanduser(), folder=False)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return str(Path(text).expanduser())
+    return text if text == "-" else _writable(text, folder=False)
 
 
 def output_folder(text: str) -> str:
     """argparse type of an output folder: refused when it is a file, lies under a file, or
     cannot be written; a missing folder is created by the command."""
-    problem = _output_problem(Path(text).expanduser(), folder=True)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return str(Path(text).expanduser())
+    return _writable(text, folder=True)
 
 
 def write_text(text: str, path: str | os.PathLike[str] | None) -> None:
@@ -365,14 +390,23 @@ def write_records(
     fmt: str,
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Write records as CSV or JSON to ``path`` (atomically, see :func:`write_text`) or
-    stdout when ``path`` is None or ``-``.
+    """Write records as a table (:func:`format_table`), CSV or JSON to ``path`` (atomically,
+    see :func:`write_text`) or stdout when ``path`` is None or ``-``.
 
     JSON output is ``{"metadata": {...}, "rows": [...]}``; CSV output is one row per record.
+    NaN is written as JSON null and an empty CSV cell.
     """
+    if fmt == "table":
+        header = list(records[0])
+        write_text(format_table(header, [[r[h] for h in header] for r in records]) + "\n", path)
+        return
+    records = [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
+        for r in records
+    ]
     buffer = io.StringIO()
     if fmt == "json":
-        json.dump({"metadata": metadata or {}, "rows": list(records)}, buffer, indent=2)
+        json.dump({"metadata": metadata or {}, "rows": records}, buffer, indent=2)
         buffer.write("\n")
     else:
         fields: list[str] = []
@@ -388,17 +422,36 @@ def output_format(path: str | None, fmt: str | None) -> str:
     """``fmt`` when given, else ``'json'`` for a ``.json`` path and ``'csv'`` otherwise."""
     if fmt is not None:
         return fmt
-    if path is not None and str(path).lower().endswith(".json"):
-        return "json"
-    return "csv"
+    return "json" if path is not None and str(path).lower().endswith(".json") else "csv"
 
 
-def exit_code_for(error: BaseException) -> int:
-    """The exit code the CLI returns for a typed percepfid error."""
-    if isinstance(error, MissingDependencyError):
-        return EXIT_DEPENDENCY
-    if isinstance(error, WeightsError):
-        return EXIT_WEIGHTS
-    if isinstance(error, PercepfidError):
-        return EXIT_USAGE
-    return EXIT_FAILURE
+def run_command(args: argparse.Namespace) -> int:
+    """Run the command ``args`` chose and return its exit code: stdout carries its data only,
+    a library warning is one stderr line (``-v`` shows it in full), and so is an error,
+    naming the flags to change."""
+    try:
+        with data_only_stdout(), warnings.catch_warnings():
+            if not args.verbose:
+                warnings.showwarning = lambda message, *_, **__: sys.stderr.write(
+                    f"percepfid {args.command}: warning: {message}\n"
+                )
+            return int(args.handler(args) or 0)
+    except PercepfidError as error:
+        message, code = as_flags(str(error), args.command_parser), EXIT_USAGE
+        if isinstance(error, MissingDependencyError):
+            code = EXIT_DEPENDENCY
+        elif isinstance(error, WeightsError):
+            code = EXIT_WEIGHTS
+    except OSError as error:  # a file that vanished, a full disk, no permission
+        where = f"{error.filename}: " if error.filename else ""
+        message, code = f"{where}{error.strerror or error}", EXIT_USAGE
+    except UnicodeDecodeError as error:
+        message = (
+            f"a text file is not UTF-8 ({error.reason} at byte {error.start}); save it as UTF-8"
+        )
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write(f"percepfid {args.command}: interrupted\n")
+        return 130
+    sys.stderr.write(f"percepfid {args.command}: error: {message}\n")
+    return code

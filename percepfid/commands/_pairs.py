@@ -1,10 +1,6 @@
-"""Pairs of (distorted, reference) images for ``percepfid score``: from folders or a CSV.
-
-Folders are matched by file name (or by name without extension); a CSV names the pairs
-explicitly. Image headers are read up front, so a missing or unreadable file is reported
-before any model is built, and pairs are batched by image size so folders with images of
-different sizes work at any batch size.
-"""
+"""Pairs of (distorted, reference) images for ``percepfid score``, from folders or a CSV;
+image headers are read up front, so a missing or unreadable file is reported before any
+model is built."""
 
 from __future__ import annotations
 
@@ -14,28 +10,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import image_size, list_images
-from ._common import InputError, read_csv
+from ..data import image_size, list_images, require_columns
+from ._common import FIRST_DATA_ROW, InputError, read_csv
 
 logger = logging.getLogger(__name__)
 
-MATCH_MODES = ("name", "stem")
-_REFERENCE_COLUMNS = ("reference", "ref", "gt", "hr")
-_DISTORTED_COLUMNS = ("distorted", "dist", "sr", "image")
+# a pairs-CSV column: how messages name it, its option, the names it is looked for under
+_DISTORTED = ("distorted-image", "--dist-col", ("distorted", "dist", "sr", "image"))
+_REFERENCE = ("reference", "--ref-col", ("reference", "ref", "gt", "hr"))
 _SHOWN = 5
 
 
 @dataclass(frozen=True)
 class Pair:
-    """One image to score, with its reference (None for no-reference metrics).
-
-    Attributes:
-        index: position in the output (pairs are written in this order).
-        distorted: the image under test.
-        reference: its reference image, or None.
-        distorted_size: ``(H, W)`` of ``distorted``.
-        reference_size: ``(H, W)`` of ``reference``, or None.
-    """
+    """One image to score (the ``index``-th of the output), with its reference (None for
+    no-reference metrics) and the ``(H, W)`` of both."""
 
     index: int
     distorted: Path
@@ -69,13 +58,14 @@ def _index(images: list[Path], root: Path, match: str, what: str) -> dict[str, P
     return table
 
 
-def _with_sizes(items: list[tuple[Path, Path | None]], *, same_size: bool) -> list[Pair]:
+def _with_sizes(items: list[tuple[Path, Path | None]]) -> list[Pair]:
+    """The pairs with their image sizes; raises when a pair's images differ in size."""
     pairs = []
     mismatched = []
     for index, (distorted, reference) in enumerate(items):
         distorted_size = image_size(distorted)
         reference_size = image_size(reference) if reference is not None else None
-        if same_size and reference_size is not None and reference_size != distorted_size:
+        if reference_size not in (None, distorted_size):
             mismatched.append(
                 f"{distorted} {distorted_size[0]}x{distorted_size[1]} vs {reference} "
                 f"{reference_size[0]}x{reference_size[1]}"
@@ -96,34 +86,18 @@ def pairs_from_folders(
     match: str = "name",
     recursive: bool = False,
     skip_unmatched: bool = False,
-    same_size: bool = True,
 ) -> list[Pair]:
-    """Pair every image of ``dist_dir`` with the image of the same name in ``ref_dir``.
-
-    Args:
-        dist_dir: folder of images to score (e.g. SR outputs).
-        ref_dir: folder of references (e.g. ground truths); None for no-reference metrics.
-        match: ``'name'`` (same file name) or ``'stem'`` (same name without extension, e.g.
-            ``0001.png`` with ``0001.jpg``). With ``recursive`` the relative path is used.
-        recursive: include sub-folders.
-        skip_unmatched: leave out distorted images without a reference (logged) instead of
-            raising.
-        same_size: require each pair's images to have the same size.
-
-    Returns:
-        The pairs, sorted by distorted file name.
-
-    Raises:
-        InputError: a folder is missing or empty, names do not match, or images are of
-            different sizes.
-        ImageReadError: an image header cannot be read.
+    """Every image of ``dist_dir`` (sorted by name) with the image of ``ref_dir`` (None for
+    no-reference metrics) of the same name, or with ``match='stem'`` the same name without
+    extension (the relative path with ``recursive``); unmatched images raise
+    :class:`InputError` unless ``skip_unmatched`` (then they are left out, if any match).
     """
     distorted_root = Path(dist_dir)
     distorted = list_images(
         distorted_root, recursive=recursive, what="--dist folder", error=InputError
     )
     if ref_dir is None:
-        return _with_sizes([(path, None) for path in distorted], same_size=same_size)
+        return _with_sizes([(path, None) for path in distorted])
     reference_root = Path(ref_dir)
     references = _index(
         list_images(reference_root, recursive=recursive, what="--ref folder", error=InputError),
@@ -148,24 +122,30 @@ def pairs_from_folders(
         )
     if unmatched:
         logger.warning("left out %d image(s) without a reference", len(unmatched))
-    return _with_sizes(items, same_size=same_size)
+    return _with_sizes(items)
 
 
 def _pick_column(
-    fields: list[str], given: str | None, candidates: Sequence[str], option: str
+    fields: list[str],
+    given: str | None,
+    column: tuple[str, str, tuple[str, ...]],
+    *,
+    what: str,
+    required: bool,
 ) -> str | None:
+    """The column ``given`` with its option, else the first of its usual names (in any case)."""
+    role, option, candidates = column
     if given is not None:
-        if given not in fields:
-            raise InputError(
-                f"the pairs CSV has no column {given!r} (columns: {', '.join(fields)}); "
-                f"check {option}"
-            )
+        require_columns(fields, {given: option}, what=what, error=InputError)
         return given
     lowered = {field.lower(): field for field in fields}
-    for candidate in candidates:
-        if candidate in lowered:
-            return lowered[candidate]
-    return None
+    found = next((lowered[name] for name in candidates if name in lowered), None)
+    if found is None and required:
+        raise InputError(
+            f"{what} has no {role} column (looked for {', '.join(candidates)}; columns: "
+            f"{', '.join(fields)}); name it with {option}"
+        )
+    return found
 
 
 def pairs_from_csv(
@@ -176,55 +156,34 @@ def pairs_from_csv(
     ref_col: str | None = None,
     dist_col: str | None = None,
     needs_reference: bool = True,
-    same_size: bool = True,
 ) -> list[Pair]:
-    """Pairs listed in a CSV file, in file order.
-
-    The distorted column is ``distorted``, ``dist``, ``sr`` or ``image`` and the reference
-    column ``reference``, ``ref``, ``gt`` or ``hr`` unless named. Relative paths are taken
-    relative to ``dist_root`` / ``ref_root`` when given, else to the CSV's folder.
-
-    Raises:
-        InputError: the CSV or a column is missing, or an image is missing.
-        ImageReadError: an image header cannot be read.
+    """The pairs of a CSV file, in file order (columns: see ``_DISTORTED``, ``_REFERENCE``);
+    relative paths start at ``dist_root`` / ``ref_root`` when given, else at the CSV's folder.
     """
     csv_file = Path(csv_path)
     fields, rows = read_csv(csv_file, what="--pairs")
-    distorted_col = _pick_column(fields, dist_col, _DISTORTED_COLUMNS, "--dist-col")
-    if distorted_col is None:
-        raise InputError(
-            f"the pairs CSV {csv_file} has no distorted-image column (looked for "
-            f"{', '.join(_DISTORTED_COLUMNS)}; columns: {', '.join(fields)}); name it with --dist-col"
-        )
-    reference_col = _pick_column(fields, ref_col, _REFERENCE_COLUMNS, "--ref-col")
-    if needs_reference and reference_col is None:
-        raise InputError(
-            f"the pairs CSV {csv_file} has no reference column (looked for "
-            f"{', '.join(_REFERENCE_COLUMNS)}; columns: {', '.join(fields)}); name it with --ref-col"
-        )
-    base = csv_file.parent
+    what = f"the pairs CSV {csv_file}"
+    distorted_col = _pick_column(fields, dist_col, _DISTORTED, what=what, required=True)
+    reference_col = _pick_column(fields, ref_col, _REFERENCE, what=what, required=needs_reference)
+    missing = []
 
-    def locate(value: str, root: str | os.PathLike[str] | None) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else Path(root if root is not None else base) / path
+    def locate(row: dict[str, str], number: int, column: str, root: str | None) -> Path:
+        if not row.get(column):
+            raise InputError(f"{csv_file}: row {number} has an empty {column!r}")
+        path = Path(row[column]).expanduser()
+        if not path.is_absolute():
+            path = Path(root if root is not None else csv_file.parent) / path
+        if not path.is_file():
+            missing.append(str(path))
+        return path
 
     items: list[tuple[Path, Path | None]] = []
-    missing = []
-    for number, row in enumerate(rows, start=2):  # row 1 is the header
-        if not row.get(distorted_col):
-            raise InputError(f"{csv_file}: row {number} has an empty {distorted_col!r}")
-        distorted = locate(row[distorted_col], dist_root)
-        reference = None
-        if needs_reference:
-            if not row.get(reference_col):
-                raise InputError(f"{csv_file}: row {number} has an empty {reference_col!r}")
-            reference = locate(row[reference_col], ref_root)
-        for path in (distorted, reference):
-            if path is not None and not path.is_file():
-                missing.append(str(path))
+    for number, row in enumerate(rows, start=FIRST_DATA_ROW):
+        distorted = locate(row, number, distorted_col, dist_root)
+        reference = locate(row, number, reference_col, ref_root) if needs_reference else None
         items.append((distorted, reference))
     if missing:
         raise InputError(
             f"{len(missing)} image(s) named in {csv_file} do not exist: {_shown(missing)}"
         )
-    return _with_sizes(items, same_size=same_size)
+    return _with_sizes(items)

@@ -1,29 +1,25 @@
-"""``percepfid backbones``: the registered backbones and whether their weights are cached."""
+"""List the registered backbones: canonical name, aliases, library, and whether their weights
+are in the local Hugging Face cache (no network access).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from ._common import EXIT_OK, echo, format_table, new_command
-from ._weights_status import status
+from ._common import EXIT_OK, echo, format_table
+from .weights import status
 
+NAME = "backbones"
 HELP = "list the registered backbones with their weights status"
-DESCRIPTION = (
-    "List the registered backbones: canonical name, aliases, library, and whether "
-    "their weights are in the local Hugging Face cache (no network access)."
-)
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``backbones`` subcommand."""
-    parser = new_command(subparsers, "backbones", run, help=HELP, description=DESCRIPTION)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "pattern", nargs="?", default="*", help="shell pattern, e.g. '*dinov2*' (default: all)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--cache-dir", help="the Hugging Face cache folder to look in")
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,12 +28,10 @@ def run(args: argparse.Namespace) -> int:
     from ..backbones import get_spec, list_backbones
 
     manifest = hub.load_manifest()
-    names = set(list_backbones(args.pattern, aliases=False))
     # a pattern that matches an alias lists its backbone too
-    names |= {get_spec(alias).name for alias in list_backbones(args.pattern, aliases=True)}
+    names = sorted({get_spec(name).name for name in list_backbones(args.pattern)})
     records = []
-    for name in sorted(names):
-        spec = get_spec(name)
+    for spec in map(get_spec, names):
         entry = manifest.get(spec.name)
         records.append(
             {
@@ -51,19 +45,18 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.json:
         echo(json.dumps(records, indent=2))
-        return EXIT_OK
-    if not records:
+    elif not records:
         echo(f"no backbone matches {args.pattern!r}")
-        return EXIT_OK
-    rows = [
-        [
-            r["name"],
-            ", ".join(r["aliases"]) or "-",
-            r["source"],
-            r["weights"],
-            "yes" if r["sha256_pinned"] else "no",
+    else:
+        rows = [
+            [
+                r["name"],
+                ", ".join(r["aliases"]) or "-",
+                r["source"],
+                r["weights"],
+                r["sha256_pinned"],
+            ]
+            for r in records
         ]
-        for r in records
-    ]
-    echo(format_table(["name", "aliases", "source", "weights", "sha256"], rows))
+        echo(format_table(["name", "aliases", "source", "weights", "sha256"], rows))
     return EXIT_OK

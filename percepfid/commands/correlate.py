@@ -1,9 +1,7 @@
-"""``percepfid correlate``: how well metric scores agree with human scores.
-
-Reads a scores CSV (such as ``percepfid score`` writes) and human scores (in the same file
-or a second CSV joined on a key column), and reports SRCC, PLCC and KRCC per score column,
-optionally the logistic-fitted PLCC and RMSE and the per-source-image (grouped) SRCC, and
-draws a scatter plot when matplotlib is installed.
+"""Correlate metric scores with human scores: SRCC, PLCC and KRCC per score column of SCORES
+(e.g. written by percepfid score), optionally the PLCC and RMSE after a logistic fit (--fit),
+the per-source-image SRCC (--group-col) and a scatter plot (--plot, needs matplotlib). The
+human scores are a column of SCORES, or of a second CSV given with --human and joined on --key.
 """
 
 from __future__ import annotations
@@ -13,41 +11,32 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .._imports import require
 from .._vocab import MATCH_MODES
+from ..data import parse_number, require_columns
 from ._common import (
     EXIT_OK,
     FIRST_DATA_ROW,
     InputError,
     add_output_options,
-    echo,
-    format_table,
-    new_command,
     output_file,
-    parse_float,
     read_csv,
-    require_column,
     warn,
     write_records,
-    write_text,
 )
 
 _FIT_PARAMETERS = {"logistic4": 4, "logistic5": 5}
 
 
+NAME = "correlate"
 HELP = "correlate metric scores with human scores (SRCC/PLCC/KRCC)"
-DESCRIPTION = (
-    "Correlate metric scores with human scores. The human scores are a column of "
-    "SCORES, or of a second CSV given with --human and joined on --key."
-)
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``correlate`` subcommand."""
-    parser = new_command(subparsers, "correlate", run, help=HELP, description=DESCRIPTION)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scores", help="CSV of metric scores (e.g. written by 'percepfid score')")
     parser.add_argument("--human", help="CSV of human scores; default: they are in SCORES")
     parser.add_argument(
@@ -57,10 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="COL",
         help="score column(s) to evaluate; repeat for several metrics (default: score)",
     )
-    parser.add_argument("--human-col", default="mos", help="human score column (default: mos)")
-    parser.add_argument(
-        "--key", default="distorted", help="join column of SCORES (default: distorted)"
-    )
+    parser.add_argument("--human-col", default="mos", help="human score column")
+    parser.add_argument("--key", default="distorted", help="join column of SCORES")
     parser.add_argument("--human-key", help="join column of --human (default: same as --key)")
     parser.add_argument(
         "--match",
@@ -83,7 +70,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="write a scatter plot, e.g. scatter.png or .pdf/.svg (needs matplotlib)",
     )
     add_output_options(parser, formats=("table", "csv", "json"), default_format="table")
-    return parser
 
 
 def _join_key(value: str, mode: str) -> str:
@@ -106,20 +92,21 @@ def _load(args: argparse.Namespace) -> tuple[list[_Row], list[str], str]:
     """Rows holding score columns and the human column (joined when --human is given)."""
     score_fields, score_rows = read_csv(args.scores, what="scores CSV")
     score_cols = args.score_cols or ["score"]
-    for column in score_cols:
-        require_column(score_fields, column, what=f"scores CSV {args.scores}", option="--score-col")
+    needed = dict.fromkeys(score_cols, "--score-col")
     numbered = list(enumerate(score_rows, start=FIRST_DATA_ROW))
     if args.human is None:
-        require_column(
-            score_fields, args.human_col, what=f"scores CSV {args.scores}", option="--human-col"
-        )
+        needed.setdefault(args.human_col, "--human-col")
+        require_columns(score_fields, needed, what=f"scores CSV {args.scores}", error=InputError)
         return [_Row(row, n, n) for n, row in numbered], score_cols, args.scores
     human_fields, human_rows = read_csv(args.human, what="human CSV")
     human_key = args.human_key or args.key
-    require_column(score_fields, args.key, what=f"scores CSV {args.scores}", option="--key")
-    require_column(human_fields, human_key, what=f"human CSV {args.human}", option="--human-key")
-    require_column(
-        human_fields, args.human_col, what=f"human CSV {args.human}", option="--human-col"
+    needed.setdefault(args.key, "--key")
+    require_columns(score_fields, needed, what=f"scores CSV {args.scores}", error=InputError)
+    require_columns(
+        human_fields,
+        {human_key: "--human-key", args.human_col: "--human-col"},
+        what=f"human CSV {args.human}",
+        error=InputError,
     )
     table: dict[str, tuple[int, dict[str, str]]] = {}
     for number, row in enumerate(human_rows, start=FIRST_DATA_ROW):
@@ -163,22 +150,18 @@ def _statistics(
 ) -> dict[str, Any]:
     from ..eval import grouped_correlation, krcc, plcc, rmse, srcc
 
-    nan = float("nan")
-    defined = not _constant(pred)  # a constant column has no correlation (checked before)
-    record: dict[str, Any] = {
-        "metric": name,
-        "n": len(pred),
-        "srcc": srcc(pred, human) if defined else nan,
-        "plcc": plcc(pred, human) if defined else nan,
-        "krcc": krcc(pred, human) if defined else nan,
-    }
+    measures: dict[str, Any] = {"srcc": srcc, "plcc": plcc, "krcc": krcc}
     if fit is not None:
-        record[f"plcc_{fit}"] = plcc(pred, human, fit=fit) if defined else nan
-        record[f"rmse_{fit}"] = rmse(pred, human, fit=fit) if defined else nan
+        measures |= {f"plcc_{fit}": partial(plcc, fit=fit), f"rmse_{fit}": partial(rmse, fit=fit)}
+    defined = not _constant(pred)  # a constant column has no correlation (warned before)
+    record: dict[str, Any] = {"metric": name, "n": len(pred)}
+    record |= {key: f(pred, human) if defined else math.nan for key, f in measures.items()}
     if groups is not None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            record["grouped_srcc"] = grouped_correlation(pred, human, groups) if defined else nan
+            record["grouped_srcc"] = (
+                grouped_correlation(pred, human, groups) if defined else math.nan
+            )
         if caught and defined:
             warn(
                 f"grouped SRCC of {name!r} is undefined: no source image (--group-col) has "
@@ -205,11 +188,7 @@ def _plot_format(path: str) -> str:
 
 
 def _plot(
-    path: str,
-    columns: dict[str, list[float]],
-    human: list[float],
-    human_col: str,
-    fit: str | None,
+    path: str, columns: dict[str, list[float]], human: list[float], human_col: str, fit: str | None
 ) -> None:
     import numpy as np
     from matplotlib.figure import Figure
@@ -236,15 +215,20 @@ def _plot(
 
 
 def _numbers(rows: list[_Row], column: str, source: str, *, human: bool) -> list[float]:
-    return [
-        parse_float(
-            row.cells[column],
-            column=column,
-            row=row.human_row if human else row.score_row,
-            what=source,
+    """The cells of ``column`` as finite floats; an empty or bad cell names its row."""
+    numbers = []
+    for row in rows:
+        number = row.human_row if human else row.score_row
+        if not row.cells[column]:
+            raise InputError(
+                f"{source}: row {number}, column {column!r} is empty; expected a number"
+            )
+        numbers.append(
+            parse_number(
+                row.cells[column], what=source, row=number, column=column, error=InputError
+            )
         )
-        for row in rows
-    ]
+    return numbers
 
 
 def run(args: argparse.Namespace) -> int:
@@ -286,23 +270,10 @@ def run(args: argparse.Namespace) -> int:
         records.append(_statistics(column, values, human, groups, args.fit))
     if args.plot:
         _plot(args.plot, columns, human, args.human_col, args.fit)
-    fmt = args.format or "table"
-    if fmt == "table":
-        header = list(records[0])
-        table = format_table(header, [[record[h] for h in header] for record in records])
-        if args.output in (None, "-"):
-            echo(table)
-        else:
-            write_text(table + "\n", args.output)
-    else:
-        clean = [
-            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-            for r in records
-        ]
-        write_records(
-            clean,
-            args.output,
-            fmt=fmt,
-            metadata={"scores": str(args.scores), "human": str(human_source)},
-        )
+    write_records(
+        records,
+        args.output,
+        fmt=args.format,
+        metadata={"scores": str(args.scores), "human": str(human_source)},
+    )
     return EXIT_OK

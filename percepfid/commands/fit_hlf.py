@@ -1,5 +1,7 @@
-"""``percepfid fit-hlf``: fit an HLF calibration head on a CSV of human fidelity ratings,
-optionally fine-tuning the backbone's last blocks with it."""
+"""Fit an HLF calibration head (sigmoid(scale * cos + bias), or a small MLP) to human fidelity
+scores, optionally fine-tuning the backbone's last blocks with it. RATINGS is a CSV with
+columns sr, gt, score and group (source image); groups never cross the train/validation split.
+"""
 
 from __future__ import annotations
 
@@ -9,49 +11,30 @@ import json
 from .._vocab import EMBEDDINGS
 from ._common import (
     EXIT_OK,
-    add_runtime_options,
+    add_training_options,
     echo,
     format_table,
     output_folder,
-    random_weights_warning,
-    resolve_device,
+    training_arguments,
     warn,
+    warn_random_weights,
 )
 
-RANDOM_WEIGHTS_WARNING = random_weights_warning("the fitted head and its statistics")
-# how error messages name the option that sets each CSV column
-FLAGS = {
-    "image": "--sr-column",
-    "reference": "--gt-column",
-    "score": "--score-column",
-    "group": "--group-column",
-}
+NAME = "fit-hlf"
+HELP = "fit an HLF calibration head on human fidelity ratings"
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``fit-hlf`` subcommand."""
-    parser = subparsers.add_parser(
-        "fit-hlf",
-        help="fit an HLF calibration head on human fidelity ratings",
-        description=(
-            "Fit an HLF calibration head (sigmoid(scale * cos + bias), or a small MLP) to "
-            "human fidelity scores, optionally fine-tuning the backbone's last blocks with "
-            "it. RATINGS is a CSV with columns sr, gt, score and group (source image); "
-            "groups never cross the train/validation split."
-        ),
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ratings", help="CSV of human ratings")
-    parser.add_argument("--backbone", default="dinov2", help="HLF backbone (default: dinov2)")
-    parser.add_argument("--embedding", choices=EMBEDDINGS, default="cls", help="default: cls")
-    parser.add_argument("--image-size", type=int, help="override the backbone input size")
+    parser.add_argument("--embedding", choices=EMBEDDINGS, default="cls", help="HLF embedding")
     parser.add_argument(
         "--head",
         choices=("calibration", "mlp"),
         default="calibration",
         help="calibration: sigmoid(scale * cos + bias); mlp: MLP on the cosine and embedding "
-        "differences (default: calibration)",
+        "differences",
     )
-    parser.add_argument("--hidden", type=int, default=16, help="MLP hidden width (default: 16)")
+    parser.add_argument("--hidden", type=int, default=16, help="MLP hidden width")
     parser.add_argument(
         "--unfreeze-blocks",
         type=int,
@@ -59,36 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="N",
         help="fine-tune the backbone's last N blocks with the head (default: 0, frozen)",
     )
-    parser.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (default: 5)")
     parser.add_argument(
-        "--lr", type=float, default=1e-3, help="head learning rate when fine-tuning (default: 1e-3)"
+        "--backbone-lr", type=float, default=1e-5, help="learning rate of the unfrozen blocks"
     )
-    parser.add_argument(
-        "--backbone-lr",
-        type=float,
-        default=1e-5,
-        help="learning rate of the unfrozen blocks (default: 1e-5)",
-    )
-    parser.add_argument(
-        "--sr-column", "--sr-col", default="sr", help="column of SR image paths (default: sr)"
-    )
-    parser.add_argument(
-        "--gt-column", "--gt-col", default="gt", help="column of GT image paths (default: gt)"
-    )
-    parser.add_argument(
-        "--score-column", "--score-col", default="score", help="human score column (default: score)"
-    )
-    parser.add_argument(
-        "--group-column",
-        "--group-col",
-        default="group",
-        help="source-image column (default: group; absent: the GT)",
-    )
-    parser.add_argument("--root", help="folder image paths are relative to (default: the CSV's)")
-    parser.add_argument(
-        "--val-fraction", type=float, default=0.2, help="share of groups held out (default: 0.2)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
     parser.add_argument(
         "--score-range",
         type=float,
@@ -101,75 +57,61 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the head to the Hub")
     parser.add_argument("--public", action="store_true", help="make the pushed repo public")
-    parser.add_argument(
-        "--cache-mb",
-        type=float,
-        default=1024.0,
-        help="memory for embeddings (or frozen-block activations when fine-tuning) kept "
-        "across epochs; 0 recomputes them every time (default: 1024)",
-    )
-    add_runtime_options(parser, batch_size=16, unit="pairs")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.set_defaults(handler=run)
-    return parser
+    add_training_options(
+        parser,
+        columns=dict(
+            image=(("--sr-column", "--sr-col"), "sr", "column of SR image paths"),
+            reference=(("--gt-column", "--gt-col"), "gt", "column of GT image paths"),
+            score=(("--score-column", "--score-col"), "score", "human score column"),
+            group=(
+                ("--group-column", "--group-col"),
+                "group",
+                "source-image column; absent: the GT",
+            ),
+        ),
+        epochs=5,
+        lr=1e-3,
+        batch_size=16,
+        unit="pairs",
+        helps={
+            "epochs": "fine-tuning epochs",
+            "lr": "head learning rate when fine-tuning",
+            "seed": "split seed",
+            "cache_mb": "memory for embeddings (or frozen-block activations when fine-tuning) "
+            "kept across epochs; 0 recomputes them every time",
+        },
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``percepfid fit-hlf``."""
-    from ..train import RatingColumns, fit_hlf_head
+    from ..train import fit_hlf_head
 
     if args.output_dir is None and args.push_to_hub is None:
         warn("neither --output-dir nor --push-to-hub given: the fitted head is not saved")
-    if args.random_weights:
-        warn(RANDOM_WEIGHTS_WARNING)
+    warn_random_weights(args, "the fitted head and its statistics")
     result = fit_hlf_head(
         args.ratings,
         args.backbone,
-        pretrained=not args.random_weights,
         embedding=args.embedding,
-        image_size=args.image_size,
         head=args.head,
         hidden=args.hidden,
         unfreeze_blocks=args.unfreeze_blocks,
-        epochs=args.epochs,
-        lr=args.lr,
         backbone_lr=args.backbone_lr,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
         score_range=None if args.score_range is None else tuple(args.score_range),
-        batch_size=args.batch_size,
-        device=resolve_device(args.device),
         output_dir=args.output_dir,
         push_to_hub=args.push_to_hub,
         private=not args.public,
-        progress=not args.no_progress,
-        cache_mb=args.cache_mb,
-        columns=RatingColumns(
-            image=args.sr_column,
-            reference=args.gt_column,
-            score=args.score_column,
-            group=args.group_column,
-            root=args.root,
-            flags=FLAGS,
-        ),
+        **training_arguments(args),
     )
     report = result.report() | {"random_weights": bool(args.random_weights)}
     if args.json:
         echo(json.dumps(report, indent=2))
         return EXIT_OK
-    rows = []
-    for split, stats in (("train", result.train), ("val", result.val)):
-        if stats:
-            rows.append(
-                [
-                    split,
-                    stats["n"],
-                    stats["srcc_cosine"],
-                    stats["plcc_cosine"],
-                    stats["srcc_head"],
-                    stats["plcc_head"],
-                ]
-            )
+    keys = ("n", "srcc_cosine", "plcc_cosine", "srcc_head", "plcc_head")
+    splits = (("train", result.train), ("val", result.val))
+    rows = [[split, *(stats[key] for key in keys)] for split, stats in splits if stats]
     echo(format_table(["split", "n", "srcc_cos", "plcc_cos", "srcc_head", "plcc_head"], rows))
     config = report["head_config"]
     if "scale" in config:

@@ -1,8 +1,7 @@
-"""``percepfid score-candidates``: score candidate ground truths with an NR-IQA model.
-
-Reads a folder laid out as ``ROOT/<item>/<candidate image>`` and writes one row per
-candidate (item, candidate index, path, score), ready for ``IQAWeightedSampler``. Scores
-are cached by file content and model with ``--cache``.
+"""Score every candidate ground truth under ROOT/<item>/ with a no-reference IQA model, for
+IQA-weighted GT sampling (SMA/SMP) during SR training: one row per candidate (item, candidate
+index, path, score), ready for IQAWeightedSampler. --cache keeps the scores by file content
+and model.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from ._common import (
     add_output_options,
     add_runtime_options,
     echo,
-    new_command,
     output_file,
     output_format,
     resolve_device,
@@ -23,20 +21,13 @@ from ._common import (
     write_records,
 )
 
+NAME = "score-candidates"
 HELP = "score candidate GTs (ROOT/<item>/<image>) with an NR-IQA model"
-DESCRIPTION = (
-    "Score every candidate ground truth under ROOT/<item>/ with a no-reference IQA "
-    "model, for IQA-weighted GT sampling (SMA/SMP) during SR training."
-)
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``score-candidates`` subcommand."""
-    parser = new_command(subparsers, "score-candidates", run, help=HELP, description=DESCRIPTION)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="folder with one sub-folder of candidate images per item")
-    parser.add_argument(
-        "--iqa", default="clipiqa", help="NR-IQA model name (default: clipiqa; e.g. pyiqa:musiq)"
-    )
+    parser.add_argument("--iqa", default="clipiqa", help="NR-IQA model name, e.g. pyiqa:musiq")
     add_output_options(parser)
     parser.add_argument(
         "--cache",
@@ -45,7 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "a file that is not such a cache is refused, never overwritten",
     )
     add_runtime_options(parser, batch_size=16, unit="images")
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

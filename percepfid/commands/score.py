@@ -1,21 +1,16 @@
-"""``percepfid score``: score a folder (or a CSV) of images with an HLF, RQI or NR-IQA metric.
-
-Metrics:
-    - ``hlf:<backbone>`` (``hlf`` = ``hlf:dinov2``): HLF cosine fidelity of each distorted
-      image to its reference, or predicted human fidelity with ``--head``;
-    - ``rqi``: the signed Relative Quality Index of the distorted image against its reference;
-    - ``nr:<name>``: a no-reference IQA model (``nr:clipiqa``, ``nr:nr-head``, ...); no
-      references needed.
-
-Under ``torchrun`` the pairs are sharded across the processes (gloo on CPU, nccl on CUDA)
-and rank 0 writes one output file with every row, in the same order as a single process.
+"""Score every image of --dist against the image of the same name in --ref, or the pairs of
+a --pairs CSV, and write CSV (default) or JSON. Metrics: hlf:<backbone> (hlf is hlf:dinov2),
+the HLF cosine fidelity of each image to its reference, or the predicted human fidelity
+with --head; rqi, the signed Relative Quality Index of each image against its reference;
+nr:<name>, a no-reference IQA model (nr:clipiqa, nr:nr-head, ...) that needs no references.
+Under torchrun the pairs are sharded across the processes (gloo on CPU, nccl on CUDA) and
+rank 0 writes one output with every row, in the order a single process writes them.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +24,7 @@ from ._common import (
     InputError,
     add_output_options,
     add_runtime_options,
-    new_command,
+    int_type,
     output_format,
     positive_int,
     resolve_device,
@@ -46,16 +41,11 @@ if TYPE_CHECKING:  # torch and the image readers load only when a command runs
 logger = logging.getLogger(__name__)
 
 
+NAME = "score"
 HELP = "score images against references (HLF, RQI) or alone (NR-IQA)"
-DESCRIPTION = (
-    "Score every image of --dist against the image of the same name in --ref, or "
-    "the pairs of a --pairs CSV. Writes CSV (default) or JSON."
-)
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``score`` subcommand."""
-    parser = new_command(subparsers, "score", run, help=HELP, description=DESCRIPTION)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("images")
     source.add_argument("--dist", help="folder of images to score (e.g. SR outputs)")
     source.add_argument("--ref", help="folder of references (e.g. ground truths)")
@@ -68,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--match",
         choices=MATCH_MODES[1:],
         default="name",
-        help="pair folder images by file name, or by name without extension (default: name)",
+        help="pair folder images by file name, or by name without extension",
     )
     source.add_argument("--recursive", action="store_true", help="include sub-folders")
     source.add_argument(
@@ -81,24 +71,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--metric", required=True, help="hlf:<backbone> (e.g. hlf:dinov2), rqi, or nr:<name>"
     )
     model.add_argument("--head", help="HLF calibration head: a save_pretrained folder or Hub id")
-    model.add_argument(
-        "--embedding",
-        choices=EMBEDDINGS,
-        default="cls",
-        help="HLF embedding (default: cls)",
-    )
+    model.add_argument("--embedding", choices=EMBEDDINGS, default="cls", help="HLF embedding")
     model.add_argument("--image-size", type=positive_int, help="override the backbone input size")
     model.add_argument("--weights", help="NR model weights (folder or Hub id), e.g. for nr-head")
-    model.add_argument(
-        "--seed", type=seed_int, default=0, help="seed for random weights (default: 0)"
-    )
+    model.add_argument("--seed", type=seed_int, default=0, help="seed for random weights")
     run_group = parser.add_argument_group("run")
     add_runtime_options(run_group, batch_size=8, unit="images")
     run_group.add_argument(
-        "--workers", type=int, default=0, help="image-loading worker processes (default: 0)"
+        "--workers", type=int_type(0), default=0, help="image-loading worker processes"
     )
     add_output_options(parser.add_argument_group("output"))
-    return parser
 
 
 # --------------------------------------------------------------------------- metrics
@@ -109,10 +91,8 @@ class Scorer:
     """A metric ready to score batches: ``function(distorted, reference) -> (B,)``."""
 
     name: str
-    needs_reference: bool
     higher_is_better: bool
     function: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
-    module: torch.nn.Module
 
 
 def _parse_metric(metric: str) -> tuple[str, str | None]:
@@ -146,14 +126,14 @@ def build_scorer(args: argparse.Namespace, device: torch.device) -> Scorer:
             image_size=args.image_size,
         )
         loss = loss.to(device).eval()
-        return Scorer(f"hlf:{name}", True, True, loss.fidelity, loss)
+        return Scorer(f"hlf:{name}", True, loss.fidelity)
     if args.head is not None:
         raise ArgumentError("--head applies to hlf metrics only")
     if family == "rqi":
         from ..losses import RQILoss
 
         rqi = RQILoss(pretrained=pretrained).to(device).eval()
-        return Scorer("rqi", True, True, rqi.score, rqi)
+        return Scorer("rqi", True, rqi.score)
     from ..iqa import create_nriqa
 
     kwargs: dict[str, Any] = {}
@@ -163,7 +143,7 @@ def build_scorer(args: argparse.Namespace, device: torch.device) -> Scorer:
         kwargs["image_size"] = args.image_size
     model = create_nriqa(name, pretrained=pretrained, **kwargs).to(device).eval()
     higher = bool(getattr(model, "higher_is_better", True))
-    return Scorer(f"nr:{name}", False, higher, lambda dist, ref: model(dist), model)
+    return Scorer(f"nr:{name}", higher, lambda dist, ref: model(dist))
 
 
 # --------------------------------------------------------------------------- distribution
@@ -175,10 +155,6 @@ class _World:
     size: int = 1
     local_rank: int | None = None
     created: bool = False
-
-    @property
-    def distributed(self) -> bool:
-        return self.size > 1
 
 
 def _world_from_env() -> _World:
@@ -211,9 +187,9 @@ def _init_distributed(world: _World, device: torch.device) -> None:
 def _gather(
     world: _World, rows: list[tuple[int, float]], failure: BaseException | None
 ) -> list[tuple[int, float]]:
-    """All ranks' rows, sorted by pair index; re-raises a failure of any rank on every rank."""
-    if not world.distributed:
-        return sorted(rows, key=lambda row: row[0])
+    """All ranks' rows; re-raises a failure of any rank on every rank."""
+    if world.size == 1:
+        return rows
     import torch.distributed as dist
 
     message = None if failure is None else f"{type(failure).__name__}: {failure}"
@@ -224,38 +200,23 @@ def _gather(
     for rank, (_, peer_message) in enumerate(gathered):
         if peer_message is not None:
             raise InputError(f"rank {rank} failed: {peer_message}")
-    merged = [row for part, _ in gathered for row in part]
-    return sorted(merged, key=lambda row: row[0])
+    return [row for part, _ in gathered for row in part]
 
 
 # --------------------------------------------------------------------------- scoring
 
 
-class _PairImages:
-    """A map-style dataset of (index, distorted, reference) images for the DataLoader."""
-
-    def __init__(self, pairs: Sequence[Pair]) -> None:
-        self.pairs = list(pairs)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, item: int) -> tuple[int, torch.Tensor, torch.Tensor | None]:
-        from ..data import read_image
-
-        pair = self.pairs[item]
-        reference = None if pair.reference is None else read_image(pair.reference)
-        return pair.index, read_image(pair.distorted), reference
-
-
-def _collate(items: list[tuple[int, torch.Tensor, torch.Tensor | None]]):  # noqa: ANN202
+def _collate(pairs: list[Pair]):  # noqa: ANN202 - runs in the loader's workers
+    """Read a batch of pairs: (pair indices, distorted images, reference images or None)."""
     import torch
 
-    indices = [item[0] for item in items]
-    distorted = torch.stack([item[1] for item in items])
-    references = [item[2] for item in items]
-    reference = None if references[0] is None else torch.stack(references)
-    return indices, distorted, reference
+    from ..data import read_image
+
+    distorted = torch.stack([read_image(pair.distorted) for pair in pairs])
+    references = None
+    if pairs[0].reference is not None:
+        references = torch.stack([read_image(pair.reference) for pair in pairs])
+    return [pair.index for pair in pairs], distorted, references
 
 
 def score_pairs(
@@ -279,10 +240,7 @@ def score_pairs(
 
     batches = batches_by_size([(p.distorted_size, p.reference_size) for p in pairs], batch_size)
     loader = torch.utils.data.DataLoader(
-        _PairImages(pairs),
-        batch_sampler=batches,
-        collate_fn=_collate,
-        num_workers=workers,
+        list(pairs), batch_sampler=batches, collate_fn=_collate, num_workers=workers
     )
     rows: list[tuple[int, float]] = []
     with (
@@ -328,8 +286,6 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``percepfid score``."""
     import torch
 
-    if args.workers < 0:
-        raise ArgumentError(f"--workers must be >= 0; got {args.workers}")
     family, _ = _parse_metric(args.metric)
     needs_reference = family != "nr"
     fmt = output_format(args.output, args.format)
@@ -339,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
     # everywhere and no rank waits for a peer that already failed.
     pairs = _pairs(args, needs_reference)
     warning = warn_random_weights(args, "these scores", show=world.rank == 0)
-    if world.distributed:
+    if world.size > 1:
         _init_distributed(world, device)
     try:
         failure: BaseException | None = None
@@ -356,10 +312,10 @@ def run(args: argparse.Namespace) -> int:
                 progress=not args.no_progress and world.rank == 0,
             )
         except PercepfidError as error:
-            if not world.distributed:
+            if world.size == 1:
                 raise
             failure = error  # reported to the peers so that none waits forever
-        rows = _gather(world, rows, failure)
+        scores = dict(_gather(world, rows, failure))
     finally:
         if world.created:
             import torch.distributed as dist
@@ -367,17 +323,14 @@ def run(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
     if world.rank != 0:
         return EXIT_OK
-    by_index = {pair.index: pair for pair in pairs}
-    records = []
-    for index, value in rows:
-        pair = by_index[index]
-        records.append(
-            {
-                "distorted": str(pair.distorted),
-                "reference": "" if pair.reference is None else str(pair.reference),
-                "score": None if math.isnan(value) else value,
-            }
-        )
+    records = [
+        {
+            "distorted": str(pair.distorted),
+            "reference": str(pair.reference or ""),
+            "score": scores[pair.index],
+        }
+        for pair in pairs
+    ]
     metadata = {
         "metric": scorer.name,
         "higher_is_better": scorer.higher_is_better,

@@ -1,31 +1,29 @@
-"""``percepfid weights list|download|verify``: manage the weights percepfid knows.
-
-``download`` pre-fetches manifest entries into the Hugging Face cache (for clusters whose
-compute nodes are offline: run it on a login node with the same ``HF_HOME``); ``verify``
-checks the cached files against the sha256 pinned in the manifest, and prints the sha256
-of files whose hash is not pinned yet.
+"""List, pre-download (for offline machines) and verify weights files. download fetches
+manifest entries into the Hugging Face cache (run it on a login node with the HF_HOME of the
+offline compute nodes); verify checks the cached files against the sha256 pinned in the
+manifest and prints the sha256 of files not pinned yet.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 from .._errors import PercepfidError, UnknownNameError, WeightsError
-from ._common import EXIT_FAILURE, EXIT_OK, EXIT_WEIGHTS, echo, format_table, new_command
-from ._weights_status import cached_path, status
+from ._common import EXIT_FAILURE, EXIT_OK, EXIT_WEIGHTS, echo, format_table
 
+NAME = "weights"
 HELP = "list, pre-download and verify weights"
-DESCRIPTION = "List, pre-download (for offline machines) and verify weights files."
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``weights`` subcommand with its ``list``, ``download`` and ``verify`` actions."""
-    parser = new_command(subparsers, "weights", None, help=HELP, description=DESCRIPTION)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def action(name: str, handler: Any, help: str, description: str) -> argparse.ArgumentParser:  # noqa: A002
-        sub = new_command(actions, name, handler, help=help, description=description)
+        sub = actions.add_parser(name, help=help, description=description)
+        sub.set_defaults(action_handler=handler)
         sub.add_argument(
             "--kind",
             choices=("backbone", "head", "rqi", "iqa"),  # percepfid.hub.KINDS (loads torch)
@@ -67,13 +65,33 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "entry is not cached, or nothing at all is cached.",
     )
     verify.add_argument("names", nargs="*", help="manifest names or aliases (default: all)")
-    return parser
 
 
-def _manifest(args: argparse.Namespace) -> Any:
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``percepfid weights``: runs the chosen action on the manifest."""
     from .. import hub
 
-    return hub.load_manifest(args.manifest)
+    return args.action_handler(args, hub.load_manifest(args.manifest))
+
+
+def cached_path(entry: Any, cache_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The cached file of a :class:`~percepfid.hub.ManifestEntry`, or None (no download)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(
+        entry.repo_id,
+        entry.filename,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        revision=entry.revision,
+    )
+    return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
+
+
+def status(entry: Any | None, cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """``'cached'``, ``'not cached'`` or ``'no manifest entry'`` (no network access)."""
+    if entry is None:
+        return "no manifest entry"
+    return "cached" if cached_path(entry, cache_dir) is not None else "not cached"
 
 
 def _nriqa_entry(name: str) -> str | None:
@@ -96,19 +114,15 @@ def _canonical(name: str, manifest: Any) -> str:
     or an NR-IQA model name such as 'clipiqa'."""
     if name in manifest:
         return name
-    for lookup in (lambda: _nriqa_entry(name), lambda: _backbone_entry(name)):
+    for lookup in (_nriqa_entry, _backbone_entry):
         try:
-            canonical = lookup()
+            canonical = lookup(name)
         except (PercepfidError, ImportError):
-            canonical = None
+            continue
         if canonical in manifest:
             return canonical
-    raise UnknownNameError(
-        "weights entry",
-        name,
-        manifest.keys(),
-        hint="See `percepfid weights list` for every known name.",
-    )
+    hint = "See `percepfid weights list` for every known name."
+    raise UnknownNameError("weights entry", name, manifest.keys(), hint=hint)
 
 
 def _backbone_entry(name: str) -> str:
@@ -129,11 +143,10 @@ def _select(args: argparse.Namespace, manifest: Any, *, default_all: bool) -> li
     return names
 
 
-def run_list(args: argparse.Namespace) -> int:
+def run_list(args: argparse.Namespace, manifest: Any) -> int:
     """Handler of ``percepfid weights list``."""
     from .. import hub
 
-    manifest = _manifest(args)
     names = hub.list_weights(args.kind, pattern=args.pattern, manifest=manifest)
     rows = []
     for name in names:
@@ -152,11 +165,10 @@ def run_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_download(args: argparse.Namespace) -> int:
+def run_download(args: argparse.Namespace, manifest: Any) -> int:
     """Handler of ``percepfid weights download``."""
     from .. import hub
 
-    manifest = _manifest(args)
     failures = 0
     for name in _select(args, manifest, default_all=False):
         try:
@@ -171,11 +183,10 @@ def run_download(args: argparse.Namespace) -> int:
     return EXIT_WEIGHTS if failures else EXIT_OK
 
 
-def run_verify(args: argparse.Namespace) -> int:
+def run_verify(args: argparse.Namespace, manifest: Any) -> int:
     """Handler of ``percepfid weights verify``."""
     from .. import hub
 
-    manifest = _manifest(args)
     explicit = bool(args.names)
     failures = 0
     missing = []
