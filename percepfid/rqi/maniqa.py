@@ -19,14 +19,6 @@ from ._swin import SwinStage
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "MANIQARQI",
-    "TransposedAttention",
-    "create_maniqa_rqi",
-    "RELEASED_WEIGHTS",
-    "SMALL_MODEL_KWARGS",
-]
-
 #: A small MANIQA-RQI (32 x 32 crops, a 4-block ViT of width 32): random weights only, for
 #: tests, dry runs and offline plumbing (``RQILoss(pretrained=False, model_kwargs=...)``).
 SMALL_MODEL_KWARGS: dict = dict(
@@ -73,11 +65,12 @@ class TransposedAttention(nn.Module):
         return self.proj_drop(mixed) + x
 
 
-def _score_branch(dim: int, drop: float, gate: bool) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(drop), nn.Linear(dim, 1)]
-    if gate:
-        layers.append(nn.Sigmoid())
-    return nn.Sequential(*layers)
+def _score_branch(
+    width: int, hidden: int, drop: float, *, gate: bool, activation: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
+    """``Linear -> activation -> Dropout -> Linear(1)``, then a sigmoid when ``gate``."""
+    layers = [nn.Linear(width, hidden), activation(), nn.Dropout(drop), nn.Linear(hidden, 1)]
+    return nn.Sequential(*layers, *([nn.Sigmoid()] if gate else []))
 
 
 class MANIQARQI(nn.Module):
@@ -187,8 +180,8 @@ class MANIQARQI(nn.Module):
         self.tablock2 = nn.ModuleList(TransposedAttention(tokens, drop) for _ in range(num_tab))
         self.conv2 = nn.Conv2d(embed_dim, half, 1)
         self.swintransformer2 = SwinStage(half, **stage)
-        self.fc_score = _score_branch(half, drop, gate=False)
-        self.fc_weight = _score_branch(half, drop, gate=True)
+        self.fc_score = _score_branch(half, half, drop, gate=False)
+        self.fc_weight = _score_branch(half, half, drop, gate=True)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The concatenated ViT features of one image batch.
