@@ -39,17 +39,11 @@ def rankdata(values: ArrayLike) -> np.ndarray:
         >>> rankdata([10, 30, 20, 20]).tolist()
         [1.0, 4.0, 2.5, 2.5]
     """
-    x = to_vector(values, "values")
-    order = np.argsort(x, kind="stable")
-    ordered = x[order]
-    starts = np.concatenate(([True], ordered[1:] != ordered[:-1]))
-    group = np.cumsum(starts) - 1
-    bounds = np.flatnonzero(np.concatenate((starts, [True])))
-    # tie group k covers the 0-based positions bounds[k] .. bounds[k + 1] - 1
-    average = 0.5 * (bounds[:-1] + bounds[1:] - 1) + 1.0
-    ranks = np.empty_like(x)
-    ranks[order] = average[group]
-    return ranks
+    _, inverse, counts = np.unique(
+        to_vector(values, "values"), return_inverse=True, return_counts=True
+    )
+    last = np.cumsum(counts)  # the rank of the last member of each tie group
+    return (last - (counts - 1) / 2)[inverse.reshape(-1)]
 
 
 def _pearson(x: np.ndarray, y: np.ndarray, statistic: str, names: tuple[str, str]) -> float:

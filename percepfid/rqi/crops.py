@@ -29,17 +29,9 @@ def fitted_size(height: int, width: int, size: int) -> tuple[int, int]:
 
 
 def fit_to_crop(x: torch.Tensor, size: int, *, antialias: bool = False) -> torch.Tensor:
-    """Upsample ``x`` (bilinear, aspect ratio kept) so that its shorter side is ``size``;
-    images whose sides are both at least ``size`` are returned unchanged.
-
-    Args:
-        x: ``(B, C, H, W)``.
-        size: the crop side.
-        antialias: passed to :func:`torch.nn.functional.interpolate`.
-
-    Returns:
-        ``(B, C, H', W')`` with ``min(H', W') >= size`` (see :func:`fitted_size`).
-    """
+    """Upsample ``x`` ``(B, C, H, W)`` (bilinear, aspect ratio kept, ``antialias`` passed to
+    ``F.interpolate``) so that its shorter side is the crop side ``size``; images whose sides
+    are both at least ``size`` are returned unchanged (see :func:`fitted_size`)."""
     height, width = x.shape[-2:]
     new = fitted_size(height, width, size)
     if new == (height, width):
@@ -50,16 +42,12 @@ def fit_to_crop(x: torch.Tensor, size: int, *, antialias: bool = False) -> torch
 def crop_offsets(
     height: int, width: int, size: int, count: int, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """``count`` uniformly random ``(top, left)`` positions of a ``size`` crop: ``(count, 2)``.
+    """``count`` uniformly random ``(top, left)`` positions of a ``size`` crop in a
+    ``height x width`` image: ``(count, 2)`` int64 on the CPU (all tops drawn first, then
+    all lefts) from a CPU ``generator`` (``None``: a fresh one seeded with 0).
 
-    Args:
-        height, width: the image size (both at least ``size``).
-        size: the crop side.
-        count: how many positions.
-        generator: a CPU ``torch.Generator``; ``None`` uses a fresh one seeded with 0.
-
-    Returns:
-        ``(count, 2)`` int64 on the CPU: all tops are drawn first, then all lefts.
+    Raises:
+        ArgumentError: a bad ``size``, or the crop does not fit the image.
     """
     check_positive_int(size, "crop size")
     if height < size or width < size:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_positive_int
+from .._checks import check_choice, check_positive_int, check_same_shape
 from .._errors import ArgumentError, ShapeError
 from .._vocab import RQI_EMBEDDINGS
 from ..heads import HubHead
@@ -52,11 +52,7 @@ class RQIHead(HubHead):
         self.weight = _score_branch(width, hidden_dim, dropout, gate=True, activation=nn.GELU)
 
     def forward(self, features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
-        if features_a.shape != features_b.shape:
-            raise ShapeError(
-                f"features_a and features_b must have the same shape; got "
-                f"{tuple(features_a.shape)} and {tuple(features_b.shape)}"
-            )
+        check_same_shape(features_a, features_b, ("features_a", "features_b"))
         if features_a.ndim not in (2, 3) or features_a.shape[-1] != self.embed_dim:
             raise ShapeError(
                 f"RQIHead(embed_dim={self.embed_dim}) takes (B, {self.embed_dim}) or "
