@@ -76,6 +76,13 @@ def _patch_size(module: nn.Module | None) -> int | None:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
+def _timm_tokens(model: nn.Module) -> tuple[int, int, int | None]:
+    """The prefix-token count, token width and patch size of a timm model."""
+    width = int(getattr(model, "embed_dim", model.num_features))
+    patch = _patch_size(getattr(model, "patch_embed", None))
+    return int(getattr(model, "num_prefix_tokens", 0)), width, patch
+
+
 # --------------------------------------------------------------------------- timm
 
 
@@ -85,10 +92,8 @@ class TimmEncoder(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
         self.embed_dim = int(model.num_features)
-        self.token_dim = int(getattr(model, "embed_dim", model.num_features))
-        self.patch_size = _patch_size(getattr(model, "patch_embed", None))
+        self.num_prefix_tokens, self.token_dim, self.patch_size = _timm_tokens(model)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.forward_features(x)
@@ -159,19 +164,13 @@ class OpenClipEncoder(nn.Module):
         self.visual = visual
         self.has_trunk = hasattr(visual, "trunk")
         if self.has_trunk:
-            trunk = visual.trunk
-            self.num_prefix_tokens = int(getattr(trunk, "num_prefix_tokens", 0))
-            self.token_dim = int(getattr(trunk, "embed_dim", trunk.num_features))
-            self.patch_size = _patch_size(getattr(trunk, "patch_embed", None))
+            self.num_prefix_tokens, self.token_dim, self.patch_size = _timm_tokens(visual.trunk)
         elif hasattr(visual, "transformer"):
             visual.output_tokens = True
-            self.num_prefix_tokens = 0
-            self.token_dim = int(visual.transformer.width)
+            self.num_prefix_tokens, self.token_dim = 0, int(visual.transformer.width)
             self.patch_size = _patch_size(visual)
         else:  # a convolutional tower (CLIP's ModifiedResNet): pooled embedding only
-            self.num_prefix_tokens = 0
-            self.token_dim = None
-            self.patch_size = None
+            self.num_prefix_tokens, self.token_dim, self.patch_size = 0, None, None
         self.embed_dim = int(visual.output_dim) if getattr(visual, "output_dim", None) else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
