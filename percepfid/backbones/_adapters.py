@@ -19,12 +19,16 @@ from torch import nn
 
 from .._errors import ArgumentError, DTypeError, ShapeError, UnknownNameError, WeightsError
 from .._imports import require
-from ._spec import BackboneSpec, PreprocessConfig
+from ._spec import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OPENAI_MEAN,
+    OPENAI_STD,
+    BackboneSpec,
+    PreprocessConfig,
+)
 
 logger = logging.getLogger(__name__)
-
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _weights_file(spec: BackboneSpec, repo_id: str, filename: str) -> Path:
@@ -35,10 +39,7 @@ def _weights_file(spec: BackboneSpec, repo_id: str, filename: str) -> Path:
     if spec.name in hub.load_manifest():
         return hub.resolve(spec.name)
     logger.info(
-        "%s is not in the weights manifest: downloading %s/%s unverified",
-        spec.name,
-        repo_id,
-        filename,
+        "%s not in the weights manifest: downloading %s/%s unverified", spec.name, repo_id, filename
     )
     return hub.download(repo_id, filename)
 
@@ -54,16 +55,15 @@ _RANDOM_BLIP_INIT_STD = 0.02
 
 @torch.no_grad()
 def lift_layer_scale(module: nn.Module) -> int:
-    """Set every near-zero LayerScale gamma of a randomly initialised ``module`` to 1.
+    """Set every near-zero LayerScale gamma of ``module`` to 1; return how many changed.
 
-    Returns the number of gammas changed. Only for random weights: pretrained gammas
-    are never touched (the builders call this with ``pretrained=False`` only).
+    The builders call it for random weights only, never on pretrained gammas.
     """
     changed = 0
     for name, param in module.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
-        if leaf in ("gamma", "gamma_1", "gamma_2") and param.is_floating_point():
-            if param.numel() and float(param.abs().max()) < _TINY_LAYER_SCALE:
+        if leaf in ("gamma", "gamma_1", "gamma_2") and param.is_floating_point() and param.numel():
+            if float(param.abs().max()) < _TINY_LAYER_SCALE:
                 param.fill_(1.0)
                 changed += 1
     return changed
@@ -76,6 +76,13 @@ def _patch_size(module: nn.Module | None) -> int | None:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
+def _timm_tokens(model: nn.Module) -> tuple[int, int, int | None]:
+    """The prefix-token count, token width and patch size of a timm model."""
+    width = int(getattr(model, "embed_dim", model.num_features))
+    patch = _patch_size(getattr(model, "patch_embed", None))
+    return int(getattr(model, "num_prefix_tokens", 0)), width, patch
+
+
 # --------------------------------------------------------------------------- timm
 
 
@@ -85,10 +92,8 @@ class TimmEncoder(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
         self.embed_dim = int(model.num_features)
-        self.token_dim = int(getattr(model, "embed_dim", model.num_features))
-        self.patch_size = _patch_size(getattr(model, "patch_embed", None))
+        self.num_prefix_tokens, self.token_dim, self.patch_size = _timm_tokens(model)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.forward_features(x)
@@ -121,8 +126,8 @@ def build_timm(
         config = PreprocessConfig(
             image_size=size,
             resize_size=math.floor(min(size) / crop_pct),  # timm's scale size
-            mean=tuple(upstream.mean) if upstream else (0.485, 0.456, 0.406),
-            std=tuple(upstream.std) if upstream else (0.229, 0.224, 0.225),
+            mean=tuple(upstream.mean) if upstream else IMAGENET_MEAN,
+            std=tuple(upstream.std) if upstream else IMAGENET_STD,
             interpolation="bilinear"
             if upstream and upstream.interpolation == "bilinear"
             else "bicubic",
@@ -159,19 +164,13 @@ class OpenClipEncoder(nn.Module):
         self.visual = visual
         self.has_trunk = hasattr(visual, "trunk")
         if self.has_trunk:
-            trunk = visual.trunk
-            self.num_prefix_tokens = int(getattr(trunk, "num_prefix_tokens", 0))
-            self.token_dim = int(getattr(trunk, "embed_dim", trunk.num_features))
-            self.patch_size = _patch_size(getattr(trunk, "patch_embed", None))
+            self.num_prefix_tokens, self.token_dim, self.patch_size = _timm_tokens(visual.trunk)
         elif hasattr(visual, "transformer"):
             visual.output_tokens = True
-            self.num_prefix_tokens = 0
-            self.token_dim = int(visual.transformer.width)
+            self.num_prefix_tokens, self.token_dim = 0, int(visual.transformer.width)
             self.patch_size = _patch_size(visual)
         else:  # a convolutional tower (CLIP's ModifiedResNet): pooled embedding only
-            self.num_prefix_tokens = 0
-            self.token_dim = None
-            self.patch_size = None
+            self.num_prefix_tokens, self.token_dim, self.patch_size = 0, None, None
         self.embed_dim = int(visual.output_dim) if getattr(visual, "output_dim", None) else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -248,10 +247,8 @@ def build_open_clip(
     config, native, model_cfg = setup.config, setup.native, setup.model_cfg
     timm_trunk = "timm_model_name" in model_cfg["vision_cfg"]
     if pretrained and config.image_size != native and not timm_trunk:
-        # open_clip's own loader resamples position embeddings to the new size.
-        return OpenClipEncoder(
-            _full_open_clip_model(setup, spec).visual
-        ), config  # pretrained: nothing to lift
+        # open_clip's own loader resamples the position embeddings (pretrained: no lifting)
+        return OpenClipEncoder(_full_open_clip_model(setup, spec).visual), config
     # Build the image tower alone: the text tower is never needed (SigLIP 2's alone holds
     # ~200M parameters of token embeddings).
     vision_cfg = dict(
@@ -261,13 +258,11 @@ def build_open_clip(
         model_cfg["embed_dim"], vision_cfg, quick_gelu=setup.quick_gelu
     )
     if setup.weights is not None:
-        from safetensors.torch import load_file
-
-        state = load_file(str(setup.weights))
-        visual_state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
-        if not visual_state:
+        state = _load_file(setup.weights, "visual.")
+        state = {key[len("visual.") :]: value for key, value in state.items()}
+        if not state:
             raise WeightsError(f"{setup.weights}: no 'visual.*' keys; not an open_clip checkpoint")
-        _load_strict(visual, visual_state, spec.name)
+        _load_strict(visual, state, spec.name)
     if timm_trunk and config.image_size != native:
         # timm resamples the (possibly pretrained) position embeddings in place.
         visual.trunk.set_input_size(img_size=config.image_size)
@@ -300,6 +295,13 @@ def build_open_clip_with_texts(
         text = model.encode_text(tokenizer(list(texts))).float()
     logit_scale = model.logit_scale.detach().exp().float().reshape(())
     return OpenClipEncoder(model.visual), setup.config, F.normalize(text, dim=-1), logit_scale
+
+
+def _load_file(path: Path, *prefixes: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file whose names start with one of ``prefixes``."""
+    from safetensors.torch import load_file
+
+    return {key: value for key, value in load_file(str(path)).items() if key.startswith(prefixes)}
 
 
 def _load_strict(module: nn.Module, state: dict, name: str) -> None:
@@ -369,16 +371,8 @@ def build_hf(
     vision_proj = nn.Linear(vision_config.hidden_size, _BLIP_PROJ_DIM)
     encoder = BlipEncoder(vision_model, vision_proj)
     if pretrained:
-        from safetensors.torch import load_file
-
         path = _weights_file(spec, spec.model, "model.safetensors")
-        state = load_file(str(path))
-        subset = {}
-        for key, value in state.items():
-            if key.startswith("vision_model."):
-                subset[key] = value
-            elif key.startswith("vision_proj."):
-                subset[key] = value
+        subset = _load_file(path, "vision_model.", "vision_proj.")
         pos_key = "vision_model.embeddings.position_embedding"
         if (
             pos_key in subset

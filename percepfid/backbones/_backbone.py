@@ -3,7 +3,9 @@ factory."""
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
@@ -116,13 +118,8 @@ class Preprocess(nn.Module):
 
 def _first_parameter(module: nn.Module) -> torch.Tensor | None:
     """The first floating parameter (or buffer) of ``module``: its dtype and device."""
-    for tensor in module.parameters():
-        if tensor.is_floating_point():
-            return tensor
-    for tensor in module.buffers():
-        if tensor.is_floating_point():
-            return tensor
-    return None
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    return next((tensor for tensor in tensors if tensor.is_floating_point()), None)
 
 
 class Embeddings(NamedTuple):
@@ -212,8 +209,8 @@ class Backbone(nn.Module):
                 raise ArgumentError("crop='tiles' needs a backbone with preprocessing")
             x = images
         else:
-            crop = check_choice(crop or self.preprocess.config.crop, "crop", BACKBONE_CROPS)
-            x = self.preprocess(images, crop)
+            crop = crop or self.preprocess.config.crop
+            x = self.preprocess(images, crop)  # checks crop
         if reference is not None and x.dtype != reference.dtype:
             x = x.to(reference.dtype)
         pooled, tokens = self.encoder(x)
@@ -242,20 +239,40 @@ class Backbone(nn.Module):
         return f"name={self.spec.name!r}, embed_dim={self.embed_dim}, token_dim={self.token_dim}"
 
 
-def _check_image_size(image_size: object) -> tuple[int, int] | None:
-    """``None``, a positive int or a pair of positive ints (numpy ints too) -> ``(H, W)``."""
+def _check_options(
+    input_range: object, image_size: object, crop: object
+) -> tuple[tuple[float, float], tuple[int, int] | None]:
+    """The checked ``input_range``, and ``image_size`` as ``(H, W)`` or None; ``crop`` must
+    be None or a backbone crop."""
+    if crop is not None:
+        check_choice(crop, "crop", BACKBONE_CROPS)
+    input_range = check_input_range(input_range)
     if image_size is None:
-        return None
+        return input_range, None
     sides = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
     if len(sides) != 2:
         raise ArgumentError(f"image_size must be an int or a pair (H, W); got {image_size!r}")
     try:
-        return tuple(check_positive_int(side, "image_size") for side in sides)
+        return input_range, tuple(check_positive_int(side, "image_size") for side in sides)
     except ArgumentError:
         raise ArgumentError(
             f"image_size must be a positive int or a pair of positive ints (H, W); "
             f"got {image_size!r}"
         ) from None
+
+
+def _assemble(
+    encoder: nn.Module,
+    spec: BackboneSpec,
+    config: PreprocessConfig | None,
+    input_range: tuple[float, float],
+    **changes: str | None,
+) -> Backbone:
+    """The :class:`Backbone` of ``encoder``, its ``config`` overridden by the given ``changes``."""
+    if config is None:
+        return Backbone(encoder, spec, None)
+    config = replace(config, **{key: value for key, value in changes.items() if value is not None})
+    return Backbone(encoder, spec, Preprocess(config, input_range))
 
 
 def create_backbone(
@@ -297,27 +314,20 @@ def create_backbone(
         >>> bb(torch.rand(2, 3, 50, 40)).shape
         torch.Size([2, 192])
     """
-    input_range = check_input_range(input_range)
-    image_size = _check_image_size(image_size)
+    input_range, image_size = _check_options(input_range, image_size, crop)
     if preprocess is not None and not isinstance(preprocess, PreprocessConfig):
         raise DTypeError(
             f"preprocess must be a PreprocessConfig or None; got {type(preprocess).__name__}"
         )
-    if crop is not None:
-        check_choice(crop, "crop", BACKBONE_CROPS)
     if isinstance(backbone, Backbone):
         return backbone
     if isinstance(backbone, nn.Module):
-        spec = BackboneSpec(
-            name=type(backbone).__name__, source="module", model=type(backbone).__name__
-        )
+        name = type(backbone).__name__
         config = preprocess
         if config is not None and image_size is not None:
             config = config.scaled(image_size)
-        if config is not None and crop is not None:
-            config = PreprocessConfig(**{**config.__dict__, "crop": crop})
-        pre = None if config is None else Preprocess(config, input_range)
-        return Backbone(_adapters.ModuleEncoder(backbone), spec, pre)
+        spec = BackboneSpec(name=name, source="module", model=name)
+        return _assemble(_adapters.ModuleEncoder(backbone), spec, config, input_range, crop=crop)
     if not isinstance(backbone, str):
         raise DTypeError(
             f"backbone must be a registered name or an nn.Module; got {type(backbone).__name__}"
@@ -330,6 +340,4 @@ def create_backbone(
             f"image_size={config.image_size} for backbone {spec.name!r} must be a multiple of "
             f"its patch size {patch} (e.g. {patch * max(1, round(config.image_size[0] / patch))})"
         )
-    if crop is not None:
-        config = PreprocessConfig(**{**config.__dict__, "crop": crop})
-    return Backbone(encoder, spec, Preprocess(config, input_range))
+    return _assemble(encoder, spec, config, input_range, crop=crop)

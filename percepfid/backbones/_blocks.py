@@ -56,10 +56,7 @@ def last_block_parameters(encoder: nn.Module, count: int) -> list[str]:
             f"unfreeze_blocks must be an int in [1, {len(blocks)}] for this backbone "
             f"({len(blocks)} blocks in {name!r}); got {count!r}"
         )
-    first = len(blocks) - count
-    chosen = {f"{name}.{i}." for i in range(first, len(blocks))}
-    names = [n for n, _ in encoder.named_parameters()]
-    list_prefix = name + "."
+    chosen = tuple(f"{name}.{i}." for i in range(len(blocks) - count, len(blocks)))
     parts = name.split(".")
     ancestors = {".".join(parts[:i]) for i in range(len(parts))}
     projections = {
@@ -68,16 +65,10 @@ def last_block_parameters(encoder: nn.Module, count: int) -> list[str]:
         for p in _OUTPUT_PROJECTIONS
         if isinstance(getattr(encoder.get_submodule(path), p, None), nn.Parameter)
     }
-    after = False
-    selected = []
-    for param_name in names:
-        if param_name in projections:
-            selected.append(param_name)
-            continue
-        if param_name.startswith(list_prefix):
-            after = True
-            if any(param_name.startswith(prefix) for prefix in chosen):
-                selected.append(param_name)
-        elif after:
+    selected, after = [], False
+    for param_name, _ in encoder.named_parameters():
+        in_list = param_name.startswith(name + ".")
+        after = after or in_list
+        if param_name in projections or param_name.startswith(chosen) or (after and not in_list):
             selected.append(param_name)
     return selected

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import NamedTuple
 
 import torch
 
-from .._checks import check_choice, check_input_range
+from .._checks import check_choice
 from .._errors import ArgumentError
-from .._vocab import BACKBONE_CROPS
 from . import _adapters
-from ._backbone import Backbone, Preprocess
+from ._backbone import Backbone, _assemble, _check_options
 from ._registry import get_spec
 
 
@@ -67,9 +65,7 @@ def create_clip_backbone(
         MissingDependencyError: open_clip is not installed.
         WeightsError: the weights cannot be found or fail verification.
     """
-    input_range = check_input_range(input_range)
-    if crop is not None:
-        check_choice(crop, "crop", BACKBONE_CROPS)
+    input_range, image_size = _check_options(input_range, image_size, crop)
     if interpolation is not None:
         check_choice(interpolation, "interpolation", ("bilinear", "bicubic"))
     spec = get_spec(backbone)
@@ -78,11 +74,8 @@ def create_clip_backbone(
             f"backbone {backbone!r} is a {spec.source} model; create_clip_backbone needs an "
             "open_clip one such as 'open_clip:ViT-B-16/openai'"
         )
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
     encoder, config, text, logit_scale = _adapters.build_open_clip_with_texts(
         spec, pretrained, image_size, texts
     )
-    changes = {"crop": crop, "interpolation": interpolation}
-    config = replace(config, **{key: value for key, value in changes.items() if value})
-    return ClipTowers(Backbone(encoder, spec, Preprocess(config, input_range)), text, logit_scale)
+    backbone = _assemble(encoder, spec, config, input_range, crop=crop, interpolation=interpolation)
+    return ClipTowers(backbone, text, logit_scale)

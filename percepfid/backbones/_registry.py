@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import replace
 
 from .._errors import ArgumentError, UnknownNameError
-from ._spec import BackboneSpec, PreprocessConfig
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ._spec import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, PreprocessConfig
 
 # PAPERS.md section 1 [D]: DINOv2 sees the shortest side at 256, centre-cropped to 224,
 # instead of timm's 518 default (the resolution the HLF study used).
@@ -23,6 +21,9 @@ _DINOV2_224 = PreprocessConfig(
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 _ALIASES: dict[str, str] = {}
+# what separates the model from its tag in a full spec: '<arch>.<tag>',
+# '<model>/<pretrained>', '<org>/<repo>@<revision>'
+_TAG_SEPARATORS = {"timm": ".", "open_clip": "/", "hf": "@"}
 
 
 def register_backbone(spec: BackboneSpec, *, overwrite: bool = False) -> BackboneSpec:
@@ -101,15 +102,8 @@ _builtin()
 
 
 def list_backbones(pattern: str = "*", *, aliases: bool = True) -> list[str]:
-    """Registered names matching a shell-style ``pattern`` (e.g. ``'*dinov2*'``).
-
-    Args:
-        pattern: an ``fnmatch`` pattern, matched case-insensitively.
-        aliases: include the short aliases as well as the canonical full specs.
-
-    Returns:
-        Sorted names.
-    """
+    """Sorted registered names matching a case-insensitive shell-style ``pattern``
+    (e.g. ``'*dinov2*'``): the canonical full specs and, with ``aliases``, the aliases."""
     names = list(_REGISTRY) + (list(_ALIASES) if aliases else [])
     return sorted(n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower()))
 
@@ -139,26 +133,13 @@ def get_spec(name: str) -> BackboneSpec:
         )
     if not rest:
         raise ArgumentError(f"backbone spec {name!r} names no model after {source!r}:")
-    if source == "timm":
-        model, _, tag = rest.partition(".")
-        return BackboneSpec(name=key, source="timm", model=model, tag=tag or None)
-    if source == "open_clip":
-        model, _, tag = rest.partition("/")
-        return BackboneSpec(name=key, source="open_clip", model=model, tag=tag or None)
-    if source == "hf":
-        repo, _, revision = rest.partition("@")
-        base = _REGISTRY.get(f"hf:{repo}")
-        if base is not None:
-            return BackboneSpec(
-                name=key,
-                source="hf",
-                model=repo,
-                tag=revision or None,
-                aliases=(),
-                preprocess=base.preprocess,
-                description=base.description,
-            )
-        return BackboneSpec(name=key, source="hf", model=repo, tag=revision or None)
-    raise ArgumentError(
-        f"backbone spec {name!r}: unknown source {source!r}; expected 'timm', 'open_clip' or 'hf'"
-    )
+    if source not in _TAG_SEPARATORS:
+        raise ArgumentError(
+            f"backbone spec {name!r}: unknown source {source!r}; expected 'timm', 'open_clip' or 'hf'"
+        )
+    model, _, tag = rest.partition(_TAG_SEPARATORS[source])
+    spec = BackboneSpec(name=key, source=source, model=model, tag=tag or None)
+    base = _REGISTRY.get(f"hf:{model}") if source == "hf" else None  # another revision
+    if base is None:
+        return spec
+    return replace(spec, preprocess=base.preprocess, description=base.description)

@@ -17,8 +17,6 @@ from .._checks import check_positive_int, check_tensor
 from .._errors import ArgumentError, DTypeError, EmptyBatchError, ShapeError
 from ..iqa import NRIQAModel, create_nriqa
 
-__all__ = ["AMOSelection", "ArgmaxPatchSelector"]
-
 
 class AMOSelection(NamedTuple):
     """What :class:`ArgmaxPatchSelector` returns (all without autograd history).
@@ -169,23 +167,15 @@ class ArgmaxPatchSelector(nn.Module):
                     f"(top // {s}, left // {s}) aligns; got top={top.tolist()}, "
                     f"left={left.tolist()}"
                 )
-            if (
-                (top < 0).any()
-                or (left < 0).any()
-                or (top > height - p).any()
-                or (left > width - p).any()
-            ):
+            inside = (top >= 0) & (top <= height - p) & (left >= 0) & (left <= width - p)
+            if not inside.all():
                 raise ShapeError(
                     f"crop locations must keep a {p}x{p} crop inside {height}x{width}; "
                     f"got top={top.tolist()}, left={left.tolist()}"
                 )
 
-        crops = torch.stack(
-            [
-                candidates[b, :, :, t : t + p, l_ : l_ + p]
-                for b, (t, l_) in enumerate(zip(top.tolist(), left.tolist(), strict=True))
-            ]
-        )
+        corners = enumerate(zip(top.tolist(), left.tolist(), strict=True))
+        crops = torch.stack([candidates[b, ..., t : t + p, c : c + p] for b, (t, c) in corners])
         flat = crops.reshape(batch * count, 3, p, p)
         model_dtype = next((t.dtype for t in self.iqa.parameters() if t.is_floating_point()), None)
         if model_dtype is not None and flat.dtype != model_dtype:

@@ -1,7 +1,6 @@
 """Files in, tensors and rows out: image reading, folder listing, size batching, CSV tables.
 
-Every part of percepfid that reads an image or a table of ratings goes through this module,
-so a format fix (16-bit, float, alpha) or a better error message lands everywhere at once.
+Every part of percepfid that reads an image or a table of ratings goes through this module.
 """
 
 from __future__ import annotations
@@ -24,20 +23,6 @@ if TYPE_CHECKING:  # torch loads on first use: the command line reads tables wit
 
 from .._errors import ArgumentError, EmptyBatchError
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "ImageReadError",
-    "Rating",
-    "batches_by_size",
-    "image_size",
-    "list_images",
-    "parse_number",
-    "read_image",
-    "read_rating_table",
-    "read_table",
-    "require_columns",
-]
-
 logger = logging.getLogger(__name__)
 
 #: File suffixes treated as images when a folder is listed (compared case-insensitively).
@@ -49,59 +34,30 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 class ImageReadError(ArgumentError):
-    """An image file is missing, corrupt, or stored in a form percepfid does not read.
-
-    The message names the file and, where there is one, the fix.
-    """
+    """An image file is missing, corrupt, or stored in a form percepfid does not read."""
 
 
 # --------------------------------------------------------------------------- images
 
 
 def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Read an image file as a float RGB tensor ``(3, H, W)`` in ``[0, 1]``.
+    """Read an image file as a float32 RGB tensor ``(3, H, W)`` in ``[0, 1]``, at its true
+    scale: an 8-bit value ``v`` reads as ``v / 255``, a 16-bit one as ``v / 65535``, a float
+    one as it is.
 
-    Values keep their true scale: an 8-bit value ``v`` reads as ``v / 255`` and a 16-bit
-    value as ``v / 65535``; a float image is taken as it is.
+    Read: 8-bit images of every format and mode Pillow opens (RGB, ``L``, ``1``, ``P``,
+    CMYK without a colour profile, YCbCr, ...); 16-bit greyscale PNG, TIFF and PGM; 16-bit
+    colour PNG at full precision (torchvision's decoder, after Pillow has checked the file;
+    8-bit precision, logged once, where torchvision has none); 16-bit colour TIFF at 8-bit
+    precision; 32-bit float greyscale TIFF with values in ``[0, 1]``.
 
-    What is read:
-
-    - 8-bit images of every format Pillow opens (PNG, JPEG, BMP, TIFF, WebP, ...), in the
-      modes RGB, grey (``L``), bilevel (``1``), palette (``P``), CMYK (converted by Pillow
-      without a colour profile) and YCbCr.
-    - 16-bit greyscale PNG, TIFF and PGM (Pillow's ``I;16`` modes, and ``I`` when the file
-      declares 16 bits per sample).
-    - 16-bit colour PNG (RGB, RGBA, grey + alpha) at full 16-bit precision: Pillow reduces
-      these to 8 bits, so after Pillow has checked the file, torchvision's PNG decoder reads
-      the 16 bits (with a torchvision that no longer has it, 8-bit precision, logged once).
-    - 16-bit colour TIFF at its true scale but 8-bit precision (Pillow keeps the high byte).
-    - 32-bit float greyscale TIFF (Pillow's ``F`` mode), whose values must lie in
-      ``[0, 1]``.
-
-    Grey images are repeated on the three channels. An alpha channel is dropped (the
-    colour values are kept as stored, not composited on a background). The EXIF
-    orientation is not applied: pixels come in the order they are stored, matching
-    :func:`image_size`. Only the first frame of a multi-frame file is read.
-
-    Args:
-        path: the image file.
-
-    Returns:
-        A float32 tensor ``(3, H, W)`` in ``[0, 1]``.
+    Grey is repeated on the three channels; alpha is dropped (not composited); the EXIF
+    orientation is not applied (as in :func:`image_size`); only the first frame is read.
 
     Raises:
-        ImageReadError: the file is missing, is not an image, is truncated or corrupt, is a
-            float image with values outside ``[0, 1]`` or NaN, or is stored in a form
-            listed above as unsupported (32-bit integer, multi-channel float, ...).
-
-    Example:
-        >>> import numpy as np, tempfile, os
-        >>> from PIL import Image
-        >>> file = os.path.join(tempfile.mkdtemp(), "grey16.png")
-        >>> Image.fromarray(np.full((2, 3), 30000, np.uint16)).save(file)
-        >>> image = read_image(file)
-        >>> tuple(image.shape), round(float(image[0, 0, 0]) * 65535)
-        ((3, 2, 3), 30000)
+        ImageReadError: the file is missing, not an image, truncated or corrupt, a float
+            image with NaN or values outside ``[0, 1]``, or in a form not listed above
+            (32-bit integer, multi-channel float, ...).
     """
     import torch
 
@@ -173,8 +129,7 @@ def _pil_to_array(image, file: Path) -> np.ndarray:  # noqa: ANN001 - a PIL imag
 
 
 def _int32_to_array(image, file: Path) -> np.ndarray:  # noqa: ANN001 - a PIL image
-    """Pillow's 32-bit integer mode ``I``: read when the file says its samples are 16-bit
-    (a PGM, an older Pillow's 16-bit PNG, a 16-bit TIFF), refused otherwise."""
+    """Pillow's 32-bit integer mode ``I``: read when the file declares 16-bit samples."""
     bits = None
     if image.format in ("PNG", "PPM"):
         bits = 16  # Pillow uses mode I for these formats only for 16-bit samples
@@ -196,8 +151,8 @@ def _int32_to_array(image, file: Path) -> np.ndarray:  # noqa: ANN001 - a PIL im
 
 
 def _float_to_array(values: np.ndarray, file: Path) -> np.ndarray:
-    """A float image at its own scale, which must be [0, 1]: values outside it (HDR data,
-    or a [0, 255] float image) have no single right mapping, so they are refused."""
+    """A float image at its own scale, which must be [0, 1] (HDR or [0, 255] float data has
+    no single right mapping)."""
     if not np.isfinite(values).all():
         raise ImageReadError(f"float image {file} holds NaN or infinite values")
     low, high = float(values.min()), float(values.max())
@@ -348,17 +303,12 @@ def read_table(
     error: type[Exception] = ArgumentError,
     allow_empty: bool = False,
 ) -> tuple[list[str], list[dict[str, str]]]:
-    """The column names and rows of a CSV file with a header row; names and cells are
-    stripped of spaces and a UTF-8 byte-order mark is ignored.
-
-    Args:
-        path: the file.
-        what: how messages name the file (e.g. ``"ratings CSV"``).
-        error: the exception class to raise.
-        allow_empty: return no rows instead of raising when the file has only a header.
+    """The column names and rows of a CSV file with a header row, names and cells stripped
+    (a UTF-8 byte-order mark is ignored).
 
     Raises:
-        error: the file is missing, empty, has no header or (unless ``allow_empty``) no rows.
+        error: the file is missing, empty, has no header or (unless ``allow_empty``) no rows;
+            messages name it as ``what`` (e.g. ``"ratings CSV"``).
     """
     file = Path(path)
     if not file.is_file():
@@ -452,34 +402,27 @@ def read_rating_table(
     options: Mapping[str, str] | None = None,
     error: type[Exception] = ArgumentError,
 ) -> list[Rating]:
-    """Read a CSV of rated images (header row required), checking every image exists.
-
-    Relative image paths are taken relative to ``root`` (default: the CSV's folder); ``~``
-    is expanded and absolute paths are kept.
+    """Read a CSV of rated images (header row required): one :class:`Rating` per row, in
+    file order, every image checked to exist.
 
     Args:
         path: the CSV file.
-        image_column: the column of the rated images.
-        score_column: the column of the scores (finite numbers).
+        image_column, score_column: the columns of the rated images and their scores.
         group_column: the column of the scene / source-image ids, or None for no groups.
         reference_column: the column of the reference images, or None (no-reference data).
         group_optional: when ``group_column`` is absent from the file, give every row the
             group None instead of raising.
-        root: the folder relative image paths start from.
+        root: the folder relative image paths start from (default: the CSV's folder);
+            ``~`` is expanded, absolute paths are kept.
         what: how messages name the file.
-        options: how messages name the option that sets each column, keyed by this
-            function's argument name (e.g. ``{"image_column": "--image-column"}``); a
-            missing key is named ``<argument>=``.
+        options: how messages name the option that sets each column, keyed by argument
+            name (e.g. ``{"image_column": "--image-column"}``; default ``<argument>=``).
         error: the exception class to raise for bad content.
 
-    Returns:
-        One :class:`Rating` per data row, in file order.
-
     Raises:
-        error: the file is missing or empty, a column is missing (the message lists the
-            columns present and the option to change), an image cell is empty, a score is
-            not a finite number (with its row and column), or image files do not exist
-            (the message names them).
+        error: the file is missing or empty, a column is missing, an image cell is empty, a
+            score is not a finite number, or image files do not exist (messages name the
+            row, column, option or files).
         EmptyBatchError: the file has a header but no rows.
     """
     file = Path(path)

@@ -24,8 +24,6 @@ from .._checks import (
 )
 from .._errors import ArgumentError, DTypeError, EmptyBatchError, NonFiniteError, ShapeError
 
-__all__ = ["IQAWeightedSampler", "candidate_probabilities", "SAMPLER_MODES"]
-
 SAMPLER_MODES = ("softmax", "argmax", "uniform")
 
 
@@ -142,18 +140,15 @@ class IQAWeightedSampler(Sampler[tuple[int, int]]):
     The dataset receives the pair as its index: ``dataset[(item, candidate)]``.
 
     Args:
-        scores: ``(items, candidates)`` scores; ``NaN`` marks an absent candidate.
-        mode: ``'softmax'`` (SMA/SMP), ``'argmax'`` or ``'uniform'`` (Rand/UPos baselines).
-        temperature: softmax temperature on the score's scale (default 10, the paper's
-            value for MUSIQ's 0-100 scale; about 0.1 suits scores in ``[0, 1]``).
-        candidates: boolean mask of eligible candidates (``None``: all present ones).
+        scores, mode, temperature, candidates, higher_is_better: as for
+            :func:`candidate_probabilities` (``'softmax'``: SMA/SMP; ``'argmax'``,
+            ``'uniform'``: the Rand/UPos baselines).
         num_samples: draws per epoch over all ranks (default: the number of items).
         seed: base seed, shared by all ranks.
         shuffle: visit the items in a random order (``False``: ``0, 1, 2, ...``).
         num_replicas: number of ranks (default: ``torch.distributed`` world size, or 1).
         rank: this rank (default: ``torch.distributed`` rank, or 0).
         drop_last: drop the tail that does not divide evenly instead of padding.
-        higher_is_better: ``False`` when a lower score means a better image.
 
     Example:
         >>> scores = torch.tensor([[60.0, 70.0, float("nan")], [50.0, 40.0, 45.0]])
@@ -188,27 +183,24 @@ class IQAWeightedSampler(Sampler[tuple[int, int]]):
         self.mode = mode
         self.temperature = float(temperature)
         self.num_items = self.probabilities.shape[0]
-        if num_samples is None:
-            num_samples = self.num_items
-        num_samples = check_positive_int(num_samples, "num_samples")
-        seed = check_seed(seed)
-        num_replicas, rank = _world(num_replicas, rank)
-        self.num_samples = num_samples
-        self.seed = seed
+        self.num_samples = num_samples = check_positive_int(
+            self.num_items if num_samples is None else num_samples, "num_samples"
+        )
+        self.seed = check_seed(seed)
         self.shuffle = bool(shuffle)
+        num_replicas, self.rank = _world(num_replicas, rank)
         self.num_replicas = num_replicas
-        self.rank = rank
         self.drop_last = bool(drop_last)
         self.epoch = 0
-        if self.drop_last:
-            self.per_rank = num_samples // num_replicas
-            if self.per_rank == 0:
-                raise ArgumentError(
-                    f"drop_last=True with num_samples={num_samples} < num_replicas={num_replicas} "
-                    "leaves every rank empty"
-                )
-        else:
-            self.per_rank = math.ceil(num_samples / num_replicas)
+        # the epoch is padded by wrapping around, or trimmed with drop_last
+        self.per_rank = (
+            num_samples // num_replicas if self.drop_last else math.ceil(num_samples / num_replicas)
+        )
+        if self.per_rank == 0:
+            raise ArgumentError(
+                f"drop_last=True with num_samples={num_samples} < num_replicas={num_replicas} "
+                "leaves every rank empty"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose draw :meth:`__iter__` yields (call it every epoch)."""
@@ -223,16 +215,12 @@ class IQAWeightedSampler(Sampler[tuple[int, int]]):
         # seed + epoch wraps around 2**64, the range manual_seed accepts
         generator = torch.Generator().manual_seed((self.seed + epoch) % (MAX_SEED + 1))
         total = self.per_rank * self.num_replicas
+        repeats = math.ceil(self.num_samples / self.num_items)
         if self.shuffle:
-            repeats = math.ceil(self.num_samples / self.num_items)
-            order = torch.cat(
-                [torch.randperm(self.num_items, generator=generator) for _ in range(repeats)]
-            )
+            order = [torch.randperm(self.num_items, generator=generator) for _ in range(repeats)]
         else:
-            order = torch.arange(self.num_items).repeat(
-                math.ceil(self.num_samples / self.num_items)
-            )
-        items = order[: self.num_samples]
+            order = [torch.arange(self.num_items)] * repeats
+        items = torch.cat(order)[: self.num_samples]
         # pad by wrapping around (or trim with drop_last) so every rank gets the same count
         items = items.repeat(math.ceil(total / len(items)))[:total]
         if self.mode == "argmax":
@@ -259,10 +247,5 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
             num_replicas = dist.get_world_size() if initialised else 1
         if rank is None:
             rank = dist.get_rank() if initialised else 0
-    num_replicas = check_int(num_replicas, "num_replicas")
-    rank = check_int(rank, "rank")
-    if num_replicas < 1:
-        raise ArgumentError(f"num_replicas must be >= 1; got {num_replicas}")
-    if not 0 <= rank < num_replicas:
-        raise ArgumentError(f"rank must be in [0, {num_replicas - 1}]; got {rank}")
-    return num_replicas, rank
+    num_replicas = check_int(num_replicas, "num_replicas", minimum=1)
+    return num_replicas, check_int(rank, "rank", minimum=0, maximum=num_replicas - 1)

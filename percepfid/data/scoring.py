@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import re
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,7 @@ from torch import nn
 from .._atomic import atomic_path
 from .._checks import check_positive_int
 from .._errors import ArgumentError, DTypeError, EmptyBatchError
-from .io import IMAGE_EXTENSIONS, list_images, read_image
-
-__all__ = ["find_candidates", "model_fingerprint", "score_candidates"]
+from .io import IMAGE_EXTENSIONS, batches_by_size, image_size, list_images, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -215,20 +212,15 @@ def score_candidates(
 
     digests = {p: sha256_file(p) for group in groups for p in group}
     todo = sorted({p for p, d in digests.items() if d not in known}, key=str)
-    by_size: dict[tuple[int, ...], list[tuple[Path, torch.Tensor]]] = defaultdict(list)
+    batches = batches_by_size([image_size(path) for path in todo], batch_size)
     with tqdm(total=len(todo), desc=f"scoring ({key})", unit="img", disable=not progress) as bar:
-        for path in todo:
-            image = read_image(path)
-            bucket = by_size[tuple(image.shape)]
-            bucket.append((path, image))
-            if len(bucket) == batch_size:
-                _score_bucket(model, bucket, digests, known, device)
-                bar.update(len(bucket))
-                bucket.clear()
-        for bucket in by_size.values():
-            if bucket:
-                _score_bucket(model, bucket, digests, known, device)
-                bar.update(len(bucket))
+        for batch in batches:
+            paths = [todo[index] for index in batch]
+            images = torch.stack([read_image(path) for path in paths]).to(device)
+            with torch.no_grad():
+                values = model(images).double().cpu().tolist()
+            known.update(zip((digests[path] for path in paths), values, strict=True))
+            bar.update(len(paths))
     if cache_path is not None and todo:
         _save_cache(cache_path, models)
     logger.info("scored %d images, %d from cache", len(todo), len(digests) - len(todo))
@@ -239,17 +231,3 @@ def score_candidates(
         for k, path in enumerate(group):
             scores[i, k] = known[digests[path]]
     return scores
-
-
-@torch.no_grad()
-def _score_bucket(
-    model: nn.Module,
-    bucket: list[tuple[Path, torch.Tensor]],
-    digests: dict[Path, str],
-    known: dict[str, float],
-    device: Any,
-) -> None:
-    batch = torch.stack([image for _, image in bucket]).to(device)
-    values = model(batch).double().cpu().tolist()
-    for (path, _), value in zip(bucket, values, strict=True):
-        known[digests[path]] = value

@@ -1,9 +1,9 @@
-"""Conversion of user inputs (lists, numpy arrays, torch tensors) to float64 vectors."""
+"""Conversion of user inputs (lists, numpy arrays, torch tensors) to numpy arrays."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,53 +18,61 @@ class ConstantInputWarning(UserWarning):
     """A statistic is undefined because one of its inputs has no variation (result: NaN)."""
 
 
-def to_vector(values: Any, name: str, *, allow_nonfinite: bool = False) -> np.ndarray:
-    """Return ``values`` as a 1-D float64 numpy array.
+def to_array(values: Any, name: str) -> np.ndarray:
+    """``values`` (a sequence, numpy array or torch tensor on any device) as float64 numpy.
 
-    Accepts lists, tuples, numpy arrays and torch tensors (detached and moved to the CPU).
-    A 2-D input with a single column or row, such as ``(N, 1)`` model outputs, is flattened.
+    Raises:
+        DTypeError: ``values`` is not numeric.
+    """
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", torch.float64).numpy()
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise DTypeError(
+            f"{name} must be a sequence of numbers, a numpy array or a torch tensor; "
+            f"got {type(values).__name__} that cannot be converted to float ({error})"
+        ) from error
+
+
+def to_vector(values: Any, name: str) -> np.ndarray:
+    """``values`` as a finite 1-D float64 array; ``(N, 1)`` or ``(1, N)`` is flattened.
 
     Raises:
         DTypeError: ``values`` is not numeric.
         ShapeError: ``values`` has more than one non-singleton dimension.
         EmptyBatchError: ``values`` is empty.
-        NonFiniteError: ``values`` holds NaN or infinity (unless ``allow_nonfinite``).
+        NonFiniteError: ``values`` holds NaN or infinity.
     """
-    if isinstance(values, torch.Tensor):
-        array = values.detach().to("cpu", torch.float64).numpy()
-    else:
-        try:
-            array = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise DTypeError(
-                f"{name} must be a sequence of numbers, a numpy array or a torch tensor; "
-                f"got {type(values).__name__} that cannot be converted to float ({error})"
-            ) from error
-    if array.ndim > 1:
-        if sum(size != 1 for size in array.shape) > 1:
-            raise ShapeError(
-                f"{name} must be 1-D (or (N, 1)); got an array of shape {tuple(array.shape)}"
-            )
+    array = to_array(values, name)
+    if sum(size != 1 for size in array.shape) > 1:
+        raise ShapeError(
+            f"{name} must be 1-D (or (N, 1)); got an array of shape {tuple(array.shape)}"
+        )
     array = array.reshape(-1)
     if array.size == 0:
         raise EmptyBatchError(f"{name} is empty; expected at least one value")
-    if not allow_nonfinite and not np.all(np.isfinite(array)):
+    if not np.all(np.isfinite(array)):
         bad = int(np.sum(~np.isfinite(array)))
         raise NonFiniteError(f"{name} holds {bad} NaN or infinite value(s) out of {array.size}")
     return array
 
 
 def to_labels(values: Any, name: str) -> np.ndarray:
-    """Return group ids or class labels as a 1-D numpy array (any hashable dtype)."""
-    if isinstance(values, torch.Tensor):
-        array = values.detach().cpu().numpy()
-    else:
-        array = np.asarray(values)
+    """Group ids or class labels as a 1-D numpy array (any hashable dtype)."""
+    array = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
     if array.ndim != 1:
         raise ShapeError(f"{name} must be 1-D; got an array of shape {tuple(array.shape)}")
     if array.size == 0:
         raise EmptyBatchError(f"{name} is empty; expected at least one value")
     return array
+
+
+def group_masks(groups: np.ndarray) -> Iterator[np.ndarray]:
+    """A boolean mask of the members of each distinct group id, in sorted id order."""
+    _, inverse = np.unique(groups, return_inverse=True)
+    for index in range(int(inverse.max()) + 1):
+        yield inverse.reshape(-1) == index
 
 
 def check_same_length(*named: tuple[str, np.ndarray]) -> int:
@@ -76,11 +84,11 @@ def check_same_length(*named: tuple[str, np.ndarray]) -> int:
     return next(iter(lengths.values()))
 
 
-def warn_constant(statistic: str, name: str) -> float:
+def warn_constant(statistic: str, name: str, stacklevel: int = 3) -> float:
     """Warn that ``statistic`` is undefined because ``name`` is constant; return NaN."""
     warnings.warn(
         f"{statistic} is undefined because {name} is constant (all values equal); returning NaN",
         ConstantInputWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
     return float("nan")

@@ -1,7 +1,6 @@
 """Correlation with human scores: SRCC, KRCC (tau-b), PLCC with optional logistic fit, RMSE.
 
-The rank statistics are computed with numpy alone; only the logistic fit needs scipy
-(``pip install 'percepfid[eval]'``).
+The rank statistics need numpy alone; only the logistic fit needs scipy.
 """
 
 from __future__ import annotations
@@ -18,18 +17,14 @@ import numpy as np
 from .._checks import check_choice
 from .._errors import ArgumentError
 from .._imports import require
-from ._inputs import ArrayLike, check_same_length, to_labels, to_vector, warn_constant
-
-__all__ = [
-    "LogisticFit",
-    "fit_logistic",
-    "grouped_correlation",
-    "krcc",
-    "plcc",
-    "rankdata",
-    "rmse",
-    "srcc",
-]
+from ._inputs import (
+    ArrayLike,
+    check_same_length,
+    group_masks,
+    to_labels,
+    to_vector,
+    warn_constant,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,56 +33,40 @@ _FITS = (None, "logistic4", "logistic5")
 
 
 def rankdata(values: ArrayLike) -> np.ndarray:
-    """Ranks starting at 1, tied values sharing the average of their ranks.
-
-    Args:
-        values: a 1-D sequence of numbers.
-
-    Returns:
-        float64 array of the same length.
+    """Ranks starting at 1 (float64), tied values sharing the average of their ranks.
 
     Example:
         >>> rankdata([10, 30, 20, 20]).tolist()
         [1.0, 4.0, 2.5, 2.5]
     """
-    x = to_vector(values, "values")
-    order = np.argsort(x, kind="stable")
-    ordered = x[order]
-    starts = np.concatenate(([True], ordered[1:] != ordered[:-1]))
-    group = np.cumsum(starts) - 1
-    bounds = np.flatnonzero(np.concatenate((starts, [True])))
-    # Group k covers positions bounds[k] .. bounds[k+1]-1 (0-based); its average rank is
-    # the mean of those positions plus one.
-    average = 0.5 * (bounds[:-1] + bounds[1:] - 1) + 1.0
-    ranks = np.empty_like(x)
-    ranks[order] = average[group]
-    return ranks
+    _, inverse, counts = np.unique(
+        to_vector(values, "values"), return_inverse=True, return_counts=True
+    )
+    last = np.cumsum(counts)  # the rank of the last member of each tie group
+    return (last - (counts - 1) / 2)[inverse.reshape(-1)]
 
 
 def _pearson(x: np.ndarray, y: np.ndarray, statistic: str, names: tuple[str, str]) -> float:
     if np.all(x == x[0]):  # not np.ptp: max - min overflows for values near +-1e308
-        return warn_constant(statistic, names[0])
+        return warn_constant(statistic, names[0], stacklevel=4)
     if np.all(y == y[0]):
-        return warn_constant(statistic, names[1])
+        return warn_constant(statistic, names[1], stacklevel=4)
     # Pearson's r is scale-free: bring both to unit magnitude first, so sums of squares of
     # values near 1e200 (or 1e-200) neither overflow nor underflow.
-    xc = _unit_centred(x)
-    yc = _unit_centred(y)
+    xc, yc = _unit_centred(x), _unit_centred(y)
     r = float(np.dot(xc, yc) / math.sqrt(float(np.dot(xc, xc)) * float(np.dot(yc, yc))))
     return max(-1.0, min(1.0, r))
 
 
 def _unit_centred(values: np.ndarray) -> np.ndarray:
-    """``values`` minus their mean, divided by the largest magnitude (computed so that
-    neither the mean nor the squares leave the float64 range)."""
+    """Centred and scaled to unit magnitude without leaving the float64 range."""
     scaled = values / np.max(np.abs(values))
     centred = scaled - scaled.mean()
     return centred / np.max(np.abs(centred))
 
 
 def _pair(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    x = to_vector(pred, "pred")
-    y = to_vector(target, "target")
+    x, y = to_vector(pred, "pred"), to_vector(target, "target")
     check_same_length(("pred", x), ("target", y))
     return x, y
 
@@ -115,34 +94,25 @@ def srcc(pred: ArrayLike, target: ArrayLike) -> float:
     return _pearson(rankdata(x), rankdata(y), "SRCC", ("pred", "target"))
 
 
-def _dense_ranks(values: np.ndarray) -> np.ndarray:
-    return np.unique(values, return_inverse=True)[1].astype(np.int64)
-
-
 def _count_inversions(values: np.ndarray) -> int:
-    """Number of pairs i < j with values[i] > values[j] (strictly), in O(n log^2 n).
+    """Number of pairs i < j with values[i] > values[j], in O(n log^2 n).
 
-    A bottom-up merge sort, vectorised over blocks: at each level the blocks of ``width``
-    are sorted, and for every element of a right block we count the larger elements of its
-    left partner with one ``searchsorted`` over all left blocks at once (the block index is
-    folded into the key so the concatenated left blocks stay globally sorted).
+    A bottom-up merge sort vectorised over blocks: each right-block element counts the
+    larger elements of its left partner with one ``searchsorted`` over all left blocks (the
+    block index is folded into the key so the left blocks stay globally sorted).
     """
     n = len(values)
-    current = _dense_ranks(values)
+    current = np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
     span = int(current.max()) + 1
-    total = 0
-    width = 1
-    positions = np.arange(n)
+    total, width, positions = 0, 1, np.arange(n)
     while width < n:
         block = positions // width
         pair = block // 2
         keys = pair * span + current
         is_left = block % 2 == 0
         left_keys = keys[is_left]
-        right_keys = keys[~is_left]
-        right_pair = pair[~is_left]
-        upper = np.searchsorted(left_keys, (right_pair + 1) * span, side="left")
-        at_most = np.searchsorted(left_keys, right_keys, side="right")
+        upper = np.searchsorted(left_keys, (pair[~is_left] + 1) * span, side="left")
+        at_most = np.searchsorted(left_keys, keys[~is_left], side="right")
         total += int(np.sum(upper - at_most))
         current = current[np.argsort(keys, kind="stable")]
         width *= 2
@@ -150,46 +120,29 @@ def _count_inversions(values: np.ndarray) -> int:
 
 
 def _tie_pairs(*columns: np.ndarray) -> int:
-    if len(columns) == 1:
-        counts = np.unique(columns[0], return_counts=True)[1]
-    else:
-        counts = np.unique(np.stack(columns, axis=1), axis=0, return_counts=True)[1]
-    counts = counts.astype(np.int64)
+    counts = np.unique(np.stack(columns, axis=1), axis=0, return_counts=True)[1].astype(np.int64)
     return int(np.sum(counts * (counts - 1) // 2))
 
 
 def krcc(pred: ArrayLike, target: ArrayLike) -> float:
     """Kendall rank correlation coefficient, tau-b (corrected for ties), in O(n log^2 n).
 
-    Args:
-        pred: metric scores, shape ``(N,)``.
-        target: human scores, shape ``(N,)``.
-
-    Returns:
-        tau-b in [-1, 1], or NaN (with a :class:`ConstantInputWarning`) when either input
-        is constant.
-
-    Raises:
-        ShapeError: the inputs differ in length or are not 1-D.
-        NonFiniteError: an input holds NaN or infinity.
+    Arguments, return value and errors as for :func:`srcc`.
 
     Example:
         >>> krcc([1, 2, 3], [1, 3, 2])
         0.3333333333333333
     """
     x, y = _pair(pred, target)
-    n = len(x)
-    total_pairs = n * (n - 1) // 2
-    ties_x = _tie_pairs(x)
-    ties_y = _tie_pairs(y)
+    total_pairs = len(x) * (len(x) - 1) // 2
+    ties_x, ties_y = _tie_pairs(x), _tie_pairs(y)
     if total_pairs - ties_x == 0:
         return warn_constant("KRCC", "pred")
     if total_pairs - ties_y == 0:
         return warn_constant("KRCC", "target")
-    ties_xy = _tie_pairs(x, y)
     order = np.lexsort((y, x))  # by x, then y: equal-x runs have ascending y
     discordant = _count_inversions(y[order])
-    numerator = total_pairs - ties_x - ties_y + ties_xy - 2 * discordant
+    numerator = total_pairs - ties_x - ties_y + _tie_pairs(x, y) - 2 * discordant
     tau = numerator / math.sqrt((total_pairs - ties_x) * (total_pairs - ties_y))
     return max(-1.0, min(1.0, tau))
 
@@ -214,9 +167,6 @@ _FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
 class LogisticFit:
     """A fitted monotone mapping from metric scores to the human scale.
 
-    The fit is done on standardised scores (zero mean, unit variance) for numerical
-    stability; ``params`` are the parameters in that standardised space.
-
     Attributes:
         kind: ``'logistic4'`` or ``'logistic5'``.
         params: the fitted parameters (b1, ..., b4 or b5) in standardised units.
@@ -236,11 +186,10 @@ class LogisticFit:
     def __call__(self, pred: ArrayLike) -> np.ndarray:
         """Map metric scores to the human scale."""
         x = (to_vector(pred, "pred") - self.pred_mean) / self.pred_std
-        if not self.converged:
-            slope, intercept = self.params
-            mapped = slope * x + intercept
-        else:
+        if self.converged:
             mapped = _FUNCTIONS[self.kind](x, *self.params)
+        else:
+            mapped = self.params[0] * x + self.params[1]
         return mapped * self.target_std + self.target_mean
 
 
@@ -272,14 +221,12 @@ def fit_logistic(pred: ArrayLike, target: ArrayLike, kind: FitKind = "logistic4"
             f"fit={kind!r} needs at least {n_params} points; got {len(x)}. "
             "Use fit=None for raw PLCC."
         )
-    x_mean, x_std = float(x.mean()), float(x.std())
-    y_mean, y_std = float(y.mean()), float(y.std())
-    x_std = x_std if x_std > 0 else 1.0
-    y_std = y_std if y_std > 0 else 1.0
-    xs = (x - x_mean) / x_std
-    ys = (y - y_mean) / y_std
+    x_mean, x_std = float(x.mean()), float(x.std()) or 1.0
+    y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
+    xs, ys = (x - x_mean) / x_std, (y - y_mean) / y_std
     function = _FUNCTIONS[kind]
-    scipy_optimize = _scipy_optimize(kind)
+    require("scipy", f"plcc(fit={kind!r})")
+    import scipy.optimize
 
     sign = 1.0 if np.dot(xs, ys) >= 0 else -1.0
     lo, hi = float(ys.min()), float(ys.max())
@@ -301,8 +248,8 @@ def fit_logistic(pred: ArrayLike, target: ArrayLike, kind: FitKind = "logistic4"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                params, _ = scipy_optimize.curve_fit(function, xs, ys, p0=start, maxfev=20000)
-            except (RuntimeError, ValueError, scipy_optimize.OptimizeWarning) as error:
+                params, _ = scipy.optimize.curve_fit(function, xs, ys, p0=start, maxfev=20000)
+            except (RuntimeError, ValueError, scipy.optimize.OptimizeWarning) as error:
                 logger.debug("logistic fit from %s failed: %s", start, error)
                 continue
         residual = float(np.sum((function(xs, *params) - ys) ** 2))
@@ -317,13 +264,6 @@ def fit_logistic(pred: ArrayLike, target: ArrayLike, kind: FitKind = "logistic4"
         slope = float(np.dot(xs, ys) / len(xs))
         return LogisticFit(kind, (slope, 0.0), x_mean, x_std, y_mean, y_std, converged=False)
     return LogisticFit(kind, best[1], x_mean, x_std, y_mean, y_std)
-
-
-def _scipy_optimize(kind: str):  # noqa: ANN202 - the scipy.optimize module
-    require("scipy", f"plcc(fit={kind!r})")
-    import scipy.optimize
-
-    return scipy.optimize
 
 
 def plcc(pred: ArrayLike, target: ArrayLike, fit: FitKind | None = None) -> float:
@@ -350,30 +290,17 @@ def plcc(pred: ArrayLike, target: ArrayLike, fit: FitKind | None = None) -> floa
     """
     check_choice(fit, "fit", _FITS)
     x, y = _pair(pred, target)
-    if fit is not None:
-        if np.ptp(x) == 0:
-            return warn_constant("PLCC", "pred")
-        if np.ptp(y) == 0:
-            return warn_constant("PLCC", "target")
-        x = fit_logistic(x, y, fit)(x)
-        return _pearson(x, y, "PLCC", ("fitted pred", "target"))
-    return _pearson(x, y, "PLCC", ("pred", "target"))
+    names = ("pred", "target")
+    if fit is not None and np.ptp(x) > 0 and np.ptp(y) > 0:  # a constant input cannot be fitted
+        x, names = fit_logistic(x, y, fit)(x), ("fitted pred", "target")
+    return _pearson(x, y, "PLCC", names)
 
 
 def rmse(pred: ArrayLike, target: ArrayLike, fit: FitKind | None = None) -> float:
-    """Root mean squared error between (optionally logistic-mapped) scores and human scores.
+    """Root mean squared error between ``pred`` and ``target``, in the units of ``target``.
 
-    Args:
-        pred: metric scores, shape ``(N,)``.
-        target: human scores, shape ``(N,)``.
-        fit: ``None`` (compare ``pred`` directly), ``'logistic4'`` or ``'logistic5'``.
-
-    Returns:
-        The RMSE, in the units of ``target``.
-
-    Raises:
-        ArgumentError: ``fit`` is not one of the allowed values.
-        ShapeError, NonFiniteError: bad inputs.
+    With ``fit`` (``'logistic4'`` or ``'logistic5'``), a non-constant ``pred`` is first
+    mapped through the logistic of :func:`fit_logistic`. Raises as :func:`plcc` does.
     """
     check_choice(fit, "fit", _FITS)
     x, y = _pair(pred, target)
@@ -423,11 +350,8 @@ def grouped_correlation(
     g = to_labels(groups, "groups")
     check_same_length(("pred", x), ("groups", g))
     statistic = _METHODS[method]
-    values = []
-    skipped = 0
-    _, inverse = np.unique(g, return_inverse=True)
-    for index in range(int(inverse.max()) + 1):
-        members = inverse == index
+    values, skipped = [], 0
+    for members in group_masks(g):
         xs, ys = x[members], y[members]
         if len(xs) < 2 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
             skipped += 1

@@ -1,11 +1,7 @@
-"""Agreement with human preferences: pairwise accuracy, HGGT misalignment, win rate, Thurstone.
-
-All functions accept lists, numpy arrays and torch tensors and need only numpy and torch.
-"""
+"""Agreement with human preferences: pairwise accuracy, HGGT misalignment, win rate, Thurstone."""
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import Any, NamedTuple
 
@@ -13,17 +9,15 @@ import numpy as np
 import torch
 
 from .._errors import ArgumentError, NonFiniteError, RangeError, ShapeError
-from ._inputs import ArrayLike, check_same_length, to_labels, to_vector, warn_constant
-
-__all__ = [
-    "MisalignmentRates",
-    "misalignment_rates",
-    "pairwise_accuracy",
-    "thurstone_case_v",
-    "win_rate",
-]
-
-logger = logging.getLogger(__name__)
+from ._inputs import (
+    ArrayLike,
+    check_same_length,
+    group_masks,
+    to_array,
+    to_labels,
+    to_vector,
+    warn_constant,
+)
 
 
 def pairwise_accuracy(
@@ -93,15 +87,9 @@ class MisalignmentRates(NamedTuple):
 
 
 _LABELS = {
-    "positive": 1,
-    "pos": 1,
-    "p": 1,
-    "similar": 0,
-    "sim": 0,
-    "s": 0,
-    "negative": -1,
-    "neg": -1,
-    "n": -1,
+    word: code
+    for code, words in ((1, "positive pos p"), (0, "similar sim s"), (-1, "negative neg n"))
+    for word in words.split()
 }
 
 
@@ -166,10 +154,8 @@ def misalignment_rates(
     check_same_length(("scores", s), ("labels", codes), ("groups", g))
     if not higher_is_better:
         s = -s
-    _, inverse = np.unique(g, return_inverse=True)
     positive_bad = positive_sets = negative_bad = negative_sets = 0
-    for index in range(int(inverse.max()) + 1):
-        members = inverse == index
+    for members in group_masks(g):
         set_scores, set_codes = s[members], codes[members]
         similar = set_scores[set_codes == 0]
         if similar.size == 0:
@@ -182,18 +168,15 @@ def misalignment_rates(
         if negatives.size:
             negative_sets += 1
             negative_bad += int(negatives.max() > similar.min())
-    pm = (
-        positive_bad / positive_sets
-        if positive_sets
+    pm, nm = (
+        bad / sets
+        if sets
         else warn_constant(
-            "positive misalignment", "the data (no set has a positive and a similar)"
+            f"{kind} misalignment", f"the data (no set has a {kind} and a similar)", stacklevel=4
         )
-    )
-    nm = (
-        negative_bad / negative_sets
-        if negative_sets
-        else warn_constant(
-            "negative misalignment", "the data (no set has a negative and a similar)"
+        for kind, bad, sets in (
+            ("positive", positive_bad, positive_sets),
+            ("negative", negative_bad, negative_sets),
         )
     )
     return MisalignmentRates(float(pm), float(nm), positive_sets, negative_sets)
@@ -239,10 +222,8 @@ def win_rate(
         s = -s
     if not human_higher_is_better:
         h = -h
-    _, inverse = np.unique(g, return_inverse=True)
     credits = []
-    for index in range(int(inverse.max()) + 1):
-        members = inverse == index
+    for members in group_masks(g):
         if members.sum() < 2:
             continue
         set_scores, set_humans = s[members], h[members]
@@ -280,10 +261,7 @@ def thurstone_case_v(wins: Any, *, clip: float = 0.01) -> np.ndarray:
         >>> thurstone_case_v([[0, 5], [5, 0]]).tolist()
         [0.0, 0.0]
     """
-    if isinstance(wins, torch.Tensor):
-        counts = wins.detach().to("cpu", torch.float64).numpy()
-    else:
-        counts = np.asarray(wins, dtype=np.float64)
+    counts = to_array(wins, "wins")
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] < 2:
         raise ShapeError(
             f"wins must be a square (K, K) count matrix with K >= 2; got shape {counts.shape}"
@@ -295,22 +273,20 @@ def thurstone_case_v(wins: Any, *, clip: float = 0.01) -> np.ndarray:
     if not 0.0 < clip < 0.5:
         raise RangeError(f"clip must lie in (0, 0.5); got {clip!r}")
     k = counts.shape[0]
-    rows, targets = [], []
-    for i in range(k):
-        for j in range(i + 1, k):
-            total = counts[i, j] + counts[j, i]
-            if total == 0:
-                continue
-            proportion = min(max(counts[i, j] / total, clip), 1.0 - clip)
-            row = np.zeros(k)
-            row[i], row[j] = 1.0, -1.0
-            rows.append(row)
-            targets.append(proportion)
-    if not rows:
+    first, second = np.triu_indices(k, 1)  # every pair i < j, row by row
+    total = counts[first, second] + counts[second, first]
+    compared = total > 0
+    if not compared.any():
         raise ShapeError("wins holds no comparisons (every off-diagonal count is zero)")
-    z = torch.special.ndtri(torch.tensor(targets, dtype=torch.float64)).numpy()
-    design = np.vstack([np.asarray(rows), np.ones((1, k))])
-    rhs = np.concatenate([z, [0.0]])
+    first, second, total = first[compared], second[compared], total[compared]
+    proportion = np.clip(counts[first, second] / total, clip, 1.0 - clip)
+    z = torch.special.ndtri(torch.from_numpy(proportion)).numpy()
+    # one row S_i - S_j = Z_ij per compared pair, and a last row sum(S) = 0
+    design = np.zeros((len(first) + 1, k))
+    design[np.arange(len(first)), first] = 1.0
+    design[np.arange(len(first)), second] = -1.0
+    design[-1] = 1.0
+    rhs = np.append(z, 0.0)
     solution, _, rank, _ = np.linalg.lstsq(design, rhs, rcond=None)
     if rank < k:
         warnings.warn(

@@ -188,15 +188,7 @@ class SwinLayer(nn.Module):
         self.grid = grid
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
         self.blocks = nn.ModuleList(
-            SwinBlock(
-                dim,
-                grid,
-                num_heads,
-                window,
-                0 if i % 2 == 0 else window // 2,
-                dim_mlp,
-                drop_path[i],
-            )
+            SwinBlock(dim, grid, num_heads, window, i % 2 * (window // 2), dim_mlp, drop_path[i])
             for i in range(depth)
         )
 

@@ -1,14 +1,9 @@
-"""Aligned crops of image pairs, at positions drawn from an explicit ``torch.Generator``.
+"""Aligned crops of image pairs (the same place in SR and GT), differentiable, at positions
+drawn from a ``torch.Generator`` the caller owns (never the global RNG).
 
-SR and GT must be cut at the same place (RQI compares them pixel for pixel), and the
-positions come from a generator the caller owns, never from the global RNG, so a seed gives
-the same crops on every run and every device. Everything here is differentiable.
-
-Drawing positions and cutting crops are separate steps: :class:`CropSampler` (or
-:func:`crop_offsets`) draws ``(top, left)`` positions in eager code, and :func:`crop_at` cuts
-them with tensor indexing only (no ``.tolist()``, no read-back from the device), so the cut
-traces into one ``torch.compile(..., fullgraph=True)`` graph while the positions are passed
-in as a tensor argument.
+:class:`CropSampler` / :func:`crop_offsets` draw ``(top, left)`` positions in eager code;
+:func:`crop_at` cuts them with tensor indexing only, so the cut traces into one
+``torch.compile(..., fullgraph=True)`` graph with the positions as a tensor argument.
 """
 
 from __future__ import annotations
@@ -22,13 +17,7 @@ from .._checks import check_choice, check_positive_int
 from .._errors import ArgumentError, DTypeError, ShapeError
 from .._vocab import RQI_CROPS
 
-__all__ = ["CropSampler", "aligned_crop", "crop_at", "crop_offsets", "fit_to_crop", "fitted_size"]
-
 CROP_MODES = RQI_CROPS
-
-
-def _check_size(size: int) -> int:
-    return check_positive_int(size, "crop size")
 
 
 def fitted_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -40,19 +29,9 @@ def fitted_size(height: int, width: int, size: int) -> tuple[int, int]:
 
 
 def fit_to_crop(x: torch.Tensor, size: int, *, antialias: bool = False) -> torch.Tensor:
-    """Upsample ``x`` (bilinear, aspect ratio kept) so that its shorter side is ``size``.
-
-    Images whose sides are both at least ``size`` are returned unchanged. This is how
-    percepfid handles images smaller than the model's crop (the released RQI code cannot).
-
-    Args:
-        x: ``(B, C, H, W)``.
-        size: the crop side.
-        antialias: passed to :func:`torch.nn.functional.interpolate`.
-
-    Returns:
-        ``(B, C, H', W')`` with ``min(H', W') >= size`` (see :func:`fitted_size`).
-    """
+    """Upsample ``x`` ``(B, C, H, W)`` (bilinear, aspect ratio kept, ``antialias`` passed to
+    ``F.interpolate``) so that its shorter side is the crop side ``size``; images whose sides
+    are both at least ``size`` are returned unchanged (see :func:`fitted_size`)."""
     height, width = x.shape[-2:]
     new = fitted_size(height, width, size)
     if new == (height, width):
@@ -63,18 +42,14 @@ def fit_to_crop(x: torch.Tensor, size: int, *, antialias: bool = False) -> torch
 def crop_offsets(
     height: int, width: int, size: int, count: int, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """``count`` uniformly random ``(top, left)`` positions of a ``size`` crop: ``(count, 2)``.
+    """``count`` uniformly random ``(top, left)`` positions of a ``size`` crop in a
+    ``height x width`` image: ``(count, 2)`` int64 on the CPU (all tops drawn first, then
+    all lefts) from a CPU ``generator`` (``None``: a fresh one seeded with 0).
 
-    Args:
-        height, width: the image size (both at least ``size``).
-        size: the crop side.
-        count: how many positions.
-        generator: a CPU ``torch.Generator``; ``None`` uses a fresh one seeded with 0.
-
-    Returns:
-        ``(count, 2)`` int64 on the CPU: all tops are drawn first, then all lefts.
+    Raises:
+        ArgumentError: a bad ``size``, or the crop does not fit the image.
     """
-    _check_size(size)
+    check_positive_int(size, "crop size")
     if height < size or width < size:
         raise ArgumentError(f"a {size} x {size} crop does not fit a {height} x {width} image")
     if generator is None:
@@ -109,11 +84,8 @@ def _check_offsets(x: torch.Tensor, offsets: torch.Tensor, size: int) -> None:
 
 
 def crop_at(x: torch.Tensor, offsets: torch.Tensor, size: int) -> torch.Tensor:
-    """Cut one ``size`` crop per row of ``offsets`` from the matching image of ``x``.
-
-    The crops are gathered with tensor indexing (the positions are never read back to
-    Python), so this traces into a ``torch.compile(fullgraph=True)`` graph with
-    ``offsets`` as a tensor input; gradients flow to ``x``.
+    """Cut one ``size`` crop per row of ``offsets`` from the matching image of ``x``
+    (tensor indexing only: traceable by ``torch.compile(fullgraph=True)``).
 
     Args:
         x: ``(B, C, H, W)``.
@@ -129,7 +101,7 @@ def crop_at(x: torch.Tensor, offsets: torch.Tensor, size: int) -> torch.Tensor:
         ArgumentError: a crop outside the image (checked in eager code when ``offsets`` is
             on the CPU; elsewhere that check would need a read-back from the device).
     """
-    _check_size(size)
+    check_positive_int(size, "crop size")
     _check_offsets(x, offsets, size)
     if offsets.ndim == 2:
         offsets = offsets[:, None]
@@ -174,7 +146,7 @@ class CropSampler:
         seed: int = 0,
         device: torch.device | str | None = None,
     ) -> None:
-        self.size = _check_size(size)
+        self.size = check_positive_int(size, "crop size")
         self.device = None if device is None else torch.device(device)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise DTypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
@@ -234,7 +206,7 @@ def aligned_crop(
     Returns:
         The two crops, ``(B, C, size, size)`` each.
     """
-    _check_size(size)
+    check_positive_int(size, "crop size")
     check_choice(mode, "crop", CROP_MODES)
     if offsets is not None and mode != "random":
         raise ArgumentError(f"offsets= applies to crop='random' only; got crop={mode!r}")
@@ -247,9 +219,8 @@ def aligned_crop(
     height, width = a.shape[-2:]
     if mode == "center":
         top, left = (height - size) // 2, (width - size) // 2
-        return a[..., top : top + size, left : left + size], b[
-            ..., top : top + size, left : left + size
-        ]
+        window = (..., slice(top, top + size), slice(left, left + size))
+        return a[window], b[window]
     if offsets is None:
         if torch.compiler.is_compiling():
             raise ArgumentError(

@@ -5,12 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_positive_int
+from .._checks import check_choice, check_positive_int, check_same_shape
 from .._errors import ArgumentError, ShapeError
 from .._vocab import RQI_EMBEDDINGS
 from ..heads import HubHead
-
-__all__ = ["RQIHead", "BackbonePairModel"]
+from .maniqa import _score_branch
 
 
 class RQIHead(HubHead):
@@ -49,23 +48,11 @@ class RQIHead(HubHead):
         self.embed_dim = embed_dim
         width = 3 * embed_dim
         self.norm = nn.LayerNorm(width) if norm else nn.Identity()
-        self.score = nn.Sequential(
-            nn.Linear(width, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, 1)
-        )
-        self.weight = nn.Sequential(
-            nn.Linear(width, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_dim, 1),
-            nn.Sigmoid(),
-        )
+        self.score = _score_branch(width, hidden_dim, dropout, gate=False, activation=nn.GELU)
+        self.weight = _score_branch(width, hidden_dim, dropout, gate=True, activation=nn.GELU)
 
     def forward(self, features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
-        if features_a.shape != features_b.shape:
-            raise ShapeError(
-                f"features_a and features_b must have the same shape; got "
-                f"{tuple(features_a.shape)} and {tuple(features_b.shape)}"
-            )
+        check_same_shape(features_a, features_b, ("features_a", "features_b"))
         if features_a.ndim not in (2, 3) or features_a.shape[-1] != self.embed_dim:
             raise ShapeError(
                 f"RQIHead(embed_dim={self.embed_dim}) takes (B, {self.embed_dim}) or "

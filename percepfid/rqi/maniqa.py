@@ -1,9 +1,5 @@
-"""MANIQA-RQI: the two-input full-reference model of the released RQI checkpoint.
-
-The architecture follows PAPERS.md section 2 and uses the parameter names and shapes of the
-released ``rqi_weights.pt`` (Hub repo ``shaolin999/rqi``), so that checkpoint loads with
-``strict=True``. timm is imported only when a model is built.
-"""
+"""MANIQA-RQI (PAPERS.md section 2), with the parameter names and shapes of the released
+``rqi_weights.pt`` (Hub repo ``shaolin999/rqi``) so it loads with ``strict=True``."""
 
 from __future__ import annotations
 
@@ -18,14 +14,6 @@ from .._errors import ArgumentError, ShapeError, WeightsError
 from ._swin import SwinStage
 
 logger = logging.getLogger(__name__)
-
-__all__ = [
-    "MANIQARQI",
-    "TransposedAttention",
-    "create_maniqa_rqi",
-    "RELEASED_WEIGHTS",
-    "SMALL_MODEL_KWARGS",
-]
 
 #: A small MANIQA-RQI (32 x 32 crops, a 4-block ViT of width 32): random weights only, for
 #: tests, dry runs and offline plumbing (``RQILoss(pretrained=False, model_kwargs=...)``).
@@ -44,16 +32,11 @@ RELEASED_WEIGHTS = "rqi:maniqa-pipal"
 
 
 class TransposedAttention(nn.Module):
-    """MANIQA's transposed-attention block: attention between channels, tokens as features.
+    """MANIQA's transposed attention on ``(B, C, N)``: a ``C x C`` attention with linear
+    maps over the ``N`` tokens (784 for a 28 x 28 grid), residual, dropout ``drop``.
 
-    The input is ``(B, C, N)``; queries, keys and values are linear maps over the ``N``
-    tokens, and the ``C x C`` attention mixes channels. The released model reads the result
-    back with a transpose followed by a plain reshape (not a transpose back), which
-    interleaves tokens and channels; the weights were trained that way, so it is reproduced.
-
-    Args:
-        tokens: ``N``, the number of tokens (784 for a 28 x 28 grid).
-        drop: dropout on the attention output.
+    The result is read back with a transpose and a plain reshape (not a transpose back),
+    interleaving tokens and channels, as the released weights were trained.
     """
 
     def __init__(self, tokens: int, drop: float = 0.1) -> None:
@@ -73,33 +56,29 @@ class TransposedAttention(nn.Module):
         return self.proj_drop(mixed) + x
 
 
-def _score_branch(dim: int, drop: float, gate: bool) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(drop), nn.Linear(dim, 1)]
-    if gate:
-        layers.append(nn.Sigmoid())
-    return nn.Sequential(*layers)
+def _score_branch(
+    width: int, hidden: int, drop: float, *, gate: bool, activation: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
+    """``Linear -> activation -> Dropout -> Linear(1)``, then a sigmoid when ``gate``."""
+    layers = [nn.Linear(width, hidden), activation(), nn.Dropout(drop), nn.Linear(hidden, 1)]
+    return nn.Sequential(*layers, *([nn.Sigmoid()] if gate else []))
 
 
 class MANIQARQI(nn.Module):
     """The two-input MANIQA-RQI model: ``g(a, b)``, the signed quality of ``a`` relative to ``b``.
 
-    ``forward`` is the raw released model (not antisymmetric: ``g(a, b) != -g(b, a)`` in
-    general). :class:`percepfid.RQILoss` wraps it as ``(g(a, b) - g(b, a)) / 2``. The model
-    is split in two so that wrapper runs the ViT once per image:
-    :meth:`features` (per image) and :meth:`compare` (per ordered pair of feature maps).
-
-    Every size is a constructor argument; the defaults are the released model: timm
-    ``vit_base_patch8_224`` at 224 x 224, outputs of blocks 6-9 (no CLS token, no final
-    norm) concatenated to 3072 x 28 x 28, fusion ``cat(conv0_x1(f_a), conv0_x1(f_b),
-    conv0_x(f_a - f_b))``, two transposed-attention blocks, a Swin stage at 768, two more
-    attention blocks, a Swin stage at 384, and a gated score head averaged over tokens.
+    ``forward`` is the raw released model (not antisymmetric);
+    :class:`percepfid.RQILoss` uses ``(g(a, b) - g(b, a)) / 2``, running :meth:`features`
+    once per image and :meth:`compare` per ordered pair. The defaults are the released
+    model: ViT-B/8 blocks 6-9 fused as ``cat(conv0_x1(f_a), conv0_x1(f_b),
+    conv0_x(f_a - f_b))``, transposed attention and Swin stages at 768 then 384, and a
+    gated score head averaged over tokens.
 
     Args:
         img_size: the input side in pixels (the model works at one fixed size).
         vit_name: the timm architecture of the shared feature extractor.
-        vit_kwargs: overrides for ``timm.create_model`` (e.g. a small ``depth`` and
-            ``embed_dim`` for tests). The ViT is always built without pretrained weights:
-            the RQI checkpoint holds its weights.
+        vit_kwargs: overrides for ``timm.create_model`` (always without pretrained
+            weights: the RQI checkpoint holds them).
         feature_indices: the ViT blocks whose outputs are concatenated.
         embed_dim: width after the fusion (768); the second Swin stage runs at half of it.
         depths: Swin blocks per layer of each Swin stage.
@@ -116,9 +95,7 @@ class MANIQARQI(nn.Module):
         - output: ``(B,)``.
 
     Example:
-        >>> model = MANIQARQI(img_size=32, vit_kwargs=dict(embed_dim=32, depth=4, num_heads=2),
-        ...                   feature_indices=(0, 1, 2, 3), embed_dim=32, window_size=2,
-        ...                   num_heads=(2, 2), dim_mlp=32).eval()
+        >>> model = MANIQARQI(**SMALL_MODEL_KWARGS).eval()
         >>> model(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)).shape
         torch.Size([2])
     """
@@ -187,21 +164,15 @@ class MANIQARQI(nn.Module):
         self.tablock2 = nn.ModuleList(TransposedAttention(tokens, drop) for _ in range(num_tab))
         self.conv2 = nn.Conv2d(embed_dim, half, 1)
         self.swintransformer2 = SwinStage(half, **stage)
-        self.fc_score = _score_branch(half, drop, gate=False)
-        self.fc_weight = _score_branch(half, drop, gate=True)
+        self.fc_score = _score_branch(half, half, drop, gate=False)
+        self.fc_weight = _score_branch(half, half, drop, gate=True)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The concatenated ViT features of one image batch.
-
-        Args:
-            x: ``(B, 3, img_size, img_size)`` in ``[0, 1]``.
-
-        Returns:
-            ``(B, C, h, w)`` with ``C = vit width * len(feature_indices)``.
+        """The concatenated ViT features ``(B, vit width * len(feature_indices), h, w)`` of
+        images ``(B, 3, img_size, img_size)`` in ``[0, 1]``.
 
         Raises:
-            ShapeError: the images are not ``img_size`` square (crop or resize them first,
-                or use :func:`percepfid.rqi.evaluate` / :class:`percepfid.RQILoss`).
+            ShapeError: the images are not ``img_size`` square.
         """
         if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (self.img_size, self.img_size):
             raise ShapeError(
@@ -252,7 +223,7 @@ class MANIQARQI(nn.Module):
 
 
 def _unwrap_checkpoint(state: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Accept a bare state dict or one nested under a common key (``state_dict``, ``model``)."""
+    """A bare state dict, or the one nested under a common key (``state_dict``, ...)."""
     for key in ("state_dict", "model", "model_state_dict"):
         inner = state.get(key)
         if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
@@ -261,14 +232,8 @@ def _unwrap_checkpoint(state: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def load_released_weights(model: MANIQARQI, weights: str | Any = RELEASED_WEIGHTS) -> MANIQARQI:
-    """Load the released checkpoint (or a local file) into ``model`` with ``strict=True``.
-
-    Args:
-        model: a :class:`MANIQARQI` with the released configuration.
-        weights: a manifest name (default :data:`RELEASED_WEIGHTS`) or a local file path.
-
-    Returns:
-        ``model``, loaded.
+    """Load ``weights`` (a manifest name or a local file) into ``model`` with ``strict=True``;
+    return ``model``.
 
     Raises:
         WeightsError: the file cannot be found offline, is not plain weights, or does not fit
@@ -296,9 +261,8 @@ def create_maniqa_rqi(
     """Build MANIQA-RQI, with the released weights unless ``pretrained=False``.
 
     Args:
-        pretrained: load the released checkpoint through :mod:`percepfid.hub` (a download of
-            about 580 MB the first time; offline it must already be cached). ``False`` gives
-            random weights, for tests and plumbing only.
+        pretrained: load the released checkpoint through :mod:`percepfid.hub` (about 580 MB;
+            offline it must be cached). ``False`` gives random weights (tests, plumbing).
         weights: the manifest name or a local file with the checkpoint.
         **kwargs: architecture overrides for :class:`MANIQARQI` (the released weights fit
             only the defaults).

@@ -13,8 +13,6 @@ from .._errors import ArgumentError
 from ..functional import rqi_score, to_unit
 from .crops import crop_at, crop_offsets, fit_to_crop
 
-__all__ = ["evaluate", "PROTOCOLS", "Protocol"]
-
 
 @dataclass(frozen=True)
 class Protocol:
@@ -130,31 +128,28 @@ def evaluate(
     batch = sr.shape[0]
     total = sr.new_zeros(batch, dtype=torch.float32)
     count = 0
-    base_a, base_b = fit_to_crop(sr, size), fit_to_crop(gt, size)
-    level_a, level_b = base_a, base_b
-    for level, (scale, crops) in enumerate(zip(schedule.scales, schedule.crops, strict=True)):
-        if level > 0:
-            source_a, source_b = (level_a, level_b) if schedule.successive else (base_a, base_b)
+    # SR and GT in one batch, so that every resize and crop treats them alike
+    base = level = fit_to_crop(torch.cat([sr, gt.to(sr.dtype)]), size)
+    step = max(1, batch_size // batch)  # crop positions per image and model call
+    for index, (scale, crops) in enumerate(zip(schedule.scales, schedule.crops, strict=True)):
+        if index > 0:
             if schedule.successive:
-                new = (source_a.shape[-2] // 2, source_a.shape[-1] // 2)
+                new = (level.shape[-2] // 2, level.shape[-1] // 2)
             else:
-                new = (round(base_a.shape[-2] * scale), round(base_a.shape[-1] * scale))
+                new = (round(base.shape[-2] * scale), round(base.shape[-1] * scale))
             if min(new) < size:
                 break
-            level_a = _resize(source_a, new, schedule.antialias)
-            level_b = _resize(source_b, new, schedule.antialias)
-        height, width = level_a.shape[-2:]
+            level = _resize(level if schedule.successive else base, new, schedule.antialias)
+        height, width = level.shape[-2:]
         if (height, width) == (size, size):
             offsets = torch.zeros(batch, 1, 2, dtype=torch.long)
         else:
-            offsets = crop_offsets(height, width, size, batch * crops, generator).reshape(
-                batch, crops, 2
-            )
-        per_image = offsets.shape[1]
+            offsets = crop_offsets(height, width, size, batch * crops, generator)
+            offsets = offsets.reshape(batch, crops, 2)
         scores = []
-        for start in range(0, per_image, max(1, batch_size // batch)):
-            chunk = offsets[:, start : start + max(1, batch_size // batch)]
-            crops_a, crops_b = crop_at(level_a, chunk, size), crop_at(level_b, chunk, size)
+        for start in range(0, offsets.shape[1], step):
+            chunk = offsets[:, start : start + step]
+            crops_a, crops_b = crop_at(level, chunk.repeat(2, 1, 1), size).chunk(2)
             scores.append(score(crops_a, crops_b).float().reshape(batch, -1))
         total += torch.cat(scores, dim=1).mean(dim=1) * crops
         count += crops
