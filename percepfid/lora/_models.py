@@ -13,8 +13,6 @@ from .._atomic import atomic_path
 from .._errors import ArgumentError, DTypeError, WeightsError
 from .._imports import require
 
-__all__ = ["load_sr_model", "save_sr_model"]
-
 logger = logging.getLogger(__name__)
 
 
