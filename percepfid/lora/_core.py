@@ -14,11 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._atomic import atomic_path
 from .._checks import check_positive, check_positive_int
 from .._errors import ArgumentError, DTypeError, WeightsError
 from .._imports import require
-from ._models import load_sr_model
+from ._models import load_sr_model, save_tensors
 from ._targets import LoRATargets, default_rank, find_lora_targets
 
 logger = logging.getLogger(__name__)
@@ -203,9 +202,7 @@ def save_lora(model: nn.Module, path: str | os.PathLike) -> Path:
     Returns:
         The path written.
     """
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().contiguous().cpu() for k, v in lora_state_dict(model).items()}
+    state = lora_state_dict(model)
     settings = getattr(model, "_percepfid_lora", None) or _settings_from_peft(model)
     metadata = {
         "format": _FORMAT,
@@ -214,10 +211,7 @@ def save_lora(model: nn.Module, path: str | os.PathLike) -> Path:
         "dropout": repr(float(settings.get("dropout", 0.0))),
         "layers": json.dumps(lora_layer_names(model)),
     }
-    path = Path(path)
-    with atomic_path(path) as partial:
-        save_file(state, str(partial), metadata=metadata)
-    return path
+    return save_tensors(state, path, metadata)
 
 
 def _settings_from_peft(model: nn.Module) -> dict[str, float]:

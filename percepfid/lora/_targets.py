@@ -15,8 +15,7 @@ Three families (canonical name, alias kept from earlier releases, default rank):
   width ``d`` next to it in its block. Attention modules do not fit: a fused ``qkv``
   (``d -> 3d``) is followed by a projection that reads ``d = 3d / 3``, and separate
   ``q``, ``kv`` projections have different shapes. Position-bias MLPs (``2 -> 512 -> heads``)
-  have no norm of their width. SwinIR, HAT, Swin2SR, DAT (spatial-gate FFN), ATD (conv-FFN),
-  DRCT, RGT, CRAFT (linear and 1x1-conv FFNs), DCTLSA and FDAT are matched.
+  have no norm of their width.
 - ``'residual-convs'`` (alias ``'rrdb-convs'``, rank 24): the convolutions of residual
   dense blocks (>= 3 convolutions whose input widths strictly grow and whose last one
   returns to the first's input width: ESRGAN/RRDBNet, MMRealSR); in a network without
@@ -25,21 +24,15 @@ Three families (canonical name, alias kept from earlier releases, default rank):
   1x1 convolutions are left out.
 - ``'body-convs'`` (rank 16): every adaptable layer inside the repeated body blocks of a
   network: siblings with the same class and parameter shapes (Compact's conv list, SPAN's
-  SPABs, PLKSR's blocks, SAFMN's AttBlocks, OmniSR's layers), or, in a network without
-  such repetition (a U-Net such as RealCUGAN), instances of a block class that occurs at
-  least twice. Rank 16 is reasoned from the layers it lands on: these networks are 36 to
-  64 channels wide, so an update of a 3x3 or 1x1 convolution has full rank 36-64; 16 is a
-  quarter of 64 (the paper's SwinIR setting, 48 of 180, is about the same proportion) and
-  keeps the update clearly low-rank on the 48-channel SPAN, while a 64-channel 3x3 layer
-  still gets 16 * (9 * 64 + 64) = 10,240 trainable values, of the order of rank 24 on
-  RRDB's first dense convolution (24 * (9 * 64 + 32) = 14,592).
+  SPABs), or, in a network without such repetition (a U-Net such as RealCUGAN), instances
+  of a block class that occurs at least twice. These networks are 36 to 64 channels wide:
+  rank 16 is a quarter of 64, about the share of the paper's SwinIR rank (48 of 180).
 
 Every preset skips, in any network: the stem (every convolution reading the image's
 channels: the first registered convolution's input width when it is <= 4, else 3), the
 upsampler (a layer next to ``nn.PixelShuffle`` or ``nn.Upsample``, and the last adaptable
-layer registered), depth-wise/grouped convolutions,
-empty layers, and fused inference copies that a re-parameterised block recomputes from
-its training branches (a layer named ``eval_conv``, ``reparam``, ``rbr_reparam``, ``fused``
+layer registered), depth-wise/grouped convolutions, empty layers, and fused inference
+copies that a re-parameterised block recomputes from its training branches (a layer named ``eval_conv``, ``reparam``, ``rbr_reparam``, ``fused``
 or ``deploy``: its weights are overwritten at inference time, so an adapter there is lost).
 
 ``'auto'`` takes the first family that finds layers, in the order ``transformer-mlp``
@@ -51,7 +44,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from functools import wraps
 from typing import TypeAlias
@@ -194,13 +187,10 @@ def _direct_layers(prefix: str, module: nn.Module) -> list[tuple[str, nn.Module]
     return [layer for layer in found if layer is not None]
 
 
-def _norm_widths(module: nn.Module) -> Iterator[int]:
-    for sub in module.modules():
-        if "norm" not in type(sub).__name__.lower():
-            continue
-        weight = getattr(sub, "weight", None)
-        if weight is not None and weight.dim() == 1:
-            yield weight.numel()
+def _norm_widths(module: nn.Module) -> set[int]:
+    norms = (m for m in module.modules() if "norm" in type(m).__name__.lower())
+    weights = (getattr(norm, "weight", None) for norm in norms)
+    return {w.numel() for w in weights if w is not None and w.dim() == 1}
 
 
 # -- exclusions shared by every preset ---------------------------------------------------
@@ -275,7 +265,7 @@ def _transformer_mlps(model: nn.Module) -> list[tuple[str, bool]]:
         parent_name = name.rpartition(".")[0]
         grand_name = parent_name.rpartition(".")[0] if parent_name else ""
         context = [module, modules[parent_name]] + ([modules[grand_name]] if parent_name else [])
-        if not any(d in set(_norm_widths(block)) for block in context):
+        if not any(d in _norm_widths(block) for block in context):
             continue
         found += [(layer, isinstance(modules[layer], nn.Linear)) for layer in layers]
     return list(dict.fromkeys(found))  # a layer of nested FFNs once
