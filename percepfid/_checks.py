@@ -34,15 +34,10 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def _flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    value = value.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"environment variable {name}={value!r}: expected one of 1/0/true/false")
+    value = os.environ.get(name, "1" if default else "0").strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise ValueError(f"environment variable {name}={value!r}: expected one of 1/0/true/false")
+    return value in _TRUE
 
 
 def input_checks_enabled() -> bool:
@@ -85,10 +80,16 @@ def check_reduction(reduction: str) -> str:
     return check_choice(reduction, "reduction", REDUCTIONS)
 
 
-def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
-    """Raise unless ``value`` is a finite number > 0 (or >= 0 with ``allow_zero``)."""
+def check_number(value: Any, name: str) -> float:
+    """Raise :class:`DTypeError` unless ``value`` is an int or a float (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DTypeError(f"{name} must be a number; got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
+    """Raise unless ``value`` is a finite number > 0 (or >= 0 with ``allow_zero``)."""
+    check_number(value, name)
     ok = value >= 0 if allow_zero else value > 0
     if not math.isfinite(value) or not ok:
         bound = ">= 0" if allow_zero else "> 0"
@@ -131,16 +132,11 @@ def check_seed(value: Any, name: str = "seed") -> int:
 
 
 def check_positive_int(value: int, name: str) -> int:
-    """Raise unless ``value`` is an int >= 1 (numpy integers accepted; bools refused)."""
-    if isinstance(value, bool) or isinstance(value, float):
-        raise ArgumentError(f"{name} must be a positive int; got {value!r}")
+    """Raise :class:`ArgumentError` unless ``value`` is an int >= 1 (see :func:`check_int`)."""
     try:
-        number = operator.index(value)
-    except TypeError:
+        return check_int(value, name, minimum=1)
+    except (DTypeError, ArgumentError):
         raise ArgumentError(f"{name} must be a positive int; got {value!r}") from None
-    if number < 1:
-        raise ArgumentError(f"{name} must be a positive int; got {value!r}")
-    return number
 
 
 def check_input_range(

@@ -21,6 +21,7 @@ __all__ = [
     "UnknownNameError",
     "MissingDependencyError",
     "WeightsError",
+    "KernelUnavailableError",
 ]
 
 
@@ -82,6 +83,3 @@ class WeightsError(PercepfidError, ValueError):
 
 class KernelUnavailableError(ArgumentError):
     """An explicitly requested compute backend (e.g. ``backend='triton'``) cannot serve the call."""
-
-
-__all__ += ["KernelUnavailableError"]

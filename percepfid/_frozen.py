@@ -68,19 +68,11 @@ def mark_frozen(module: nn.Module) -> nn.Module:
     return module
 
 
-def frozen_parameter_ids(owner: nn.Module) -> set[int]:
-    """``id()`` of every parameter that lives in a module marked by :func:`mark_frozen`."""
-    return {
-        id(parameter)
-        for module in owner.modules()
-        if getattr(module, FROZEN_ATTR, False)
-        for parameter in module.parameters()
-    }
-
-
 def requires_grad_except_frozen(owner: nn.Module, requires_grad: bool) -> nn.Module:
-    """``owner.requires_grad_(requires_grad)`` that leaves marked frozen parts frozen."""
-    frozen = frozen_parameter_ids(owner)
+    """``owner.requires_grad_(requires_grad)`` that leaves parts marked by :func:`mark_frozen`
+    frozen."""
+    marked = (m for m in owner.modules() if getattr(m, FROZEN_ATTR, False))
+    frozen = {id(parameter) for module in marked for parameter in module.parameters()}
     for parameter in owner.parameters():
         if id(parameter) not in frozen:
             parameter.requires_grad_(requires_grad)

@@ -9,22 +9,14 @@ from types import ModuleType
 
 from ._errors import MissingDependencyError
 
-# import name -> (pip extra, distribution name shown in the message)
-_EXTRAS: dict[str, tuple[str, str]] = {
-    "timm": ("", "timm"),
-    "open_clip": ("clip", "open_clip_torch"),
-    "transformers": ("blip", "transformers"),
-    "peft": ("lora", "peft"),
-    "triton": ("", "triton"),
-    "scipy": ("eval", "scipy"),
-    "pyiqa": ("pyiqa", "pyiqa"),
-    "lpips": ("bench", "lpips"),
-    "matplotlib": ("plot", "matplotlib"),
-    "torchmetrics": ("metrics", "torchmetrics"),
-    "PIL": ("", "pillow"),
-    "basicsr": ("basicsr", "basicsr-fixed"),
-    "spandrel": ("sr", "spandrel"),
-}
+# import name -> the pip extra that installs it
+_EXTRAS = dict(
+    pair.split("=")
+    for pair in "open_clip=clip transformers=blip peft=lora scipy=eval pyiqa=pyiqa lpips=bench "
+    "matplotlib=plot torchmetrics=metrics basicsr=basicsr spandrel=sr".split()
+)
+# import name -> distribution, where no extra installs it and the two names differ
+_DISTRIBUTIONS = {"PIL": "pillow"}
 
 
 @cache
@@ -38,10 +30,9 @@ def is_available(module: str) -> bool:
 
 def install_hint(module: str) -> str:
     """The pip command that installs ``module`` the way percepfid expects."""
-    extra, dist = _EXTRAS.get(module, ("", module))
-    if extra:
-        return f"pip install 'percepfid[{extra}]'"
-    return f"pip install {dist}"
+    if module in _EXTRAS:
+        return f"pip install 'percepfid[{_EXTRAS[module]}]'"
+    return f"pip install {_DISTRIBUTIONS.get(module, module)}"
 
 
 def require(module: str, feature: str) -> ModuleType:

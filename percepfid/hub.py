@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, get_type_hints
 
 from ._checks import check_choice, check_int
 from ._errors import ArgumentError, DTypeError, UnknownNameError, WeightsError
@@ -64,18 +65,6 @@ KINDS: tuple[str, ...] = ("backbone", "head", "rqi", "iqa")
 SCHEMA_VERSION = 1
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "kind": (str,),
-    "repo_id": (str,),
-    "filename": (str,),
-    "revision": (str, type(None)),
-    "sha256": (str, type(None)),
-    "size": (int, type(None)),
-    "licence": (str,),
-    "source": (str,),
-    "notes": (str,),
-}
 _HASH_CHUNK = 1 << 20
 
 
@@ -121,6 +110,10 @@ class ManifestEntry:
         return asdict(self)
 
 
+# field -> its type, in field order (the JSON schema of one entry)
+_ENTRY_TYPES: dict[str, Any] = get_type_hints(ManifestEntry)
+
+
 # --------------------------------------------------------------------------- manifest
 
 
@@ -130,45 +123,45 @@ def manifest_path() -> Path:
 
 
 def _validate_entry(raw: Any, index: int, where: str) -> ManifestEntry:
+    at = f"{where}: entries[{index}]"
     if not isinstance(raw, Mapping):
-        raise WeightsError(f"{where}: entries[{index}] must be a JSON object; got {raw!r}")
-    missing = [key for key in _ENTRY_FIELDS if key not in raw]
-    extra = [key for key in raw if key not in _ENTRY_FIELDS]
+        raise WeightsError(f"{at} must be a JSON object; got {raw!r}")
+    missing = [key for key in _ENTRY_TYPES if key not in raw]
+    extra = [key for key in raw if key not in _ENTRY_TYPES]
     if missing or extra:
         raise WeightsError(
-            f"{where}: entries[{index}] ({raw.get('name')!r}) must have exactly the fields "
-            f"{', '.join(_ENTRY_FIELDS)}; missing {missing}, unexpected {extra}"
+            f"{at} ({raw.get('name')!r}) must have exactly the fields "
+            f"{', '.join(_ENTRY_TYPES)}; missing {missing}, unexpected {extra}"
         )
-    for key, types in _ENTRY_FIELDS.items():
-        value = raw[key]
-        if not isinstance(value, types) or isinstance(value, bool):
-            allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise WeightsError(
-                f"{where}: entries[{index}].{key} ({raw['name']!r}) must be {allowed}; "
-                f"got {value!r}"
-            )
-    if raw["kind"] not in KINDS:
-        raise WeightsError(
-            f"{where}: entries[{index}].kind ({raw['name']!r}) must be one of {KINDS}; "
-            f"got {raw['kind']!r}"
-        )
-    if raw["sha256"] is not None and not _SHA256.fullmatch(raw["sha256"]):
-        raise WeightsError(
-            f"{where}: entries[{index}].sha256 ({raw['name']!r}) must be 64 lowercase hex "
-            f"digits or null; got {raw['sha256']!r}"
-        )
-    if raw["size"] is not None and raw["size"] <= 0:
-        raise WeightsError(
-            f"{where}: entries[{index}].size ({raw['name']!r}) must be a positive number of "
-            f"bytes or null; got {raw['size']!r}"
-        )
-    for key in ("name", "repo_id", "filename"):
-        if not raw[key].strip():
-            raise WeightsError(f"{where}: entries[{index}].{key} must not be empty")
+    for key, kind in _ENTRY_TYPES.items():
+        if isinstance(raw[key], bool) or not isinstance(raw[key], kind):
+            allowed = ManifestEntry.__annotations__[key].replace(" | None", " or null")
+            raise WeightsError(f"{at}.{key} ({raw['name']!r}) must be {allowed}; got {raw[key]!r}")
+    for key, valid, rule in (
+        ("kind", raw["kind"] in KINDS, f"one of {KINDS}"),
+        (
+            "sha256",
+            raw["sha256"] is None or _SHA256.fullmatch(raw["sha256"]),
+            "64 lowercase hex digits",
+        ),
+        ("size", raw["size"] is None or raw["size"] > 0, "a positive number of bytes or null"),
+        *((key, raw[key].strip(), "a non-empty str") for key in ("name", "repo_id", "filename")),
+    ):
+        if not valid:
+            raise WeightsError(f"{at}.{key} ({raw['name']!r}) must be {rule}; got {raw[key]!r}")
     return ManifestEntry(**raw)
 
 
-def _parse_manifest(document: Any, where: str) -> Mapping[str, ManifestEntry]:
+@lru_cache(maxsize=8)
+def _load_manifest_cached(where: str) -> Mapping[str, ManifestEntry]:
+    try:
+        text = Path(where).read_text(encoding="utf-8")
+    except OSError as error:
+        raise WeightsError(f"cannot read the weights manifest {where}: {error}") from error
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"the weights manifest {where} is not valid JSON: {error}") from error
     if not isinstance(document, Mapping) or "entries" not in document:
         raise WeightsError(f"{where}: expected a JSON object with 'schema_version' and 'entries'")
     version = document.get("schema_version")
@@ -187,19 +180,6 @@ def _parse_manifest(document: Any, where: str) -> Mapping[str, ManifestEntry]:
             raise WeightsError(f"{where}: the name {entry.name!r} appears more than once")
         entries[entry.name] = entry
     return MappingProxyType(entries)
-
-
-@lru_cache(maxsize=8)
-def _load_manifest_cached(path: str) -> Mapping[str, ManifestEntry]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise WeightsError(f"cannot read the weights manifest {path}: {error}") from error
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise WeightsError(f"the weights manifest {path} is not valid JSON: {error}") from error
-    return _parse_manifest(document, path)
 
 
 def load_manifest(path: PathLike | None = None) -> Mapping[str, ManifestEntry]:
@@ -247,16 +227,14 @@ def manifest_entry(
     """
     if not isinstance(name, str):
         raise DTypeError(f"name must be a str; got {type(name).__name__} {name!r}")
-    entries = _as_manifest(manifest)
-    try:
-        return entries[name]
-    except KeyError:
-        raise UnknownNameError(
-            "weights entry",
-            name,
-            entries.keys(),
-            hint="See percepfid.hub.list_weights() for every known name.",
-        ) from None
+    return _lookup(_as_manifest(manifest), name, "")
+
+
+def _lookup(entries: Mapping[str, ManifestEntry], name: str, hint: str) -> ManifestEntry:
+    if name not in entries:
+        hint += "See percepfid.hub.list_weights() for every known name."
+        raise UnknownNameError("weights entry", name, entries.keys(), hint=hint)
+    return entries[name]
 
 
 def list_weights(
@@ -297,69 +275,57 @@ _verified_lock = threading.Lock()
 _hash_memo: dict[tuple[str, int, int, int], str] = {}
 
 
-def _file_key(path: Path) -> tuple[str, int, int, int]:
-    real = os.path.realpath(path)
-    stat = os.stat(real)
-    return (real, stat.st_size, stat.st_mtime_ns, stat.st_ino)
-
-
 def sha256_file(path: PathLike) -> str:
     """The lowercase hex sha256 of a file, read in 1 MiB chunks (constant memory).
 
     The digest is remembered for the process while the file keeps its size, modification
     time and inode, so verifying a cached file a second time costs one ``stat``.
     """
-    key = _file_key(Path(path))
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    key = (real, stat.st_size, stat.st_mtime_ns, stat.st_ino)
     with _verified_lock:
-        known = _hash_memo.get(key)
-    if known is not None:
-        return known
+        if key in _hash_memo:
+            return _hash_memo[key]
     digest = hashlib.sha256()
-    with open(key[0], "rb") as handle:
+    with open(real, "rb") as handle:
         for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
             digest.update(chunk)
-    value = digest.hexdigest()
     with _verified_lock:
-        _hash_memo[key] = value
-    return value
+        _hash_memo[key] = digest.hexdigest()
+    return _hash_memo[key]
 
 
-def _forget_hash(path: Path) -> None:
-    real = os.path.realpath(path)
-    with _verified_lock:
-        for key in [key for key in _hash_memo if key[0] == real]:
-            del _hash_memo[key]
-
-
-def _check_sha256_argument(sha256: str | None) -> str | None:
-    if sha256 is None:
-        return None
-    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256.lower()):
-        raise ArgumentError(f"sha256 must be 64 hex digits or None; got {sha256!r}")
-    return sha256.lower()
+def _expected(sha256: Any, size: Any) -> tuple[str | None, int | None]:
+    """The ``sha256`` and ``size`` arguments, checked; the digest in lowercase."""
+    if sha256 is not None:
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256.lower()):
+            raise ArgumentError(f"sha256 must be 64 hex digits or None; got {sha256!r}")
+        sha256 = sha256.lower()
+    if size is not None:
+        size = check_int(size, "size", minimum=1)
+    return sha256, size
 
 
 def _mismatch(path: Path, sha256: str | None, size: int | None) -> str | None:
-    """A description of how ``path`` differs from the expected size/sha256, or None."""
+    """How ``path`` differs from the expected size and sha256 (checked first), or None."""
     actual_size = os.path.getsize(path)
     if size is not None and actual_size != size:
         return f"expected {size} bytes, found {actual_size} bytes"
-    if sha256 is not None:
-        actual = sha256_file(path)
-        if actual != sha256:
-            return f"expected sha256 {sha256}, got {actual} ({actual_size} bytes)"
+    if sha256 is not None and sha256_file(path) != sha256:
+        return f"expected sha256 {sha256}, got {sha256_file(path)} ({actual_size} bytes)"
     return None
 
 
 def _evict_cached(pointer: Path) -> None:
     """Remove a cached file: the blob it points to and the snapshot entry itself."""
-    blob = Path(os.path.realpath(pointer))
-    _forget_hash(pointer)
-    for path in (pointer, blob):
+    blob = os.path.realpath(pointer)
+    with _verified_lock:
+        for key in [key for key in _hash_memo if key[0] == blob]:
+            del _hash_memo[key]
+    for path in (pointer, Path(blob)):
         try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+            path.unlink(missing_ok=True)
         except OSError as error:  # pragma: no cover - depends on the filesystem
             logger.warning("could not remove the corrupt cached file %s: %s", path, error)
 
@@ -375,114 +341,93 @@ def is_offline() -> bool:
     """
     from huggingface_hub import constants
 
-    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        value = os.environ.get(variable, "").strip().upper()
-        if value in {"1", "ON", "YES", "TRUE"}:
-            return True
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def _where(repo_id: str, filename: str, revision: str | None) -> str:
-    return f"{repo_id}/{filename} (revision {revision or 'main'})"
-
-
-def _predownload_hint(repo_id: str, filename: str, revision: str | None, name: str | None) -> str:
-    revision_flag = f" --revision {revision}" if revision else ""
-    commands = []
-    if name is not None:
-        commands.append(f"`percepfid weights download {name}`")
-    commands.append(f"`hf download {repo_id} {filename}{revision_flag}`")
-    return (
-        "Pre-download it on a machine with network access with "
-        + " or ".join(commands)
-        + " (the same cache, HF_HOME or HF_HUB_CACHE, must be visible here), "
-        "or pass the path of a local copy instead."
+    values = (
+        os.environ.get(v, "").strip().upper() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
+    return any(v in {"1", "ON", "YES", "TRUE"} for v in values) or bool(constants.HF_HUB_OFFLINE)
 
 
 def _download(
-    repo_id: str,
-    filename: str,
-    *,
-    revision: str | None,
-    sha256: str | None,
-    size: int | None,
+    repo_id: Any,
+    filename: Any,
+    revision: Any,
+    sha256: Any,
+    size: Any,
     cache_dir: PathLike | None,
     local_files_only: bool | None,
     name: str | None,
 ) -> Path:
+    """:func:`download`; ``name``, a manifest name, goes into the pre-download hint."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     for label, value in (("repo_id", repo_id), ("filename", filename)):
         if not isinstance(value, str) or not value:
             raise ArgumentError(f"{label} must be a non-empty str; got {value!r}")
     if revision is not None and (not isinstance(revision, str) or not revision):
         raise ArgumentError(f"revision must be a non-empty str or None; got {revision!r}")
-    sha256 = _check_sha256_argument(sha256)
-    if size is not None:
-        size = check_int(size, "size", minimum=1)
+    sha256, size = _expected(sha256, size)
     offline = is_offline() if local_files_only is None else bool(local_files_only)
-    where = _where(repo_id, filename, revision)
-
+    where = f"{repo_id}/{filename} (revision {revision or 'main'})"
     try:
-        local = hf_hub_download(
-            repo_id=repo_id,
-            filename=filename,
-            revision=revision,
-            cache_dir=None if cache_dir is None else str(cache_dir),
-            local_files_only=offline,
-            library_name="percepfid",
-            library_version=__version__,
+        path = Path(
+            hf_hub_download(
+                repo_id=repo_id,
+                filename=filename,
+                revision=revision,
+                cache_dir=None if cache_dir is None else str(cache_dir),
+                local_files_only=offline,
+                library_name="percepfid",
+                library_version=__version__,
+            )
         )
-    except LocalEntryNotFoundError as error:
-        if offline:
-            reason = (
-                "is not in the local Hugging Face cache and downloads are switched off "
-                "(HF_HUB_OFFLINE=1 or local_files_only=True)."
-            )
-        else:
-            reason = (
-                "is not in the local Hugging Face cache and the Hub could not be reached "
-                "(with no network, set HF_HUB_OFFLINE=1 to use the cache only and fail fast)."
-            )
-        raise WeightsError(
-            f"{where} {reason} {_predownload_hint(repo_id, filename, revision, name)}"
-        ) from error
-    except GatedRepoError as error:
-        raise WeightsError(
-            f"{where}: the repository is gated. Accept its licence on "
-            f"https://huggingface.co/{repo_id} and log in with `hf auth login`."
-        ) from error
-    except RepositoryNotFoundError as error:
-        raise WeightsError(
-            f"{where}: the Hub repository {repo_id!r} does not exist or is private "
-            "(log in with `hf auth login` if you have access)."
-        ) from error
-    except RevisionNotFoundError as error:
-        raise WeightsError(
-            f"{where}: the revision {revision!r} does not exist in {repo_id!r}."
-        ) from error
-    except EntryNotFoundError as error:
-        raise WeightsError(f"{where}: the repository has no file {filename!r}.") from error
-    except HfHubHTTPError as error:
-        raise WeightsError(f"{where}: the Hub answered with an error: {error}") from error
     except Exception as error:  # noqa: BLE001 - a transfer cut short, a network error, ...
-        raise WeightsError(
-            f"{where}: the download failed ({type(error).__name__}: {error}). Check the "
-            "network and retry (the cache resumes partial downloads); with no network set "
-            f"HF_HUB_OFFLINE=1 to use the cache only. "
-            f"{_predownload_hint(repo_id, filename, revision, name)}"
-        ) from error
+        from huggingface_hub import errors
 
-    path = Path(local)
+        flag = f" --revision {revision}" if revision else ""
+        commands = [f"`percepfid weights download {name}`"] if name is not None else []
+        commands.append(f"`hf download {repo_id} {filename}{flag}`")
+        predownload = (
+            "Pre-download it on a machine with network access with "
+            + " or ".join(commands)
+            + " (the same cache, HF_HOME or HF_HUB_CACHE, must be visible here), "
+            "or pass the path of a local copy instead."
+        )
+        cut_off = (
+            "downloads are switched off (HF_HUB_OFFLINE=1 or local_files_only=True)"
+            if offline
+            else "the Hub could not be reached (with no network, set HF_HUB_OFFLINE=1 to use "
+            "the cache only and fail fast)"
+        )
+        reasons = (  # the first that fits: subclasses before their bases
+            (
+                errors.LocalEntryNotFoundError,
+                f" is not in the local Hugging Face cache and {cut_off}. {predownload}",
+            ),
+            (
+                errors.GatedRepoError,
+                f": the repository is gated. Accept its licence on "
+                f"https://huggingface.co/{repo_id} and log in with `hf auth login`.",
+            ),
+            (
+                errors.RepositoryNotFoundError,
+                f": the Hub repository {repo_id!r} does not exist or "
+                "is private (log in with `hf auth login` if you have access).",
+            ),
+            (
+                errors.RevisionNotFoundError,
+                f": the revision {revision!r} does not exist in {repo_id!r}.",
+            ),
+            (errors.EntryNotFoundError, f": the repository has no file {filename!r}."),
+            (errors.HfHubHTTPError, f": the Hub answered with an error: {error}"),
+            (
+                Exception,
+                f": the download failed ({type(error).__name__}: {error}). Check the "
+                "network and retry (the cache resumes partial downloads); with no network set "
+                f"HF_HUB_OFFLINE=1 to use the cache only. {predownload}",
+            ),
+        )
+        why = next(why for kind, why in reasons if isinstance(error, kind))
+        raise WeightsError(where + why) from error
     problem = _mismatch(path, sha256, size)
     if problem is not None:
         _evict_cached(path)
@@ -538,35 +483,10 @@ def download(
         >>> from percepfid.hub import download
         >>> path = download("timm/vit_base_patch14_dinov2.lvd142m", "model.safetensors")  # doctest: +SKIP
     """
-    return _download(
-        repo_id,
-        filename,
-        revision=revision,
-        sha256=sha256,
-        size=size,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        name=None,
-    )
+    return _download(repo_id, filename, revision, sha256, size, cache_dir, local_files_only, None)
 
 
-def _verify_local(path: Path, sha256: str | None, size: int | None) -> Path:
-    problem = _mismatch(path, _check_sha256_argument(sha256), size)
-    if problem is not None:
-        # A user's own file is never deleted.
-        raise ChecksumError(f"the local file {path} failed verification: {problem}.")
-    return path
-
-
-def download_or_path(
-    source: PathLike,
-    filename: str | None = None,
-    *,
-    revision: str | None = None,
-    sha256: str | None = None,
-    cache_dir: PathLike | None = None,
-    local_files_only: bool | None = None,
-) -> Path:
+def download_or_path(source: PathLike, filename: str | None = None, **options: Any) -> Path:
     """A local file, a file in a local folder, or a file downloaded from the Hub.
 
     Args:
@@ -574,8 +494,9 @@ def download_or_path(
             or a Hub repository id (then ``filename`` is downloaded with :func:`download`).
             A :class:`os.PathLike` is always treated as a local path.
         filename: the file inside the folder or repository.
-        revision, sha256, cache_dir, local_files_only: as in :func:`download`; ``sha256``
-            is checked for local files too (they are never deleted).
+        **options: the keyword arguments of :func:`download` (``revision``, ``sha256``,
+            ``size``, ``cache_dir``, ``local_files_only``); ``sha256`` and ``size`` are
+            checked for local files too (they are never deleted).
 
     Returns:
         The path of the file.
@@ -588,27 +509,24 @@ def download_or_path(
     if not is_pathlike and not isinstance(source, str):
         raise DTypeError(f"source must be a str or a path; got {type(source).__name__}")
     local = Path(source).expanduser()
-    if is_pathlike or local.exists():
-        if local.is_dir():
-            if filename is None:
-                raise WeightsError(f"{local} is a folder: pass filename= to pick a file in it")
-            local = local / filename
-        if not local.is_file():
-            raise WeightsError(f"no such weights file: {local}")
-        return _verify_local(local, sha256, None)
-    if filename is None:
-        raise WeightsError(
-            f"{source!r} is neither an existing file nor folder; to download it from the Hub "
-            "as a repository id, pass filename="
-        )
-    return download(
-        str(source),
-        filename,
-        revision=revision,
-        sha256=sha256,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-    )
+    if not is_pathlike and not local.exists():
+        if filename is None:
+            raise WeightsError(
+                f"{source!r} is neither an existing file nor folder; to download it from the "
+                "Hub as a repository id, pass filename="
+            )
+        return download(source, filename, **options)
+    inspect.signature(download).bind(source, filename, **options)  # TypeError on a typo
+    if local.is_dir():
+        if filename is None:
+            raise WeightsError(f"{local} is a folder: pass filename= to pick a file in it")
+        local = local / filename
+    if not local.is_file():
+        raise WeightsError(f"no such weights file: {local}")
+    problem = _mismatch(local, *_expected(options.get("sha256"), options.get("size")))
+    if problem is not None:  # a user's own file is never deleted
+        raise ChecksumError(f"the local file {local} failed verification: {problem}.")
+    return local
 
 
 def resolve(
@@ -648,25 +566,11 @@ def resolve(
     if not isinstance(name, str):
         raise DTypeError(f"name must be a str or a path; got {type(name).__name__} {name!r}")
     entries = _as_manifest(manifest)
-    entry = entries.get(name)
-    if entry is None:
-        if Path(name).expanduser().is_file():
-            return Path(name).expanduser()
-        raise UnknownNameError(
-            "weights entry",
-            name,
-            entries.keys(),
-            hint="It is not an existing file either. See percepfid.hub.list_weights().",
-        )
+    if name not in entries and Path(name).expanduser().is_file():
+        return Path(name).expanduser()
+    e = _lookup(entries, name, "It is not an existing file either. ")
     return _download(
-        entry.repo_id,
-        entry.filename,
-        revision=entry.revision,
-        sha256=entry.sha256,
-        size=entry.size,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        name=entry.name,
+        e.repo_id, e.filename, e.revision, e.sha256, e.size, cache_dir, local_files_only, e.name
     )
 
 

@@ -1,44 +1,21 @@
 """percepfid in BasicSR: losses and validation metrics that a YAML file names.
 
-Importing this module registers, under names that cannot collide with BasicSR's own:
-
-Losses, in ``LOSS_REGISTRY`` (built by ``basicsr.losses.build_loss`` from a ``*_opt`` block):
-
-- ``PercepfidHLFLoss``: :class:`percepfid.HLFLoss` (high-level fidelity to the GT).
-- ``PercepfidRQILoss``: :class:`percepfid.RQILoss` (relative quality of the output vs the GT).
-- ``PercepfidNRIQALoss``: ``loss_weight * reduce(-Q(output))`` for a no-reference model
-  ``Q`` from :func:`percepfid.create_nriqa` (the GT is not used).
-- ``PercepfidSumLoss``: the sum of several registered losses, to put more than one loss in
-  one slot (BasicSR's ``SRModel`` has two: ``pixel_opt`` and ``perceptual_opt``).
-
-Every loss takes BasicSR's ``loss_weight`` (percepfid's ``weight``) and ``reduction``; the
-other options are the percepfid class's keyword arguments (``backbone``, ``pretrained``,
-``image_size``, ``head``, ...). ``pixel_opt`` expects one tensor and ``perceptual_opt`` a
-pair ``(perceptual, style)``: set ``as_tuple: true`` in ``perceptual_opt`` and the loss
-returns ``(loss, None)``. The network output is clamped to ``[0, 1]`` before it is scored,
-as BasicSR clamps it when it saves an image (clamped pixels pass no gradient through this
-loss; the pixel loss still sees them).
-
-Metrics, in ``METRIC_REGISTRY`` (for ``val.metrics``; each a function
-``f(img, img2, crop_border, **options) -> float`` on BasicSR's uint8 BGR ``HWC`` images,
-converted here to RGB floats in ``[0, 1]`` after ``crop_border`` pixels are cut from each
-side):
-
-- ``calculate_percepfid_hlf``: HLF fidelity of ``img`` to ``img2`` (higher is better).
-- ``calculate_percepfid_rqi``: RQI score of ``img`` relative to ``img2`` (> 0: ``img``
-  looks better; higher is better).
-- ``calculate_percepfid_nriqa``: a no-reference score of ``img`` (``img2`` is ignored).
-
-The model behind a metric is built on the first call and reused for every later call with
-the same options (:func:`clear_metric_cache` drops them).
-
-BasicSR imports only its own loss and metric files, so import this module before the
-training pipeline starts, e.g. in a launch script::
+Importing this module registers ``PercepfidHLFLoss``, ``PercepfidRQILoss``,
+``PercepfidNRIQALoss`` and ``PercepfidSumLoss`` in BasicSR's ``LOSS_REGISTRY`` (built by
+``basicsr.losses.build_loss`` from a ``*_opt`` block), and ``calculate_percepfid_hlf``,
+``calculate_percepfid_rqi`` and ``calculate_percepfid_nriqa`` in its ``METRIC_REGISTRY``
+(for ``val.metrics``): names that cannot collide with BasicSR's own. BasicSR imports only
+its own loss and metric files, so import this module before the training pipeline starts::
 
     import percepfid.integrations.basicsr  # noqa: F401  (registers the names above)
     from basicsr.train import train_pipeline
 
     train_pipeline(os.getcwd())
+
+The network output is clamped to ``[0, 1]`` before a loss scores it, as BasicSR clamps it
+when it saves an image (clamped pixels pass no gradient through this loss; the pixel loss
+still sees them). A metric builds its model on the first call and reuses it for every later
+call with the same options (:func:`clear_metric_cache` drops them).
 
 Requires ``pip install 'percepfid[basicsr]'`` (the ``basicsr-fixed`` distribution; the
 original ``basicsr`` 1.4.2 imports a torchvision module removed in torchvision 0.17).
@@ -55,9 +32,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_image, check_input_range, check_reduction
+from .._checks import (
+    check_choice,
+    check_image,
+    check_input_range,
+    check_int,
+    check_number,
+    check_reduction,
+    check_seed,
+)
 from .._errors import ArgumentError, DTypeError, MissingDependencyError, ShapeError
 from .._frozen import exclude_from_state_dict
+from .._imports import install_hint
 from ..functional import nriqa_reward_loss, to_unit
 from ..iqa import create_nriqa
 from ..losses import HLFLoss, RQILoss
@@ -67,18 +53,17 @@ try:
     from basicsr.losses import build_loss
     from basicsr.utils.registry import LOSS_REGISTRY, METRIC_REGISTRY
 except ImportError as _error:  # pragma: no cover - exercised in a test by hiding basicsr
-    _INSTALL = "pip install 'percepfid[basicsr]'"
-    _missing = isinstance(_error, ModuleNotFoundError) and (_error.name or "").split(".")[0]
-    if _missing == "basicsr":
-        _why = "BasicSR is not installed"
-    else:
-        _why = (
-            f"BasicSR is installed but failed to import ({_error}); the original 'basicsr' "
-            "1.4.2 release imports a torchvision module removed in torchvision 0.17, "
-            "'basicsr-fixed' does not"
-        )
+    _why = (
+        "BasicSR is not installed"
+        if isinstance(_error, ModuleNotFoundError)
+        and (_error.name or "").partition(".")[0] == "basicsr"
+        else f"BasicSR is installed but failed to import ({_error}); the original 'basicsr' "
+        "1.4.2 release imports a torchvision module removed in torchvision 0.17, "
+        "'basicsr-fixed' does not"
+    )
     raise MissingDependencyError(
-        f"percepfid.integrations.basicsr requires BasicSR: {_why}. Install it with: {_INSTALL}"
+        f"percepfid.integrations.basicsr requires BasicSR: {_why}. "
+        f"Install it with: {install_hint('basicsr')}"
     ) from _error
 
 logger = logging.getLogger(__name__)
@@ -115,9 +100,7 @@ def _reject_weight(options: Mapping[str, Any], loss: str) -> None:
 def _clamped(output: Any, input_range: tuple[float, float] | None) -> torch.Tensor:
     """The network output clamped to ``input_range``, as BasicSR clamps it to save it."""
     check_image(output, "output", input_range=None)
-    if input_range is None:
-        return output
-    return output.clamp(*input_range)
+    return output if input_range is None else output.clamp(*input_range)
 
 
 def _slot(loss: torch.Tensor, as_tuple: bool) -> torch.Tensor | tuple[torch.Tensor, None]:
@@ -234,8 +217,8 @@ class PercepfidNRIQALoss(nn.Module):
         _reject_weight(iqa_options, type(self).__name__)
         if not isinstance(iqa, str):
             raise DTypeError(f"iqa must be an NR-IQA model name; got {type(iqa).__name__}")
-        self.loss_weight = _check_number(loss_weight, "loss_weight")
-        self.q_scale = _check_number(q_scale, "q_scale")
+        self.loss_weight = check_number(loss_weight, "loss_weight")
+        self.q_scale = check_number(q_scale, "q_scale")
         self.reduction = check_reduction(reduction)
         self.as_tuple = _check_flag(as_tuple, "as_tuple")
         self.input_range = check_input_range(input_range)
@@ -308,30 +291,19 @@ class PercepfidSumLoss(nn.Module):
                 )
         self.names = [str(block["type"]) for block in losses]
         self.terms = nn.ModuleList(build_loss(dict(block)) for block in losses)
-        self.loss_weight = _check_number(loss_weight, "loss_weight")
+        self.loss_weight = check_number(loss_weight, "loss_weight")
         self.as_tuple = _check_flag(as_tuple, "as_tuple")
 
     def forward(self, output: torch.Tensor, gt: torch.Tensor) -> Any:
         """``loss_weight * sum(term(output, gt))``, alone or as ``(sum, None)``."""
-        total: torch.Tensor | None = None
-        for term in self.terms:
-            value = term(output, gt)
-            parts = value if isinstance(value, tuple) else (value,)
-            for part in parts:
-                if part is not None:
-                    total = part if total is None else total + part
-        if total is None:
+        values = [term(output, gt) for term in self.terms]
+        parts = [p for v in values for p in (v if isinstance(v, tuple) else (v,)) if p is not None]
+        if not parts:
             raise ArgumentError(f"every term of PercepfidSumLoss({self.names}) returned None")
-        return _slot(self.loss_weight * total, self.as_tuple)
+        return _slot(self.loss_weight * sum(parts[1:], start=parts[0]), self.as_tuple)
 
     def extra_repr(self) -> str:
         return f"names={self.names}, loss_weight={self.loss_weight}, as_tuple={self.as_tuple}"
-
-
-def _check_number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DTypeError(f"{name} must be a number; got {type(value).__name__} {value!r}")
-    return float(value)
 
 
 # -------------------------------------------------------------------------- metrics
@@ -342,19 +314,6 @@ _MODELS: dict[tuple[str, str, str], nn.Module] = {}
 def clear_metric_cache() -> None:
     """Drop the models built by the metric functions (the next call builds them again)."""
     _MODELS.clear()
-
-
-def _metric_model(
-    kind: str, build: Callable[..., nn.Module], options: Mapping[str, Any], device: torch.device
-) -> nn.Module:
-    """The model for ``options`` on ``device``: built once, then reused."""
-    key = (kind, str(device), json.dumps(options, sort_keys=True, default=repr))
-    model = _MODELS.get(key)
-    if model is None:
-        logger.info("building the %s metric model (%s) on %s", kind, key[2], device)
-        model = build(**options).to(device).eval()
-        _MODELS[key] = model
-    return model
 
 
 def _device(device: Any) -> torch.device:
@@ -376,30 +335,21 @@ def _image_tensor(
         raise DTypeError(
             f"{name} must be a numpy array (BasicSR's tensor2img); got {type(img).__name__}"
         )
-    if input_order not in ("HWC", "CHW"):
-        raise ArgumentError(f"input_order must be 'HWC' or 'CHW'; got {input_order!r}")
-    if input_order == "CHW":
-        if img.ndim != 3:
-            raise ShapeError(f"{name} must be a (3, H, W) BGR image; got shape {img.shape}")
+    check_choice(input_order, "input_order", ("HWC", "CHW"))
+    shape = img.shape
+    if input_order == "CHW" and img.ndim == 3:
         img = img.transpose(1, 2, 0)
     if img.ndim != 3 or img.shape[2] != 3:
+        layout = "(H, W, 3)" if input_order == "HWC" else "(3, H, W)"
         raise ShapeError(
-            f"{name} must be an (H, W, 3) BGR image as BasicSR's tensor2img writes; got shape {img.shape}"
+            f"{name} must be a {layout} BGR image as BasicSR's tensor2img writes; got shape {shape}"
         )
-    if img.dtype == np.uint8:
-        scale = 255.0
-    elif img.dtype == np.uint16:
-        scale = 65535.0
-    else:
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(img.dtype)
+    if scale is None:
         raise DTypeError(
             f"{name} must be a uint8 (or uint16) image as BasicSR's tensor2img writes; got dtype {img.dtype}"
         )
-    if (
-        isinstance(crop_border, bool)
-        or not isinstance(crop_border, (int, np.integer))
-        or crop_border < 0
-    ):
-        raise ArgumentError(f"crop_border must be an int >= 0; got {crop_border!r}")
+    crop_border = check_int(crop_border, "crop_border", minimum=0)
     if crop_border:
         img = img[crop_border:-crop_border, crop_border:-crop_border]
         if img.size == 0:
@@ -409,132 +359,111 @@ def _image_tensor(
     return tensor.permute(2, 0, 1).unsqueeze(0)
 
 
-def _check_y_channel(test_y_channel: Any) -> None:
-    if test_y_channel:
-        raise ArgumentError(
-            "percepfid metrics score RGB images; set test_y_channel: false (or leave it out)"
-        )
-
-
-def calculate_percepfid_hlf(
-    img: np.ndarray,
-    img2: np.ndarray,
-    crop_border: int = 0,
-    input_order: str = "HWC",
-    test_y_channel: bool = False,
-    device: Any = None,
-    better: str | None = None,
-    **options: Any,
-) -> float:
-    """HLF fidelity of ``img`` (SR) to ``img2`` (GT): :meth:`percepfid.HLFLoss.fidelity`.
-
-    The cosine of the two embeddings in ``[-1, 1]``, or with a calibration ``head`` the
-    predicted human fidelity in ``[0, 1]``; higher is better.
-
+_METRIC_ARGS = """
     Args:
-        img, img2: uint8 BGR images as BasicSR's validation passes them.
+        img, img2: uint8 (or uint16) BGR images as BasicSR's validation passes them.
         crop_border: pixels cut from each side before scoring.
         input_order: ``'HWC'`` or ``'CHW'``.
         test_y_channel: must be false (the model scores RGB).
         device: where the model runs; default CUDA when available.
         better: BasicSR's ``better`` key (read by BasicSR, ignored here).
-        **options: keyword arguments of :class:`percepfid.HLFLoss` (``backbone``,
-            ``pretrained``, ``head``, ``embedding``, ``crop``, ``image_size``, ...).
-    """
-    _check_y_channel(test_y_channel)
-    dev = _device(device)
-    model = _metric_model("hlf", HLFLoss, options, dev)
-    sr = _image_tensor(img, "img", crop_border, input_order, dev)
-    gt = _image_tensor(img2, "img2", crop_border, input_order, dev)
-    with torch.no_grad():
-        return float(model.fidelity(sr, gt).item())
+        **options: """
 
 
-def calculate_percepfid_rqi(
-    img: np.ndarray,
-    img2: np.ndarray,
-    crop_border: int = 0,
-    input_order: str = "HWC",
-    test_y_channel: bool = False,
-    device: Any = None,
-    better: str | None = None,
-    protocol: str | None = None,
-    seed: int = 0,
-    **options: Any,
-) -> float:
+def _metric(
+    kind: str,
+    build: Callable[..., nn.Module],
+    score: Callable[..., torch.Tensor],
+    summary: str,
+    options_doc: str,
+    score_options: tuple[str, ...] = (),
+    reference: bool = True,
+) -> Callable[..., float]:
+    """BasicSR's metric ``calculate_percepfid_<kind>``: ``score(model, img, img2, **scoring)``
+    (``img2`` only with ``reference``), ``scoring`` being the options named in
+    ``score_options``, the model ``build(**other options)``, made once per option set."""
+
+    def metric(
+        img: np.ndarray,
+        img2: np.ndarray | None = None,
+        crop_border: int = 0,
+        input_order: str = "HWC",
+        test_y_channel: bool = False,
+        device: Any = None,
+        better: str | None = None,
+        **options: Any,
+    ) -> float:
+        if test_y_channel:
+            raise ArgumentError(
+                "percepfid metrics score RGB images; set test_y_channel: false (or leave it out)"
+            )
+        scoring = {key: options.pop(key) for key in score_options if key in options}
+        dev = _device(device)
+        named = (("img", img), ("img2", img2))[: 1 + reference]
+        images = [_image_tensor(x, name, crop_border, input_order, dev) for name, x in named]
+        key = (kind, str(dev), json.dumps(options, sort_keys=True, default=repr))
+        if key not in _MODELS:
+            logger.info("building the %s metric model (%s) on %s", kind, key[2], dev)
+            _MODELS[key] = build(**options).to(dev).eval()
+        with torch.no_grad():
+            return float(score(_MODELS[key], *images, **scoring).item())
+
+    metric.__name__ = metric.__qualname__ = f"calculate_percepfid_{kind}"
+    metric.__doc__ = f"{summary}\n{_METRIC_ARGS}{options_doc}"
+    return metric
+
+
+calculate_percepfid_hlf = _metric(
+    "hlf",
+    lambda **options: HLFLoss(**options),  # looked up per call, so a test can patch it
+    lambda model, sr, gt: model.fidelity(sr, gt),
+    """HLF fidelity of ``img`` (SR) to ``img2`` (GT): :meth:`percepfid.HLFLoss.fidelity`.
+
+    The cosine of the two embeddings in ``[-1, 1]``, or with a calibration ``head`` the
+    predicted human fidelity in ``[0, 1]``; higher is better.""",
+    """keyword arguments of :class:`percepfid.HLFLoss` (``backbone``,
+            ``pretrained``, ``head``, ``embedding``, ``crop``, ``image_size``, ...).""",
+)
+
+
+def _rqi_score(
+    model: RQILoss, sr: torch.Tensor, gt: torch.Tensor, protocol: str | None = None, seed: int = 0
+) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(check_seed(seed))
+    if protocol is None:
+        return model.score(sr, gt, generator=generator)
+    return rqi_evaluate(model, sr, gt, protocol, generator)
+
+
+calculate_percepfid_rqi = _metric(
+    "rqi",
+    RQILoss,
+    _rqi_score,
     """RQI score of ``img`` (SR) relative to ``img2`` (GT): > 0 when ``img`` looks better.
 
     With ``protocol=None`` (default) one aligned crop pair is scored
     (:meth:`percepfid.RQILoss.score`); ``'paper'`` or ``'official'`` runs the multi-scale
     protocol of :func:`percepfid.rqi.evaluate` (many crops; slower). Crop positions come
-    from a generator seeded with ``seed`` on every call, so repeated validations of the
-    same image agree.
+    from a generator seeded with ``seed`` (default 0) on every call, so repeated
+    validations of the same image agree.""",
+    """``protocol``, ``seed`` and the keyword arguments of :class:`percepfid.RQILoss`
+            (``backbone``, ``head``, ``pretrained``, ``crop``, ``model_kwargs``, ...).""",
+    ("protocol", "seed"),
+)
 
-    Args:
-        img, img2: uint8 BGR images as BasicSR's validation passes them.
-        crop_border: pixels cut from each side before scoring.
-        input_order: ``'HWC'`` or ``'CHW'``.
-        test_y_channel: must be false (the model scores RGB).
-        device: where the model runs; default CUDA when available.
-        better: BasicSR's ``better`` key (read by BasicSR, ignored here).
-        protocol: ``None``, ``'paper'`` or ``'official'``.
-        seed: seed of the crop positions.
-        **options: keyword arguments of :class:`percepfid.RQILoss` (``backbone``, ``head``,
-            ``pretrained``, ``crop``, ``model_kwargs``, ...).
-    """
-    _check_y_channel(test_y_channel)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise DTypeError(f"seed must be an int; got {type(seed).__name__} {seed!r}")
-    dev = _device(device)
-    model = _metric_model("rqi", RQILoss, options, dev)
-    sr = _image_tensor(img, "img", crop_border, input_order, dev)
-    gt = _image_tensor(img2, "img2", crop_border, input_order, dev)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        if protocol is None:
-            score = model.score(sr, gt, generator=generator)
-        else:
-            score = rqi_evaluate(model, sr, gt, protocol, generator)
-    return float(score.item())
-
-
-def _build_nriqa(iqa: str = "clipiqa", **options: Any) -> nn.Module:
-    return create_nriqa(iqa, **options)
-
-
-def calculate_percepfid_nriqa(
-    img: np.ndarray,
-    img2: np.ndarray | None = None,
-    crop_border: int = 0,
-    input_order: str = "HWC",
-    test_y_channel: bool = False,
-    device: Any = None,
-    better: str | None = None,
-    **options: Any,
-) -> float:
-    """No-reference quality of ``img`` from :func:`percepfid.create_nriqa` (``img2`` ignored).
+calculate_percepfid_nriqa = _metric(
+    "nriqa",
+    lambda iqa="clipiqa", **options: create_nriqa(iqa, **options),
+    lambda model, img: model(img),
+    """No-reference quality of ``img`` from :func:`percepfid.create_nriqa` (``img2``, the GT
+    BasicSR passes, is ignored).
 
     The score is the model's own (see its ``higher_is_better``: set BasicSR's ``better``
-    key to match, e.g. ``better: higher`` for CLIP-IQA).
-
-    Args:
-        img: uint8 BGR image as BasicSR's validation passes it.
-        img2: the GT (BasicSR passes it; not used).
-        crop_border: pixels cut from each side before scoring.
-        input_order: ``'HWC'`` or ``'CHW'``.
-        test_y_channel: must be false (the model scores RGB).
-        device: where the model runs; default CUDA when available.
-        better: BasicSR's ``better`` key (read by BasicSR, ignored here).
-        **options: ``iqa`` (the model name, default ``'clipiqa'``) and the keyword
-            arguments of :func:`percepfid.create_nriqa` (``pretrained``, ``weights``,
-            ``image_size``, ...).
-    """
-    _check_y_channel(test_y_channel)
-    dev = _device(device)
-    model = _metric_model("nriqa", _build_nriqa, options, dev)
-    images = _image_tensor(img, "img", crop_border, input_order, dev)
-    with torch.no_grad():
-        return float(model(images).item())
+    key to match, e.g. ``better: higher`` for CLIP-IQA).""",
+    """``iqa`` (the model name, default ``'clipiqa'``) and the keyword arguments
+            of :func:`percepfid.create_nriqa` (``pretrained``, ``weights``, ``image_size``, ...).""",
+    reference=False,
+)
 
 
 # ---------------------------------------------------------------------- registration

@@ -7,28 +7,18 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from .._atomic import atomic_path
 from .._checks import check_positive, check_positive_int
 from .._errors import ArgumentError, DTypeError, WeightsError
 from .._imports import require
-from ._models import load_sr_model
+from ._models import load_sr_model, save_tensors
 from ._targets import LoRATargets, default_rank, find_lora_targets
-
-__all__ = [
-    "inject_lora",
-    "has_lora",
-    "lora_layer_names",
-    "lora_parameters",
-    "lora_state_dict",
-    "merge_lora",
-    "save_lora",
-    "load_lora",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +34,19 @@ def _hold_norm_stats(module: nn.Module, args: tuple) -> None:
     module.training = False
 
 
-def _lora_layer_type() -> type:
+def _lora_layers(model: nn.Module) -> dict[str, nn.Module]:
     require("peft", "LoRA fine-tuning")
     from peft.tuners.lora import LoraLayer
 
-    return LoraLayer
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
 
 
-def _lora_layers(model: nn.Module) -> dict[str, nn.Module]:
-    layer_type = _lora_layer_type()
-    return {name: m for name, m in model.named_modules() if isinstance(m, layer_type)}
+def _adapters(named: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """The adapter entries of ``(name, value)`` pairs; raises when there are none."""
+    found = {name: value for name, value in named if ".lora_" in f".{name}"}
+    if not found:
+        raise ArgumentError("model holds no LoRA adapters; call inject_lora(model, ...) first")
+    return found
 
 
 def has_lora(model: nn.Module) -> bool:
@@ -122,9 +115,7 @@ def inject_lora(
             "adapter weights with load_lora"
         )
     names = find_lora_targets(model, targets)
-    if rank is None:
-        rank = default_rank(model, targets)
-    check_positive_int(rank, "rank")
+    rank = check_positive_int(default_rank(model, targets) if rank is None else rank, "rank")
     alpha = float(rank) if alpha is None else check_positive(alpha, "alpha")
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ArgumentError(f"dropout must be in [0, 1); got {dropout!r}")
@@ -156,18 +147,12 @@ def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     Raises:
         ArgumentError: ``model`` holds no adapters.
     """
-    params = [p for name, p in model.named_parameters() if ".lora_" in f".{name}"]
-    if not params:
-        raise ArgumentError("model holds no LoRA adapters; call inject_lora(model, ...) first")
-    return params
+    return list(_adapters(model.named_parameters()).values())
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapter weights only, keyed by their names in ``model.state_dict()``."""
-    state = {k: v for k, v in model.state_dict().items() if ".lora_" in f".{k}"}
-    if not state:
-        raise ArgumentError("model holds no LoRA adapters; call inject_lora(model, ...) first")
-    return state
+    return _adapters(model.state_dict().items())
 
 
 def merge_lora(model: nn.Module, *, inplace: bool = False) -> nn.Module:
@@ -188,20 +173,15 @@ def merge_lora(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     Raises:
         ArgumentError: ``model`` holds no adapters.
     """
-    layers = _lora_layers(model)
-    if not layers:
+    if not has_lora(model):
         raise ArgumentError("model holds no LoRA adapters; nothing to merge")
     target = model if inplace else copy.deepcopy(model)
-    for name in _lora_layers(target):
-        layer = target.get_submodule(name)
+    for name, layer in _lora_layers(target).items():
         layer.merge(safe_merge=True)
-        base = layer.get_base_layer()
-        parent_name, _, child = name.rpartition(".")
-        parent = target.get_submodule(parent_name) if parent_name else target
-        setattr(parent, child, base)
+        parent, _, child = name.rpartition(".")
+        setattr(target.get_submodule(parent), child, layer.get_base_layer())
     for attribute in ("peft_config", "_percepfid_lora"):
-        if attribute in target.__dict__:
-            delattr(target, attribute)
+        target.__dict__.pop(attribute, None)
     for module in target.modules():
         hooks = module._forward_pre_hooks
         for key in [k for k, hook in hooks.items() if hook is _hold_norm_stats]:
@@ -222,9 +202,7 @@ def save_lora(model: nn.Module, path: str | os.PathLike) -> Path:
     Returns:
         The path written.
     """
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().contiguous().cpu() for k, v in lora_state_dict(model).items()}
+    state = lora_state_dict(model)
     settings = getattr(model, "_percepfid_lora", None) or _settings_from_peft(model)
     metadata = {
         "format": _FORMAT,
@@ -233,10 +211,7 @@ def save_lora(model: nn.Module, path: str | os.PathLike) -> Path:
         "dropout": repr(float(settings.get("dropout", 0.0))),
         "layers": json.dumps(lora_layer_names(model)),
     }
-    path = Path(path)
-    with atomic_path(path) as partial:
-        save_file(state, str(partial), metadata=metadata)
-    return path
+    return save_tensors(state, path, metadata)
 
 
 def _settings_from_peft(model: nn.Module) -> dict[str, float]:

@@ -13,8 +13,6 @@ from .._atomic import atomic_path
 from .._errors import ArgumentError, DTypeError, WeightsError
 from .._imports import require
 
-__all__ = ["load_sr_model", "save_sr_model"]
-
 logger = logging.getLogger(__name__)
 
 
@@ -101,16 +99,23 @@ def save_sr_model(model: nn.Module, path: str | os.PathLike) -> Path:
     Raises:
         ArgumentError: ``model`` still holds LoRA adapters (merge them first).
     """
-    from safetensors.torch import save_file
-
     state = model.state_dict()
     if any(".lora_" in f".{key}" for key in state):
         raise ArgumentError(
             "model still holds LoRA adapters, whose keys no SR loader knows; save "
             "merge_lora(model) instead (or the adapters alone with save_lora)"
         )
+    return save_tensors(state, path)
+
+
+def save_tensors(
+    state: dict[str, Any], path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write ``state`` (on the CPU, contiguous) to a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
     tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
     path = Path(path)
     with atomic_path(path) as partial:
-        save_file(tensors, str(partial))
+        save_file(tensors, str(partial), metadata=metadata)
     return path

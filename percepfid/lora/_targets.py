@@ -15,8 +15,7 @@ Three families (canonical name, alias kept from earlier releases, default rank):
   width ``d`` next to it in its block. Attention modules do not fit: a fused ``qkv``
   (``d -> 3d``) is followed by a projection that reads ``d = 3d / 3``, and separate
   ``q``, ``kv`` projections have different shapes. Position-bias MLPs (``2 -> 512 -> heads``)
-  have no norm of their width. SwinIR, HAT, Swin2SR, DAT (spatial-gate FFN), ATD (conv-FFN),
-  DRCT, RGT, CRAFT (linear and 1x1-conv FFNs), DCTLSA and FDAT are matched.
+  have no norm of their width.
 - ``'residual-convs'`` (alias ``'rrdb-convs'``, rank 24): the convolutions of residual
   dense blocks (>= 3 convolutions whose input widths strictly grow and whose last one
   returns to the first's input width: ESRGAN/RRDBNet, MMRealSR); in a network without
@@ -25,21 +24,15 @@ Three families (canonical name, alias kept from earlier releases, default rank):
   1x1 convolutions are left out.
 - ``'body-convs'`` (rank 16): every adaptable layer inside the repeated body blocks of a
   network: siblings with the same class and parameter shapes (Compact's conv list, SPAN's
-  SPABs, PLKSR's blocks, SAFMN's AttBlocks, OmniSR's layers), or, in a network without
-  such repetition (a U-Net such as RealCUGAN), instances of a block class that occurs at
-  least twice. Rank 16 is reasoned from the layers it lands on: these networks are 36 to
-  64 channels wide, so an update of a 3x3 or 1x1 convolution has full rank 36-64; 16 is a
-  quarter of 64 (the paper's SwinIR setting, 48 of 180, is about the same proportion) and
-  keeps the update clearly low-rank on the 48-channel SPAN, while a 64-channel 3x3 layer
-  still gets 16 * (9 * 64 + 64) = 10,240 trainable values, of the order of rank 24 on
-  RRDB's first dense convolution (24 * (9 * 64 + 32) = 14,592).
+  SPABs), or, in a network without such repetition (a U-Net such as RealCUGAN), instances
+  of a block class that occurs at least twice. These networks are 36 to 64 channels wide:
+  rank 16 is a quarter of 64, about the share of the paper's SwinIR rank (48 of 180).
 
 Every preset skips, in any network: the stem (every convolution reading the image's
 channels: the first registered convolution's input width when it is <= 4, else 3), the
 upsampler (a layer next to ``nn.PixelShuffle`` or ``nn.Upsample``, and the last adaptable
-layer registered), depth-wise/grouped convolutions,
-empty layers, and fused inference copies that a re-parameterised block recomputes from
-its training branches (a layer named ``eval_conv``, ``reparam``, ``rbr_reparam``, ``fused``
+layer registered), depth-wise/grouped convolutions, empty layers, and fused inference
+copies that a re-parameterised block recomputes from its training branches (a layer named ``eval_conv``, ``reparam``, ``rbr_reparam``, ``fused``
 or ``deploy``: its weights are overwritten at inference time, so an adapter there is lost).
 
 ``'auto'`` takes the first family that finds layers, in the order ``transformer-mlp``
@@ -51,23 +44,14 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
+from functools import wraps
 from typing import TypeAlias
 
 from torch import nn
 
 from .._errors import ArgumentError, DTypeError, UnknownNameError
-
-__all__ = [
-    "LORA_FAMILIES",
-    "LORA_PRESETS",
-    "PRESET_ALIASES",
-    "PRESET_RANKS",
-    "LoRATargets",
-    "find_lora_targets",
-    "lora_family",
-]
 
 #: Canonical preset families, in the order ``'auto'`` tries them.
 LORA_FAMILIES: tuple[str, ...] = ("transformer-mlp", "residual-convs", "body-convs")
@@ -76,13 +60,8 @@ PRESET_ALIASES: dict[str, str] = {"swinir-mlp": "transformer-mlp", "rrdb-convs":
 #: The rank each family uses by default: the paper's (arXiv 2504.18524) 48 for transformer
 #: MLPs and 24 for RRDB convolutions; 16 for the convolutions of lightweight networks
 #: (reasoned in the module docstring).
-PRESET_RANKS: dict[str, int] = {
-    "transformer-mlp": 48,
-    "swinir-mlp": 48,
-    "residual-convs": 24,
-    "rrdb-convs": 24,
-    "body-convs": 16,
-}
+PRESET_RANKS: dict[str, int] = dict(zip(LORA_FAMILIES, (48, 24, 16), strict=True))
+PRESET_RANKS.update({alias: PRESET_RANKS[family] for alias, family in PRESET_ALIASES.items()})
 LORA_PRESETS: tuple[str, ...] = (*LORA_FAMILIES, *PRESET_ALIASES, "auto")
 #: Rank used for a regex, a list of names or a predicate (no preset default applies).
 DEFAULT_CUSTOM_RANK = 16
@@ -126,9 +105,9 @@ def _width_out(layer: nn.Module) -> int:
 
 
 def _is_pointwise(layer: nn.Module) -> bool:
-    if isinstance(layer, nn.Linear):
-        return True
-    return isinstance(layer, nn.Conv2d) and tuple(layer.kernel_size) == (1, 1)
+    return isinstance(layer, nn.Linear) or (
+        isinstance(layer, nn.Conv2d) and tuple(layer.kernel_size) == (1, 1)
+    )
 
 
 def _is_spatial(layer: nn.Module) -> bool:
@@ -140,36 +119,43 @@ _MEMO: ContextVar[dict | None] = ContextVar("percepfid_lora_memo", default=None)
 
 
 def _memo(kind: str) -> dict:
-    memo = _MEMO.get()
-    if memo is None:  # a helper called outside an analysis: no sharing
-        return {}
-    return memo.setdefault(kind, {})
+    memo = _MEMO.get()  # None: a helper called outside an analysis, no sharing
+    return {} if memo is None else memo.setdefault(kind, {})
 
 
+def _per_model(function):
+    """Memoise ``function(module, *args)`` within one analysis, by the module's ``id`` (args
+    must be hashable or a set)."""
+
+    @wraps(function)
+    def wrapper(model, *args):
+        memo = _memo(function.__name__)
+        key = (id(model), *(frozenset(a) if isinstance(a, set) else a for a in args))
+        if key not in memo:
+            memo[key] = function(model, *args)
+        return memo[key]
+
+    return wrapper
+
+
+@_per_model
 def _wrapped(module: nn.Module) -> tuple[int, str, bool, bool]:
     """(adaptable layers inside, path of the first one, holds other parameters, holds any
     parameters)."""
-    memo = _memo("wrapped")
-    key = id(module)
-    if key in memo:
-        return memo[key]
-    own = any(True for _ in module.parameters(recurse=False))
     if _is_adaptable(module):
-        result = (1, "", False, True)
-    else:
-        count, path, anything = 0, "", own
-        # besides the layer, a pure wrapper holds only parameter-free modules or PReLUs
-        impure = own and not isinstance(module, nn.PReLU)
-        for child_name, child in module.named_children():
-            n, child_path, child_impure, child_any = _wrapped(child)
-            if n and not count:
-                path = _join(child_name, child_path)
-            count += n
-            impure = impure or child_impure
-            anything = anything or child_any
-        result = (count, path, impure, anything)
-    memo[key] = result
-    return result
+        return (1, "", False, True)
+    own = any(True for _ in module.parameters(recurse=False))
+    count, path, anything = 0, "", own
+    # besides the layer, a pure wrapper holds only parameter-free modules or PReLUs
+    impure = own and not isinstance(module, nn.PReLU)
+    for child_name, child in module.named_children():
+        n, child_path, child_impure, child_any = _wrapped(child)
+        if n and not count:
+            path = _join(child_name, child_path)
+        count += n
+        impure = impure or child_impure
+        anything = anything or child_any
+    return (count, path, impure, anything)
 
 
 def _unwrap(name: str, module: nn.Module) -> tuple[str, nn.Module] | None:
@@ -183,6 +169,7 @@ def _unwrap(name: str, module: nn.Module) -> tuple[str, nn.Module] | None:
 def _analysis(function):
     """Run ``function`` with a fresh memo unless one is active already."""
 
+    @wraps(function)
     def wrapper(*args, **kwargs):
         if _MEMO.get() is not None:
             return function(*args, **kwargs)
@@ -192,44 +179,18 @@ def _analysis(function):
         finally:
             _MEMO.reset(token)
 
-    wrapper.__name__ = function.__name__
-    wrapper.__qualname__ = function.__qualname__
-    wrapper.__doc__ = function.__doc__
-    wrapper.__wrapped__ = function
     return wrapper
 
 
 def _direct_layers(prefix: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
-    out = []
-    for child_name, child in module.named_children():
-        unwrapped = _unwrap(_join(prefix, child_name), child)
-        if unwrapped is not None:
-            out.append(unwrapped)
-    return out
+    found = (_unwrap(_join(prefix, name), child) for name, child in module.named_children())
+    return [layer for layer in found if layer is not None]
 
 
-def _norm_widths(module: nn.Module) -> Iterator[int]:
-    for sub in module.modules():
-        if "norm" not in type(sub).__name__.lower():
-            continue
-        weight = getattr(sub, "weight", None)
-        if weight is not None and weight.dim() == 1:
-            yield weight.numel()
-
-
-def _per_model(function):
-    """Memoise ``function(model, *args)`` within one analysis (args must be hashable or a set)."""
-
-    def wrapper(model, *args):
-        memo = _memo(function.__name__)
-        key = (id(model), *(frozenset(a) if isinstance(a, set) else a for a in args))
-        if key not in memo:
-            memo[key] = function(model, *args)
-        return memo[key]
-
-    wrapper.__name__ = function.__name__
-    wrapper.__doc__ = function.__doc__
-    return wrapper
+def _norm_widths(module: nn.Module) -> set[int]:
+    norms = (m for m in module.modules() if "norm" in type(m).__name__.lower())
+    weights = (getattr(norm, "weight", None) for norm in norms)
+    return {w.numel() for w in weights if w is not None and w.dim() == 1}
 
 
 # -- exclusions shared by every preset ---------------------------------------------------
@@ -304,11 +265,10 @@ def _transformer_mlps(model: nn.Module) -> list[tuple[str, bool]]:
         parent_name = name.rpartition(".")[0]
         grand_name = parent_name.rpartition(".")[0] if parent_name else ""
         context = [module, modules[parent_name]] + ([modules[grand_name]] if parent_name else [])
-        if not any(d in set(_norm_widths(block)) for block in context):
+        if not any(d in _norm_widths(block) for block in context):
             continue
         found += [(layer, isinstance(modules[layer], nn.Linear)) for layer in layers]
-    seen: set[str] = set()
-    return [(n, lin) for n, lin in found if not (n in seen or seen.add(n))]
+    return list(dict.fromkeys(found))  # a layer of nested FFNs once
 
 
 # -- family 2: residual dense / residual conv blocks -------------------------------------
@@ -349,17 +309,14 @@ def _residual_block_convs(model: nn.Module, units: list[str]) -> list[str]:
 # -- family 3: repeated body blocks ------------------------------------------------------
 
 
+@_per_model
 def _signature(module: nn.Module) -> int:
     """Equal for modules of the same class with the same parameter shapes, recursively."""
-    memo = _memo("signature")
-    key = id(module)
-    if key not in memo:
-        table = _memo("signature-table")
-        own = tuple((n, tuple(p.shape)) for n, p in module.named_parameters(recurse=False))
-        # parameter-free children (activations, Identity vs DropPath) do not tell blocks apart
-        children = tuple((n, _signature(c)) for n, c in module.named_children() if _wrapped(c)[3])
-        memo[key] = table.setdefault((type(module), own, children), len(table))
-    return memo[key]
+    table = _memo("signature-table")
+    own = tuple((n, tuple(p.shape)) for n, p in module.named_parameters(recurse=False))
+    # parameter-free children (activations, Identity vs DropPath) do not tell blocks apart
+    children = tuple((n, _signature(c)) for n, c in module.named_children() if _wrapped(c)[3])
+    return table.setdefault((type(module), own, children), len(table))
 
 
 def _outermost(names: list[str]) -> list[str]:
@@ -371,11 +328,9 @@ def _outermost(names: list[str]) -> list[str]:
     return kept
 
 
+@_per_model
 def _repeated_units(model: nn.Module) -> list[str]:
     """Modules that repeat as same-signature siblings (outermost first-level of repetition)."""
-    memo = _memo("units")
-    if id(model) in memo:
-        return memo[id(model)]
     units: list[str] = []
     for name, module in model.named_modules():
         groups: dict[tuple, list[str]] = defaultdict(list)
@@ -389,8 +344,7 @@ def _repeated_units(model: nn.Module) -> list[str]:
             if leaf and (not name or not isinstance(module, (nn.Sequential, nn.ModuleList))):
                 continue
             units += members
-    memo[id(model)] = _outermost(units)
-    return memo[id(model)]
+    return _outermost(units)
 
 
 def _repeated_classes(model: nn.Module) -> list[str]:
@@ -507,18 +461,21 @@ def find_lora_targets(model: nn.Module, targets: LoRATargets = "auto") -> list[s
     if isinstance(targets, str) and targets in LORA_PRESETS:
         excluded = _excluded(model)
         family = PRESET_ALIASES.get(targets, targets)
-        if family == "auto":
-            picked = lora_family(model)
-            wanted = set(_family_layers(model, picked, excluded)) if picked else set()
-        else:
-            wanted = set(_family_layers(model, family, excluded))
+        if family == "auto":  # None when no family fits
+            family = lora_family(model)
+        wanted = set(_family_layers(model, family, excluded)) if family else set()
         if not wanted:
-            if family == "auto":
-                what = "neither transformer MLPs nor residual conv blocks nor repeated body blocks"
-                found = "pass"
-            else:
-                what = f"no {_WHAT[family]}"
-                found = _found_summary(model, excluded) + "; pass one of those,"
+            what, found = (
+                (
+                    "neither transformer MLPs nor residual conv blocks nor repeated body blocks",
+                    "pass",
+                )
+                if family is None
+                else (
+                    f"no {_WHAT[family]}",
+                    _found_summary(model, excluded) + "; pass one of those,",
+                )
+            )
             raise ArgumentError(
                 f"targets={targets!r}: found {what} in {type(model).__name__}; {found} a "
                 f"regex, a list of module names or a predicate f(name, module) -> bool instead."
@@ -563,9 +520,8 @@ def find_lora_targets(model: nn.Module, targets: LoRATargets = "auto") -> list[s
 def default_rank(model: nn.Module, targets: LoRATargets) -> int:
     """The rank used when ``rank=None``: the preset family's rank (see
     :data:`PRESET_RANKS`; for ``'auto'`` the family it picks), else 16."""
-    if isinstance(targets, str) and targets in PRESET_RANKS:
-        return PRESET_RANKS[targets]
     if isinstance(targets, str) and targets == "auto":
-        family = lora_family(model)
-        return PRESET_RANKS[family] if family else DEFAULT_CUSTOM_RANK
+        targets = lora_family(model)
+    if isinstance(targets, str):
+        return PRESET_RANKS.get(targets, DEFAULT_CUSTOM_RANK)
     return DEFAULT_CUSTOM_RANK
