@@ -1,13 +1,6 @@
-"""Keep the trainers from re-running a frozen backbone every epoch: :class:`EmbeddingCache`
-holds what the frozen backbone made of each distinct input (bounded in bytes, least
-recently used first out), and :class:`SplitEncoder` runs a tower whose last N blocks are
-tuned as a frozen prefix, computed once per input, and the tuned suffix.
-
-The split works on any tower whose blocks are called one after the other with the
-activation as their only tensor argument (timm and open_clip vision transformers); it is
-checked on real input when it is set up, and :class:`SplitUnsupported` tells the caller to
-run the tower whole instead.
-"""
+"""Keep the trainers from re-running a frozen backbone every epoch: a bounded
+:class:`EmbeddingCache`, and :class:`SplitEncoder`, which runs a tower whose last N blocks
+are tuned as a frozen prefix, computed once per input, and the tuned suffix."""
 
 from __future__ import annotations
 
@@ -84,7 +77,9 @@ def _passthrough(x: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ARG001 - bl
 
 class SplitEncoder:
     """Run a backbone as a frozen prefix (computed once per input) and a tuned suffix,
-    checked against the whole tower on ``images`` when it is set up.
+    checked against the whole tower on ``images`` when it is set up. It works on towers
+    whose blocks are called one after the other with the activation as their only tensor
+    argument (timm and open_clip vision transformers).
 
     Args:
         encode: the function from images to :class:`~percepfid.backbones.Embeddings` (for

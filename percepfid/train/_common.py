@@ -1,13 +1,6 @@
-"""The steps every trainer shares: reading a rating table (:class:`RatingColumns`,
-:func:`read_rows`), checking settings, the group split, seeding without touching the
-global RNG, the device default, the epoch loop (:func:`shuffled_batches`,
-:func:`train_epoch`), validation statistics (:func:`agreement`), history rows and the best
-epoch (:class:`Selection`), atomic checkpoints and JSON reports.
-
-The trainers share one vocabulary: ``ratings`` (a CSV path or rows), ``columns`` (a
-:class:`RatingColumns`), ``backbone``, ``pretrained``, ``embedding``, ``image_size``,
-``epochs``, ``batch_size``, ``lr``, ``val_fraction``, ``seed``, ``device``, ``progress``,
-``cache_mb`` and ``output_dir``; the same word means the same thing in each."""
+"""The steps every trainer shares: reading a rating table, checking settings, the group
+split, seeding without touching the global RNG, the epoch loop, validation statistics,
+history rows and the best epoch, atomic checkpoints and JSON reports."""
 
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
-"""Fit an HLF calibration head on human fidelity scores.
-
-Every distinct image is embedded once with the frozen backbone, then the head is fitted to
-the human scores, normalised to [0, 1], by least squares: the two parameters of
-:class:`~percepfid.heads.CalibrationHead` (``sigmoid(scale * cos + bias)``) or the small MLP
-of :class:`~percepfid.heads.MLPCalibrationHead`. Optionally the head and the backbone's last
-N blocks are then fine-tuned end to end. Pairs are split into train and validation sets
-*by group* (the source image), so no GT is seen on both sides, and SRCC/PLCC of the raw
-cosine and of the head are reported on both.
-"""
+"""Fit an HLF calibration head (optionally with the backbone's last blocks) on human
+fidelity scores: :func:`fit_hlf_head`."""
 
 from __future__ import annotations
 
@@ -122,9 +114,6 @@ class HLFFitResult:
         return json_safe(data)
 
 
-# --------------------------------------------------------------------------- read
-
-
 def read_ratings(
     csv_path: str | os.PathLike[str], columns: RatingColumns = HLF_COLUMNS
 ) -> list[HumanRating]:
@@ -195,9 +184,6 @@ def _targets(
     return np.clip((human - low) / (high - low), 0.0, 1.0), (low, high)
 
 
-# --------------------------------------------------------------------------- embed
-
-
 def _take(out: Any, index: Any) -> Any:
     """The rows ``index`` of an :class:`~percepfid.backbones.Embeddings`."""
     return type(out)(*(None if part is None else part[index] for part in out))
@@ -207,11 +193,10 @@ class _PairEncoder:
     """Embeddings of rated pairs through an HLF loss's backbone.
 
     With a cache (``cache_mb > 0``) every distinct image runs through the frozen backbone
-    once per run. The cache keeps its embedding or, when the last ``tuned_blocks`` of the
-    backbone will be fine-tuned, its activation before the first tuned block, and every
-    call then runs the tuned blocks only, once per distinct image of the batch. Without a
-    cache (or, once tuning, for a tower that cannot be split, which is logged) every call
-    runs the whole tower on every image of every pair.
+    once per run: the cache keeps its embedding or, when the last ``tuned_blocks`` will be
+    tuned, its activation before the first tuned block, and each call runs the tuned blocks
+    only, once per distinct image. Without a cache (or, once tuning, for a tower that cannot
+    be split) each call runs the whole tower on every image of every pair.
     """
 
     def __init__(
@@ -244,8 +229,7 @@ class _PairEncoder:
         return torch.stack([read_image(p) for p in paths]).to(self.device)
 
     def start_tuning(self) -> None:
-        """From now on the tuned blocks change: without a split, embeddings are no longer
-        cached."""
+        """The tuned blocks change from now on: without a split, stop caching embeddings."""
         if self.split is None:
             self.cache = EmbeddingCache(0)
 
@@ -273,10 +257,8 @@ class _PairEncoder:
         return self.split.suffix(activation, torch.zeros(len(paths), 3, *shape, device=self.device))
 
     def pairs(self, batch: Sequence[int]) -> tuple[torch.Tensor, Any, Any]:
-        """Cosine and both embeddings of a batch of pairs of one size, in one pass (with a
-        cache, an image shared by several pairs, a GT, is embedded once); unlike
-        ``HLFLoss.fidelity`` the GT branch keeps its graph too, so tuned blocks learn from
-        both images."""
+        """Cosine and both embeddings of a batch of pairs of one size, in one pass; the GT
+        branch keeps its graph too (unlike ``HLFLoss.fidelity``)."""
         paths = [str(self.ratings[i].sr) for i in batch] + [str(self.ratings[i].gt) for i in batch]
         if self.cache.enabled:
             unique = list(dict.fromkeys(paths))
@@ -284,21 +266,14 @@ class _PairEncoder:
             both = _take(out, torch.tensor([unique.index(p) for p in paths], device=self.device))
         else:
             both = self.loss.encode(self._read(paths))
-        current, reference = (
-            _take(both, slice(None, len(batch))),
-            _take(both, slice(len(batch), None)),
-        )
+        n = len(batch)
+        current, reference = _take(both, slice(None, n)), _take(both, slice(n, None))
         return self.loss.compare(current, reference), current, reference
 
 
-# --------------------------------------------------------------------------- fit
-
-
 def _fit_frozen(head: nn.Module, features: np.ndarray, target: np.ndarray, steps: int) -> None:
-    """Least-squares fit of the head on fixed features (L-BFGS). The calibration head
-    starts from the linear fit of logit(target) on the cosine, close to the optimum even
-    when random-weight cosines crowd near 1 and need a large slope; the MLP head first
-    takes the features' statistics."""
+    """Least-squares fit of the head on fixed features (L-BFGS), the calibration head from
+    the linear fit of logit(target) on the cosine, the MLP from the features' statistics."""
     features = torch.tensor(features, dtype=torch.float32)
     target = torch.tensor(target, dtype=torch.float32)
     if hasattr(head, "set_feature_statistics"):
@@ -329,8 +304,7 @@ def _fit_frozen(head: nn.Module, features: np.ndarray, target: np.ndarray, steps
 def _statistics(
     cosine: np.ndarray, predicted: np.ndarray, human: np.ndarray, target: np.ndarray
 ) -> dict[str, float]:
-    """SRCC and PLCC of the raw cosine and of the head against the human scores, and the
-    head's RMSE against the targets (empty without pairs)."""
+    """The statistics of one split (see :class:`HLFFitResult`; empty without pairs)."""
     if not len(cosine):
         return {}
     stats: dict[str, float] = {"n": int(len(cosine))}
@@ -362,8 +336,7 @@ class _Fit:
 
     @torch.no_grad()
     def features(self, index: Sequence[int], show: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Raw cosine ``(n,)`` and the head's input features ``(n, F)`` (``head.features``)
-        of the pairs ``index``, batched by image size (bounded memory)."""
+        """Raw cosine ``(n,)`` and the head's input features ``(n, F)`` of the pairs ``index``."""
         index = list(index)
         cosine = np.full(len(index), np.nan)
         features = np.full((len(index), self.head.num_features), np.nan)
@@ -398,8 +371,7 @@ class _Fit:
         selection, kept = Selection(), None
 
         def log(epoch: int, train_mse: float | None) -> None:
-            """Log the head's validation SRCC, PLCC and their sum (None when undefined or
-            without a split); keep a copy of the blocks and head when the epoch is best."""
+            """Log the epoch; keep a copy of the blocks and head when it is the best."""
             nonlocal kept
             values = (None, None)
             if len(val_index):
@@ -448,12 +420,8 @@ class _Fit:
         return selection.history, selection.epoch if len(val_index) else epochs
 
 
-# --------------------------------------------------------------------------- save
-
-
 def _head_config(head: nn.Module) -> dict[str, Any]:
-    """A head's constructor arguments with the *fitted* values (a calibration head's scale
-    and bias)."""
+    """A head's constructor arguments with the *fitted* scale and bias."""
     config = dict(getattr(head, "_hub_mixin_config", None) or {})
     if hasattr(head, "scale") and hasattr(head, "bias"):
         config |= {"scale": float(head.scale.detach()), "bias": float(head.bias.detach())}
@@ -467,9 +435,8 @@ def _save(
     push_to_hub: str | None,
     private: bool,
 ) -> None:
-    """Write the head (its ``config.json`` records what it was fitted on,
-    :data:`FITTED_ON_KEY`, so a loader can refuse another backbone) and ``fit_report.json``
-    to ``output_dir`` and/or push it to the Hub; record where in ``result``."""
+    """Save the head (``config.json`` records ``fitted_on``) and ``fit_report.json`` and/or
+    push the head to the Hub; record where in ``result``."""
     config = _head_config(result.head) | {FITTED_ON_KEY: fitted_on}
     if output_dir is not None:
         folder = Path(output_dir)
@@ -483,9 +450,6 @@ def _save(
         result.head.push_to_hub(push_to_hub, private=private, config=config)
         result.repo_id = push_to_hub
         logger.info("pushed the head to %s", push_to_hub)
-
-
-# --------------------------------------------------------------------------- the trainer
 
 
 def fit_hlf_head(
