@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._atomic import atomic_path
 from .._errors import ArgumentError, ShapeError, WeightsError
 from ..data import Rating, read_image
 from ..functional import huber, rqi_score
@@ -27,7 +28,6 @@ from ._common import (
     load_checkpoint,
     pick_device,
     read_rows,
-    save_checkpoint,
     seeded,
     shuffled_batches,
     split_groups,
@@ -115,10 +115,10 @@ class _PairSource:
         self._shapes: dict[int, tuple[tuple[int, ...], tuple[int, int]]] = {}
         groups = sorted({r.group for r in rows})
         self._group = {g: k for k, g in enumerate(groups)}
-        self._pool = None
+        self._pool = None  # crop_positions positions per group, drawn once from seed
         if crop_positions is not None:
-            pool_generator = torch.Generator().manual_seed(seed)
-            self._pool = torch.rand(len(groups), crop_positions, 2, generator=pool_generator)
+            pool = torch.Generator().manual_seed(seed)
+            self._pool = torch.rand(len(groups), crop_positions, 2, generator=pool)
 
     def _fitted(self, index: int) -> torch.Tensor:
         """Image ``index`` upsampled to at least the crop size: ``(3, H, W)``."""
@@ -374,7 +374,8 @@ def train_rqi(
             "best_epoch": selection.epoch,
             "history": selection.history,
         }
-        save_checkpoint(output / "last.pt", state)
+        with atomic_path(output / "last.pt") as partial:
+            torch.save(state, partial)
     logger.info("train_rqi: %d crops embedded, %d reused", source.cache.misses, source.cache.hits)
     with seeded(seed):
         best = type(head).from_pretrained(output / "best") if (output / "best").is_dir() else head
