@@ -39,9 +39,7 @@ class NRIQAModel(nn.Module):
 
     def freeze(self) -> NRIQAModel:
         """Stop gradients to every parameter and switch to ``eval()`` for good."""
-        self.requires_grad_(False)
-        super().train(False)
-        return self
+        return self.requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> NRIQAModel:  # noqa: ARG002 - frozen model
         """Stay in ``eval()``: the IQA model is frozen; ``mode`` is ignored."""

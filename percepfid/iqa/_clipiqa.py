@@ -33,7 +33,6 @@ def _check_prompts(prompts: Sequence[Sequence[str]]) -> tuple[tuple[str, str], .
             "prompts must be a non-empty list of (positive, negative) pairs such as "
             f"[('Good photo.', 'Bad photo.')]; got {prompts!r}"
         )
-    pairs = []
     for pair in prompts:
         if (
             isinstance(pair, str)
@@ -44,8 +43,7 @@ def _check_prompts(prompts: Sequence[Sequence[str]]) -> tuple[tuple[str, str], .
             raise ArgumentError(
                 f"each prompt must be a (positive, negative) pair of non-empty strings; got {pair!r}"
             )
-        pairs.append((pair[0], pair[1]))
-    return tuple(pairs)
+    return tuple((pair[0], pair[1]) for pair in prompts)
 
 
 class CLIPIQA(NRIQAModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,13 +77,8 @@ def create_nriqa(
         from ._clipiqa import CLIPIQA
 
         arch, _, tag = rest.partition("/")
-        tag = tag or "openai"
-        return CLIPIQA(
-            arch or "RN50",
-            tag if pretrained else None,
-            input_range=input_range,
-            **kwargs,
-        )
+        tag = (tag or "openai") if pretrained else None
+        return CLIPIQA(arch or "RN50", tag, input_range=input_range, **kwargs)
     if family == "nr-head":
         return _create_nr_head(rest, pretrained, weights, input_range, kwargs)
     if family == "pyiqa":
@@ -111,31 +105,28 @@ def _create_nr_head(
 ) -> NRIQAModel:
     from ._nrhead import NRHead, NRHeadIQA
 
-    if weights is None:
-        if pretrained:
-            raise ArgumentError(
-                "an 'nr-head' model needs trained weights: pass weights=<folder or Hub repo id> "
-                "(train one with percepfid.train.train_nr_head), or pretrained=False for "
-                "an untrained head on a random backbone"
+    if weights is not None:
+        if not isinstance(weights, (str, os.PathLike)):
+            raise DTypeError(
+                f"weights must be a folder or a Hub repo id; got {type(weights).__name__}"
             )
-        if not backbone:
-            raise ArgumentError("name the backbone of an untrained head: 'nr-head:<backbone>'")
-        head = NRHead(backbone=backbone, pretrained_backbone=False, **kwargs)
-        return NRHeadIQA(head, input_range=input_range)
-    if not isinstance(weights, (str, os.PathLike)):
-        raise DTypeError(f"weights must be a folder or a Hub repo id; got {type(weights).__name__}")
-    source = str(weights)
-    head = NRHead.from_pretrained(
-        source if not Path(source).exists() else Path(source),
-        pretrained_backbone=bool(pretrained),
-        **kwargs,
-    )
-    if backbone and backbone != head.backbone_name:
+        head = NRHead.from_pretrained(weights, pretrained_backbone=bool(pretrained), **kwargs)
+        if backbone and backbone != head.backbone_name:
+            raise ArgumentError(
+                f"weights {str(weights)!r} hold a head for backbone {head.backbone_name!r}, "
+                f"but the name asks for 'nr-head:{backbone}'; use 'nr-head' or "
+                f"'nr-head:{head.backbone_name}'"
+            )
+    elif pretrained:
         raise ArgumentError(
-            f"weights {source!r} hold a head for backbone {head.backbone_name!r}, "
-            f"but the name asks for 'nr-head:{backbone}'; use 'nr-head' or "
-            f"'nr-head:{head.backbone_name}'"
+            "an 'nr-head' model needs trained weights: pass weights=<folder or Hub repo id> "
+            "(train one with percepfid.train.train_nr_head), or pretrained=False for "
+            "an untrained head on a random backbone"
         )
+    elif not backbone:
+        raise ArgumentError("name the backbone of an untrained head: 'nr-head:<backbone>'")
+    else:
+        head = NRHead(backbone=backbone, pretrained_backbone=False, **kwargs)
     return NRHeadIQA(head, input_range=input_range)
 
 

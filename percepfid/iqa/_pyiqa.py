@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .._checks import check_input_range
 from .._errors import ArgumentError, UnknownNameError
 from .._imports import require
 from ._base import NRIQAModel
@@ -19,16 +20,6 @@ from ._base import NRIQAModel
 __all__ = ["PyIQAModel"]
 
 logger = logging.getLogger(__name__)
-
-
-def _numeric_range(value: object) -> tuple[float, float] | None:
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        try:
-            low, high = (float(v) for v in value)
-        except (TypeError, ValueError):
-            return None
-        return (low, high) if low < high else None
-    return None
 
 
 class PyIQAModel(NRIQAModel):
@@ -64,7 +55,11 @@ class PyIQAModel(NRIQAModel):
                 "metric such as 'musiq', 'clipiqa' or 'niqe'"
             )
         self.higher_is_better = not bool(getattr(self.metric, "lower_better", False))
-        self.score_range = _numeric_range(getattr(self.metric, "score_range", None))
+        try:
+            reported = getattr(self.metric, "score_range", None)
+            self.score_range = check_input_range(reported, "score_range", finite=False)
+        except ArgumentError:  # pyiqa reports no usable range
+            self.score_range = None
         self.name = f"pyiqa:{metric}"
         logger.info("pyiqa metric %r: PolyForm Noncommercial licence applies", metric)
         self.freeze()

@@ -1,13 +1,6 @@
-"""Keep the trainers from re-running a frozen backbone every epoch: :class:`EmbeddingCache`
-holds what the frozen backbone made of each distinct input (bounded in bytes, least
-recently used first out), and :class:`SplitEncoder` runs a tower whose last N blocks are
-tuned as a frozen prefix, computed once per input, and the tuned suffix.
-
-The split works on any tower whose blocks are called one after the other with the
-activation as their only tensor argument (timm and open_clip vision transformers); it is
-checked on real input when it is set up, and :class:`SplitUnsupported` tells the caller to
-run the tower whole instead.
-"""
+"""Keep the trainers from re-running a frozen backbone every epoch: a bounded
+:class:`EmbeddingCache`, and :class:`SplitEncoder`, which runs a tower whose last N blocks
+are tuned as a frozen prefix, computed once per input, and the tuned suffix."""
 
 from __future__ import annotations
 
@@ -40,56 +33,33 @@ class EmbeddingCache:
     def __init__(self, max_mb: float) -> None:
         self.max_bytes = int(float(max_mb) * 2**20)
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
-        self._bytes = 0
-        self.hits = 0
-        self.misses = 0
+        self._bytes = self.hits = self.misses = 0
 
     @property
     def enabled(self) -> bool:
         return self.max_bytes > 0
 
-    def drop(self, predicate: Callable[[Hashable], bool]) -> None:
-        """Forget every key for which ``predicate(key)`` is true."""
-        for key in [k for k in self._items if predicate(k)]:
-            self._bytes -= _nbytes(self._items.pop(key))
-
-    def put(self, key: Hashable, value: Any) -> None:
-        """Store ``value`` (left out when it alone exceeds the bound)."""
-        size = _nbytes(value)
-        if size > self.max_bytes:
-            return
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._bytes -= _nbytes(old)
-        self._items[key] = value
-        self._bytes += size
-        while self._bytes > self.max_bytes:
-            _, evicted = self._items.popitem(last=False)
-            self._bytes -= _nbytes(evicted)
-
     def fetch(
         self, keys: Sequence[Hashable], compute: Callable[[list[Hashable]], Sequence[Any]]
     ) -> list[Any]:
         """The values of ``keys``; the missing ones (each distinct key once) come from one
-        call ``compute(missing_keys)``, which returns their values in that order."""
-        found: dict[Hashable, Any] = {}
-        missing: list[Hashable] = []
-        for key in keys:
-            if key in found or key in missing:
-                continue
-            value = self._items.get(key)
-            if value is None:
-                missing.append(key)
-            else:
-                self._items.move_to_end(key)
-                found[key] = value
+        call ``compute(missing_keys)``, which returns their values in that order (a value
+        alone over the bound is not kept)."""
+        unique = list(dict.fromkeys(keys))
+        found = {key: self._items[key] for key in unique if key in self._items}
+        missing = [key for key in unique if key not in found]
+        for key in found:
+            self._items.move_to_end(key)
         self.hits += len(found)
         self.misses += len(missing)
-        if missing:
-            values = compute(missing)
-            for key, value in zip(missing, values, strict=True):
-                found[key] = value
-                self.put(key, value)
+        for key, value in zip(missing, compute(missing) if missing else (), strict=True):
+            found[key] = value
+            size = _nbytes(value)
+            if size <= self.max_bytes:
+                self._items[key] = value
+                self._bytes += size
+            while self._bytes > self.max_bytes:
+                self._bytes -= _nbytes(self._items.popitem(last=False)[1])
         return [found[key] for key in keys]
 
 
@@ -106,20 +76,29 @@ def _passthrough(x: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ARG001 - bl
 
 
 class SplitEncoder:
-    """Run a backbone as a frozen prefix (computed once per input) and a tuned suffix.
+    """Run a backbone as a frozen prefix (computed once per input) and a tuned suffix,
+    checked against the whole tower on ``images`` when it is set up. It works on towers
+    whose blocks are called one after the other with the activation as their only tensor
+    argument (timm and open_clip vision transformers).
 
     Args:
         encode: the function from images to :class:`~percepfid.backbones.Embeddings` (for
             example ``HLFLoss.encode``) that runs ``encoder``.
         encoder: the backbone's encoder (``Backbone.encoder``).
         tuned_blocks: how many blocks, from the last, are tuned.
+        images: a real input for the check.
 
     Raises:
-        SplitUnsupported: the encoder has no block list.
+        SplitUnsupported: the encoder has no block list, or the split run fails or gives
+            other values than the whole tower.
     """
 
     def __init__(
-        self, encode: Callable[[torch.Tensor], Any], encoder: nn.Module, tuned_blocks: int
+        self,
+        encode: Callable[[torch.Tensor], Any],
+        encoder: nn.Module,
+        tuned_blocks: int,
+        images: torch.Tensor,
     ):
         from ..backbones import block_list
 
@@ -132,21 +111,27 @@ class SplitEncoder:
         self.encode = encode
         self.blocks = list(blocks)
         self.first = len(blocks) - tuned_blocks
+        with torch.no_grad():
+            whole = encode(images)
+            try:
+                split = self.suffix(self.prefix(images), torch.zeros_like(images))
+            except SplitUnsupported:
+                raise
+            except Exception as error:  # noqa: BLE001 - any failure means: run it whole
+                raise SplitUnsupported(f"{type(error).__name__}: {error}") from error
+        for a, b in zip(whole, split, strict=True):
+            if (a is None) != (b is None):
+                raise SplitUnsupported("the split run returns other outputs")
+            if a is not None and (
+                a.shape != b.shape or not torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+            ):
+                raise SplitUnsupported("the split run gives other values than the whole tower")
 
     @torch.no_grad()
     def prefix(self, images: torch.Tensor) -> torch.Tensor:
         """The input of the first tuned block for ``images``: ``(rows, ...)``, where the
         encoder's batch has ``rows`` entries (``B``, or ``B * tiles``)."""
-        return self._capture(images, stop=True)[1]
-
-    @torch.no_grad()
-    def run(self, images: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        """The whole tower's output for ``images`` and, on the way, :meth:`prefix`."""
-        return self._capture(images, stop=False)
-
-    def _capture(self, images: torch.Tensor, stop: bool) -> tuple[Any, torch.Tensor]:
-        captured: dict[str, torch.Tensor] = {}
-        output = None
+        captured = []
 
         def capture(module: nn.Module, args: tuple, kwargs: dict) -> None:  # noqa: ARG001
             if (
@@ -155,20 +140,19 @@ class SplitEncoder:
                 or any(isinstance(v, torch.Tensor) for v in kwargs.values())
             ):
                 raise SplitUnsupported("the first tuned block takes more than one tensor")
-            captured["x"] = args[0].detach()
-            if stop:
-                raise _Stop
+            captured.append(args[0].detach())
+            raise _Stop
 
         handle = self.blocks[self.first].register_forward_pre_hook(capture, with_kwargs=True)
         try:
-            output = self.encode(images)
+            self.encode(images)
         except _Stop:
             pass
         finally:
             handle.remove()
-        if "x" not in captured:
+        if not captured:
             raise SplitUnsupported("the encoder never called its first tuned block")
-        return output, captured["x"]
+        return captured[0]
 
     def suffix(self, activation: torch.Tensor, images: torch.Tensor) -> Any:
         """The encoder's output from the first tuned block on, fed ``activation`` (from
@@ -188,25 +172,3 @@ class SplitEncoder:
             handle.remove()
             for block in self.blocks[: self.first]:
                 del block.forward
-
-    @torch.no_grad()
-    def check(self, images: torch.Tensor) -> None:
-        """Compare the split run with the whole tower on ``images``.
-
-        Raises:
-            SplitUnsupported: they differ, or the split run fails.
-        """
-        whole = self.encode(images)
-        try:
-            split = self.suffix(self.prefix(images), torch.zeros_like(images))
-        except SplitUnsupported:
-            raise
-        except Exception as error:  # noqa: BLE001 - any failure means: run it whole
-            raise SplitUnsupported(f"{type(error).__name__}: {error}") from error
-        for a, b in zip(whole, split, strict=True):
-            if (a is None) != (b is None):
-                raise SplitUnsupported("the split run returns other outputs")
-            if a is not None and (
-                a.shape != b.shape or not torch.allclose(a, b, rtol=1e-4, atol=1e-5)
-            ):
-                raise SplitUnsupported("the split run gives other values than the whole tower")

@@ -1,13 +1,6 @@
-"""The steps every trainer shares: reading a rating table (:class:`RatingColumns`,
-:func:`read_rows`), checking settings, the group split, seeding without touching the
-global RNG, the device default, the epoch loop (:func:`shuffled_batches`,
-:func:`train_epoch`), validation statistics (:func:`agreement`), history rows and the best
-epoch (:class:`Selection`), atomic checkpoints and JSON reports.
-
-The trainers share one vocabulary: ``ratings`` (a CSV path or rows), ``columns`` (a
-:class:`RatingColumns`), ``backbone``, ``pretrained``, ``embedding``, ``image_size``,
-``epochs``, ``batch_size``, ``lr``, ``val_fraction``, ``seed``, ``device``, ``progress``,
-``cache_mb`` and ``output_dir``; the same word means the same thing in each."""
+"""The steps every trainer shares: reading a rating table, checking settings, the group
+split, seeding without touching the global RNG, the epoch loop, validation statistics,
+history rows and the best epoch, checkpoints and JSON reports."""
 
 from __future__ import annotations
 
@@ -23,7 +16,6 @@ from typing import Any
 
 import torch
 
-from .._atomic import atomic_path
 from .._checks import check_positive, check_positive_int
 from .._errors import ArgumentError, EmptyBatchError, WeightsError
 
@@ -74,11 +66,7 @@ class RatingColumns:
 
 
 def read_rows(ratings: str | os.PathLike[str] | Iterable[Any], read: Callable) -> list:
-    """The rows of ``ratings``: ``read(ratings)`` for a CSV path, else the rows given.
-
-    Raises:
-        EmptyBatchError: no rows.
-    """
+    """``read(ratings)`` for a CSV path, else the rows given; EmptyBatchError when none."""
     rows = read(ratings) if isinstance(ratings, (str, os.PathLike)) else list(ratings)
     if not rows:
         raise EmptyBatchError("ratings is empty; expected at least a few rated images")
@@ -86,9 +74,7 @@ def read_rows(ratings: str | os.PathLike[str] | Iterable[Any], read: Callable) -
 
 
 def check_settings(**settings: float | None) -> None:
-    """Check numeric settings by their shared names: counts (``epochs``, ``batch_size``,
-    ``hidden``, ``crop_size``, ``crop_positions``) are ints >= 1, ``weight_decay`` and
-    ``cache_mb`` numbers >= 0, every other one a number > 0; None is not checked."""
+    """Check numeric settings by their shared names (see ``_COUNTS``); None is not checked."""
     for name, value in settings.items():
         if value is None:
             continue
@@ -127,12 +113,8 @@ def seeded(seed: int) -> Iterator[None]:
 def split_groups(
     groups: Iterable[str], val_fraction: float, generator: torch.Generator
 ) -> tuple[list[str], list[str]]:
-    """Split group ids (duplicates ignored) into ``(train, val)`` lists, in shuffled order,
-    with ``val_fraction`` of them held out (at least one of each when possible).
-
-    Raises:
-        ArgumentError: ``val_fraction`` is outside ``[0, 1)``.
-    """
+    """Split group ids (duplicates ignored) into shuffled ``(train, val)`` lists, with
+    ``val_fraction`` in ``[0, 1)`` of them held out (at least one of each when possible)."""
     if not 0.0 <= val_fraction < 1.0:
         raise ArgumentError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
     unique = sorted(set(groups))
@@ -216,20 +198,8 @@ class Selection:
         return False
 
 
-def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write ``state`` with ``torch.save`` atomically (a crash never leaves half a file)."""
-    target = Path(path)
-    with atomic_path(target) as partial:
-        torch.save(state, partial)
-    return target
-
-
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
-
-    Raises:
-        WeightsError: the file is missing, corrupt or not a checkpoint mapping.
-    """
+    """A checkpoint mapping (``weights_only=True``); WeightsError when missing or corrupt."""
     target = Path(path)
     if not target.is_file():
         raise WeightsError(f"checkpoint not found: {target}")

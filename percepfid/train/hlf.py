@@ -1,13 +1,5 @@
-"""Fit an HLF calibration head on human fidelity scores.
-
-Every distinct image is embedded once with the frozen backbone, then the head is fitted to
-the human scores, normalised to [0, 1], by least squares: the two parameters of
-:class:`~percepfid.heads.CalibrationHead` (``sigmoid(scale * cos + bias)``) or the small MLP
-of :class:`~percepfid.heads.MLPCalibrationHead`. Optionally the head and the backbone's last
-N blocks are then fine-tuned end to end. Pairs are split into train and validation sets
-*by group* (the source image), so no GT is seen on both sides, and SRCC/PLCC of the raw
-cosine and of the head are reported on both.
-"""
+"""Fit an HLF calibration head (optionally with the backbone's last blocks) on human
+fidelity scores: :func:`fit_hlf_head`."""
 
 from __future__ import annotations
 
@@ -122,9 +114,6 @@ class HLFFitResult:
         return json_safe(data)
 
 
-# --------------------------------------------------------------------------- read
-
-
 def read_ratings(
     csv_path: str | os.PathLike[str], columns: RatingColumns = HLF_COLUMNS
 ) -> list[HumanRating]:
@@ -195,9 +184,6 @@ def _targets(
     return np.clip((human - low) / (high - low), 0.0, 1.0), (low, high)
 
 
-# --------------------------------------------------------------------------- embed
-
-
 def _take(out: Any, index: Any) -> Any:
     """The rows ``index`` of an :class:`~percepfid.backbones.Embeddings`."""
     return type(out)(*(None if part is None else part[index] for part in out))
@@ -206,12 +192,11 @@ def _take(out: Any, index: Any) -> Any:
 class _PairEncoder:
     """Embeddings of rated pairs through an HLF loss's backbone.
 
-    With a cache (``cache_mb > 0``) every distinct image is embedded once per run while the
-    backbone is frozen. When ``tuned_blocks`` of the backbone will be fine-tuned, the tower
-    is split before the first tuned block: that first embedding also keeps each image's
-    activation there, and after :meth:`start_tuning` each step runs only the tuned blocks,
-    once per distinct image of the batch. Without a cache (or for a tower that cannot be
-    split, which is logged) every call runs the whole tower on every image of every pair.
+    With a cache (``cache_mb > 0``) every distinct image runs through the frozen backbone
+    once per run: the cache keeps its embedding or, when the last ``tuned_blocks`` will be
+    tuned, its activation before the first tuned block, and each call runs the tuned blocks
+    only, once per distinct image. Without a cache (or, once tuning, for a tower that cannot
+    be split) each call runs the whole tower on every image of every pair.
     """
 
     def __init__(
@@ -226,14 +211,12 @@ class _PairEncoder:
         self.shapes = _image_sizes(ratings)
         self.cache = EmbeddingCache(cache_mb)
         self.split: SplitEncoder | None = None
-        self.tuning = False
         if tuned_blocks and self.cache.enabled:
-            name = loss.backbone.spec.name
+            name, encoder = loss.backbone.spec.name, loss.backbone.encoder
             try:
-                self.split = SplitEncoder(loss.encode, loss.backbone.encoder, tuned_blocks)
-                self.split.check(self._read([ratings[0].gt]))
+                images = self._read([ratings[0].gt])
+                self.split = SplitEncoder(loss.encode, encoder, tuned_blocks, images)
             except SplitUnsupported as reason:
-                self.split = None
                 logger.warning(
                     "cannot run backbone %r in two parts (%s): its frozen blocks run every epoch",
                     name,
@@ -246,105 +229,60 @@ class _PairEncoder:
         return torch.stack([read_image(p) for p in paths]).to(self.device)
 
     def start_tuning(self) -> None:
-        """From now on the tuned blocks change: embeddings are recomputed from the cached
-        activations before the first tuned block (or, unsplit, from the images)."""
-        self.tuning = True
+        """The tuned blocks change from now on: without a split, stop caching embeddings."""
         if self.split is None:
-            self.cache = EmbeddingCache(0)  # the embeddings change every step: no cache
-        else:
-            self.cache.drop(lambda key: key[0] == "embedding")
-
-    def _unique(self, keys: list[str], shape: tuple[int, int]) -> Any:
-        """Embeddings of distinct images (paths as strings) of one ``shape``."""
-        from ..backbones import Embeddings
-
-        if not self.tuning:
-
-            @torch.no_grad()
-            def embed(missing: list[tuple[str, str]]) -> list[tuple]:
-                images = self._read([k for _, k in missing])
-                if self.split is None:
-                    out = self.loss.encode(images)
-                else:  # keep the activations before the first tuned block too
-                    out, rows = self.split.run(images)
-                    rows = rows.reshape(len(missing), -1, *rows.shape[1:])
-                    for (_, k), value in zip(missing, rows.unbind(0), strict=True):
-                        self.cache.put(("prefix", k), value)
-                tokens = [None] * len(missing) if out.tokens is None else out.tokens.unbind(0)
-                return list(zip(out.pooled.unbind(0), tokens, strict=True))
-
-            values = self.cache.fetch([("embedding", k) for k in keys], embed)
-            pooled = torch.stack([v[0] for v in values])
-            tokens = None if values[0][1] is None else torch.stack([v[1] for v in values])
-            return Embeddings(pooled, tokens)
-
-        def prefix(missing: list[tuple[str, str]]) -> list[torch.Tensor]:
-            rows = self.split.prefix(self._read([k for _, k in missing]))
-            return list(rows.reshape(len(missing), -1, *rows.shape[1:]).unbind(0))
-
-        activation = torch.cat(self.cache.fetch([("prefix", k) for k in keys], prefix))
-        # only the shape of the images matters: the stem's output is replaced
-        shell = torch.zeros(len(keys), 3, *shape, device=self.device)
-        return self.split.suffix(activation, shell)
-
-    def pairs(self, batch: Sequence[int]) -> tuple[torch.Tensor, Any, Any]:
-        """Cosine and both embeddings of a batch of pairs of one size, in one pass (with a
-        cache, an image shared by several pairs, a GT, is embedded once); unlike
-        ``HLFLoss.fidelity`` the GT branch keeps its graph too, so tuned blocks learn from
-        both images."""
-        paths = [self.ratings[i].sr for i in batch] + [self.ratings[i].gt for i in batch]
-        if self.cache.enabled:
-            keys = [str(p) for p in paths]
-            unique = list(dict.fromkeys(keys))
-            out = self._unique(unique, self.shapes[batch[0]])
-            where = torch.tensor([unique.index(k) for k in keys], device=out.pooled.device)
-            both = _take(out, where)
-        else:
-            both = self.loss.encode(self._read(paths))
-        current, reference = (
-            _take(both, slice(None, len(batch))),
-            _take(both, slice(len(batch), None)),
-        )
-        return self.loss.compare(current, reference), current, reference
+            self.cache = EmbeddingCache(0)
 
     @torch.no_grad()
-    def features(
-        self, head: nn.Module, index: Sequence[int], *, batch_size: int, show: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Raw cosine ``(n,)`` and the head's input features ``(n, F)`` (``head.features``)
-        of the pairs ``index``, batched by image size (bounded memory)."""
-        index = list(index)
-        cosine = np.full(len(index), np.nan)
-        features = np.full((len(index), head.num_features), np.nan)
-        batches = batches_by_size([self.shapes[i] for i in index], batch_size)
-        for batch in with_progress(batches, enabled=show, desc="embed"):
-            cos, current, reference = self.pairs([index[k] for k in batch])
-            cosine[batch] = cos.float().cpu().numpy()
-            feats = head.features(cos, current.pooled, reference.pooled)
-            features[batch] = feats.float().cpu().numpy()
-        return cosine, features
+    def _embed(self, paths: list[str]) -> list[tuple]:
+        out = self.loss.encode(self._read(paths))
+        tokens = [None] * len(paths) if out.tokens is None else out.tokens
+        return list(zip(out.pooled, tokens, strict=True))
 
+    def _prefix(self, paths: list[str]) -> list[torch.Tensor]:
+        rows = self.split.prefix(self._read(paths))
+        return list(rows.reshape(len(paths), -1, *rows.shape[1:]))
 
-# --------------------------------------------------------------------------- fit
+    def _unique(self, paths: list[str], shape: tuple[int, int]) -> Any:
+        """Embeddings of distinct images of one ``shape``, through the cache."""
+        from ..backbones import Embeddings
+
+        if self.split is None:
+            pooled, tokens = zip(*self.cache.fetch(paths, self._embed), strict=True)
+            return Embeddings(
+                torch.stack(pooled), None if tokens[0] is None else torch.stack(tokens)
+            )
+        activation = torch.cat(self.cache.fetch(paths, self._prefix))
+        # only the shape of the images matters: the stem's output is replaced
+        return self.split.suffix(activation, torch.zeros(len(paths), 3, *shape, device=self.device))
+
+    def pairs(self, batch: Sequence[int]) -> tuple[torch.Tensor, Any, Any]:
+        """Cosine and both embeddings of a batch of pairs of one size, in one pass; the GT
+        branch keeps its graph too (unlike ``HLFLoss.fidelity``)."""
+        paths = [str(self.ratings[i].sr) for i in batch] + [str(self.ratings[i].gt) for i in batch]
+        if self.cache.enabled:
+            unique = list(dict.fromkeys(paths))
+            out = self._unique(unique, self.shapes[batch[0]])
+            both = _take(out, torch.tensor([unique.index(p) for p in paths], device=self.device))
+        else:
+            both = self.loss.encode(self._read(paths))
+        n = len(batch)
+        current, reference = _take(both, slice(None, n)), _take(both, slice(n, None))
+        return self.loss.compare(current, reference), current, reference
 
 
 def _fit_frozen(head: nn.Module, features: np.ndarray, target: np.ndarray, steps: int) -> None:
-    """Least-squares fit of the head on fixed features (L-BFGS). The calibration head
-    starts from the linear fit of logit(target) on the cosine, close to the optimum even
-    when random-weight cosines crowd near 1 and need a large slope; the MLP head first
-    takes the features' statistics."""
+    """Least-squares fit of the head on fixed features (L-BFGS), the calibration head from
+    the linear fit of logit(target) on the cosine, the MLP from the features' statistics."""
     features = torch.tensor(features, dtype=torch.float32)
     target = torch.tensor(target, dtype=torch.float32)
     if hasattr(head, "set_feature_statistics"):
         head.set_feature_statistics(features)
     else:
-        cosine = features[:, 0]
-        clipped = target.clamp(0.02, 0.98)
-        logits = torch.log(clipped / (1 - clipped))
+        cosine, logits = features[:, 0], torch.logit(target.clamp(0.02, 0.98))
         centred = cosine - cosine.mean()
         variance = float((centred * centred).mean())
-        covariance = float((centred * (logits - logits.mean())).mean())
-        slope = covariance / variance if variance > 0 else 0.0
+        slope = float((centred * logits).mean()) / variance if variance > 0 else 0.0
         with torch.no_grad():
             head.scale.fill_(slope)
             head.bias.fill_(float(logits.mean()) - slope * float(cosine.mean()))
@@ -366,22 +304,13 @@ def _fit_frozen(head: nn.Module, features: np.ndarray, target: np.ndarray, steps
 def _statistics(
     cosine: np.ndarray, predicted: np.ndarray, human: np.ndarray, target: np.ndarray
 ) -> dict[str, float]:
-    """SRCC and PLCC of the raw cosine and of the head against the human scores, and the
-    head's RMSE against the targets (empty without pairs)."""
+    """The statistics of one split (see :class:`HLFFitResult`; empty without pairs)."""
     if not len(cosine):
         return {}
-    (srcc_cosine, plcc_cosine), (srcc_head, plcc_head) = (
-        agreement(cosine, human),
-        agreement(predicted, human),
-    )
-    return {
-        "n": int(len(cosine)),
-        "srcc_cosine": srcc_cosine,
-        "plcc_cosine": plcc_cosine,
-        "srcc_head": srcc_head,
-        "plcc_head": plcc_head,
-        "rmse_head": float(np.sqrt(np.mean((predicted - target) ** 2))),
-    }
+    stats: dict[str, float] = {"n": int(len(cosine))}
+    for name, values in (("cosine", cosine), ("head", predicted)):
+        stats[f"srcc_{name}"], stats[f"plcc_{name}"] = agreement(values, human)
+    return stats | {"rmse_head": float(np.sqrt(np.mean((predicted - target) ** 2)))}
 
 
 @torch.no_grad()
@@ -392,96 +321,107 @@ def _head_predict(head: nn.Module, features: np.ndarray) -> np.ndarray:
     return head.from_features(inputs.to(device)).double().cpu().numpy()
 
 
-# --------------------------------------------------------------------------- fine-tune
+@dataclass
+class _Fit:
+    """What the steps of one fit share: the pairs, the head, the human scores and their
+    [0, 1] targets, the validation mask and the batching settings."""
 
+    pairs: _PairEncoder
+    head: nn.Module
+    human: np.ndarray
+    target: np.ndarray
+    is_val: np.ndarray
+    batch_size: int
+    progress: bool
 
-def _fine_tune(
-    pairs: _PairEncoder,
-    head: nn.Module,
-    target: np.ndarray,
-    human: np.ndarray,
-    is_val: np.ndarray,
-    blocks: int,
-    epochs: int,
-    rates: tuple[float, float],
-    batch_size: int,
-    seed: int,
-    progress: bool,
-) -> tuple[list[str], list[dict[str, float | None]], int]:
-    """Train the head and the last ``blocks`` backbone blocks end to end (MSE on the
-    normalised human scores), keeping the epoch with the best validation SRCC + PLCC
-    (epoch 0 is the frozen fit; without a validation split, the last epoch). ``rates`` are
-    the head's and the blocks' learning rates. Returns the tuned parameters' names, the
-    history and the kept epoch."""
-    from ..backbones import last_block_parameters
+    @torch.no_grad()
+    def features(self, index: Sequence[int], show: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Raw cosine ``(n,)`` and the head's input features ``(n, F)`` of the pairs ``index``."""
+        index = list(index)
+        cosine = np.full(len(index), np.nan)
+        features = np.full((len(index), self.head.num_features), np.nan)
+        batches = batches_by_size([self.pairs.shapes[i] for i in index], self.batch_size)
+        for batch in with_progress(batches, enabled=show, desc="embed"):
+            cos, current, reference = self.pairs.pairs([index[k] for k in batch])
+            cosine[batch] = cos.float().cpu().numpy()
+            feats = self.head.features(cos, current.pooled, reference.pooled)
+            features[batch] = feats.float().cpu().numpy()
+        return cosine, features
 
-    encoder = pairs.loss.backbone.encoder
-    names = last_block_parameters(encoder, blocks)
-    params = dict(encoder.named_parameters())
-    tuned = [params[name] for name in names]
-    head.to(pairs.device)
-    generator = torch.Generator().manual_seed(seed)
-    targets = torch.tensor(target, dtype=torch.float32, device=pairs.device)
-    train_index, val_index = np.flatnonzero(~is_val).tolist(), np.flatnonzero(is_val)
-    pairs.start_tuning()
-    selection, kept = Selection(), None
+    def fine_tune(
+        self, blocks: int, epochs: int, rates: tuple[float, float], seed: int
+    ) -> tuple[list[dict[str, float | None]], int]:
+        """Train the head and the last ``blocks`` backbone blocks end to end (MSE on the
+        targets; ``rates`` are the head's and the blocks' learning rates), keeping the
+        epoch with the best validation SRCC + PLCC (epoch 0 is the frozen fit; without a
+        validation split, the last epoch) and recording the blocks as the head's
+        ``backbone_update``. Returns the history and the kept epoch."""
+        from ..backbones import last_block_parameters
+        from ..heads import BackboneUpdate
 
-    def log(epoch: int, train_mse: float | None) -> None:
-        """Log the epoch with the head's validation SRCC, PLCC and their sum (None when
-        undefined or without a split); keep a copy of the blocks and head when it is best."""
-        nonlocal kept
-        values = [None, None]
-        if len(val_index):
-            _, feats = pairs.features(head, val_index, batch_size=batch_size, show=False)
-            values = agreement(_head_predict(head, feats), human[val_index])
-            values = [None if math.isnan(v) else v for v in values]
-        total = None if None in values else values[0] + values[1]
-        row = {"epoch": epoch, "train_mse": train_mse, "val_srcc_head": values[0]}
-        row |= {"val_plcc_head": values[1], "val_score": total}
-        if selection.log(row, total) and len(val_index):
-            kept = (
-                {n: params[n].detach().clone() for n in names},
-                {k: v.detach().clone() for k, v in head.state_dict().items()},
-            )
+        head, device, backbone = self.head, self.pairs.device, self.pairs.loss.backbone
+        names = last_block_parameters(backbone.encoder, blocks)
+        params = dict(backbone.encoder.named_parameters())
+        tuned = [params[name] for name in names]
+        head.to(device)
+        generator = torch.Generator().manual_seed(seed)
+        targets = torch.tensor(self.target, dtype=torch.float32, device=device)
+        train_index, val_index = np.flatnonzero(~self.is_val).tolist(), np.flatnonzero(self.is_val)
+        self.pairs.start_tuning()
+        selection, kept = Selection(), None
 
-    def pair_loss(batch: Sequence[int]) -> torch.Tensor:
-        cos, current, reference = pairs.pairs(batch)
-        predicted = head(cos, current.pooled, reference.pooled)
-        return nn.functional.mse_loss(predicted.float(), targets[batch])
+        def log(epoch: int, train_mse: float | None) -> None:
+            """Log the epoch; keep a copy of the blocks and head when it is the best."""
+            nonlocal kept
+            values = (None, None)
+            if len(val_index):
+                predicted = _head_predict(head, self.features(val_index, show=False)[1])
+                values = agreement(predicted, self.human[val_index])
+                values = tuple(None if math.isnan(v) else v for v in values)
+            total = None if None in values else values[0] + values[1]
+            row = {"epoch": epoch, "train_mse": train_mse, "val_srcc_head": values[0]}
+            row |= {"val_plcc_head": values[1], "val_score": total}
+            if selection.log(row, total) and len(val_index):
+                blocks_state = {n: params[n].detach().clone() for n in names}
+                kept = blocks_state, copy.deepcopy(head.state_dict())
 
-    log(0, None)
-    for param in tuned:
-        param.requires_grad_(True)
-    groups = [
-        {"params": list(head.parameters()), "lr": rates[0]},
-        {"params": tuned, "lr": rates[1]},
-    ]
-    optimiser = torch.optim.AdamW(groups, weight_decay=0.0)
-    try:
-        for epoch in range(1, epochs + 1):
-            batches = batches_by_size(
-                pairs.shapes, batch_size, indices=train_index, generator=generator
-            )
-            desc = f"epoch {epoch}"
-            log(epoch, train_epoch(batches, pair_loss, optimiser, progress=progress, desc=desc))
-    finally:
+        def pair_loss(batch: Sequence[int]) -> torch.Tensor:
+            cos, current, reference = self.pairs.pairs(batch)
+            predicted = head(cos, current.pooled, reference.pooled)
+            return nn.functional.mse_loss(predicted.float(), targets[batch])
+
+        log(0, None)
         for param in tuned:
-            param.requires_grad_(False)
-    if kept is not None:
-        with torch.no_grad():
-            for name, value in kept[0].items():
-                params[name].copy_(value)
-        head.load_state_dict(kept[1])
-    head.eval()
-    return names, selection.history, selection.epoch if len(val_index) else epochs
-
-
-# --------------------------------------------------------------------------- save
+            param.requires_grad_(True)
+        groups = [
+            {"params": list(head.parameters()), "lr": rates[0]},
+            {"params": tuned, "lr": rates[1]},
+        ]
+        optimiser = torch.optim.AdamW(groups, weight_decay=0.0)
+        try:
+            for epoch in range(1, epochs + 1):
+                batches = batches_by_size(
+                    self.pairs.shapes, self.batch_size, indices=train_index, generator=generator
+                )
+                desc = f"epoch {epoch}"
+                loss = train_epoch(batches, pair_loss, optimiser, progress=self.progress, desc=desc)
+                log(epoch, loss)
+        finally:
+            for param in tuned:
+                param.requires_grad_(False)
+        if kept is not None:
+            with torch.no_grad():
+                for name, value in kept[0].items():
+                    params[name].copy_(value)
+            head.load_state_dict(kept[1])
+        head.eval().cpu()
+        state = {name: params[name].detach().cpu().clone() for name in names}
+        head.backbone_update = BackboneUpdate(backbone.spec.name, blocks, state)
+        return selection.history, selection.epoch if len(val_index) else epochs
 
 
 def _head_config(head: nn.Module) -> dict[str, Any]:
-    """A head's constructor arguments with the *fitted* values (a calibration head's scale
-    and bias)."""
+    """A head's constructor arguments with the *fitted* scale and bias."""
     config = dict(getattr(head, "_hub_mixin_config", None) or {})
     if hasattr(head, "scale") and hasattr(head, "bias"):
         config |= {"scale": float(head.scale.detach()), "bias": float(head.bias.detach())}
@@ -495,9 +435,8 @@ def _save(
     push_to_hub: str | None,
     private: bool,
 ) -> None:
-    """Write the head (its ``config.json`` records what it was fitted on,
-    :data:`FITTED_ON_KEY`, so a loader can refuse another backbone) and ``fit_report.json``
-    to ``output_dir`` and/or push it to the Hub; record where in ``result``."""
+    """Save the head (``config.json`` records ``fitted_on``) and ``fit_report.json`` and/or
+    push the head to the Hub; record where in ``result``."""
     config = _head_config(result.head) | {FITTED_ON_KEY: fitted_on}
     if output_dir is not None:
         folder = Path(output_dir)
@@ -511,9 +450,6 @@ def _save(
         result.head.push_to_hub(push_to_hub, private=private, config=config)
         result.repo_id = push_to_hub
         logger.info("pushed the head to %s", push_to_hub)
-
-
-# --------------------------------------------------------------------------- the trainer
 
 
 def fit_hlf_head(
@@ -595,7 +531,7 @@ def fit_hlf_head(
         >>> result = fit_hlf_head("ratings.csv", "dinov2", output_dir="my-head")  # doctest: +SKIP
         >>> result.val["plcc_head"]  # doctest: +SKIP
     """
-    from ..heads import BackboneUpdate, CalibrationHead, MLPCalibrationHead
+    from ..heads import CalibrationHead, MLPCalibrationHead
     from ..losses import HLFLoss
 
     check_choice(head, "head", ("calibration", "mlp"))
@@ -614,27 +550,18 @@ def fit_hlf_head(
         backbone = copy.deepcopy(backbone)  # fine-tuning must not change the caller's module
     loss = HLFLoss(backbone, pretrained=pretrained, embedding=embedding, image_size=image_size)
     loss = loss.to(device).eval()
-    pairs = _PairEncoder(loss, ratings, device, cache_mb, unfreeze_blocks)
     with seeded(seed):
         fitted = CalibrationHead() if head == "calibration" else MLPCalibrationHead(hidden)
+    pairs = _PairEncoder(loss, ratings, device, cache_mb, unfreeze_blocks)
+    fit = _Fit(pairs, fitted, human, target, is_val, batch_size, progress)
     everything = range(len(ratings))
-    cosine, features = pairs.features(fitted, everything, batch_size=batch_size, show=progress)
-    # fit
+    cosine, features = fit.features(everything, show=progress)
+    # fit, and fine-tune
     _fit_frozen(fitted, features[~is_val], target[~is_val], steps)
-    # fine-tune
     history, best_epoch = [], None
     if unfreeze_blocks:
-        rates = (lr, backbone_lr)
-        tuning = (unfreeze_blocks, epochs, rates, batch_size, seed, progress)
-        names, history, best_epoch = _fine_tune(pairs, fitted, target, human, is_val, *tuning)
-        state = loss.backbone.encoder.state_dict()
-        fitted.cpu()
-        fitted.backbone_update = BackboneUpdate(
-            loss.backbone.spec.name,
-            unfreeze_blocks,
-            {name: state[name].detach().cpu().clone() for name in names},
-        )
-        cosine, features = pairs.features(fitted, everything, batch_size=batch_size, show=progress)
+        history, best_epoch = fit.fine_tune(unfreeze_blocks, epochs, (lr, backbone_lr), seed)
+        cosine, features = fit.features(everything, show=progress)
     predicted = _head_predict(fitted, features)
     train, val = (
         _statistics(cosine[part], predicted[part], human[part], target[part])

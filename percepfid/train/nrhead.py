@@ -1,9 +1,5 @@
-"""Fit an :class:`~percepfid.iqa.NRHead` to mean opinion scores listed in a CSV file
-(also importable from :mod:`percepfid.iqa.train`).
-
-The backbone is frozen, so each image is embedded once; the head is then fitted on the
-cached embeddings with a mean-squared error on standardised MOS (fast, even on a CPU).
-"""
+"""Fit an :class:`~percepfid.iqa.NRHead` to mean opinion scores listed in a CSV file:
+:func:`train_nr_head` (also importable from :mod:`percepfid.iqa.train`)."""
 
 from __future__ import annotations
 
@@ -57,7 +53,9 @@ def train_nr_head(
     progress: bool = True,
     pretrained_backbone: bool | None = None,
 ) -> NRHead:
-    """Fit a no-reference regression head to the MOS in a CSV of ``(image, mos)`` rows.
+    """Fit a no-reference regression head to the MOS in a CSV of ``(image, mos)`` rows:
+    every image is embedded once by the frozen backbone, then the head is fitted to the
+    standardised MOS (mean-squared error).
 
     Args:
         ratings: the CSV file (header line; read with ``columns``), or its rows.

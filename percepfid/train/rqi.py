@@ -1,11 +1,5 @@
-"""Training an RQI head on a frozen backbone from any IQA dataset given as a CSV.
-
-The backbone is frozen, so each distinct input (image, crop position, flip) is embedded
-once per run and kept in a bounded cache (``cache_mb``). So that inputs repeat, crops are
-drawn from a fixed set of ``crop_positions`` positions per group (drawn once from
-``seed``), each with or without a horizontal flip; ``crop_positions=None`` draws a fresh
-position every time (the inputs then rarely repeat and the cache helps only validation).
-"""
+"""Training an RQI head on a frozen backbone from any IQA dataset given as a CSV:
+:func:`train_rqi`."""
 
 from __future__ import annotations
 
@@ -20,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._atomic import atomic_path
 from .._errors import ArgumentError, ShapeError, WeightsError
 from ..data import Rating, read_image
 from ..functional import huber, rqi_score
@@ -33,7 +28,6 @@ from ._common import (
     load_checkpoint,
     pick_device,
     read_rows,
-    save_checkpoint,
     seeded,
     shuffled_batches,
     split_groups,
@@ -101,12 +95,9 @@ def dense_pairs(
 
 
 class _PairSource:
-    """Aligned crops of image pairs and, with a cache, their embeddings computed once.
-
-    A crop is ``(top, left, flip)``; each distinct ``(image, top, left, flip)`` is embedded
-    alone (batch of one), so its embedding never depends on what was embedded with it and a
-    resumed run repeats an uninterrupted one exactly.
-    """
+    """Aligned crops ``(top, left, flip)`` of image pairs and, with a cache, their
+    embeddings, each distinct ``(image, top, left, flip)`` embedded once and alone (so a
+    resumed run repeats an uninterrupted one exactly)."""
 
     def __init__(
         self,
@@ -124,10 +115,10 @@ class _PairSource:
         self._shapes: dict[int, tuple[tuple[int, ...], tuple[int, int]]] = {}
         groups = sorted({r.group for r in rows})
         self._group = {g: k for k, g in enumerate(groups)}
-        self._pool = None
+        self._pool = None  # crop_positions positions per group, drawn once from seed
         if crop_positions is not None:
-            pool_generator = torch.Generator().manual_seed(seed)
-            self._pool = torch.rand(len(groups), crop_positions, 2, generator=pool_generator)
+            pool = torch.Generator().manual_seed(seed)
+            self._pool = torch.rand(len(groups), crop_positions, 2, generator=pool)
 
     def _fitted(self, index: int) -> torch.Tensor:
         """Image ``index`` upsampled to at least the crop size: ``(3, H, W)``."""
@@ -174,7 +165,7 @@ class _PairSource:
         return crop.flip(-1) if flip else crop
 
     def _inputs(self, indices: Sequence[int], crops: Sequence[tuple]) -> torch.Tensor:
-        """The crops on the device or, with a cache, their embeddings (each computed once)."""
+        """The crops on the device or, with a cache, their embeddings."""
         keys = [(i, *c) for i, c in zip(indices, crops, strict=True)]
         if not self.cache.enabled:
             return torch.stack([self._cut(*key) for key in keys]).to(self.device)
@@ -209,8 +200,7 @@ def _build(
     seed: int,
     device: torch.device,
 ) -> Any:
-    """The RQI loss on the frozen backbone with a trainable head (seeded, leaving the
-    caller's global RNG as it was)."""
+    """The RQI loss on the frozen backbone with a trainable head (seeded)."""
     from ..backbones import create_backbone
     from ..losses import RQILoss
 
@@ -243,11 +233,10 @@ def _validate(
     source.loss.eval()
     with torch.no_grad():
         scored = [
-            source.score(pairs[start : start + batch_size], None)
-            for start in range(0, len(pairs), batch_size)
+            source.score(pairs[k : k + batch_size], None) for k in range(0, len(pairs), batch_size)
         ]
-    predictions = torch.cat([p.float().cpu() for p, _ in scored])
-    return agreement(predictions, torch.cat([label.cpu() for _, label in scored]))[0]
+    predicted, labels = (torch.cat([s[n].float().cpu() for s in scored]) for n in (0, 1))
+    return agreement(predicted, labels)[0]
 
 
 def train_rqi(
@@ -385,7 +374,8 @@ def train_rqi(
             "best_epoch": selection.epoch,
             "history": selection.history,
         }
-        save_checkpoint(output / "last.pt", state)
+        with atomic_path(output / "last.pt") as partial:
+            torch.save(state, partial)
     logger.info("train_rqi: %d crops embedded, %d reused", source.cache.misses, source.cache.hits)
     with seeded(seed):
         best = type(head).from_pretrained(output / "best") if (output / "best").is_dir() else head
