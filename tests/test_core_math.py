@@ -9,6 +9,8 @@ target selection. Properties draw a few examples locally and hundreds under
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -38,10 +40,12 @@ from percepfid.kernels._reference import (
     compute_dtype,
     cosine_backward_reference,
     cosine_forward_reference,
-    cosine_similarity_reference,
 )
 from percepfid.lora import find_lora_targets, inject_lora
 from percepfid.rqi import aligned_crop, crop_at, crop_offsets, fit_to_crop
+
+# The spec: the public cosine on the torch backend.
+cosine_similarity_reference = functools.partial(cosine_similarity, backend="torch")
 
 scipy_special = require("scipy.special")  # the [eval] extra; always in [test]
 

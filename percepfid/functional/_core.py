@@ -11,8 +11,14 @@ from typing import Any
 
 import torch
 
-from .._checks import check_positive, check_reduction, check_same_shape, check_tensor
-from .._errors import ArgumentError, ShapeError
+from .._checks import (
+    check_choice,
+    check_positive,
+    check_reduction,
+    check_same_shape,
+    check_tensor,
+)
+from .._errors import ShapeError
 from .._vocab import EMBEDDINGS
 from ..kernels import cosine_similarity
 
@@ -22,15 +28,8 @@ PairFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def reduce_loss(values: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Reduce per-sample values with ``'mean'``, ``'sum'`` or ``'none'``.
-
-    Args:
-        values: per-sample values, shape ``(B,)``.
-        reduction: ``'mean'`` (default), ``'sum'`` or ``'none'`` (returns ``values``).
-
-    Returns:
-        A scalar tensor, or ``values`` for ``'none'``.
-    """
+    """Reduce per-sample values ``(B,)`` with ``'mean'``, ``'sum'`` or ``'none'`` (which
+    returns ``values`` itself)."""
     check_reduction(reduction)
     if reduction == "mean":
         return values.mean()
@@ -111,17 +110,13 @@ def embedding_fidelity(
             per-token cosines) or ``'cls+patch'`` (the mean of those two fidelities).
         eps, backend: see :func:`high_level_fidelity`.
     """
-    if embedding == "cls":
-        return high_level_fidelity(sr.pooled, gt.pooled, eps=eps, backend=backend)
-    if embedding == "patch":
-        return high_level_fidelity(sr.tokens, gt.tokens, eps=eps, backend=backend)
-    if embedding == "cls+patch":
-        pooled = high_level_fidelity(sr.pooled, gt.pooled, eps=eps, backend=backend)
-        tokens = high_level_fidelity(sr.tokens, gt.tokens, eps=eps, backend=backend)
-        return 0.5 * (pooled + tokens)
-    raise ArgumentError(
-        f"embedding must be one of {', '.join(map(repr, EMBEDDINGS))}; got {embedding!r}"
-    )
+    check_choice(embedding, "embedding", EMBEDDINGS)
+    parts = {"cls": ("pooled",), "patch": ("tokens",)}.get(embedding, ("pooled", "tokens"))
+    fidelities = [
+        high_level_fidelity(getattr(sr, part), getattr(gt, part), eps=eps, backend=backend)
+        for part in parts
+    ]
+    return sum(fidelities) / len(fidelities)
 
 
 def hlf_fidelity(
@@ -134,17 +129,11 @@ def hlf_fidelity(
     eps: float = 1e-8,
     kernel: str = "auto",
 ) -> torch.Tensor:
-    """Cosine fidelity ``(B,)`` of ``sr`` to ``gt`` under a frozen backbone (no head).
-
-    Args:
-        sr: ``(B, 3, H, W)``, gets gradients.
-        gt: same shape; embedded without autograd.
-        backbone: a :class:`~percepfid.backbones.Backbone` (see ``create_backbone``).
-        embedding: ``'cls'``, ``'patch'`` or ``'cls+patch'``.
-        crop: crop mode, default the backbone's own.
-        eps: lower bound on the norms.
-        kernel: cosine kernel backend.
-    """
+    """Cosine fidelity ``(B,)`` of ``sr`` (gets gradients) to ``gt`` (embedded without
+    autograd), ``(B, 3, H, W)`` each, under a frozen
+    :class:`~percepfid.backbones.Backbone` (no head, no input checks). ``crop`` defaults
+    to the backbone's own; ``embedding``, ``eps`` as :func:`embedding_fidelity`, ``kernel``
+    its ``backend``."""
     with torch.no_grad():
         reference = backbone.encode(gt, crop)
     current = backbone.encode(sr, crop)
@@ -167,19 +156,8 @@ def hlf_loss(
     eps: float = 1e-8,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """``weight * reduce(1 - high_level_fidelity(sr, gt))`` on embeddings.
-
-    Args:
-        sr_embedding: ``(B, D)`` or ``(B, N, D)``.
-        gt_embedding: same shape; should carry no autograd graph.
-        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
-        weight: scale of the loss.
-        eps: lower bound on each norm.
-        backend: cosine kernel backend.
-
-    Returns:
-        A scalar, or ``(B,)`` with ``reduction='none'``.
-    """
+    """``weight * reduce(1 - high_level_fidelity(sr, gt))`` on embeddings (the GT ones
+    should carry no autograd graph): a scalar, or ``(B,)`` with ``reduction='none'``."""
     fidelity = high_level_fidelity(sr_embedding, gt_embedding, eps=eps, backend=backend)
     return fidelity_loss(fidelity, weight=weight, reduction=reduction)
 
@@ -243,16 +221,8 @@ def rqi_score(
 
 
 def rqi_loss(score: torch.Tensor, *, weight: float = 1.0, reduction: str = "mean") -> torch.Tensor:
-    """The RQI training loss from scores: ``weight * reduce(-score)`` (lower is better).
-
-    Args:
-        score: ``(B,)`` relative quality of SR with respect to GT (see :func:`rqi_score`).
-        weight: a multiplier.
-        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
-
-    Returns:
-        A scalar, or ``(B,)`` for ``reduction='none'``.
-    """
+    """The RQI training loss ``weight * reduce(-score)`` (lower is better) from the scores
+    ``(B,)`` of :func:`rqi_score`: a scalar, or ``(B,)`` for ``reduction='none'``."""
     check_tensor(score, "score")
     return weight * reduce_loss(-score, reduction)
 
@@ -266,16 +236,9 @@ def huber(
 ) -> torch.Tensor:
     """Huber loss ``0.5 r^2`` for ``|r| <= delta``, else ``delta * (|r| - 0.5 delta)``.
 
-    With RQI's labels in ``[-1, 1]`` the default ``delta=1`` is plain L2 on almost every
-    pair; a smaller ``delta`` such as 0.1 mixes L2 near zero with L1 on large errors.
-
-    Args:
-        prediction, target: tensors of the same shape.
-        delta: the switch point, > 0.
-        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
-
-    Returns:
-        The reduced loss.
+    ``prediction`` and ``target`` have the same shape; ``delta > 0``. With RQI's labels in
+    ``[-1, 1]`` the default ``delta=1`` is plain L2 on almost every pair; a smaller
+    ``delta`` such as 0.1 mixes L2 near zero with L1 on large errors.
     """
     check_positive(delta, "delta")
     check_same_shape(prediction, target, ("prediction", "target"))

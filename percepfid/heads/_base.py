@@ -17,6 +17,7 @@ from torch import nn
 
 from .._atomic import atomic_path
 from .._errors import ArgumentError, MissingDependencyError, UnknownNameError, WeightsError
+from ..hub import is_offline
 
 logger = logging.getLogger(__name__)
 
@@ -177,30 +178,40 @@ class HubHead(
 
         The folder or repo must hold a readable ``config.json`` and a ``model.safetensors``
         whose tensors are exactly the head's (no missing, no extra keys). With
-        ``HF_HUB_OFFLINE=1`` (read at call time) only the local cache is searched.
+        ``HF_HUB_OFFLINE=1`` (read at call time) only the local cache is searched. Called on
+        ``HubHead`` itself (as :func:`load_head` does), it builds the class the config names.
 
         Raises:
+            UnknownNameError: on ``HubHead``, the config names a head class percepfid does
+                not know.
             WeightsError: no such folder or reachable repo, a missing or unreadable
                 ``config.json`` / ``model.safetensors``, a config that does not build this
                 head, or weights that do not fit it; the message gives the fix.
         """
         source = str(pretrained_model_name_or_path)
-        if _offline() and "local_files_only" not in kwargs:
+        if is_offline() and "local_files_only" not in kwargs:
             kwargs["local_files_only"] = True
         fetch = _fetcher(pretrained_model_name_or_path, kwargs)
         config_path, config = _read_config(fetch)  # fails fast, before the mixin
+        head_class = cls
+        if cls is HubHead:
+            name = config.get(CLASS_KEY)
+            if name not in _HEADS:
+                hint = f"(read from {config_path})"
+                raise UnknownNameError("head class", str(name), _HEADS, hint=hint)
+            head_class = _HEADS[name]
         weights_path = fetch(_WEIGHTS_FILE)
         kwargs.setdefault("strict", True)
         captured = io.StringIO()
         try:
             # huggingface_hub prints "Loading weights from local directory": keep stdout clean
             with contextlib.redirect_stdout(captured):
-                head = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+                head = super(HubHead, head_class).from_pretrained(source, **kwargs)
         except (WeightsError, MissingDependencyError):
             raise
         except Exception as error:  # noqa: BLE001 - any failure here means a bad head folder
             raise WeightsError(
-                f"head {source!r} could not be loaded as a {cls.__name__} from {config_path} "
+                f"head {source!r} could not be loaded as a {head_class.__name__} from {config_path} "
                 f"and {weights_path} ({type(error).__name__}: {error}). The files are corrupt "
                 "or were not written by this head's save_pretrained: re-save or re-download it."
             ) from error
@@ -213,12 +224,6 @@ class HubHead(
         if record is not None:
             head.backbone_update = _read_backbone_update(fetch(BACKBONE_FILE), record)
         return head
-
-
-def _offline() -> bool:
-    from ..hub import is_offline
-
-    return is_offline()
 
 
 def _fetcher(path_or_repo_id: str | Path, hub_kwargs: dict[str, Any]):
@@ -253,7 +258,7 @@ def _fetcher(path_or_repo_id: str | Path, hub_kwargs: dict[str, Any]):
         }
 
         def fetch(filename: str) -> Path:
-            offline = bool(allowed.get("local_files_only")) or _offline()
+            offline = bool(allowed.get("local_files_only")) or is_offline()
             try:
                 return Path(
                     hf_hub_download(
@@ -315,8 +320,4 @@ def load_head(path_or_repo_id: str | Path, **hub_kwargs: Any) -> HubHead:
             is missing or unreadable.
         UnknownNameError: the config names a head class percepfid does not know.
     """
-    config_path, config = _read_config(_fetcher(path_or_repo_id, hub_kwargs))
-    name = config.get(CLASS_KEY)
-    if name not in _HEADS:
-        raise UnknownNameError("head class", str(name), _HEADS, hint=f"(read from {config_path})")
-    return _HEADS[name].from_pretrained(str(path_or_repo_id), **hub_kwargs)
+    return HubHead.from_pretrained(path_or_repo_id, **hub_kwargs)

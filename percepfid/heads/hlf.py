@@ -115,7 +115,4 @@ class MLPCalibrationHead(HubHead):
         x = (features - self.feature_mean) / self.feature_std
         return torch.sigmoid(self.net(x).squeeze(-1))
 
-    def forward(
-        self, cosine: torch.Tensor, sr_embedding: torch.Tensor, gt_embedding: torch.Tensor
-    ) -> torch.Tensor:
-        return self.from_features(self.features(cosine, sr_embedding, gt_embedding))
+    forward = CalibrationHead.forward

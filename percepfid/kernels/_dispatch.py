@@ -9,10 +9,9 @@ import torch
 
 from .._checks import check_choice, check_positive, check_tensor, kernel_backend
 from .._errors import ArgumentError, KernelUnavailableError, ShapeError
-from .._imports import install_hint
 from .._vocab import KERNEL_BACKENDS
-from ._ops import _TRITON_INSTALLED, cosine_similarity_forward, interpreter_unavailable
-from ._reference import KERNEL_DTYPES, REDUCE_NONE, REDUCE_SUM, cosine_similarity_reference
+from ._ops import cosine_similarity_forward, triton_unavailable
+from ._reference import REDUCE_NONE, REDUCE_SUM, cosine_spec
 
 __all__ = ["REDUCES", "cosine_similarity", "select_backend"]
 
@@ -27,34 +26,6 @@ def _log_once(message: str) -> None:
         return
     _logged_reasons.add(message)
     logger.info(message)
-
-
-def _triton_unavailable(x: torch.Tensor, y: torch.Tensor) -> tuple[str, str] | None:
-    """None when the Triton kernels can serve ``(x, y)``; else ``(reason, fix)``."""
-    for name, tensor in (("x", x), ("y", y)):
-        if tensor.dtype not in KERNEL_DTYPES:
-            return (
-                f"{name} has dtype {tensor.dtype}; the kernel supports float16, bfloat16 and "
-                "float32 (it accumulates in float32)",
-                "use backend='torch' for float64",
-            )
-    if not _TRITON_INSTALLED:
-        return "triton is not installed", f"install it ({install_hint('triton')})"
-    if x.device.type == "cuda":
-        return None
-    if x.device.type == "cpu":
-        reason = interpreter_unavailable()
-        if reason is None:
-            return None
-        return (
-            reason,
-            "move the tensors to a CUDA device, use backend='torch', or (for testing on CPU) "
-            "start the process with TRITON_INTERPRET=1 (before triton is imported)",
-        )
-    return (
-        f"the tensors are on {x.device.type!r}; the Triton kernel runs on CUDA devices",
-        "use backend='torch'",
-    )
 
 
 def select_backend(backend: str, x: torch.Tensor, y: torch.Tensor) -> str:
@@ -73,7 +44,7 @@ def select_backend(backend: str, x: torch.Tensor, y: torch.Tensor) -> str:
         return "torch"
     if requested == "auto" and x.device.type != "cuda":
         return "torch"  # the ordinary CPU case: nothing worth logging
-    problem = _triton_unavailable(x, y)
+    problem = triton_unavailable(x, y)
     if problem is None:
         return "triton"
     reason, fix = problem
@@ -86,20 +57,14 @@ def select_backend(backend: str, x: torch.Tensor, y: torch.Tensor) -> str:
     return "torch"
 
 
-def _validate(
-    x: object,
-    y: object,
-    dim: int,
-    eps: float,
-    weight: object,
-    reduce: str | None,
-    backend: str,
+def _check_arguments(
+    x: object, y: object, dim: object, eps: object, weight: object, reduce: object
 ) -> tuple[torch.Size, int]:
-    """Check every argument; return the broadcast shape of ``x, y`` and ``dim`` made >= 0."""
+    """Check every argument but ``backend``; return the broadcast shape of ``x, y`` and
+    ``dim`` made >= 0."""
     check_tensor(x, "x")
     check_tensor(y, "y")
     check_choice(reduce, "reduce", REDUCES)
-    check_choice(backend, "backend", KERNEL_BACKENDS)
     check_positive(eps, "eps")
     if x.device != y.device:
         raise ArgumentError(f"x and y must be on the same device; got {x.device} and {y.device}")
@@ -186,27 +151,20 @@ def cosine_similarity(
 ) -> torch.Tensor:
     """Cosine similarity of embeddings, optionally weighted and reduced over tokens.
 
-    ``cos = <x, y> / (max(||x||, eps) * max(||y||, eps))`` along ``dim``, with float32
-    accumulation (each row is scaled by a power of two before squaring, so float32 norms
-    far above ``1e19`` or below ``1e-19`` neither overflow nor underflow), clamped to
-    ``[-1, 1]`` (value only: the gradient is that of the unclamped formula). Each norm is
-    clamped separately and the gradient is the exact derivative of this formula: for
-    ``||x|| < eps`` it is ``y / (eps * max(||y||, eps))``, finite even at ``x = 0``. See
-    :mod:`percepfid.kernels._reference` for the full spec.
-
-    The token axis is the last axis of the cosine (the inputs without ``dim``). With
-    ``reduce='mean'`` and a ``weight`` the result is ``sum(w * cos) / sum(w)`` per image;
-    ``'sum'`` gives ``sum(w * cos)``; ``None`` gives ``w * cos`` per token.
+    ``cos = <x, y> / (max(||x||, eps) * max(||y||, eps))`` along ``dim``, accumulated in
+    float32 without overflow, clamped to ``[-1, 1]`` (value only), with the exact
+    derivative of the formula as gradient (finite even at ``x = 0``): the full spec is
+    :mod:`percepfid.kernels._reference`. The token axis is the last axis of the cosine;
+    ``reduce='mean'`` with a ``weight`` gives ``sum(w * cos) / sum(w)`` per image.
 
     Backends: ``'torch'`` runs the reference (which ``torch.compile`` fuses well);
-    ``'triton'`` runs one fused forward and one fused backward kernel (CUDA tensors of
-    dtype float16/bfloat16/float32; CPU tensors only under ``TRITON_INTERPRET=1``) and
-    raises if it cannot serve the call; ``'auto'`` follows ``PERCEPFID_KERNEL``
-    (default ``auto``: Triton for CUDA tensors it can serve, else the reference, logging the
-    reason once). The Triton path gives first-order gradients for ``x``, ``y`` and
-    ``weight``; double backward and ``torch.func`` transforms (``vmap``, ``jvp``) need
-    ``backend='torch'``. Its per-image sums use float32 atomics (summation order varies
-    at the last bit) unless ``torch.use_deterministic_algorithms(True)`` is on.
+    ``'triton'`` runs one fused kernel each way (CUDA tensors of dtype float16/bfloat16/
+    float32; CPU tensors only under ``TRITON_INTERPRET=1``) and raises if it cannot serve
+    the call; ``'auto'`` follows ``PERCEPFID_KERNEL`` (default: Triton where it can serve
+    CUDA tensors, else the reference, logging the reason once). The Triton path gives
+    first-order gradients only (double backward and ``torch.func`` transforms need
+    ``backend='torch'``); its per-image sums use float32 atomics unless
+    ``torch.use_deterministic_algorithms(True)`` is on.
 
     Args:
         x: embeddings, e.g. ``(B, N, D)`` tokens; gets gradients.
@@ -243,7 +201,8 @@ def cosine_similarity(
         >>> cosine_similarity(x, y, weight=torch.tensor([3.0, 1.0]), reduce="mean")
         tensor([0.7200])
     """
-    shape, dim = _validate(x, y, dim, eps, weight, reduce, backend)
+    check_choice(backend, "backend", KERNEL_BACKENDS)
+    shape, dim = _check_arguments(x, y, dim, eps, weight, reduce)
     if select_backend(backend, x, y) == "torch":
-        return cosine_similarity_reference(x, y, dim=dim, eps=eps, weight=weight, reduce=reduce)
+        return cosine_spec(x, y, dim, eps, weight, reduce)
     return _fused(x, y, shape, dim, eps, weight, reduce)

@@ -5,13 +5,10 @@
 nodes (their fake implementations give shapes and dtypes), autograd links them through
 :func:`torch.library.register_autograd`, and ``torch.library.opcheck`` validates them.
 
-Implementations by device:
-
-* CUDA: the Triton kernels of :mod:`percepfid.kernels._triton` (imported on first use);
-  float64 inputs use the torch formulas instead (the kernels accumulate in float32).
-* CPU (and any other device): the torch formulas of :mod:`percepfid.kernels._reference`;
-  under ``TRITON_INTERPRET=1`` (set before the kernel module was imported) CPU tensors
-  run through the Triton kernels in the interpreter, which is how CI tests them.
+Both run the Triton kernels of :mod:`percepfid.kernels._triton` (imported on first use)
+wherever :func:`triton_unavailable` finds nothing against it (CUDA tensors of a kernel
+dtype; CPU tensors under ``TRITON_INTERPRET=1``, which is how CI tests them), else the
+torch formulas of :mod:`percepfid.kernels._reference`.
 
 Not written with ``from __future__ import annotations``: ``custom_op`` reads the type hints
 to build the op schema (the fake implementations only mirror it and need none).
@@ -23,7 +20,7 @@ import sys
 import torch
 from torch import Tensor
 
-from .._imports import is_available
+from .._imports import install_hint, is_available
 from ._reference import (
     KERNEL_DTYPES,
     REDUCE_SUM,
@@ -32,7 +29,7 @@ from ._reference import (
     cosine_forward_reference,
 )
 
-__all__ = ["cosine_similarity_backward", "cosine_similarity_forward", "interpreter_unavailable"]
+__all__ = ["cosine_similarity_backward", "cosine_similarity_forward", "triton_unavailable"]
 
 _TRITON_MODULE = __package__ + "._triton"
 # Looked up once, without importing triton: a plain constant is what torch.compile traces
@@ -40,28 +37,43 @@ _TRITON_MODULE = __package__ + "._triton"
 _TRITON_INSTALLED = is_available("triton")
 
 
-def interpreter_unavailable() -> str | None:
-    """None when the Triton kernels can run on CPU tensors (interpreter), else the reason."""
+def triton_unavailable(x: Tensor, y: Tensor) -> tuple[str, str] | None:
+    """None when the Triton kernels can serve ``(x, y)``; else ``(reason, fix)``."""
+    for name, tensor in (("x", x), ("y", y)):
+        if tensor.dtype not in KERNEL_DTYPES:
+            return (
+                f"{name} has dtype {tensor.dtype}; the kernel supports float16, bfloat16 and "
+                "float32 (it accumulates in float32)",
+                "use backend='torch' for float64",
+            )
     if not _TRITON_INSTALLED:
-        return "triton is not installed"
+        return "triton is not installed", f"install it ({install_hint('triton')})"
+    if x.device.type == "cuda":
+        return None
+    if x.device.type != "cpu":
+        return (
+            f"the tensors are on {x.device.type!r}; the Triton kernel runs on CUDA devices",
+            "use backend='torch'",
+        )
+    fix = (
+        "move the tensors to a CUDA device, use backend='torch', or (for testing on CPU) "
+        "start the process with TRITON_INTERPRET=1 (before triton is imported)"
+    )
     if os.environ.get("TRITON_INTERPRET", "0").strip().lower() not in {"1", "true", "on", "yes"}:
-        return "the tensors are on the CPU and TRITON_INTERPRET=1 is not set"
+        return "the tensors are on the CPU and TRITON_INTERPRET=1 is not set", fix
     # triton.jit decides at decoration time whether a function is interpreted; that covers
     # triton's own library functions (tl.zeros) as well as percepfid's kernels.
     standard = sys.modules.get("triton.language.standard")
     module = sys.modules.get(_TRITON_MODULE)
-    if (standard is not None and not _is_interpreted(standard.zeros)) or (
+    if (standard is not None and type(standard.zeros).__name__ != "InterpretedFunction") or (
         module is not None and not module.INTERPRETED
     ):
-        return (
+        reason = (
             "TRITON_INTERPRET=1 was set after triton was imported (triton decides at import "
             "time whether functions are interpreted)"
         )
+        return reason, fix
     return None
-
-
-def _is_interpreted(function: object) -> bool:
-    return type(function).__name__ == "InterpretedFunction"
 
 
 def _kernels():
@@ -70,20 +82,12 @@ def _kernels():
     return _triton
 
 
-def _use_triton(x: Tensor, y: Tensor) -> bool:
-    if x.dtype not in KERNEL_DTYPES or y.dtype not in KERNEL_DTYPES:
-        return False
-    if x.device.type == "cuda":
-        return True
-    return x.device.type == "cpu" and interpreter_unavailable() is None
-
-
 @torch.library.custom_op("percepfid::cosine_similarity_forward", mutates_args=())
 def cosine_similarity_forward(
     x: Tensor, y: Tensor, weight: Tensor | None, eps: float, reduce: int, scale: float
 ) -> tuple[Tensor, Tensor]:
     """Fused forward on ``(L, N, D)`` inputs; see ``cosine_forward_reference``."""
-    if _use_triton(x, y):
+    if triton_unavailable(x, y) is None:
         return _kernels().forward(x, y, weight, eps, reduce, scale)
     out, stats = cosine_forward_reference(x, y, weight, eps, reduce, scale)
     return out.contiguous(), stats.contiguous()
@@ -111,7 +115,7 @@ def cosine_similarity_backward(
     need_dy: bool,
 ) -> tuple[Tensor, Tensor]:
     """Fused backward: ``(dx, dy)``, contiguous, an empty tensor for one not requested."""
-    if _use_triton(x, y):
+    if triton_unavailable(x, y) is None:
         return _kernels().backward(
             grad.to(torch.float32),
             x,

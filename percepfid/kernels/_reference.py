@@ -2,8 +2,9 @@
 
 Two layers live here:
 
-* :func:`cosine_similarity_reference` is *the* spec: a handful of torch ops whose autograd
-  gives the gradients. ``backend='torch'`` runs exactly this, and ``torch.compile`` fuses it.
+* :func:`cosine_spec` is *the* spec: a handful of torch ops whose autograd gives the
+  gradients. ``cosine_similarity(..., backend='torch')`` runs exactly this (after the
+  argument checks both backends share), and ``torch.compile`` fuses it.
 * :func:`cosine_forward_reference` / :func:`cosine_backward_reference` write the same math
   the way the fused Triton kernels compute it: a forward that also returns per-row
   statistics, and an explicit backward built from them. They are the CPU implementation
@@ -52,7 +53,7 @@ __all__ = [
     "compute_dtype",
     "cosine_backward_reference",
     "cosine_forward_reference",
-    "cosine_similarity_reference",
+    "cosine_spec",
 ]
 
 # Integer codes of the reduction, as passed to the registered ops and the kernels.
@@ -109,19 +110,17 @@ def _cosine_and_norms(
     return cos, norm_x, norm_y
 
 
-def cosine_similarity_reference(
+def cosine_spec(
     x: torch.Tensor,
     y: torch.Tensor,
-    *,
-    dim: int = -1,
-    eps: float = 1e-8,
-    weight: torch.Tensor | None = None,
-    reduce: str | None = None,
+    dim: int,
+    eps: float,
+    weight: torch.Tensor | None,
+    reduce: str | None,
 ) -> torch.Tensor:
-    """Cosine similarity along ``dim``, weighted and reduced over the token axis (the spec).
+    """The spec: ``cosine_similarity(..., backend='torch')`` on checked arguments (``dim >= 0``).
 
-    Arguments are validated by :func:`percepfid.kernels.cosine_similarity`; this function
-    assumes they are valid. See the module docstring for the exact semantics.
+    Its autograd gives the gradients; see the module docstring for the exact semantics.
     """
     x, y = torch.broadcast_tensors(x, y)
     dtype = compute_dtype(x.dtype, y.dtype)

@@ -1,30 +1,22 @@
 """Fused Triton kernels for the cosine similarity of token embeddings.
 
-Imported lazily (only when the Triton path runs): importing :mod:`percepfid` or
-:mod:`percepfid.kernels` never imports triton. The math is that of
+Imported lazily, only when the Triton path runs. The math is that of
 :func:`percepfid.kernels._reference.cosine_forward_reference` and
 :func:`~percepfid.kernels._reference.cosine_backward_reference`, kernel for function:
 
 * forward: one pass over ``x`` and ``y`` per row block (dot product and both squared norms
-  accumulated in float32, of the rows divided by a running per-row power of two so that
-  nothing overflows; exact, so ordinary rows give the unscaled sums bit for bit), then
-  the cosine, the optional per-token weight and the optional per-image sum (one float32
-  atomic add per program; a deterministic two-step sum when
-  ``torch.use_deterministic_algorithms(True)`` is on). It also writes three float32 numbers
-  per row (cosine, ``||x||``, ``||y||``) so that the backward needs a single pass.
-* backward: one pass over ``x`` and ``y`` writing ``dx`` and, when ``y`` requires grad,
-  ``dy`` in the input dtypes.
+  in float32, of the rows divided by a running per-row power of two), then the cosine, the
+  optional weight and per-image sum (a float32 atomic add per program, or a torch sum
+  under ``torch.use_deterministic_algorithms(True)``), plus three float32 numbers per row
+  (cosine, ``||x||``, ``||y||``) so that the backward needs a single pass.
+* backward: one pass over ``x`` and ``y`` writing ``dx`` and, when asked, ``dy``.
 
-Both kernels take the inputs as ``(L, N, D)`` with arbitrary strides (stride 0 included,
-so broadcast and sliced inputs are never copied), run ``BLOCK_R`` rows per program and
-loop over ``D`` in ``BLOCK_D`` chunks, so any ``D`` works. Block sizes are chosen by a
-heuristic, not ``triton.autotune``, so the same code runs under ``TRITON_INTERPRET=1``
-(whose interpreter rejects multi-config autotuning). Nothing here reads a value back to
-the host.
-
-``TRITON_INTERPRET=1`` must be set before triton itself is first imported (by anything,
-torch included): ``triton.jit`` decides at decoration time whether a function is compiled
-or interpreted, and that includes triton's own ``tl.zeros`` and friends.
+Inputs are ``(L, N, D)`` with any strides (broadcast and sliced inputs are never copied);
+each program runs ``BLOCK_R`` rows and loops over ``D`` in ``BLOCK_D`` chunks. Block sizes
+come from a heuristic, not ``triton.autotune``, so the same code runs under
+``TRITON_INTERPRET=1`` (which must be set before triton is first imported: ``triton.jit``
+decides at decoration time whether a function is interpreted). Nothing reads a value back
+to the host.
 """
 
 from __future__ import annotations

@@ -60,14 +60,11 @@ class HLFLoss(ImageLoss):
         crop: ``'center'``, ``'squash'`` or ``'tiles'`` (mean over aligned tiles, so
             nothing at the border is cropped away); default: the backbone's own.
         head: a calibration head (module, ``save_pretrained`` folder or Hub repo id)
-            mapping the cosine to predicted human fidelity in ``[0, 1]``. It is called as
-            ``head(cosine, sr_embedding, gt_embedding)`` with the pooled embeddings (the
-            signature of :class:`~percepfid.heads.CalibrationHead` and
-            :class:`~percepfid.heads.MLPCalibrationHead`). A head fitted
-            with fine-tuned backbone blocks (``fit_hlf_head(unfreeze_blocks=N)``) carries
-            them, and they are loaded into this loss's backbone (a backbone passed as a
-            module is copied first, never changed in place). A head loaded from a folder
-            or repo is frozen; a module is used as given.
+            called as ``head(cosine, sr_pooled, gt_pooled)`` (see
+            :class:`~percepfid.heads.CalibrationHead`), giving predicted human fidelity in
+            ``[0, 1]``. Backbone blocks fine-tuned with it (``fit_hlf_head(unfreeze_blocks=N)``)
+            are loaded into this loss's backbone (a backbone passed as a module is copied
+            first). A head loaded from a folder or repo is frozen; a module is used as given.
         reduction: ``'mean'``, ``'sum'`` or ``'none'``.
         weight: scale of the loss.
         input_range: value range of ``sr`` and ``gt``.
@@ -150,14 +147,8 @@ class HLFLoss(ImageLoss):
 
     @torch.no_grad()
     def embed_reference(self, gt: torch.Tensor) -> ReferenceEmbedding:
-        """Embed GT images once, without autograd, for reuse across steps or candidates.
-
-        Args:
-            gt: ``(B, 3, H, W)`` in ``input_range``.
-
-        Returns:
-            A :class:`ReferenceEmbedding` to pass as ``gt`` to :meth:`forward` / :meth:`fidelity`.
-        """
+        """Embed GT images ``(B, 3, H, W)`` once, without autograd: a
+        :class:`ReferenceEmbedding` to pass as ``gt`` to :meth:`forward` / :meth:`fidelity`."""
         check_image(gt, "gt", input_range=self.input_range)
         out = self.encode(gt)
         return ReferenceEmbedding(
@@ -171,11 +162,9 @@ class HLFLoss(ImageLoss):
         )
 
     def reference_key(self) -> tuple:
-        """What determines a :class:`ReferenceEmbedding`'s value under this loss: the
-        backbone spec, the identity of its weights (the pretrained release, or this very
-        module for random weights, user modules and fine-tuned blocks), the preprocessing
-        (size, resize, mean/std, interpolation, default crop, input range), the crop and
-        the embedding."""
+        """What determines a :class:`ReferenceEmbedding`'s value under this loss: backbone
+        spec, weights (the pretrained release, or this very module), preprocessing, input
+        range, crop and embedding."""
         preprocess = self.backbone.preprocess
         config = None if preprocess is None else (preprocess.config, preprocess.input_range)
         return (
@@ -190,15 +179,9 @@ class HLFLoss(ImageLoss):
     def embed_pair(
         self, sr: torch.Tensor, gt: torch.Tensor | ReferenceEmbedding
     ) -> tuple[Embeddings, Embeddings]:
-        """Check a pair once and embed it: ``sr`` with autograd, ``gt`` without.
-
-        Args:
-            sr: ``(B, 3, H, W)`` in ``input_range``.
-            gt: aligned GT of the same shape, or a :class:`ReferenceEmbedding` of it.
-
-        Returns:
-            ``(sr_embeddings, gt_embeddings)``, :class:`~percepfid.backbones.Embeddings`.
-        """
+        """Check a pair once and embed it: ``sr`` ``(B, 3, H, W)`` with autograd, ``gt`` (the
+        same shape, or a :class:`ReferenceEmbedding` of it) without. Returns both
+        :class:`~percepfid.backbones.Embeddings`."""
         if isinstance(gt, ReferenceEmbedding):
             check_image(sr, "sr", input_range=self.input_range)
             return self.encode(sr), self._stored_reference(gt, sr)
@@ -254,10 +237,8 @@ class HLFLoss(ImageLoss):
         return self.compare(*self.embed_pair(sr, gt))
 
     def fidelity(self, sr: torch.Tensor, gt: torch.Tensor | ReferenceEmbedding) -> torch.Tensor:
-        """Per-image fidelity ``(B,)``, higher = more faithful.
-
-        The cosine in ``[-1, 1]``, or the head's predicted human fidelity in ``[0, 1]``.
-        """
+        """Per-image fidelity ``(B,)``, higher = more faithful: the cosine in ``[-1, 1]``, or
+        the head's predicted human fidelity in ``[0, 1]``."""
         current, reference = self.embed_pair(sr, gt)
         return self.apply_head(self.compare(current, reference), current, reference)
 

@@ -37,11 +37,8 @@ class LoRANRIQALoss(ImageLoss):
 
     Building the loss injects LoRA adapters into ``model`` **in place** (unless it already
     holds some) and freezes every other parameter of ``model``. Train
-    :meth:`trainable_parameters`; call :meth:`merge` at the end for a plain network with
-    the adapters folded in (no runtime cost).
-
-    The loss's ``state_dict()`` holds only the adapter weights: the SR network's base
-    weights belong to its own checkpoint and the IQA model is frozen.
+    :meth:`trainable_parameters`; :meth:`merge` folds the adapters in at the end. The
+    loss's ``state_dict()`` holds only the adapter weights.
 
     Args:
         model: the SR network (``nn.Module``), modified in place; or a spandrel
@@ -138,15 +135,9 @@ class LoRANRIQALoss(ImageLoss):
         return scores if self.iqa.higher_is_better else -scores
 
     def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-        """The loss of a batch.
-
-        Args:
-            sr: the network's output ``(B, 3, H, W)`` (may leave ``input_range``; it is
-                clamped before Q).
-            gt: the ground truth, same shape, in ``input_range``.
-
-        Returns:
-            ``reduce(base_loss(sr, gt) - weight * q_scale * Q(sr))``.
+        """``reduce(base_loss(sr, gt) - weight * q_scale * Q(sr))`` of a batch: the network's
+        output ``sr`` (which may leave ``input_range``: it is clamped before Q) and the
+        ground truth ``gt`` in ``input_range``, ``(B, 3, H, W)`` each.
 
         Raises:
             ShapeError, DTypeError, NonFiniteError, RangeError: bad input.

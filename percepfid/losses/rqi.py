@@ -33,29 +33,24 @@ _HALF = (torch.float16, torch.bfloat16)
 _STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
-class _SameRandomness:
-    """``compare`` whose second and later calls replay the random state of the first, so a
-    head with dropout draws the same masks for ``g(a, b)`` and ``g(b, a)``: the
-    antisymmetrised score is then exactly antisymmetric (and 0 for ``a == b``) in train
-    mode too."""
+def _same_randomness(compare: Any, device: torch.device) -> Any:
+    """``compare`` whose later calls replay the random state of the first, so a head with
+    dropout draws the same masks for ``g(a, b)`` and ``g(b, a)``: the antisymmetrised score
+    is then exactly antisymmetric (and 0 for ``a == b``) in train mode too."""
+    cuda = device.type == "cuda"
+    state: list[torch.Tensor] = []
 
-    def __init__(self, compare: Any, device: torch.device) -> None:
-        self.compare = compare
-        self.device = device
-        self.state: tuple[torch.Tensor, torch.Tensor | None] | None = None
-
-    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        cuda = self.device.type == "cuda"
-        if self.state is None:
-            self.state = (
-                torch.get_rng_state(),
-                torch.cuda.get_rng_state(self.device) if cuda else None,
-            )
+    def replaying(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if not state:
+            state.append(torch.get_rng_state())
+            state.extend([torch.cuda.get_rng_state(device)] if cuda else [])
         else:
-            torch.set_rng_state(self.state[0])
+            torch.set_rng_state(state[0])
             if cuda:
-                torch.cuda.set_rng_state(self.state[1], self.device)
-        return self.compare(a, b)
+                torch.cuda.set_rng_state(state[1], device)
+        return compare(a, b)
+
+    return replaying
 
 
 class RQILoss(ImageLoss):
@@ -80,19 +75,17 @@ class RQILoss(ImageLoss):
       :func:`percepfid.train.train_rqi`: RQI on modern backbones and at any resolution.
 
     With ``train_head=True`` and a head with dropout in train mode, ``g(a, b)`` and
-    ``g(b, a)`` of one call share their dropout masks (the random state is replayed), so
-    ``score(x, x) == 0`` holds exactly in train mode too, and ``score(a, b) == -score(b, a)``
-    holds for the same random state (two calls draw different masks unless the global
-    seed is reset in between).
+    ``g(b, a)`` of one call share their dropout masks, so ``score(x, x) == 0`` holds
+    exactly in train mode too (and antisymmetry, for the same global random state).
 
     Images of any floating dtype are accepted (float16 / bfloat16 are cropped in float32,
     then cast to the model's dtype); scores and the loss are at least float32, also under
     a bfloat16 ``torch.autocast``. ``sr`` and ``gt`` must share the model's device.
 
     The model is frozen (no gradient to its weights, also after ``requires_grad_(True)``)
-    and stays in ``eval()`` under ``.train()``; the frozen weights are left out of ``state_dict()`` (a checkpoint of the
-    loss holds only the head). The reference is embedded without autograd; gradients flow
-    to ``sr`` only.
+    and stays in ``eval()`` under ``.train()``; the frozen weights are left out of
+    ``state_dict()`` (a checkpoint of the loss holds only the head). Gradients flow to
+    ``sr`` only.
 
     Args:
         backbone: ``None`` for the released MANIQA-RQI, or a backbone name / module.
@@ -169,7 +162,6 @@ class RQILoss(ImageLoss):
         self.generator = (
             generator if generator is not None else torch.Generator().manual_seed(self.seed)
         )
-        self._frozen_prefixes: tuple[str, ...] = ()
 
         if backbone is None:
             if head is not None:
@@ -180,8 +172,8 @@ class RQILoss(ImageLoss):
                 pretrained, weights, **dict(model_kwargs or {})
             )
             mark_frozen(self.model)
-            self._frozen_prefixes = ("model.",)
-            default_size: int | None = self.model.img_size
+            # on the loss, so that self.model.state_dict() stays full
+            exclude_from_state_dict(self, "model")
         else:
             if model_kwargs:
                 raise ArgumentError(
@@ -196,18 +188,15 @@ class RQILoss(ImageLoss):
             )
             if not train_head:
                 mark_frozen(self.model.head)
-            default_size = None
         self.train_head = bool(train_head) and backbone is not None
+        fixed = self.model.img_size  # the released model's input side; None with a backbone
         if crop_size is not None:
             crop_size = check_positive_int(crop_size, "crop_size")
-        fixed = getattr(self.model, "img_size", None)
-        if fixed is not None and crop_size is not None and crop_size != fixed:
-            raise ArgumentError(
-                f"the MANIQA-RQI model takes {fixed} x {fixed} crops; got crop_size={crop_size}"
-            )
-        self.crop_size = crop_size if crop_size is not None else default_size
-        for frozen in self._frozen_prefixes:  # on the loss, so self.model.state_dict() is full
-            exclude_from_state_dict(self, frozen.rstrip("."))
+            if fixed is not None and crop_size != fixed:
+                raise ArgumentError(
+                    f"the MANIQA-RQI model takes {fixed} x {fixed} crops; got crop_size={crop_size}"
+                )
+        self.crop_size = fixed if crop_size is None else crop_size
         self.train(self.training)
 
     @staticmethod
@@ -243,20 +232,14 @@ class RQILoss(ImageLoss):
     def pair_score(
         self, sr: torch.Tensor, gt: torch.Tensor, *, antisymmetric: bool | None = None
     ) -> torch.Tensor:
-        """Score ``[0, 1]`` images already at the model's input size (no checks, no crop).
-
-        The building block of :meth:`score`, of the evaluation protocol
-        (:func:`percepfid.rqi.evaluate`) and of the trainer.
-
-        Args:
-            sr, gt: ``(B, 3, h, w)`` in ``[0, 1]``; ``gt`` is embedded without autograd.
-            antisymmetric: override the loss's ``antisymmetric`` setting.
-        """
+        """Score ``[0, 1]`` images ``(B, 3, h, w)`` already at the model's input size (no
+        checks, no crop; ``gt`` without autograd), optionally overriding ``antisymmetric``:
+        what :meth:`score`, :func:`percepfid.rqi.evaluate` and the trainer call."""
         flag = self.antisymmetric if antisymmetric is None else antisymmetric
         sr, gt = self._to_model(sr, gt)
         compare = self.model.compare
         if flag and self._head_is_random():
-            compare = _SameRandomness(compare, sr.device)
+            compare = _same_randomness(compare, sr.device)
         score = rqi_score(self.model.features, compare, sr, gt, antisymmetric=flag)
         # at least float32 (a bf16 autocast region or a half model still gives fp32 scores)
         return score.to(torch.promote_types(score.dtype, torch.float32))
@@ -284,16 +267,6 @@ class RQILoss(ImageLoss):
                 )
         return sr.to(reference.dtype), gt.to(reference.dtype)
 
-    @staticmethod
-    def _widen(sr: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # half / bfloat16 images are cropped and resized in float32 (the CPU has no half
-        # resampling kernels); the model casts them to its own dtype
-        if sr.dtype in _HALF:
-            sr = sr.float()
-        if gt.dtype in _HALF:
-            gt = gt.float()
-        return sr, gt
-
     def score(
         self,
         sr: torch.Tensor,
@@ -316,16 +289,9 @@ class RQILoss(ImageLoss):
             ``(sr, gt)`` unless ``antisymmetric=False``.
         """
         check_image_pair(sr, gt, ("sr", "gt"), input_range=self.input_range)
-        return self._score(*self._widen(sr, gt), generator, offsets)
-
-    def _score(
-        self,
-        sr: torch.Tensor,
-        gt: torch.Tensor,
-        generator: torch.Generator | None,
-        offsets: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        sr, gt = self.to_unit(sr), self.to_unit(gt)
+        # half / bfloat16 images are cropped and resized in float32 (the CPU has no half
+        # resampling kernels); pair_score casts them to the model's dtype
+        sr, gt = (self.to_unit(x.float() if x.dtype in _HALF else x) for x in (sr, gt))
         if self.crop_size is not None:
             generator = self.generator if generator is None else generator
             sr, gt = aligned_crop(
@@ -338,24 +304,17 @@ class RQILoss(ImageLoss):
     def forward(
         self, sr: torch.Tensor, gt: torch.Tensor, *, offsets: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``weight * reduce(-score(sr, gt))``: lower is better.
-
-        Args:
-            sr: ``(B, 3, H, W)`` super-resolved images.
-            gt: aligned ground truth, same shape.
-            offsets: ``crop='random'`` only: ``(B, 2)`` crop positions drawn in eager code
-                by :class:`~percepfid.rqi.CropSampler`, so that a compiled step needs no
-                generator; default: drawn here from the loss's generator.
+        """``weight * reduce(-score(sr, gt, offsets=offsets))``: lower is better.
 
         Returns:
             A scalar, or ``(B,)`` with ``reduction='none'``.
         """
-        check_image_pair(sr, gt, ("sr", "gt"), input_range=self.input_range)
-        score = self._score(*self._widen(sr, gt), None, offsets)
+        score = self.score(sr, gt, offsets=offsets)
         return rqi_loss(score, weight=self.weight, reduction=self.reduction)
 
     def extra_repr(self) -> str:
-        kind = "maniqa-rqi" if self._frozen_prefixes else f"backbone+head({self.model.embedding})"
+        pair = isinstance(self.model, BackbonePairModel)
+        kind = f"backbone+head({self.model.embedding})" if pair else "maniqa-rqi"
         return (
             f"model={kind}, antisymmetric={self.antisymmetric}, crop={self.crop!r}, "
             f"crop_size={self.crop_size}, " + super().extra_repr()
