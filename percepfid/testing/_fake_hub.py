@@ -216,29 +216,20 @@ class FakeHub:
             yield
 
 
-def _set_env(values: dict[str, str | None]) -> None:
-    """Set each environment variable to its value; unset those whose value is ``None``."""
-    for key, value in values.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 @contextlib.contextmanager
 def _patched(env: dict[str, str | None], values: dict[str, Any]) -> Iterator[None]:
-    """Set environment variables and the ``huggingface_hub.constants`` this version has,
-    restoring both on exit."""
+    """Set (``None``: unset) environment variables and the ``huggingface_hub.constants``
+    this version has, restoring both on exit."""
     from huggingface_hub import constants
 
-    saved = {key: os.environ.get(key) for key in env}
     present = {key: value for key, value in values.items() if hasattr(constants, key)}
-    with mock.patch.multiple(constants, **present):
-        try:
-            _set_env(env)
-            yield
-        finally:
-            _set_env(saved)
+    with mock.patch.multiple(constants, **present), mock.patch.dict(os.environ):
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
 
 
 class _NotFound(Exception):

@@ -259,23 +259,19 @@ def _image_pairs(
 
 
 def distortions(
-    kinds: Sequence[str] = DISTORTION_KINDS,
+    kinds: str | Sequence[str] | st.SearchStrategy[str] = DISTORTION_KINDS,
     level: float | st.SearchStrategy[float] = _LEVELS,
 ) -> st.SearchStrategy[Distortion]:
     """Strategy for :class:`~percepfid.testing.distortions.Distortion` objects with a drawn
-    kind (from ``kinds``), level (``level`` or a draw from it) and noise seed.
+    kind (from ``kinds``, or drawn from it if a strategy), level (``level`` or a draw from
+    it) and noise seed.
 
     Raises:
         UnknownNameError: a kind is unknown.
         ArgumentError: a fixed ``level`` is outside ``[0, 1]``.
     """
-    kinds = _check_names(kinds, DISTORTION_KINDS, "distortion", "kinds")
-    return _distortions(st.sampled_from(kinds), level)
-
-
-def _distortions(
-    kinds: st.SearchStrategy[str], level: float | st.SearchStrategy[float]
-) -> st.SearchStrategy[Distortion]:
+    if not isinstance(kinds, st.SearchStrategy):
+        kinds = st.sampled_from(_check_names(kinds, DISTORTION_KINDS, "distortion", "kinds"))
     if not isinstance(level, st.SearchStrategy):
         Distortion(DISTORTION_KINDS[0], level)  # validates the level now rather than at draw time
     return st.builds(Distortion, kinds, _as_strategy(level), _SEEDS)
@@ -302,13 +298,8 @@ def distorted(
             :func:`distortions`.
     """
     spec = _Spec.of(image_args)
-    if kind is None:
-        kinds = st.sampled_from(DISTORTION_KINDS)
-    elif isinstance(kind, st.SearchStrategy):
-        kinds = kind
-    else:
-        kinds = st.just(_check_names(kind, DISTORTION_KINDS, "distortion", "kind")[0])
-    return _distorted(spec, _distortions(kinds, _LEVELS if level is None else level))
+    kinds = DISTORTION_KINDS if kind is None else kind
+    return _distorted(spec, distortions(kinds, _LEVELS if level is None else level))
 
 
 @st.composite
