@@ -75,10 +75,7 @@ class FakeHub:
         self._repos: dict[tuple[str, str], dict[str, bytes]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.requests: list[FakeHubRequest] = []
-
-    # ------------------------------------------------------------------ content
 
     def add_file(self, repo_id: str, filename: str, data: bytes, revision: str = "main") -> str:
         """Serve ``data`` as ``filename`` of ``repo_id`` at ``revision`` (replacing any file
@@ -126,8 +123,6 @@ class FakeHub:
                 raise _NotFound("RepoNotFound", f"Repository {repo_id} not found")
         raise _NotFound("RevisionNotFound", f"Revision {revision} not found in {repo_id}")
 
-    # ------------------------------------------------------------------ server
-
     @property
     def endpoint(self) -> str:
         """``http://127.0.0.1:<port>``; only while the server runs."""
@@ -142,13 +137,12 @@ class FakeHub:
             return self
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.fake_hub = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(
+        threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
             name="percepfid-fake-hub",
             daemon=True,
-        )
-        self._thread.start()
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -157,16 +151,13 @@ class FakeHub:
             return
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join(timeout=5)
-        self._server = self._thread = None
+        self._server = None
 
     def __enter__(self) -> FakeHub:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-    # ------------------------------------------------------------------ client side
 
     @contextlib.contextmanager
     def activate(self, home: str | os.PathLike[str]) -> Iterator[Path]:

@@ -11,7 +11,8 @@ The metric contract:
     same shape ``(B, C, H, W)`` (any shape the metric accepts) and returning one value per
     image, shape ``(B,)``, or a scalar (e.g. a loss with ``reduction='mean'``). ``a`` is the
     image under test (the super-resolved output, which receives gradients) and ``b`` the
-    reference. Checks other than :func:`check_gradients` run under ``torch.no_grad()``.
+    reference. Checks other than :func:`check_gradients` call the metric under
+    ``torch.no_grad()``.
 
 Example:
     >>> import torch
@@ -76,7 +77,7 @@ class _Run:
     """One check of ``metric`` on ``a`` and ``b``: checks the arguments (typed errors),
     calls the metric and reports failures (``AssertionError``)."""
 
-    def __init__(self, check: str, metric: Any, a: Any, b: Any) -> None:
+    def __init__(self, check: str, metric: Any, a: Any, b: Any, *, grad: bool = False) -> None:
         if not callable(metric):
             raise DTypeError(
                 f"metric must be a callable metric(a, b) -> Tensor; got {type(metric).__name__}"
@@ -88,11 +89,13 @@ class _Run:
                 f"a must be a batch of images (B, C, H, W); got shape {tuple(a.shape)}"
             )
         check_same_shape(a, b, ("a", "b"))
-        self.check, self.metric = check, metric
+        self.check, self.metric, self.grad = check, metric, grad
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``metric(a, b)``, which must be a floating ``(B,)`` or scalar tensor."""
-        scores = self.metric(a, b)
+        """``metric(a, b)`` (with autograd only if ``grad``), which must be a floating ``(B,)``
+        or scalar tensor."""
+        with torch.set_grad_enabled(self.grad):
+            scores = self.metric(a, b)
         if isinstance(scores, (int, float)) and not isinstance(scores, bool):
             scores = torch.tensor(float(scores))
         if not isinstance(scores, torch.Tensor):
@@ -131,7 +134,6 @@ class _Run:
                 {name: actual, expected_name: expected},
             )
 
-    @torch.no_grad()
     def swapped(
         self, a: torch.Tensor, b: torch.Tensor, sign: int, atol: float, rtol: float
     ) -> None:
@@ -141,7 +143,6 @@ class _Run:
         self.assert_close(f"metric(a, b) == {minus}metric(b, a)", values, atol, rtol)
 
 
-@torch.no_grad()
 def check_identity(
     metric: Metric,
     x: torch.Tensor,
@@ -152,10 +153,7 @@ def check_identity(
 ) -> None:
     """Check that ``metric(x, x.clone())`` equals the metric's identity value ``expected``
     (``0`` for a loss, ``1`` for a similarity; a number or a tensor broadcastable to the
-    output) within ``atol`` and ``rtol``.
-
-    Raises:
-        AssertionError: some ``metric(x, x)`` differs from ``expected`` (or is NaN).
+    output) within ``atol`` and ``rtol``; NaN never does.
     """
     run = _Run("check_identity", metric, x, x)
     target = torch.as_tensor(expected, dtype=torch.float64)
@@ -166,11 +164,7 @@ def check_identity(
 def check_symmetric(
     metric: Metric, a: torch.Tensor, b: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
 ) -> None:
-    """Check that ``metric(a, b) == metric(b, a)`` within ``atol`` and ``rtol``.
-
-    Raises:
-        AssertionError: the two orders disagree for some item.
-    """
+    """Check that ``metric(a, b) == metric(b, a)`` within ``atol`` and ``rtol``."""
     _Run("check_symmetric", metric, a, b).swapped(a, b, 1, atol, rtol)
 
 
@@ -188,15 +182,11 @@ def check_antisymmetric(
     Args:
         exact: require bitwise equality (``atol`` and ``rtol`` are then ignored), for
             metrics built as ``f(a, b) - f(b, a)`` that should cancel exactly.
-
-    Raises:
-        AssertionError: ``metric(a, b) != -metric(b, a)`` for some item.
     """
     run = _Run("check_antisymmetric" + (" (exact)" if exact else ""), metric, a, b)
     run.swapped(a, b, -1, *((0.0, 0.0) if exact else (atol, rtol)))
 
 
-@torch.no_grad()
 def check_range(
     metric: Metric,
     a: torch.Tensor,
@@ -234,7 +224,7 @@ def check_gradients(
             ``a`` gets a non-finite or all-zero gradient, or the gradient reaches ``b``
             (``first_only``) or fails the same tests on ``b`` (not ``first_only``).
     """
-    run = _Run("check_gradients", metric, a, b)
+    run = _Run("check_gradients", metric, a, b, grad=True)
     leaf_a = a.detach().clone().requires_grad_(True)
     leaf_b = b.detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -267,7 +257,6 @@ def check_gradients(
         )
 
 
-@torch.no_grad()
 def check_batch_invariance(
     metric: Metric,
     a: torch.Tensor,
@@ -312,7 +301,6 @@ def check_batch_invariance(
     run.assert_close(relation, values, atol, rtol)
 
 
-@torch.no_grad()
 def check_dtype_consistency(
     metric: Metric,
     a: torch.Tensor,
@@ -394,7 +382,6 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, (rank_x * rank_y).sum(-1) / norm, torch.nan)
 
 
-@torch.no_grad()
 def check_monotone(
     metric: Metric,
     reference: torch.Tensor,

@@ -38,8 +38,7 @@ DISTORTION_KINDS: tuple[str, ...] = ("blur", "noise", "quantize", "downsample")
 
 
 def _distortion(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """Check ``x``, run ``function`` without autograd on ``x`` in float32 (float64 stays
-    float64) and cast the result back to ``x``'s dtype."""
+    """Check ``x``, run ``function`` on it in float32 (or float64) without autograd."""
 
     @functools.wraps(function)
     @torch.no_grad()

@@ -134,14 +134,13 @@ class _Spec(NamedTuple):
 
     def checked(self) -> _Spec:
         """This spec with its fixed values checked and normalised."""
-        spec = self._replace(
-            patterns=_check_names(self.patterns, PATTERNS, "image pattern", "patterns")
-        )
-        for name, check in _CHECKS.items():
-            value = getattr(spec, name)
-            if not isinstance(value, st.SearchStrategy):
-                spec = spec._replace(**{name: check(value)})
-        return spec
+        patterns = _check_names(self.patterns, PATTERNS, "image pattern", "patterns")
+        fixed = {
+            name: check(getattr(self, name))
+            for name, check in _CHECKS.items()
+            if not isinstance(getattr(self, name), st.SearchStrategy)
+        }
+        return self._replace(patterns=patterns, **fixed)
 
     def draw_reference(self, draw: Any) -> tuple[torch.Tensor, Callable[..., torch.Tensor]]:
         """A float32 unit-range CPU batch, and the function taking such a batch to the
