@@ -1,21 +1,4 @@
-"""A tiny fake Hugging Face Hub on 127.0.0.1, for testing download code offline.
-
-The real ``huggingface_hub`` client runs end to end against it: ``hf_hub_download``,
-``snapshot_download``, ``PyTorchModelHubMixin.from_pretrained`` and offline reloads from
-the cache behave as they do against huggingface.co. It serves only what the test put in
-it, and records every request so a test can check that a call made none.
-
-Example::
-
-    from percepfid.testing import FakeHub
-    from huggingface_hub import hf_hub_download
-
-    with FakeHub() as hub, hub.activate(tmp_path):       # HF_ENDPOINT and HF_HOME
-        hub.add_file("org/repo", "weights.bin", b"0123")
-        path = hf_hub_download("org/repo", "weights.bin")
-        with hub.offline():                               # HF_HUB_OFFLINE=1
-            assert hf_hub_download("org/repo", "weights.bin") == path
-"""
+"""A tiny fake Hugging Face Hub on 127.0.0.1, for testing download code offline."""
 
 from __future__ import annotations
 
@@ -57,7 +40,11 @@ def _git_blob_id(data: bytes) -> str:
 
 
 class FakeHub:
-    """A threaded HTTP server that answers the Hub requests ``huggingface_hub`` makes.
+    """A threaded HTTP server on 127.0.0.1 that answers the Hub requests ``huggingface_hub``
+    makes: ``hf_hub_download``, ``snapshot_download``, ``from_pretrained`` and offline
+    reloads from the cache behave as against huggingface.co. It serves only what the test
+    put in it, and records every request (:attr:`requests`), so a test can check that a call
+    made none.
 
     Routes (``revision`` is a branch given to :meth:`add_file` or the commit it returned):
         - ``HEAD``/``GET /{repo_id}/resolve/{revision}/{filename}``: the file, with
@@ -67,7 +54,13 @@ class FakeHub:
         - anything unknown: 404 with the Hub's ``X-Error-Code`` (``RepoNotFound``,
           ``RevisionNotFound`` or ``EntryNotFound``).
 
-    Use it as a context manager; :meth:`activate` points ``huggingface_hub`` at it.
+    Use it as a context manager; :meth:`activate` points ``huggingface_hub`` at it::
+
+        with FakeHub() as hub, hub.activate(tmp_path):       # HF_ENDPOINT and HF_HOME
+            hub.add_file("org/repo", "weights.bin", b"0123")
+            path = hf_hub_download("org/repo", "weights.bin")
+            with hub.offline():                               # HF_HUB_OFFLINE=1
+                assert hf_hub_download("org/repo", "weights.bin") == path
     """
 
     def __init__(self) -> None:
@@ -137,12 +130,7 @@ class FakeHub:
             return self
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.fake_hub = self  # type: ignore[attr-defined]
-        threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="percepfid-fake-hub",
-            daemon=True,
-        ).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def stop(self) -> None:

@@ -79,15 +79,11 @@ class _Run:
 
     def __init__(self, check: str, metric: Any, a: Any, b: Any, *, grad: bool = False) -> None:
         if not callable(metric):
-            raise DTypeError(
-                f"metric must be a callable metric(a, b) -> Tensor; got {type(metric).__name__}"
-            )
+            raise DTypeError(f"metric must be callable: metric(a, b); got {type(metric).__name__}")
         check_tensor(a, "a")
         check_tensor(b, "b")
         if a.ndim == 0:
-            raise ShapeError(
-                f"a must be a batch of images (B, C, H, W); got shape {tuple(a.shape)}"
-            )
+            raise ShapeError(f"a must be an image batch (B, C, H, W); got shape {tuple(a.shape)}")
         check_same_shape(a, b, ("a", "b"))
         self.check, self.metric, self.grad = check, metric, grad
 
@@ -287,10 +283,7 @@ def check_batch_invariance(
         order = order.roll(1)
     whole = run(a, b)
     if whole.ndim == 0:
-        run.fail(
-            f"metric(a, b) must return per-item values of shape ({batch},) "
-            "(e.g. reduction='none'); got a scalar"
-        )
+        run.fail(f"metric(a, b) must return shape ({batch},) (e.g. reduction='none'); got a scalar")
     alone = torch.cat([run(a[i : i + 1], b[i : i + 1]).reshape(1) for i in range(batch)])
     shuffled = run(a[order.to(a.device)], b[order.to(a.device)])
     restored = shuffled[order.argsort().to(shuffled.device)]
@@ -372,9 +365,7 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """
     check_same_shape(x, y, ("x", "y"))
     if x.ndim == 0 or x.shape[-1] < 2:
-        raise ShapeError(
-            f"spearman needs at least 2 values along the last dim; got {tuple(x.shape)}"
-        )
+        raise ShapeError(f"spearman needs >= 2 values along the last dim; got {tuple(x.shape)}")
     rank_x, rank_y = (_ranks(v.detach().double()) for v in (x, y))
     rank_x = rank_x - rank_x.mean(-1, keepdim=True)
     rank_y = rank_y - rank_y.mean(-1, keepdim=True)

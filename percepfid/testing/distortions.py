@@ -72,20 +72,15 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     sigma = check_positive(sigma, "sigma", allow_zero=True)
     if sigma == 0.0:
         return x.clone()
-    batch, channels, height, width = x.shape
     radius = int(3.0 * sigma + 0.5)
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = (kernel / kernel.sum()).to(x.dtype)
-    planes = x.reshape(batch * channels, 1, height, width)
-    # 'replicate' padding works for any image size (reflect needs radius < side).
-    planes = F.conv2d(
-        F.pad(planes, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1)
-    )
-    planes = F.conv2d(
-        F.pad(planes, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1)
-    )
-    return planes.reshape(batch, channels, height, width)
+    planes = x.flatten(0, 1).unsqueeze(1)
+    # along W, then H; 'replicate' padding works for any image size (reflect needs radius < side)
+    for pad, shape in (((radius, radius, 0, 0), (1, -1)), ((0, 0, radius, radius), (-1, 1))):
+        planes = F.conv2d(F.pad(planes, pad, mode="replicate"), kernel.view(1, 1, *shape))
+    return planes.reshape(x.shape)
 
 
 @_distortion
