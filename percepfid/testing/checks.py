@@ -38,7 +38,7 @@ import torch
 
 from .._checks import check_same_shape, check_tensor
 from .._errors import ArgumentError, DTypeError, ShapeError
-from .distortions import distort
+from .distortions import Distortion
 
 __all__ = [
     "Metric",
@@ -419,11 +419,10 @@ def check_monotone(
     if not 0.0 < min_correlation <= 1.0:
         raise ArgumentError(f"min_correlation must be in (0, 1]; got {min_correlation!r}")
     if isinstance(distortion, str):
-        kind, label = distortion, repr(distortion)
+        label = repr(distortion)
 
         def apply(images: torch.Tensor, level: float) -> torch.Tensor:
-            generator = torch.Generator().manual_seed(seed)
-            return distort(images, kind, level, generator=generator, value_range=value_range)
+            return Distortion(distortion, level, seed)(images, value_range=value_range)
 
     elif callable(distortion):
         apply = distortion

@@ -208,8 +208,7 @@ def images(
         UnknownNameError: a pattern is unknown (or, for the functions taking
             ``**image_args``, an argument name).
     """
-    spec = _Spec(batch, height, width, dtype, value_range, patterns, device).checked()
-    return _images(spec)
+    return _images(_Spec(batch, height, width, dtype, value_range, patterns, device).checked())
 
 
 @st.composite
