@@ -1,21 +1,4 @@
-"""A tiny fake Hugging Face Hub on 127.0.0.1, for testing download code offline.
-
-The real ``huggingface_hub`` client runs end to end against it: ``hf_hub_download``,
-``snapshot_download``, ``PyTorchModelHubMixin.from_pretrained`` and offline reloads from
-the cache behave as they do against huggingface.co. It serves only what the test put in
-it, and records every request so a test can check that a call made none.
-
-Example::
-
-    from percepfid.testing import FakeHub
-    from huggingface_hub import hf_hub_download
-
-    with FakeHub() as hub, hub.activate(tmp_path):       # HF_ENDPOINT and HF_HOME
-        hub.add_file("org/repo", "weights.bin", b"0123")
-        path = hf_hub_download("org/repo", "weights.bin")
-        with hub.offline():                               # HF_HUB_OFFLINE=1
-            assert hf_hub_download("org/repo", "weights.bin") == path
-"""
+"""A tiny fake Hugging Face Hub on 127.0.0.1, for testing download code offline."""
 
 from __future__ import annotations
 
@@ -23,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,8 +17,6 @@ from unittest import mock
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["FakeHub", "FakeHubRequest"]
-
-_API_PREFIX = "/api/models/"
 
 
 @dataclass(frozen=True)
@@ -58,9 +40,13 @@ def _git_blob_id(data: bytes) -> str:
 
 
 class FakeHub:
-    """A threaded HTTP server that answers the Hub requests ``huggingface_hub`` makes.
+    """A threaded HTTP server on 127.0.0.1 that answers the Hub requests ``huggingface_hub``
+    makes: ``hf_hub_download``, ``snapshot_download``, ``from_pretrained`` and offline
+    reloads from the cache behave as against huggingface.co. It serves only what the test
+    put in it, and records every request (:attr:`requests`), so a test can check that a call
+    made none.
 
-    Routes (``revision`` is a branch given to :meth:`add_file` or its :meth:`commit`):
+    Routes (``revision`` is a branch given to :meth:`add_file` or the commit it returned):
         - ``HEAD``/``GET /{repo_id}/resolve/{revision}/{filename}``: the file, with
           ``ETag`` (the quoted sha256) and ``X-Repo-Commit``; ``Range: bytes=N-`` works.
         - ``GET /api/models/{repo_id}[/revision/{revision}]``: repository info.
@@ -68,7 +54,13 @@ class FakeHub:
         - anything unknown: 404 with the Hub's ``X-Error-Code`` (``RepoNotFound``,
           ``RevisionNotFound`` or ``EntryNotFound``).
 
-    Use it as a context manager; :meth:`activate` points ``huggingface_hub`` at it.
+    Use it as a context manager; :meth:`activate` points ``huggingface_hub`` at it::
+
+        with FakeHub() as hub, hub.activate(tmp_path):       # HF_ENDPOINT and HF_HOME
+            hub.add_file("org/repo", "weights.bin", b"0123")
+            path = hf_hub_download("org/repo", "weights.bin")
+            with hub.offline():                               # HF_HUB_OFFLINE=1
+                assert hf_hub_download("org/repo", "weights.bin") == path
     """
 
     def __init__(self) -> None:
@@ -76,10 +68,7 @@ class FakeHub:
         self._repos: dict[tuple[str, str], dict[str, bytes]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.requests: list[FakeHubRequest] = []
-
-    # ------------------------------------------------------------------ content
 
     def add_file(self, repo_id: str, filename: str, data: bytes, revision: str = "main") -> str:
         """Serve ``data`` as ``filename`` of ``repo_id`` at ``revision`` (replacing any file
@@ -89,7 +78,7 @@ class FakeHub:
         filename = filename.replace(os.sep, "/").lstrip("/")
         with self._lock:
             self._repos.setdefault((repo_id, revision), {})[filename] = bytes(data)
-        return self.commit(repo_id, revision)
+        return _commit_for(repo_id, revision)
 
     def add_folder(
         self, repo_id: str, folder: str | os.PathLike[str], revision: str = "main"
@@ -104,15 +93,6 @@ class FakeHub:
                 self.add_file(
                     repo_id, path.relative_to(root).as_posix(), path.read_bytes(), revision
                 )
-        return self.commit(repo_id, revision)
-
-    def remove_file(self, repo_id: str, filename: str, revision: str = "main") -> None:
-        """Stop serving a file."""
-        with self._lock:
-            self._repos.get((repo_id, revision), {}).pop(filename, None)
-
-    def commit(self, repo_id: str, revision: str = "main") -> str:
-        """The 40-hex commit hash the server reports for ``revision`` of ``repo_id``."""
         return _commit_for(repo_id, revision)
 
     def requests_for(
@@ -136,8 +116,6 @@ class FakeHub:
                 raise _NotFound("RepoNotFound", f"Repository {repo_id} not found")
         raise _NotFound("RevisionNotFound", f"Revision {revision} not found in {repo_id}")
 
-    # ------------------------------------------------------------------ server
-
     @property
     def endpoint(self) -> str:
         """``http://127.0.0.1:<port>``; only while the server runs."""
@@ -152,13 +130,7 @@ class FakeHub:
             return self
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.fake_hub = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="percepfid-fake-hub",
-            daemon=True,
-        )
-        self._thread.start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -167,16 +139,13 @@ class FakeHub:
             return
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join(timeout=5)
-        self._server = self._thread = None
+        self._server = None
 
     def __enter__(self) -> FakeHub:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-    # ------------------------------------------------------------------ client side
 
     @contextlib.contextmanager
     def activate(self, home: str | os.PathLike[str]) -> Iterator[Path]:
@@ -198,22 +167,17 @@ class FakeHub:
             "HF_ENDPOINT": endpoint,
             "HF_HOME": str(home),
             "HF_HUB_CACHE": str(cache),
-            "HF_HUB_OFFLINE": None,
-            "TRANSFORMERS_OFFLINE": None,
-            "HF_TOKEN": None,
+            **dict.fromkeys(("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")),
             "HUGGING_FACE_HUB_TOKEN": None,
             "HF_HUB_DISABLE_TELEMETRY": "1",
-            "NO_PROXY": no_proxy,
-            "no_proxy": no_proxy,
+            **dict.fromkeys(("NO_PROXY", "no_proxy"), no_proxy),
         }
         values = {
             "ENDPOINT": endpoint,
             "HUGGINGFACE_CO_URL_TEMPLATE": endpoint + "/{repo_id}/resolve/{revision}/{filename}",
             "HF_HOME": str(home),
-            "HF_HUB_CACHE": str(cache),
-            "HUGGINGFACE_HUB_CACHE": str(cache),
-            "HF_ASSETS_CACHE": str(home / "assets"),
-            "HUGGINGFACE_ASSETS_CACHE": str(home / "assets"),
+            **dict.fromkeys(("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"), str(cache)),
+            **dict.fromkeys(("HF_ASSETS_CACHE", "HUGGINGFACE_ASSETS_CACHE"), str(home / "assets")),
             "HF_TOKEN_PATH": str(home / "token"),
             "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"),
             "AGENT_HARNESSES_PATH": str(home / ".agent_harnesses.json"),
@@ -231,29 +195,20 @@ class FakeHub:
             yield
 
 
-def _set_env(values: dict[str, str | None]) -> None:
-    """Set each environment variable to its value; unset those whose value is ``None``."""
-    for key, value in values.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 @contextlib.contextmanager
 def _patched(env: dict[str, str | None], values: dict[str, Any]) -> Iterator[None]:
-    """Set environment variables and the ``huggingface_hub.constants`` this version has,
-    restoring both on exit."""
+    """Set (``None``: unset) environment variables and the ``huggingface_hub.constants``
+    this version has, restoring both on exit."""
     from huggingface_hub import constants
 
-    saved = {key: os.environ.get(key) for key in env}
     present = {key: value for key, value in values.items() if hasattr(constants, key)}
-    with mock.patch.multiple(constants, **present):
-        try:
-            _set_env(env)
-            yield
-        finally:
-            _set_env(saved)
+    with mock.patch.multiple(constants, **present), mock.patch.dict(os.environ):
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
 
 
 class _NotFound(Exception):
@@ -264,115 +219,87 @@ class _NotFound(Exception):
         self.code, self.message, self.headers = code, message, headers or {}
 
 
+_REPO = r"/(?P<repo_id>[^/]+(?:/[^/]+)?)"
+# (route, handler method): matched against the quoted path, groups unquoted
+_ROUTES = [
+    (re.compile(f"/api/models{_REPO}(?:/revision/(?P<revision>.+))?"), "_info"),
+    (re.compile(f"/api/models{_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<folder>.*))?"), "_tree"),
+    (re.compile(f"{_REPO}/resolve/(?P<revision>[^/]+)/(?P<filename>.+)"), "_resolve"),
+]
+
+_Answer = tuple[int, Any, dict[str, str]]
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "percepfid-fake-hub"
 
-    @property
-    def fake_hub(self) -> FakeHub:
-        return self.server.fake_hub  # type: ignore[attr-defined]
-
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         pass  # requests are recorded in FakeHub.requests instead of printed
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        """Record the request, then answer it (without the body to a HEAD)."""
-        path = unquote(urlsplit(self.path).path)
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        """Route the request, then record and answer it (without the body to a HEAD)."""
+        hub: FakeHub = self.server.fake_hub  # type: ignore[attr-defined]
+        path = urlsplit(self.path).path
+        try:
+            for pattern, method in _ROUTES:
+                if match := pattern.fullmatch(path):
+                    groups = {k: unquote(v) for k, v in match.groupdict().items() if v}
+                    status, body, headers = getattr(self, method)(hub, **groups)
+                    break
+            else:
+                code = "EntryNotFound" if path.startswith("/api/models/") else "RepoNotFound"
+                raise _NotFound(code, f"no route for {unquote(path)}")
+        except _NotFound as error:
+            headers = {"X-Error-Code": error.code, "X-Error-Message": error.message}
+            status, body, headers = 404, {"error": error.message}, {**headers, **error.headers}
+        if not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
         agent = self.headers.get("User-Agent", "")
-        self.fake_hub.requests.append(FakeHubRequest(self.command, path, status, agent))
+        hub.requests.append(FakeHubRequest(self.command, unquote(path), status, agent))
         self.send_response(status)
-        for key, value in headers.items():
+        for key, value in {**headers, "Content-Length": str(len(body))}.items():
             self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, payload: Any) -> None:
-        self._send(200, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    do_HEAD = do_GET
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
-        self.do_GET()
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        raw_path = urlsplit(self.path).path
-        try:
-            if raw_path.startswith(_API_PREFIX):
-                self._api(raw_path[len(_API_PREFIX) :])
-            elif "/resolve/" in raw_path:
-                self._resolve(raw_path)
-            else:
-                raise _NotFound("RepoNotFound", f"no route for {unquote(raw_path)}")
-        except _NotFound as error:
-            headers = {
-                "X-Error-Code": error.code,
-                "X-Error-Message": error.message,
-                "Content-Type": "application/json",
-                **error.headers,
-            }
-            self._send(404, json.dumps({"error": error.message}).encode(), headers)
-
-    def _resolve(self, raw_path: str) -> None:
-        repo_part, _, rest = raw_path.lstrip("/").partition("/resolve/")
-        revision_part, _, file_part = rest.partition("/")
-        repo_id, revision, filename = unquote(repo_part), unquote(revision_part), unquote(file_part)
-        files, commit = self.fake_hub._revision(repo_id, revision)
-        data = files.get(filename)
-        if data is None:
+    def _resolve(self, hub: FakeHub, repo_id: str, revision: str, filename: str) -> _Answer:
+        files, commit = hub._revision(repo_id, revision)
+        if filename not in files:
             message = f"{filename} does not exist in {repo_id}@{revision}"
             raise _NotFound("EntryNotFound", message, {"X-Repo-Commit": commit})
+        data = files[filename]
         headers = {
             "ETag": '"' + hashlib.sha256(data).hexdigest() + '"',
             "X-Repo-Commit": commit,
             "Content-Type": "application/octet-stream",
             "Accept-Ranges": "bytes",
         }
-        status, body = 200, data
-        range_header = self.headers.get("Range", "")
+        requested = self.headers.get("Range", "")
         # Ranges apply to GET only: HEAD answers 200 with the whole file's Content-Length.
-        if self.command == "GET" and range_header.startswith("bytes="):
-            start_text, _, end_text = range_header[len("bytes=") :].partition("-")
-            start = int(start_text or 0)
-            end = int(end_text) if end_text else len(data) - 1
-            body = data[start : end + 1]
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-        self._send(status, body, headers)
+        if self.command != "GET" or not requested.startswith("bytes="):
+            return 200, data, headers
+        start_text, _, end_text = requested[len("bytes=") :].partition("-")
+        start, end = int(start_text or 0), int(end_text) if end_text else len(data) - 1
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        return 206, data[start : end + 1], headers
 
-    def _api(self, rest: str) -> None:
-        # rest: {repo_id}[/revision/{rev}] or {repo_id}/tree/{rev}[/{folder}]
-        parts = rest.split("/")
-        repo_id = "/".join(unquote(p) for p in parts[:2])
-        tail = parts[2:]
-        if not tail:
-            mode, revision, folder = "info", "main", ""
-        elif tail[0] == "revision" and len(tail) >= 2:
-            mode, revision, folder = "info", unquote("/".join(tail[1:])), ""
-        elif tail[0] == "tree" and len(tail) >= 2:
-            mode, revision, folder = "tree", unquote(tail[1]), unquote("/".join(tail[2:]))
-        else:
-            raise _NotFound("EntryNotFound", f"unsupported API route {unquote(rest)}")
-        files, commit = self.fake_hub._revision(repo_id, revision)
-        if mode == "info":
-            siblings = [{"rfilename": name, "size": len(files[name])} for name in sorted(files)]
-            self._json(
-                {
-                    "id": repo_id,
-                    "modelId": repo_id,
-                    "sha": commit,
-                    "private": False,
-                    "disabled": False,
-                    "gated": False,
-                    "tags": [],
-                    "siblings": siblings,
-                }
-            )
-            return
+    def _info(self, hub: FakeHub, repo_id: str, revision: str = "main") -> _Answer:
+        files, commit = hub._revision(repo_id, revision)
+        siblings = [{"rfilename": name, "size": len(files[name])} for name in sorted(files)]
+        info = {"id": repo_id, "modelId": repo_id, "sha": commit, "siblings": siblings}
+        return 200, {**info, "private": False, "disabled": False, "gated": False, "tags": []}, {}
+
+    def _tree(self, hub: FakeHub, repo_id: str, revision: str, folder: str = "") -> _Answer:
+        files, _ = hub._revision(repo_id, revision)
         prefix = folder.strip("/") + "/" if folder.strip("/") else ""
-        self._json(
-            [
-                {"type": "file", "path": name, "size": len(data), "oid": _git_blob_id(data)}
-                for name, data in sorted(files.items())
-                if name.startswith(prefix)
-            ]
-        )
+        tree = [
+            {"type": "file", "path": name, "size": len(data), "oid": _git_blob_id(data)}
+            for name, data in sorted(files.items())
+            if name.startswith(prefix)
+        ]
+        return 200, tree, {}

@@ -11,7 +11,8 @@ The metric contract:
     same shape ``(B, C, H, W)`` (any shape the metric accepts) and returning one value per
     image, shape ``(B,)``, or a scalar (e.g. a loss with ``reduction='mean'``). ``a`` is the
     image under test (the super-resolved output, which receives gradients) and ``b`` the
-    reference. Checks other than :func:`check_gradients` run under ``torch.no_grad()``.
+    reference. Checks other than :func:`check_gradients` call the metric under
+    ``torch.no_grad()``.
 
 Example:
     >>> import torch
@@ -31,13 +32,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 from .._checks import check_same_shape, check_tensor
 from .._errors import ArgumentError, DTypeError, ShapeError
-from .distortions import distort
+from .distortions import Distortion
 
 __all__ = [
     "Metric",
@@ -58,20 +59,6 @@ Metric = Callable[[torch.Tensor, torch.Tensor], Any]
 _SHOWN = 8  # values printed per tensor in failure messages
 
 
-def _check_arguments(metric: Any, a: Any, b: Any) -> None:
-    """Raise typed errors unless ``metric`` is callable and ``a``, ``b`` are floating image
-    batches of the same shape."""
-    if not callable(metric):
-        raise DTypeError(
-            f"metric must be a callable metric(a, b) -> Tensor; got {type(metric).__name__}"
-        )
-    check_tensor(a, "a")
-    check_tensor(b, "b")
-    if a.ndim == 0:
-        raise ShapeError(f"a must be a batch of images (B, C, H, W); got shape {tuple(a.shape)}")
-    check_same_shape(a, b, ("a", "b"))
-
-
 def _format(values: torch.Tensor) -> str:
     flat = values.detach().reshape(-1).double().cpu().tolist()
     text = ", ".join(f"{v:.6g}" for v in flat[:_SHOWN])
@@ -79,76 +66,79 @@ def _format(values: torch.Tensor) -> str:
     return f"[{text}{more}]"
 
 
-def _items(mask: torch.Tensor) -> list[int]:
-    """Indices of the true entries of ``mask``, flattened."""
-    return mask.reshape(-1).nonzero().flatten().tolist()
+def _failing(mask: torch.Tensor, noun: str = "item") -> str:
+    """``"item(s) [i, j, ...]"`` naming the true entries of ``mask``, or ``""`` if none."""
+    items = mask.reshape(-1).nonzero().flatten().tolist()
+    more = " ..." if len(items) > _SHOWN else ""
+    return f"{noun}(s) {items[:_SHOWN]}{more}" if items else ""
 
 
-def _evaluate(metric: Metric, a: torch.Tensor, b: torch.Tensor, check: str) -> torch.Tensor:
-    """Call ``metric(a, b)`` and validate that it returns a ``(B,)`` or scalar tensor."""
-    scores = metric(a, b)
-    if isinstance(scores, (int, float)) and not isinstance(scores, bool):
-        scores = torch.tensor(float(scores))
-    if not isinstance(scores, torch.Tensor):
-        raise AssertionError(
-            f"{check}: metric(a, b) must return a tensor; got {type(scores).__name__}"
+class _Run:
+    """One check of ``metric`` on ``a`` and ``b``: checks the arguments (typed errors),
+    calls the metric and reports failures (``AssertionError``)."""
+
+    def __init__(self, check: str, metric: Any, a: Any, b: Any, *, grad: bool = False) -> None:
+        if not callable(metric):
+            raise DTypeError(f"metric must be callable: metric(a, b); got {type(metric).__name__}")
+        check_tensor(a, "a")
+        check_tensor(b, "b")
+        if a.ndim == 0:
+            raise ShapeError(f"a must be an image batch (B, C, H, W); got shape {tuple(a.shape)}")
+        check_same_shape(a, b, ("a", "b"))
+        self.check, self.metric, self.grad = check, metric, grad
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``metric(a, b)`` (with autograd only if ``grad``), which must be a floating ``(B,)``
+        or scalar tensor."""
+        with torch.set_grad_enabled(self.grad):
+            scores = self.metric(a, b)
+        if isinstance(scores, (int, float)) and not isinstance(scores, bool):
+            scores = torch.tensor(float(scores))
+        if not isinstance(scores, torch.Tensor):
+            self.fail(f"metric(a, b) must return a tensor; got {type(scores).__name__}")
+        if scores.shape not in (torch.Size([]), torch.Size([a.shape[0]])):
+            self.fail(
+                f"metric(a, b) must return one value per image, shape ({a.shape[0]},), or a "
+                f"scalar; got shape {tuple(scores.shape)} for inputs of shape {tuple(a.shape)}"
+            )
+        if not scores.is_floating_point():
+            self.fail(f"metric(a, b) must return floating-point values; got {scores.dtype}")
+        return scores
+
+    def fail(self, message: str, values: dict[str, torch.Tensor] | None = None) -> NoReturn:
+        """Raise ``AssertionError`` with ``message`` and the labelled ``values``."""
+        values = values or {}
+        width = max(map(len, values), default=0)
+        shown = "".join(f"\n  {name.ljust(width)} = {_format(v)}" for name, v in values.items())
+        raise AssertionError(f"{self.check} failed: {message}{shown}")
+
+    def assert_close(
+        self, relation: str, values: dict[str, torch.Tensor], atol: float, rtol: float
+    ) -> None:
+        """Fail unless ``|actual - expected| <= atol + rtol * |expected|`` for every item;
+        ``values`` maps a label to ``actual`` and one to ``expected``, in this order."""
+        (name, actual), (expected_name, expected) = values.items()
+        actual, expected = torch.broadcast_tensors(
+            actual.detach().double().cpu(), expected.detach().double().cpu()
         )
-    batch = a.shape[0]
-    if scores.shape not in (torch.Size([]), torch.Size([batch])):
-        raise AssertionError(
-            f"{check}: metric(a, b) must return one value per image, shape ({batch},), or a "
-            f"scalar; got shape {tuple(scores.shape)} for inputs of shape {tuple(a.shape)}"
-        )
-    if not scores.is_floating_point():
-        raise AssertionError(
-            f"{check}: metric(a, b) must return floating-point values; got {scores.dtype}"
-        )
-    return scores
+        close = torch.isclose(actual, expected, rtol=rtol, atol=atol)
+        if failing := _failing(~close):
+            worst = (actual - expected).abs()[~close].nan_to_num(nan=float("inf")).max()
+            self.fail(
+                f"{relation} does not hold for {failing} of {actual.numel()}; largest "
+                f"|difference| {worst.item():.3g} (atol={atol:g}, rtol={rtol:g})",
+                {name: actual, expected_name: expected},
+            )
+
+    def swapped(
+        self, a: torch.Tensor, b: torch.Tensor, sign: int, atol: float, rtol: float
+    ) -> None:
+        """Compare ``metric(a, b)`` with ``sign * metric(b, a)``."""
+        minus = "-" if sign < 0 else ""
+        values = {"metric(a, b)": self(a, b), f"{minus}metric(b, a)": sign * self(b, a)}
+        self.assert_close(f"metric(a, b) == {minus}metric(b, a)", values, atol, rtol)
 
 
-def _assert_close(
-    check: str, relation: str, values: dict[str, torch.Tensor], atol: float, rtol: float
-) -> None:
-    """Raise unless ``|actual - expected| <= atol + rtol * |expected|`` for every item;
-    ``values`` maps a label to ``actual`` and one to ``expected``, in this order."""
-    names = list(values)
-    actual, expected = torch.broadcast_tensors(
-        *(tensor.detach().double().cpu() for tensor in values.values())
-    )
-    close = torch.isclose(actual, expected, rtol=rtol, atol=atol)
-    if bool(close.all()):
-        return
-    failing = _items(~close)
-    difference = (actual - expected).abs().reshape(-1)[failing]
-    worst = difference.nan_to_num(nan=float("inf")).max().item()
-    width = max(len(name) for name in names)
-    raise AssertionError(
-        f"{check} failed: {relation} does not hold for item(s) {failing[:_SHOWN]}"
-        f"{' ...' if len(failing) > _SHOWN else ''} of {actual.numel()}; "
-        f"largest |difference| {worst:.3g} (atol={atol:g}, rtol={rtol:g})\n"
-        f"  {names[0].ljust(width)} = {_format(actual)}\n"
-        f"  {names[1].ljust(width)} = {_format(expected)}"
-    )
-
-
-@torch.no_grad()
-def _check_swapped(
-    metric: Metric,
-    a: torch.Tensor,
-    b: torch.Tensor,
-    sign: int,
-    check: str,
-    tol: tuple[float, float],
-) -> None:
-    """Compare ``metric(a, b)`` with ``sign * metric(b, a)``."""
-    _check_arguments(metric, a, b)
-    forward, backward = _evaluate(metric, a, b, check), _evaluate(metric, b, a, check)
-    minus = "-" if sign < 0 else ""
-    values = {"metric(a, b)": forward, f"{minus}metric(b, a)": sign * backward}
-    _assert_close(check, f"metric(a, b) == {minus}metric(b, a)", values, *tol)
-
-
-@torch.no_grad()
 def check_identity(
     metric: Metric,
     x: torch.Tensor,
@@ -159,28 +149,19 @@ def check_identity(
 ) -> None:
     """Check that ``metric(x, x.clone())`` equals the metric's identity value ``expected``
     (``0`` for a loss, ``1`` for a similarity; a number or a tensor broadcastable to the
-    output) within ``atol`` and ``rtol``.
-
-    Raises:
-        AssertionError: some ``metric(x, x)`` differs from ``expected`` (or is NaN).
+    output) within ``atol`` and ``rtol``; NaN never does.
     """
-    _check_arguments(metric, x, x)
-    scores = _evaluate(metric, x, x.clone(), "check_identity")
+    run = _Run("check_identity", metric, x, x)
     target = torch.as_tensor(expected, dtype=torch.float64)
     relation = f"metric(x, x) == {_format(target) if target.ndim else f'{float(target):g}'}"
-    values = {"metric(x, x)": scores, "expected": target}
-    _assert_close("check_identity", relation, values, atol, rtol)
+    run.assert_close(relation, {"metric(x, x)": run(x, x.clone()), "expected": target}, atol, rtol)
 
 
 def check_symmetric(
     metric: Metric, a: torch.Tensor, b: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
 ) -> None:
-    """Check that ``metric(a, b) == metric(b, a)`` within ``atol`` and ``rtol``.
-
-    Raises:
-        AssertionError: the two orders disagree for some item.
-    """
-    _check_swapped(metric, a, b, 1, "check_symmetric", (atol, rtol))
+    """Check that ``metric(a, b) == metric(b, a)`` within ``atol`` and ``rtol``."""
+    _Run("check_symmetric", metric, a, b).swapped(a, b, 1, atol, rtol)
 
 
 def check_antisymmetric(
@@ -197,15 +178,11 @@ def check_antisymmetric(
     Args:
         exact: require bitwise equality (``atol`` and ``rtol`` are then ignored), for
             metrics built as ``f(a, b) - f(b, a)`` that should cancel exactly.
-
-    Raises:
-        AssertionError: ``metric(a, b) != -metric(b, a)`` for some item.
     """
-    check = "check_antisymmetric" + (" (exact)" if exact else "")
-    _check_swapped(metric, a, b, -1, check, (0.0, 0.0) if exact else (atol, rtol))
+    run = _Run("check_antisymmetric" + (" (exact)" if exact else ""), metric, a, b)
+    run.swapped(a, b, -1, *((0.0, 0.0) if exact else (atol, rtol)))
 
 
-@torch.no_grad()
 def check_range(
     metric: Metric,
     a: torch.Tensor,
@@ -219,16 +196,13 @@ def check_range(
         AssertionError: a value is NaN, infinite or outside ``[low, high]``.
         ArgumentError: ``low > high``.
     """
-    _check_arguments(metric, a, b)
+    run = _Run("check_range", metric, a, b)
     if not low <= high:
         raise ArgumentError(f"check_range needs low <= high; got low={low!r}, high={high!r}")
-    scores = _evaluate(metric, a, b, "check_range").double().cpu()
-    failing = _items(~torch.isfinite(scores) | (scores < low) | (scores > high))
-    if failing:
-        raise AssertionError(
-            f"check_range failed: metric(a, b) must be finite and in [{low:g}, {high:g}]; "
-            f"item(s) {failing[:_SHOWN]} are not\n  metric(a, b) = {_format(scores)}"
-        )
+    scores = run(a, b).double().cpu()
+    if failing := _failing(~torch.isfinite(scores) | (scores < low) | (scores > high)):
+        message = f"metric(a, b) must be finite and in [{low:g}, {high:g}]; {failing} are not"
+        run.fail(message, {"metric(a, b)": scores})
 
 
 def check_gradients(
@@ -246,53 +220,39 @@ def check_gradients(
             ``a`` gets a non-finite or all-zero gradient, or the gradient reaches ``b``
             (``first_only``) or fails the same tests on ``b`` (not ``first_only``).
     """
-    _check_arguments(metric, a, b)
-    check = "check_gradients"
+    run = _Run("check_gradients", metric, a, b, grad=True)
     leaf_a = a.detach().clone().requires_grad_(True)
     leaf_b = b.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        scores = _evaluate(metric, leaf_a, leaf_b, check)
+        scores = run(leaf_a, leaf_b)
         if not bool(torch.isfinite(scores.detach()).all()):
-            raise AssertionError(
-                f"{check} failed: metric(a, b) is not finite\n  metric(a, b) = {_format(scores)}"
-            )
+            run.fail("metric(a, b) is not finite", {"metric(a, b)": scores})
         if not scores.requires_grad:
-            raise AssertionError(
-                f"{check} failed: metric(a, b) does not require grad, so no gradient reaches a "
-                "(is the output detached, or computed under torch.no_grad()?)"
+            run.fail(
+                "metric(a, b) does not require grad, so no gradient reaches a (is the output "
+                "detached, or computed under torch.no_grad()?)"
             )
         grad_a, grad_b = torch.autograd.grad(scores.sum(), (leaf_a, leaf_b), allow_unused=True)
-
-    def _check_grad(grad: torch.Tensor | None, name: str) -> None:
+    for name, grad in [("a", grad_a)] + ([] if first_only else [("b", grad_b)]):
         if grad is None:
-            raise AssertionError(f"{check} failed: metric(a, b) is not connected to {name}")
-        per_image = grad.detach().reshape(grad.shape[0], -1)
-        nonfinite = _items((~torch.isfinite(per_image)).any(1))
-        if nonfinite:
-            raise AssertionError(
-                f"{check} failed: the gradient with respect to {name} has NaN or inf values "
-                f"in image(s) {nonfinite[:_SHOWN]}"
+            run.fail(f"metric(a, b) is not connected to {name}")
+        per_image = grad.reshape(grad.shape[0], -1)
+        if failing := _failing((~torch.isfinite(per_image)).any(1), "image"):
+            run.fail(f"the gradient with respect to {name} has NaN or inf values in {failing}")
+        if failing := _failing((per_image == 0).all(1), "image"):
+            run.fail(
+                f"the gradient with respect to {name} is zero everywhere in {failing} (a "
+                "stationary point such as a == b, a non-differentiable step, or an input the "
+                "metric ignores)"
             )
-        zero = _items((per_image == 0).all(1))
-        if zero:
-            raise AssertionError(
-                f"{check} failed: the gradient with respect to {name} is zero everywhere in "
-                f"image(s) {zero[:_SHOWN]} (a stationary point such as a == b, a "
-                "non-differentiable step, or an input the metric ignores)"
-            )
-
-    _check_grad(grad_a, "a")
-    if not first_only:
-        _check_grad(grad_b, "b")
-    elif grad_b is not None:
-        raise AssertionError(
-            f"{check} failed: the gradient reaches the reference b (largest |grad| "
-            f"{grad_b.detach().abs().max().item():.3g}); b.grad would not stay None. Compute "
-            "the reference branch under torch.no_grad() or detach it."
+    if first_only and grad_b is not None:
+        run.fail(
+            f"the gradient reaches the reference b (largest |grad| {grad_b.abs().max():.3g}); "
+            "b.grad would not stay None. Compute the reference branch under torch.no_grad() "
+            "or detach it."
         )
 
 
-@torch.no_grad()
 def check_batch_invariance(
     metric: Metric,
     a: torch.Tensor,
@@ -314,34 +274,26 @@ def check_batch_invariance(
             with the batch it is computed in.
         ArgumentError: ``B < 2``.
     """
-    _check_arguments(metric, a, b)
-    check = "check_batch_invariance"
+    run = _Run("check_batch_invariance", metric, a, b)
     batch = a.shape[0]
     if batch < 2:
-        raise ArgumentError(f"{check} needs a batch of at least 2 images; got B={batch}")
+        raise ArgumentError(f"{run.check} needs a batch of at least 2 images; got B={batch}")
     order = torch.randperm(batch, generator=torch.Generator().manual_seed(seed))
     if torch.equal(order, torch.arange(batch)):
         order = order.roll(1)
-    whole = _evaluate(metric, a, b, check)
+    whole = run(a, b)
     if whole.ndim == 0:
-        raise AssertionError(
-            f"{check}: metric(a, b) must return per-item values of shape ({batch},) "
-            "(e.g. reduction='none'); got a scalar"
-        )
-    alone = torch.cat(
-        [_evaluate(metric, a[i : i + 1], b[i : i + 1], check).reshape(1) for i in range(batch)]
-    )
-    shuffled = _evaluate(metric, a[order.to(a.device)], b[order.to(a.device)], check)
-    restored = torch.empty_like(shuffled)
-    restored[order.to(shuffled.device)] = shuffled
+        run.fail(f"metric(a, b) must return shape ({batch},) (e.g. reduction='none'); got a scalar")
+    alone = torch.cat([run(a[i : i + 1], b[i : i + 1]).reshape(1) for i in range(batch)])
+    shuffled = run(a[order.to(a.device)], b[order.to(a.device)])
+    restored = shuffled[order.argsort().to(shuffled.device)]
     relation = "metric(a[i:i+1], b[i:i+1]) == metric(a, b)[i]"
-    _assert_close(check, relation, {"each item alone": alone, "whole batch": whole}, atol, rtol)
+    run.assert_close(relation, {"each item alone": alone, "whole batch": whole}, atol, rtol)
     relation = f"metric(a[p], b[p]) == metric(a, b)[p] for the order p={order.tolist()}"
     values = {"shuffled batch (unshuffled)": restored, "whole batch": whole}
-    _assert_close(check, relation, values, atol, rtol)
+    run.assert_close(relation, values, atol, rtol)
 
 
-@torch.no_grad()
 def check_dtype_consistency(
     metric: Metric,
     a: torch.Tensor,
@@ -369,22 +321,19 @@ def check_dtype_consistency(
             ``tolerance + rtol * |fp32 value|``.
         ArgumentError: ``dtype`` is not bfloat16 or float16.
     """
-    _check_arguments(metric, a, b)
+    check = f"check_dtype_consistency ({str(dtype).replace('torch.', '')} autocast)"
+    run = _Run(check, metric, a, b)
     if dtype not in (torch.bfloat16, torch.float16):
         raise ArgumentError(f"dtype must be torch.bfloat16 or torch.float16; got {dtype!r}")
-    check = f"check_dtype_consistency ({str(dtype).replace('torch.', '')} autocast)"
     a32, b32 = a.float(), b.float()
-    reference = _evaluate(metric, a32, b32, check)
+    reference = run(a32, b32)
     low_a, low_b = (a32.to(dtype), b32.to(dtype)) if cast_inputs else (a32, b32)
     with torch.autocast(device_type=a.device.type, dtype=dtype):
-        low = _evaluate(metric, low_a, low_b, check)
-    if not bool(torch.isfinite(low).all()):
-        raise AssertionError(
-            f"{check} failed: metric(a, b) is not finite under autocast\n"
-            f"  autocast = {_format(low)}\n  float32  = {_format(reference)}"
-        )
+        values = {"autocast": run(low_a, low_b), "float32": reference}
+    if not bool(torch.isfinite(values["autocast"]).all()):
+        run.fail("metric(a, b) is not finite under autocast", values)
     relation = "metric(a, b) under autocast == metric(a, b) in float32"
-    _assert_close(check, relation, {"autocast": low, "float32": reference}, tolerance, rtol)
+    run.assert_close(relation, values, tolerance, rtol)
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
@@ -416,9 +365,7 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """
     check_same_shape(x, y, ("x", "y"))
     if x.ndim == 0 or x.shape[-1] < 2:
-        raise ShapeError(
-            f"spearman needs at least 2 values along the last dim; got {tuple(x.shape)}"
-        )
+        raise ShapeError(f"spearman needs >= 2 values along the last dim; got {tuple(x.shape)}")
     rank_x, rank_y = (_ranks(v.detach().double()) for v in (x, y))
     rank_x = rank_x - rank_x.mean(-1, keepdim=True)
     rank_y = rank_y - rank_y.mean(-1, keepdim=True)
@@ -426,7 +373,6 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, (rank_x * rank_y).sum(-1) / norm, torch.nan)
 
 
-@torch.no_grad()
 def check_monotone(
     metric: Metric,
     reference: torch.Tensor,
@@ -464,8 +410,7 @@ def check_monotone(
         UnknownNameError: ``distortion`` names no known distortion.
         DTypeError: ``distortion`` is neither a str nor callable.
     """
-    _check_arguments(metric, reference, reference)
-    check = "check_monotone"
+    run = _Run("check_monotone", metric, reference, reference)
     levels = [float(level) for level in levels]
     if len(levels) < 3 or any(lo >= hi for lo, hi in zip(levels, levels[1:], strict=False)):
         raise ArgumentError(
@@ -474,11 +419,10 @@ def check_monotone(
     if not 0.0 < min_correlation <= 1.0:
         raise ArgumentError(f"min_correlation must be in (0, 1]; got {min_correlation!r}")
     if isinstance(distortion, str):
-        kind, label = distortion, repr(distortion)
+        label = repr(distortion)
 
         def apply(images: torch.Tensor, level: float) -> torch.Tensor:
-            generator = torch.Generator().manual_seed(seed)
-            return distort(images, kind, level, generator=generator, value_range=value_range)
+            return Distortion(distortion, level, seed)(images, value_range=value_range)
 
     elif callable(distortion):
         apply = distortion
@@ -488,30 +432,23 @@ def check_monotone(
             "distortion must be a distortion kind (str) or a callable (images, level) -> "
             f"images; got {type(distortion).__name__}"
         )
-    rows = [
-        _evaluate(metric, apply(reference, level), reference, check).reshape(-1) for level in levels
-    ]
-    scores = torch.stack(rows).double().cpu().T  # (items, levels)
-    table = "\n".join(
-        f"  level {level:<8g} score {_format(row)}"
-        for level, row in zip(levels, scores.T, strict=True)
-    )
+    rows = {
+        f"level {level:g}": run(apply(reference, level), reference).reshape(-1).double().cpu()
+        for level in levels
+    }
+    scores = torch.stack(list(rows.values())).T  # (items, levels)
     if not bool(torch.isfinite(scores).all()):
-        raise AssertionError(f"{check} failed: some scores are not finite\n{table}")
+        run.fail("some scores are not finite", rows)
     sign = -1.0 if higher_is_better else 1.0
     direction = "decrease" if higher_is_better else "increase"
     grid = torch.tensor(levels, dtype=torch.float64).expand_as(scores)
     agreement = sign * spearman(grid, scores)
-    failing = _items(~(agreement >= min_correlation))
-    if failing:
-        raise AssertionError(
-            f"{check} failed: scores should {direction} with the level of {label}; "
-            f"Spearman agreement {_format(agreement)} (per item), required >= "
-            f"{min_correlation:g}, failing item(s) {failing[:_SHOWN]}\n{table}"
+    if failing := _failing(~(agreement >= min_correlation)):
+        run.fail(
+            f"scores should {direction} with the level of {label}; Spearman agreement "
+            f"{_format(agreement)} (per item), required >= {min_correlation:g}, failing {failing}",
+            rows,
         )
-    failing = _items(~(sign * scores.diff(dim=-1) > 0).all(-1)) if strict else []
-    if failing:
-        raise AssertionError(
-            f"{check} failed (strict): scores should strictly {direction} at every step "
-            f"of {label}; item(s) {failing[:_SHOWN]} do not\n{table}"
-        )
+    if strict and (failing := _failing(~(sign * scores.diff(dim=-1) > 0).all(-1))):
+        message = f"scores should strictly {direction} at every step of {label} (strict=True)"
+        run.fail(f"{message}; {failing} do not", rows)

@@ -134,14 +134,13 @@ class _Spec(NamedTuple):
 
     def checked(self) -> _Spec:
         """This spec with its fixed values checked and normalised."""
-        spec = self._replace(
-            patterns=_check_names(self.patterns, PATTERNS, "image pattern", "patterns")
-        )
-        for name, check in _CHECKS.items():
-            value = getattr(spec, name)
-            if not isinstance(value, st.SearchStrategy):
-                spec = spec._replace(**{name: check(value)})
-        return spec
+        patterns = _check_names(self.patterns, PATTERNS, "image pattern", "patterns")
+        fixed = {
+            name: check(getattr(self, name))
+            for name, check in _CHECKS.items()
+            if not isinstance(getattr(self, name), st.SearchStrategy)
+        }
+        return self._replace(patterns=patterns, **fixed)
 
     def draw_reference(self, draw: Any) -> tuple[torch.Tensor, Callable[..., torch.Tensor]]:
         """A float32 unit-range CPU batch, and the function taking such a batch to the
@@ -209,8 +208,7 @@ def images(
         UnknownNameError: a pattern is unknown (or, for the functions taking
             ``**image_args``, an argument name).
     """
-    spec = _Spec(batch, height, width, dtype, value_range, patterns, device).checked()
-    return _images(spec)
+    return _images(_Spec(batch, height, width, dtype, value_range, patterns, device).checked())
 
 
 @st.composite
@@ -259,23 +257,19 @@ def _image_pairs(
 
 
 def distortions(
-    kinds: Sequence[str] = DISTORTION_KINDS,
+    kinds: str | Sequence[str] | st.SearchStrategy[str] = DISTORTION_KINDS,
     level: float | st.SearchStrategy[float] = _LEVELS,
 ) -> st.SearchStrategy[Distortion]:
     """Strategy for :class:`~percepfid.testing.distortions.Distortion` objects with a drawn
-    kind (from ``kinds``), level (``level`` or a draw from it) and noise seed.
+    kind (from ``kinds``, or drawn from it if a strategy), level (``level`` or a draw from
+    it) and noise seed.
 
     Raises:
         UnknownNameError: a kind is unknown.
         ArgumentError: a fixed ``level`` is outside ``[0, 1]``.
     """
-    kinds = _check_names(kinds, DISTORTION_KINDS, "distortion", "kinds")
-    return _distortions(st.sampled_from(kinds), level)
-
-
-def _distortions(
-    kinds: st.SearchStrategy[str], level: float | st.SearchStrategy[float]
-) -> st.SearchStrategy[Distortion]:
+    if not isinstance(kinds, st.SearchStrategy):
+        kinds = st.sampled_from(_check_names(kinds, DISTORTION_KINDS, "distortion", "kinds"))
     if not isinstance(level, st.SearchStrategy):
         Distortion(DISTORTION_KINDS[0], level)  # validates the level now rather than at draw time
     return st.builds(Distortion, kinds, _as_strategy(level), _SEEDS)
@@ -302,13 +296,8 @@ def distorted(
             :func:`distortions`.
     """
     spec = _Spec.of(image_args)
-    if kind is None:
-        kinds = st.sampled_from(DISTORTION_KINDS)
-    elif isinstance(kind, st.SearchStrategy):
-        kinds = kind
-    else:
-        kinds = st.just(_check_names(kind, DISTORTION_KINDS, "distortion", "kind")[0])
-    return _distorted(spec, _distortions(kinds, _LEVELS if level is None else level))
+    kinds = DISTORTION_KINDS if kind is None else kind
+    return _distorted(spec, distortions(kinds, _LEVELS if level is None else level))
 
 
 @st.composite
