@@ -1,16 +1,11 @@
-"""The ``percepfid`` command line.
-
-Subcommands live in :mod:`percepfid.commands`, one module each (see
-:mod:`percepfid.commands._common` for what it defines). A subcommand whose module is absent
-(or whose optional dependency is missing at import) is left out and the rest of the command
-line still works.
+"""The ``percepfid`` command line; each subcommand is a module of :mod:`percepfid.commands`
+(see :mod:`percepfid.commands._common`), left out when absent or when an optional dependency
+it needs is missing.
 
 Exit codes: 0 success, 1 a check failed (e.g. weights do not match their sha256),
 2 bad arguments, input data or paths, 3 a missing optional dependency, 4 weights
-unavailable or corrupt. Errors are reported as one line on stderr, ``percepfid <command>:
-error: ...``, naming the command-line flags to change; warnings of the libraries underneath
-as ``percepfid <command>: warning: ...`` lines. stdout carries the command's output only:
-whatever a library prints while a command runs goes to stderr.
+unavailable or corrupt. An error is one stderr line, ``percepfid <command>: error: ...``,
+naming the flags to change; stdout carries the command's output only.
 
 Example::
 
@@ -99,10 +94,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(args)
 
 
-def console_main() -> None:  # pragma: no cover - thin wrapper for ``python -m``
-    """Entry point for ``python -m percepfid.cli``: exit with :func:`main`'s code."""
+if __name__ == "__main__":  # pragma: no cover - ``python -m percepfid.cli``
     sys.exit(main())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    console_main()

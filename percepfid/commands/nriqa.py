@@ -15,7 +15,6 @@ from ._common import (
     add_runtime_options,
     echo,
     output_file,
-    output_format,
     resolve_device,
     warn_random_weights,
     write_records,
@@ -60,9 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if not math.isnan(float(scores[i, k]))
     ]
     metadata = {"iqa": args.iqa, "random_weights": bool(args.random_weights)}
-    write_records(
-        records, args.output, fmt=output_format(args.output, args.format), metadata=metadata
-    )
+    write_records(records, args.output, fmt=args.format, metadata=metadata)
     if args.output not in (None, "-"):
         echo(f"scored {len(records)} candidates of {len(names)} items -> {args.output}")
     return EXIT_OK
