@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from ._errors import PercepfidError
 from ._version import __version__
-from .commands import COMMANDS, EXIT_FAILURE, EXIT_USAGE, HelpFormatter, run_command
+from .commands import COMMANDS, EXIT_FAILURE, EXIT_USAGE, run_command, show_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +41,9 @@ def _load_commands(subparsers: argparse._SubParsersAction) -> None:
         except PercepfidError as error:  # e.g. a command that needs a missing extra
             logger.debug("subcommand module %s unavailable: %s", module_name, error)
             continue
-        parser = subparsers.add_parser(
-            module.NAME,
-            help=module.HELP,
-            description=module.__doc__,
-            formatter_class=HelpFormatter,
-        )
+        parser = subparsers.add_parser(module.NAME, help=module.HELP, description=module.__doc__)
         module.add_arguments(parser)
+        show_defaults(parser)
         parser.set_defaults(handler=module.run, command_parser=parser)
 
 

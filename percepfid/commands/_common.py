@@ -50,15 +50,17 @@ class InputError(ArgumentError):
 # --------------------------------------------------------------------------- options
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """Ends an option's help with ``(default: X)`` when it has a default its text does not
-    already speak of."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text, default = action.help or "", action.default
-        if default in (None, argparse.SUPPRESS) or default is False or "default" in text:
-            return text
-        return f"{text} (default: %(default)s)"
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """End the help of each option of ``parser`` with ``(default: X)`` when it has a default
+    its text does not already speak of."""
+    for action in parser._actions:
+        default, text = action.default, action.help or ""
+        if (
+            default not in (None, argparse.SUPPRESS)
+            and default is not False
+            and "default" not in text
+        ):
+            action.help = f"{text} (default: %(default)s)"
 
 
 def int_type(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -135,17 +137,18 @@ def add_training_options(
     parser: argparse.ArgumentParser,
     *,
     columns: Mapping[str, tuple[Sequence[str], str, str]],
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    unit: str,
-    helps: Mapping[str, str],
+    batch_size: tuple[int, str],
+    epochs: tuple[int, str],
+    lr: tuple[float, str],
+    seed: str,
+    cache_mb: str,
 ) -> None:
     """Add the options of the commands that train on a rating CSV (read back by
     :func:`training_arguments`): one per column (``columns``: a field of
     :class:`percepfid.train.RatingColumns` -> its flags, default and help), ``--root``,
-    ``--backbone``, ``--image-size``, ``--epochs``, ``--lr``, ``--val-fraction``, ``--seed``,
-    ``--cache-mb`` (``helps`` holds the help of the last four) and the runtime options."""
+    ``--backbone``, ``--image-size``, ``--epochs`` and ``--lr`` (default and help),
+    ``--val-fraction``, ``--seed`` and ``--cache-mb`` (help) and the runtime options
+    (``batch_size``: the default and the unit)."""
     for name, (flags, default, text) in columns.items():
         parser.add_argument(
             *flags, dest=f"{name}_column", metavar="COLUMN", default=default, help=text
@@ -158,14 +161,14 @@ def add_training_options(
         type=positive_int,
         help="override the backbone input size (default: the backbone's own)",
     )
-    parser.add_argument("--epochs", type=int, default=epochs, help=helps["epochs"])
-    parser.add_argument("--lr", type=float, default=lr, help=helps["lr"])
+    parser.add_argument("--epochs", type=int, default=epochs[0], help=epochs[1])
+    parser.add_argument("--lr", type=float, default=lr[0], help=lr[1])
     parser.add_argument(
         "--val-fraction", type=float, default=0.2, help="share of groups held out for validation"
     )
-    parser.add_argument("--seed", type=seed_int, default=0, help=helps["seed"])
-    parser.add_argument("--cache-mb", type=float, default=1024.0, help=helps["cache_mb"])
-    add_runtime_options(parser, batch_size=batch_size, unit=unit)
+    parser.add_argument("--seed", type=seed_int, default=0, help=seed)
+    parser.add_argument("--cache-mb", type=float, default=1024.0, help=cache_mb)
+    add_runtime_options(parser, batch_size=batch_size[0], unit=batch_size[1])
 
 
 def training_arguments(args: argparse.Namespace) -> dict[str, Any]:

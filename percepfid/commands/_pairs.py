@@ -1,6 +1,5 @@
 """Pairs of (distorted, reference) images for ``percepfid score``, from folders or a CSV;
-image headers are read up front, so a missing or unreadable file is reported before any
-model is built."""
+image headers are read up front, so a bad file is reported before any model is built."""
 
 from __future__ import annotations
 
@@ -139,10 +138,9 @@ def _pick_column(
     return found
 
 
-def pairs_from_csv(args: argparse.Namespace, *, needs_reference: bool) -> list[Pair]:
-    """The pairs of the ``--pairs`` CSV, in file order (columns ``--dist-col`` and
-    ``--ref-col``, else the usual names: see ``_DISTORTED``, ``_REFERENCE``); relative paths
-    start at ``--dist`` / ``--ref`` when given, else at the CSV's folder."""
+def _pairs_from_csv(args: argparse.Namespace, needs_reference: bool) -> list[Pair]:
+    """The pairs of the --pairs CSV in file order (columns --dist-col and --ref-col, else
+    their usual names); relative paths start at --dist / --ref, else at the CSV's folder."""
     csv_file = Path(args.pairs)
     fields, rows = read_csv(csv_file, what="--pairs")
     what = f"the pairs CSV {csv_file}"
@@ -172,3 +170,21 @@ def pairs_from_csv(args: argparse.Namespace, *, needs_reference: bool) -> list[P
             f"{len(missing)} image(s) named in {csv_file} do not exist: {_shown(missing)}"
         )
     return _with_sizes(items)
+
+
+def find_pairs(args: argparse.Namespace, *, needs_reference: bool) -> list[Pair]:
+    """The pairs ``percepfid score`` scores: those of ``--pairs``, else the images of
+    ``--dist`` with those of ``--ref`` (when ``needs_reference``)."""
+    if args.pairs is not None:
+        return _pairs_from_csv(args, needs_reference)
+    if args.dist is None:
+        raise InputError("give the images to score with --dist DIR (and --ref DIR) or --pairs CSV")
+    if needs_reference and args.ref is None:
+        raise InputError(f"--metric {args.metric} compares against references: pass --ref DIR")
+    return pairs_from_folders(
+        args.dist,
+        args.ref if needs_reference else None,
+        match=args.match,
+        recursive=args.recursive,
+        skip_unmatched=args.skip_unmatched,
+    )

@@ -70,17 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 "source-image column; absent: the GT",
             ),
         ),
-        epochs=5,
-        lr=1e-3,
-        batch_size=16,
-        unit="pairs",
-        helps={
-            "epochs": "fine-tuning epochs",
-            "lr": "head learning rate when fine-tuning",
-            "seed": "split seed",
-            "cache_mb": "memory for embeddings (or frozen-block activations when fine-tuning) "
-            "kept across epochs; 0 recomputes them every time",
-        },
+        batch_size=(16, "pairs"),
+        epochs=(5, "fine-tuning epochs"),
+        lr=(1e-3, "head learning rate when fine-tuning"),
+        seed="split seed",
+        cache_mb="memory for embeddings (or frozen-block activations when fine-tuning) kept "
+        "across epochs; 0 recomputes them every time",
     )
 
 

@@ -242,35 +242,18 @@ def score_pairs(
     return rows
 
 
-def _pairs(args: argparse.Namespace, needs_reference: bool) -> list[Pair]:
-    from ._pairs import pairs_from_csv, pairs_from_folders
-
-    if args.pairs is not None:
-        return pairs_from_csv(args, needs_reference=needs_reference)
-    if args.dist is None:
-        raise InputError("give the images to score with --dist DIR (and --ref DIR) or --pairs CSV")
-    if needs_reference and args.ref is None:
-        raise InputError(f"--metric {args.metric} compares against references: pass --ref DIR")
-    return pairs_from_folders(
-        args.dist,
-        args.ref if needs_reference else None,
-        match=args.match,
-        recursive=args.recursive,
-        skip_unmatched=args.skip_unmatched,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     """Handler of ``percepfid score``."""
     import torch
 
+    from ._pairs import find_pairs
+
     family, _ = _parse_metric(args.metric)
-    needs_reference = family != "nr"
     world = _world_from_env()
     device = resolve_device(args.device, world.local_rank)
     # Every rank lists and checks all pairs (headers only), so input errors are the same
     # everywhere and no rank waits for a peer that already failed.
-    pairs = _pairs(args, needs_reference)
+    pairs = find_pairs(args, needs_reference=family != "nr")
     warning = warn_random_weights(args, "these scores", show=world.rank == 0)
     if world.size > 1:
         _init_distributed(world, device)
@@ -295,9 +278,7 @@ def run(args: argparse.Namespace) -> int:
         scores = dict(_gather(world, rows, failure))
     finally:
         if world.created:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+            torch.distributed.destroy_process_group()
     if world.rank != 0:
         return EXIT_OK
     records = [

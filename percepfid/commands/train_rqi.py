@@ -86,17 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 "column of the scores (MOS, or DMOS with --lower-is-better)",
             ),
         ),
-        epochs=10,
-        lr=1e-4,
-        batch_size=8,
-        unit="image pairs",
-        helps={
-            "epochs": "passes over the training pairs",
-            "lr": "AdamW learning rate",
-            "seed": "seed of the head, the split, the shuffles, crops and flips",
-            "cache_mb": "memory for crop embeddings kept across epochs; 0 runs the backbone on "
-            "every pair",
-        },
+        batch_size=(8, "image pairs"),
+        epochs=(10, "passes over the training pairs"),
+        lr=(1e-4, "AdamW learning rate"),
+        seed="seed of the head, the split, the shuffles, crops and flips",
+        cache_mb="memory for crop embeddings kept across epochs; 0 runs the backbone on every pair",
     )
 
 
