@@ -33,13 +33,10 @@ def _load_commands(subparsers: argparse._SubParsersAction) -> None:
         module_name = f"percepfid.commands.{name}"
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
+        except (ModuleNotFoundError, PercepfidError) as error:  # absent, or a missing extra
+            if isinstance(error, ModuleNotFoundError) and error.name != module_name:
                 raise
-            logger.debug("subcommand module %s is not present; skipped", module_name)
-            continue
-        except PercepfidError as error:  # e.g. a command that needs a missing extra
-            logger.debug("subcommand module %s unavailable: %s", module_name, error)
+            logger.debug("subcommand module %s left out: %s", module_name, error)
             continue
         parser = subparsers.add_parser(module.NAME, help=module.HELP, description=module.__doc__)
         module.add_arguments(parser)

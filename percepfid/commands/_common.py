@@ -171,10 +171,13 @@ def add_training_options(
     add_runtime_options(parser, batch_size=batch_size[0], unit=batch_size[1])
 
 
-def training_arguments(args: argparse.Namespace) -> dict[str, Any]:
+def training_arguments(args: argparse.Namespace, results: str) -> dict[str, Any]:
     """The keyword arguments of the trainers (:func:`percepfid.train.fit_hlf_head`,
-    :func:`percepfid.train.train_rqi`) that the options of :func:`add_training_options` set."""
+    :func:`percepfid.train.train_rqi`) that the options of :func:`add_training_options` set;
+    warns that ``results`` mean nothing under ``--random-weights``."""
     from ..train import RatingColumns
+
+    warn_random_weights(args, results)
 
     columns = {name: getattr(args, f"{name}_column") for name in args.column_flags}
     same = ("image_size", "epochs", "lr", "val_fraction", "seed", "cache_mb", "batch_size")

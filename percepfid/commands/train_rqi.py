@@ -9,14 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .._vocab import RQI_EMBEDDINGS
-from ._common import (
-    EXIT_OK,
-    add_training_options,
-    echo,
-    output_folder,
-    training_arguments,
-    warn_random_weights,
-)
+from ._common import EXIT_OK, add_training_options, echo, output_folder, training_arguments
 
 NAME = "train-rqi"
 HELP = "train an RQI head (relative quality) on a frozen backbone from a rating CSV"
@@ -98,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``percepfid train-rqi``."""
     from ..train import train_rqi
 
-    warn_random_weights(args, "the trained head and its statistics")
     result = train_rqi(
         args.csv,
         args.output,
@@ -111,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         crop_positions=args.crop_positions or None,
         max_pairs_per_epoch=args.max_pairs_per_epoch,
         resume=args.resume,
-        **training_arguments(args),
+        **training_arguments(args, "the trained head and its statistics"),
     )
     for row in result.history:
         echo(

@@ -20,51 +20,30 @@ HELP = "list, pre-download and verify weights"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-
-    def action(name: str, handler: Any, help: str, description: str) -> argparse.ArgumentParser:  # noqa: A002
-        sub = actions.add_parser(name, help=help, description=description)
-        sub.set_defaults(action_handler=handler)
-        sub.add_argument(
+    sub = {}
+    for handler, text in (
+        (run_list, "list the manifest entries and their status"),
+        (run_download, "download entries into the cache"),
+        (run_verify, "check cached files against their sha256"),
+    ):
+        name = handler.__name__.removeprefix("run_")
+        action = sub[name] = actions.add_parser(name, help=text, description=handler.__doc__)
+        action.set_defaults(action_handler=handler)
+        action.add_argument(
             "--kind",
             choices=("backbone", "head", "rqi", "iqa"),  # percepfid.hub.KINDS (loads torch)
             help="only this kind (iqa: the towers of NR-IQA models)",
         )
-        sub.add_argument("--cache-dir", help="the Hugging Face cache folder (default: HF cache)")
-        sub.add_argument("--manifest", help="a weights manifest file instead of the packaged one")
-        return sub
-
-    listing = action(
-        "list",
-        run_list,
-        "list the manifest entries and their status",
-        "List the weights in the manifest: kind, Hub file, pinned revision and sha256, and "
-        "whether each is in the local Hugging Face cache (no network access).",
-    )
-    listing.add_argument("pattern", nargs="?", default=None, help="shell pattern of names")
-
-    download = action(
-        "download",
-        run_download,
-        "download entries into the cache",
-        "Download manifest entries into the Hugging Face cache and check their sha256 where "
-        "pinned: run it on a connected machine, then share HF_HOME with offline ones. "
-        "Exit 4 when an entry cannot be downloaded or does not match.",
-    )
-    download.add_argument(
+        action.add_argument("--cache-dir", help="the Hugging Face cache folder (default: HF cache)")
+        action.add_argument(
+            "--manifest", help="a weights manifest file instead of the packaged one"
+        )
+    sub["list"].add_argument("pattern", nargs="?", default=None, help="shell pattern of names")
+    sub["download"].add_argument(
         "names", nargs="*", help="manifest names or aliases (dinov2, clip, clipiqa, ...)"
     )
-    download.add_argument("--all", action="store_true", help="every entry (of --kind)")
-
-    verify = action(
-        "verify",
-        run_verify,
-        "check cached files against their sha256",
-        "Check the cached files of manifest entries against their pinned sha256 (a file "
-        "that fails is removed from the cache) and print the sha256 of unpinned ones. "
-        "Without names, every cached entry is checked. Exit 1 when a check fails, a named "
-        "entry is not cached, or nothing at all is cached.",
-    )
-    verify.add_argument("names", nargs="*", help="manifest names or aliases (default: all)")
+    sub["download"].add_argument("--all", action="store_true", help="every entry (of --kind)")
+    sub["verify"].add_argument("names", nargs="*", help="manifest names or aliases (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,7 +114,8 @@ def _select(args: argparse.Namespace, manifest: Any, *, default_all: bool) -> li
 
 
 def run_list(args: argparse.Namespace, manifest: Any) -> int:
-    """Handler of ``percepfid weights list``."""
+    """List the weights in the manifest: kind, Hub file, pinned revision and sha256, and
+    whether each is in the local Hugging Face cache (no network access)."""
     from .. import hub
 
     rows = []
@@ -149,7 +129,9 @@ def run_list(args: argparse.Namespace, manifest: Any) -> int:
 
 
 def run_download(args: argparse.Namespace, manifest: Any) -> int:
-    """Handler of ``percepfid weights download``."""
+    """Download manifest entries into the Hugging Face cache and check their sha256 where
+    pinned: run it on a connected machine, then share HF_HOME with offline ones. Exit 4 when
+    an entry cannot be downloaded or does not match."""
     from .. import hub
 
     failures = 0
@@ -166,7 +148,10 @@ def run_download(args: argparse.Namespace, manifest: Any) -> int:
 
 
 def run_verify(args: argparse.Namespace, manifest: Any) -> int:
-    """Handler of ``percepfid weights verify``."""
+    """Check the cached files of manifest entries against their pinned sha256 (a file that
+    fails is removed from the cache) and print the sha256 of unpinned ones. Without names,
+    every cached entry is checked. Exit 1 when a check fails, a named entry is not cached,
+    or nothing at all is cached."""
     from .. import hub
 
     failures, missing = 0, []
