@@ -54,13 +54,9 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
     """End the help of each option of ``parser`` with ``(default: X)`` when it has a default
     its text does not already speak of."""
     for action in parser._actions:
-        default, text = action.default, action.help or ""
-        if (
-            default not in (None, argparse.SUPPRESS)
-            and default is not False
-            and "default" not in text
-        ):
-            action.help = f"{text} (default: %(default)s)"
+        shown = action.default not in (None, argparse.SUPPRESS) and action.default is not False
+        if shown and "default" not in (action.help or ""):
+            action.help = f"{action.help or ''} (default: %(default)s)"
 
 
 def int_type(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -171,22 +167,32 @@ def add_training_options(
     add_runtime_options(parser, batch_size=batch_size[0], unit=batch_size[1])
 
 
-def training_arguments(args: argparse.Namespace, results: str) -> dict[str, Any]:
-    """The keyword arguments of the trainers (:func:`percepfid.train.fit_hlf_head`,
-    :func:`percepfid.train.train_rqi`) that the options of :func:`add_training_options` set;
-    warns that ``results`` mean nothing under ``--random-weights``."""
-    from ..train import RatingColumns
-
+def runtime_arguments(args: argparse.Namespace, results: str) -> dict[str, Any]:
+    """The keyword arguments that the options of :func:`add_runtime_options` set
+    (``batch_size``, ``device``, ``pretrained``, ``progress``); under ``--random-weights``,
+    warns that ``results`` mean nothing."""
     warn_random_weights(args, results)
-
-    columns = {name: getattr(args, f"{name}_column") for name in args.column_flags}
-    same = ("image_size", "epochs", "lr", "val_fraction", "seed", "cache_mb", "batch_size")
-    return {name: getattr(args, name) for name in same} | {
-        "columns": RatingColumns(**columns, root=args.root, flags=args.column_flags),
-        "pretrained": not args.random_weights,
+    return {
+        "batch_size": args.batch_size,
         "device": resolve_device(args.device),
+        "pretrained": not args.random_weights,
         "progress": not args.no_progress,
     }
+
+
+def training_arguments(args: argparse.Namespace, results: str) -> dict[str, Any]:
+    """The keyword arguments of the trainers (:func:`percepfid.train.fit_hlf_head`,
+    :func:`percepfid.train.train_rqi`) that the options of :func:`add_training_options` set
+    (with the warning of :func:`runtime_arguments`)."""
+    from ..train import RatingColumns
+
+    columns = {name: getattr(args, f"{name}_column") for name in args.column_flags}
+    same = ("image_size", "epochs", "lr", "val_fraction", "seed", "cache_mb")
+    return (
+        {name: getattr(args, name) for name in same}
+        | runtime_arguments(args, results)
+        | {"columns": RatingColumns(**columns, root=args.root, flags=args.column_flags)}
+    )
 
 
 def add_output_options(
@@ -236,13 +242,9 @@ def resolve_device(requested: str, local_rank: int | None = None) -> torch.devic
 _data_stream: TextIO | None = None  # stdout while run_command sends other prints to stderr
 
 
-def _stdout() -> TextIO:
-    return sys.stdout if _data_stream is None else _data_stream
-
-
 def echo(text: str = "") -> None:
     """Write one line of the command's output to stdout."""
-    _stdout().write(text + "\n")
+    (_data_stream or sys.stdout).write(text + "\n")
 
 
 def warn(text: str) -> None:
@@ -265,13 +267,13 @@ def warn_random_weights(args: argparse.Namespace, results: str, *, show: bool = 
 _NOT_A_NAME = r"[\w./\\'\"-]"  # a keyword next to one of these is part of a path or a quote
 
 
-def as_flags(message: str, parser: argparse.ArgumentParser | None) -> str:
+def as_flags(message: str, parser: argparse.ArgumentParser) -> str:
     """``message`` with the Python keywords of the library (``image_column=``,
     ``batch_size``) replaced by the flags of ``parser`` that set them
     (``--image-column``, ``--batch-size``): a message from a library function reached
     through the command line names what the user can type."""
     flags: dict[str, str] = {}
-    for action in parser._actions if parser is not None else ():
+    for action in parser._actions:
         longs = [s for s in action.option_strings if s.startswith("--")]
         if longs and action.dest != "help":
             flags.setdefault(action.dest, longs[0])
@@ -340,23 +342,6 @@ def read_csv(path: str | os.PathLike[str], *, what: str) -> tuple[list[str], lis
     return fields, rows
 
 
-def write_text(text: str, path: str | os.PathLike[str] | None) -> None:
-    """Write ``text`` to ``path`` atomically (the old file stays whole when anything
-    fails), or to stdout when ``path`` is None or ``-``.
-
-    Raises:
-        InputError: the file cannot be written (the message names it).
-    """
-    if path is None or str(path) == "-":
-        _stdout().write(text)
-        return
-    try:
-        with atomic_path(path) as partial:
-            partial.write_text(text, encoding="utf-8", newline="")
-    except OSError as error:
-        raise InputError(f"cannot write {path}: {error.strerror or error}") from None
-
-
 def write_records(
     records: Sequence[dict[str, Any]],
     path: str | os.PathLike[str] | None,
@@ -365,31 +350,42 @@ def write_records(
     metadata: dict[str, Any] | None = None,
 ) -> None:
     """Write records as a table (:func:`format_table`), CSV or JSON (``fmt`` None: JSON for
-    a ``.json`` path, else CSV) to ``path`` (see :func:`write_text`) or stdout.
+    a ``.json`` path, else CSV) to stdout when ``path`` is None or ``-``, else to ``path``
+    atomically (the old file stays whole when anything fails).
 
     JSON output is ``{"metadata": {...}, "rows": [...]}``; CSV output is one row per record.
     NaN is written as JSON null and an empty CSV cell.
+
+    Raises:
+        InputError: the file cannot be written (the message names it).
     """
     if fmt is None:
         fmt = "json" if str(path).lower().endswith(".json") else "csv"
+    buffer = io.StringIO()
     if fmt == "table":
         header = list(records[0])
-        write_text(format_table(header, [[r[h] for h in header] for r in records]) + "\n", path)
-        return
-    records = [
-        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
-        for r in records
-    ]
-    buffer = io.StringIO()
-    if fmt == "json":
-        json.dump({"metadata": metadata or {}, "rows": records}, buffer, indent=2)
-        buffer.write("\n")
+        buffer.write(format_table(header, [[r[h] for h in header] for r in records]) + "\n")
     else:
-        fields = list(dict.fromkeys(key for record in records for key in record))
-        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
-    write_text(buffer.getvalue(), path)
+        records = [
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
+            for r in records
+        ]
+        if fmt == "json":
+            json.dump({"metadata": metadata or {}, "rows": records}, buffer, indent=2)
+            buffer.write("\n")
+        else:
+            fields = list(dict.fromkeys(key for record in records for key in record))
+            writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(records)
+    if path is None or str(path) == "-":
+        (_data_stream or sys.stdout).write(buffer.getvalue())
+        return
+    try:
+        with atomic_path(path) as partial:
+            partial.write_text(buffer.getvalue(), encoding="utf-8", newline="")
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -87,9 +87,10 @@ def _load(args: argparse.Namespace, score_cols: list[str]) -> list[_Row]:
     score_fields, score_rows = read_csv(args.scores, what="scores CSV")
     numbered = list(enumerate(score_rows, start=FIRST_DATA_ROW))
     needed = dict.fromkeys(score_cols, "--score-col")
-    needed.setdefault(
-        *((args.human_col, "--human-col") if args.human is None else (args.key, "--key"))
-    )
+    if args.human is None:
+        needed.setdefault(args.human_col, "--human-col")
+    else:
+        needed.setdefault(args.key, "--key")
     require_columns(score_fields, needed, what=f"scores CSV {args.scores}", error=InputError)
     if args.human is None:
         return [(row, n, n) for n, row in numbered]

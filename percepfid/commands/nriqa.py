@@ -15,8 +15,7 @@ from ._common import (
     add_runtime_options,
     echo,
     output_file,
-    resolve_device,
-    warn_random_weights,
+    runtime_arguments,
     write_records,
 )
 
@@ -42,15 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data import find_candidates, score_candidates
 
     names, groups = find_candidates(args.root)
-    warn_random_weights(args, "the scores")
     scores = score_candidates(
-        groups,
-        args.iqa,
-        batch_size=args.batch_size,
-        cache=args.cache,
-        device=resolve_device(args.device),
-        pretrained=not args.random_weights,
-        progress=not args.no_progress,
+        groups, args.iqa, cache=args.cache, **runtime_arguments(args, "the scores")
     )
     records = [
         {"item": name, "candidate": k, "path": str(path), "score": float(scores[i, k])}
