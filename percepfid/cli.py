@@ -1,16 +1,11 @@
-"""The ``percepfid`` command line.
-
-Subcommands live in :mod:`percepfid.commands`, one module each (see
-:mod:`percepfid.commands._common` for what it defines). A subcommand whose module is absent
-(or whose optional dependency is missing at import) is left out and the rest of the command
-line still works.
+"""The ``percepfid`` command line; each subcommand is a module of :mod:`percepfid.commands`
+(see :mod:`percepfid.commands._common`), left out when absent or when an optional dependency
+it needs is missing.
 
 Exit codes: 0 success, 1 a check failed (e.g. weights do not match their sha256),
 2 bad arguments, input data or paths, 3 a missing optional dependency, 4 weights
-unavailable or corrupt. Errors are reported as one line on stderr, ``percepfid <command>:
-error: ...``, naming the command-line flags to change; warnings of the libraries underneath
-as ``percepfid <command>: warning: ...`` lines. stdout carries the command's output only:
-whatever a library prints while a command runs goes to stderr.
+unavailable or corrupt. An error is one stderr line, ``percepfid <command>: error: ...``,
+naming the flags to change; stdout carries the command's output only.
 
 Example::
 
@@ -28,7 +23,7 @@ from collections.abc import Sequence
 
 from ._errors import PercepfidError
 from ._version import __version__
-from .commands import COMMANDS, EXIT_FAILURE, EXIT_USAGE, HelpFormatter, run_command
+from .commands import COMMANDS, EXIT_FAILURE, EXIT_USAGE, run_command, show_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +33,14 @@ def _load_commands(subparsers: argparse._SubParsersAction) -> None:
         module_name = f"percepfid.commands.{name}"
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
+        except (ModuleNotFoundError, PercepfidError) as error:  # absent, or a missing extra
+            if isinstance(error, ModuleNotFoundError) and error.name != module_name:
                 raise
-            logger.debug("subcommand module %s is not present; skipped", module_name)
+            logger.debug("subcommand module %s left out: %s", module_name, error)
             continue
-        except PercepfidError as error:  # e.g. a command that needs a missing extra
-            logger.debug("subcommand module %s unavailable: %s", module_name, error)
-            continue
-        parser = subparsers.add_parser(
-            module.NAME,
-            help=module.HELP,
-            description=module.__doc__,
-            formatter_class=HelpFormatter,
-        )
+        parser = subparsers.add_parser(module.NAME, help=module.HELP, description=module.__doc__)
         module.add_arguments(parser)
+        show_defaults(parser)
         parser.set_defaults(handler=module.run, command_parser=parser)
 
 
@@ -99,10 +87,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(args)
 
 
-def console_main() -> None:  # pragma: no cover - thin wrapper for ``python -m``
-    """Entry point for ``python -m percepfid.cli``: exit with :func:`main`'s code."""
+if __name__ == "__main__":  # pragma: no cover - ``python -m percepfid.cli``
     sys.exit(main())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    console_main()

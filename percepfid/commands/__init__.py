@@ -6,7 +6,7 @@ Modules listed in :data:`COMMANDS` that are not present are skipped by the CLI.
 
 from __future__ import annotations
 
-from ._common import EXIT_FAILURE, EXIT_USAGE, HelpFormatter, run_command
+from ._common import EXIT_FAILURE, EXIT_USAGE, run_command, show_defaults
 
 #: Command modules, in the order ``percepfid --help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -19,4 +19,4 @@ COMMANDS: tuple[str, ...] = (
     "weights",
 )
 
-__all__ = ["COMMANDS", "EXIT_FAILURE", "EXIT_USAGE", "HelpFormatter", "run_command"]
+__all__ = ["COMMANDS", "EXIT_FAILURE", "EXIT_USAGE", "run_command", "show_defaults"]

@@ -1,5 +1,5 @@
-"""Helpers shared by the ``percepfid`` subcommands: shared options, exit codes, the data
-stream, output paths and atomic output files, CSV reading, flag names in messages.
+"""Helpers shared by the ``percepfid`` subcommands: options, exit codes, output paths and
+files, CSV reading, stdout for data only, flag names in messages.
 
 A command module defines ``NAME``, ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> exit code``; its docstring is the description ``--help`` shows, and
@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -50,15 +50,13 @@ class InputError(ArgumentError):
 # --------------------------------------------------------------------------- options
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """Ends an option's help with ``(default: X)`` when it has a default its text does not
-    already speak of."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text, default = action.help or "", action.default
-        if default in (None, argparse.SUPPRESS) or default is False or "default" in text:
-            return text
-        return f"{text} (default: %(default)s)"
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """End the help of each option of ``parser`` with ``(default: X)`` when it has a default
+    its text does not already speak of."""
+    for action in parser._actions:
+        shown = action.default not in (None, argparse.SUPPRESS) and action.default is not False
+        if shown and "default" not in (action.help or ""):
+            action.help = f"{action.help or ''} (default: %(default)s)"
 
 
 def int_type(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -79,6 +77,37 @@ def int_type(low: int, high: int | None = None) -> Callable[[str], int]:
 
 positive_int = int_type(1)
 seed_int = int_type(0, 2**64)  # the seeds torch accepts
+
+
+def _output_path(text: str, *, folder: bool) -> str:
+    """``text`` as a path a command can write a file (or folder) at, else an argparse error
+    saying why not: checked before any work starts."""
+    path = Path(text).expanduser()
+    start = path if folder else path.parent
+    existing = next((p for p in (start, *start.parents) if p.exists()), start)
+    if folder and path.exists() and not path.is_dir():
+        problem = f"{path} is a file, not a folder"
+    elif not folder and path.is_dir():
+        problem = f"{path} is a folder; name a file (e.g. {path / 'out.csv'})"
+    elif not existing.is_dir():
+        problem = f"cannot write {path}: {existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"cannot write {path}: no permission to write in {existing}"
+    else:
+        return str(path)
+    raise argparse.ArgumentTypeError(problem)
+
+
+def output_file(text: str) -> str:
+    """argparse type of an output file: ``-`` (stdout) or a path that can be written (not a
+    folder, under no file, with write permission); missing folders are made on writing."""
+    return text if text == "-" else _output_path(text, folder=False)
+
+
+def output_folder(text: str) -> str:
+    """argparse type of an output folder: not a file, under no file, with write permission;
+    a missing folder is made by the command."""
+    return _output_path(text, folder=True)
 
 
 def add_runtime_options(
@@ -104,18 +133,18 @@ def add_training_options(
     parser: argparse.ArgumentParser,
     *,
     columns: Mapping[str, tuple[Sequence[str], str, str]],
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    unit: str,
-    helps: Mapping[str, str],
+    batch_size: tuple[int, str],
+    epochs: tuple[int, str],
+    lr: tuple[float, str],
+    seed: str,
+    cache_mb: str,
 ) -> None:
-    """Add the options of the commands that train on a rating CSV: one per column
-    (``columns``: a field of :class:`percepfid.train.RatingColumns` -> its flags, default and
-    help), ``--root``, ``--backbone``, ``--image-size``, ``--epochs``, ``--lr``,
-    ``--val-fraction``, ``--seed``, ``--cache-mb`` and the runtime options; ``helps`` holds
-    the help texts of ``epochs``, ``lr``, ``seed`` and ``cache_mb``. See
-    :func:`training_arguments`."""
+    """Add the options of the commands that train on a rating CSV (read back by
+    :func:`training_arguments`): one per column (``columns``: a field of
+    :class:`percepfid.train.RatingColumns` -> its flags, default and help), ``--root``,
+    ``--backbone``, ``--image-size``, ``--epochs`` and ``--lr`` (default and help),
+    ``--val-fraction``, ``--seed`` and ``--cache-mb`` (help) and the runtime options
+    (``batch_size``: the default and the unit)."""
     for name, (flags, default, text) in columns.items():
         parser.add_argument(
             *flags, dest=f"{name}_column", metavar="COLUMN", default=default, help=text
@@ -128,29 +157,42 @@ def add_training_options(
         type=positive_int,
         help="override the backbone input size (default: the backbone's own)",
     )
-    parser.add_argument("--epochs", type=int, default=epochs, help=helps["epochs"])
-    parser.add_argument("--lr", type=float, default=lr, help=helps["lr"])
+    parser.add_argument("--epochs", type=int, default=epochs[0], help=epochs[1])
+    parser.add_argument("--lr", type=float, default=lr[0], help=lr[1])
     parser.add_argument(
         "--val-fraction", type=float, default=0.2, help="share of groups held out for validation"
     )
-    parser.add_argument("--seed", type=seed_int, default=0, help=helps["seed"])
-    parser.add_argument("--cache-mb", type=float, default=1024.0, help=helps["cache_mb"])
-    add_runtime_options(parser, batch_size=batch_size, unit=unit)
+    parser.add_argument("--seed", type=seed_int, default=0, help=seed)
+    parser.add_argument("--cache-mb", type=float, default=1024.0, help=cache_mb)
+    add_runtime_options(parser, batch_size=batch_size[0], unit=batch_size[1])
 
 
-def training_arguments(args: argparse.Namespace) -> dict[str, Any]:
+def runtime_arguments(args: argparse.Namespace, results: str) -> dict[str, Any]:
+    """The keyword arguments that the options of :func:`add_runtime_options` set
+    (``batch_size``, ``device``, ``pretrained``, ``progress``); under ``--random-weights``,
+    warns that ``results`` mean nothing."""
+    warn_random_weights(args, results)
+    return {
+        "batch_size": args.batch_size,
+        "device": resolve_device(args.device),
+        "pretrained": not args.random_weights,
+        "progress": not args.no_progress,
+    }
+
+
+def training_arguments(args: argparse.Namespace, results: str) -> dict[str, Any]:
     """The keyword arguments of the trainers (:func:`percepfid.train.fit_hlf_head`,
-    :func:`percepfid.train.train_rqi`) that the options of :func:`add_training_options` set."""
+    :func:`percepfid.train.train_rqi`) that the options of :func:`add_training_options` set
+    (with the warning of :func:`runtime_arguments`)."""
     from ..train import RatingColumns
 
     columns = {name: getattr(args, f"{name}_column") for name in args.column_flags}
-    same = ("image_size", "epochs", "lr", "val_fraction", "seed", "cache_mb", "batch_size")
-    return {name: getattr(args, name) for name in same} | {
-        "columns": RatingColumns(**columns, root=args.root, flags=args.column_flags),
-        "pretrained": not args.random_weights,
-        "device": resolve_device(args.device),
-        "progress": not args.no_progress,
-    }
+    same = ("image_size", "epochs", "lr", "val_fraction", "seed", "cache_mb")
+    return (
+        {name: getattr(args, name) for name in same}
+        | runtime_arguments(args, results)
+        | {"columns": RatingColumns(**columns, root=args.root, flags=args.column_flags)}
+    )
 
 
 def add_output_options(
@@ -159,9 +201,8 @@ def add_output_options(
     formats: Sequence[str] = ("csv", "json"),
     default_format: str | None = None,
 ) -> None:
-    """Add ``--output/-o`` (a file checked by :func:`output_file`; default stdout) and
-    ``--format`` (default: ``default_format``, else by the output's suffix, see
-    :func:`output_format`)."""
+    """Add ``--output/-o`` (an :func:`output_file`; default stdout) and ``--format``
+    (default: ``default_format``, else by the output's suffix, see :func:`write_records`)."""
     parser.add_argument(
         "--output", "-o", type=output_file, help="output file (default: stdout, or '-')"
     )
@@ -198,31 +239,12 @@ def resolve_device(requested: str, local_rank: int | None = None) -> torch.devic
 
 # --------------------------------------------------------------------------- talking
 
-
-_data_stream: TextIO | None = None
-
-
-@contextlib.contextmanager
-def data_only_stdout() -> Iterator[None]:
-    """Keep stdout for the command's own data (:func:`echo`, :func:`write_records`):
-    anything else printed meanwhile (a library's ``print``) goes to stderr."""
-    global _data_stream  # noqa: PLW0603 - one command runs at a time
-    previous = _data_stream
-    _data_stream = sys.stdout
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        _data_stream = previous
-
-
-def _stdout() -> TextIO:
-    return sys.stdout if _data_stream is None else _data_stream
+_data_stream: TextIO | None = None  # stdout while run_command sends other prints to stderr
 
 
 def echo(text: str = "") -> None:
     """Write one line of the command's output to stdout."""
-    _stdout().write(text + "\n")
+    (_data_stream or sys.stdout).write(text + "\n")
 
 
 def warn(text: str) -> None:
@@ -242,35 +264,35 @@ def warn_random_weights(args: argparse.Namespace, results: str, *, show: bool = 
     return text
 
 
-_KEYWORD_PHRASES = {"pretrained=False": "--random-weights"}
-_NOT_A_NAME = r"[\w./\\'\"-]"
+_NOT_A_NAME = r"[\w./\\'\"-]"  # a keyword next to one of these is part of a path or a quote
 
 
-def as_flags(message: str, parser: argparse.ArgumentParser | None) -> str:
+def as_flags(message: str, parser: argparse.ArgumentParser) -> str:
     """``message`` with the Python keywords of the library (``image_column=``,
     ``batch_size``) replaced by the flags of ``parser`` that set them
     (``--image-column``, ``--batch-size``): a message from a library function reached
     through the command line names what the user can type."""
-    if parser is None:
-        return message
-    flags = {}
+    flags: dict[str, str] = {}
     for action in parser._actions:
         longs = [s for s in action.option_strings if s.startswith("--")]
         if longs and action.dest != "help":
             flags.setdefault(action.dest, longs[0])
-    for phrase, flag in _KEYWORD_PHRASES.items():
-        if flag in flags.values():
-            message = message.replace(phrase, flag)
-    for dest, flag in flags.items():
-        name = re.escape(dest)
-        # ``dest=value`` -> ``--flag value``; a bare ``dest=`` -> ``--flag``
-        message = re.sub(rf"(?<!{_NOT_A_NAME}){name}=(?=[<\w'\"])", flag + " ", message)
-        message = re.sub(rf"(?<!{_NOT_A_NAME}){name}=", flag, message)
-        if "_" in dest:  # an identifier such as batch_size, never an English word
-            message = re.sub(rf"(?<!{_NOT_A_NAME}){name}(?!{_NOT_A_NAME}|=)", flag, message)
-        else:  # a plain word only as the subject of a check: "epochs must be ..."
-            message = re.sub(rf"^{name}(?= must )", flag, message)
-    return message
+    if not flags:
+        return message
+    if "--random-weights" in flags.values():
+        message = message.replace("pretrained=False", "--random-weights")
+    names = "|".join(map(re.escape, sorted(flags, key=len, reverse=True)))
+    keyword = re.compile(rf"(?<!{_NOT_A_NAME})({names})(?:=(?=([<\w'\"])?)|(?!{_NOT_A_NAME}))")
+
+    def flag(match: re.Match[str]) -> str:
+        dest = match[1]
+        if match[0].endswith("="):  # ``dest=value`` -> ``--flag value``; ``dest=`` -> ``--flag``
+            return flags[dest] + (" " if match[2] else "")
+        # an identifier such as batch_size; a plain word only as the subject of a check
+        subject = match.start() == 0 and message.startswith(" must ", match.end())
+        return flags[dest] if "_" in dest or subject else match[0]
+
+    return keyword.sub(flag, message)
 
 
 def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -283,17 +305,15 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
             return "nan" if value != value else f"{value:.4f}"
         return str(value)
 
-    body = [[cell(value) for value in row] for row in rows]
-    widths = [len(h) for h in header]
-    for row in body:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in body]
-    return "\n".join(line.rstrip() for line in lines)
+    lines = [list(header), *([cell(value) for value in row] for row in rows)]
+    widths = [max(map(len, column)) for column in zip(*lines, strict=True)]
+    lines.insert(1, ["-" * width for width in widths])
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
 
 
-# --------------------------------------------------------------------------- input
+# --------------------------------------------------------------------------- files
 
 
 def read_csv(path: str | os.PathLike[str], *, what: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -322,115 +342,60 @@ def read_csv(path: str | os.PathLike[str], *, what: str) -> tuple[list[str], lis
     return fields, rows
 
 
-# --------------------------------------------------------------------------- output
-
-
-def _output_problem(path: Path, *, folder: bool) -> str | None:
-    """Why ``path`` cannot be written as an output file (or folder), or None."""
-    if path.exists():
-        if folder and not path.is_dir():
-            return f"{path} is a file, not a folder"
-        if not folder and path.is_dir():
-            return f"{path} is a folder; name a file (e.g. {path / 'out.csv'})"
-    existing = path if folder and path.exists() else path.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"cannot write {path}: {existing} is a file, not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"cannot write {path}: no permission to write in {existing}"
-    return None
-
-
-def _writable(text: str, *, folder: bool) -> str:
-    """``text`` as an output path (see :func:`_output_problem`), else an argparse error."""
-    path = Path(text).expanduser()
-    problem = _output_problem(path, folder=folder)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return str(path)
-
-
-def output_file(text: str) -> str:
-    """argparse type of an output file: ``-`` (stdout) or a path that can be written.
-
-    Refused before any work starts: a folder, a path under a file, a folder without write
-    permission. Missing parent folders are created when the output is written.
-    """
-    return text if text == "-" else _writable(text, folder=False)
-
-
-def output_folder(text: str) -> str:
-    """argparse type of an output folder: refused when it is a file, lies under a file, or
-    cannot be written; a missing folder is created by the command."""
-    return _writable(text, folder=True)
-
-
-def write_text(text: str, path: str | os.PathLike[str] | None) -> None:
-    """Write ``text`` to ``path`` atomically (the old file stays whole when anything
-    fails), or to stdout when ``path`` is None or ``-``.
-
-    Raises:
-        InputError: the file cannot be written (the message names it).
-    """
-    if path is None or str(path) == "-":
-        _stdout().write(text)
-        return
-    try:
-        with atomic_path(path) as partial:
-            partial.write_text(text, encoding="utf-8", newline="")
-    except OSError as error:
-        raise InputError(f"cannot write {path}: {error.strerror or error}") from None
-
-
 def write_records(
     records: Sequence[dict[str, Any]],
     path: str | os.PathLike[str] | None,
     *,
-    fmt: str,
+    fmt: str | None,
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Write records as a table (:func:`format_table`), CSV or JSON to ``path`` (atomically,
-    see :func:`write_text`) or stdout when ``path`` is None or ``-``.
+    """Write records as a table (:func:`format_table`), CSV or JSON (``fmt`` None: JSON for
+    a ``.json`` path, else CSV) to stdout when ``path`` is None or ``-``, else to ``path``
+    atomically (the old file stays whole when anything fails).
 
     JSON output is ``{"metadata": {...}, "rows": [...]}``; CSV output is one row per record.
     NaN is written as JSON null and an empty CSV cell.
+
+    Raises:
+        InputError: the file cannot be written (the message names it).
     """
+    if fmt is None:
+        fmt = "json" if str(path).lower().endswith(".json") else "csv"
+    buffer = io.StringIO()
     if fmt == "table":
         header = list(records[0])
-        write_text(format_table(header, [[r[h] for h in header] for r in records]) + "\n", path)
-        return
-    records = [
-        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
-        for r in records
-    ]
-    buffer = io.StringIO()
-    if fmt == "json":
-        json.dump({"metadata": metadata or {}, "rows": records}, buffer, indent=2)
-        buffer.write("\n")
+        buffer.write(format_table(header, [[r[h] for h in header] for r in records]) + "\n")
     else:
-        fields: list[str] = []
-        for record in records:
-            fields += [key for key in record if key not in fields]
-        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
-    write_text(buffer.getvalue(), path)
-
-
-def output_format(path: str | None, fmt: str | None) -> str:
-    """``fmt`` when given, else ``'json'`` for a ``.json`` path and ``'csv'`` otherwise."""
-    if fmt is not None:
-        return fmt
-    return "json" if path is not None and str(path).lower().endswith(".json") else "csv"
+        records = [
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
+            for r in records
+        ]
+        if fmt == "json":
+            json.dump({"metadata": metadata or {}, "rows": records}, buffer, indent=2)
+            buffer.write("\n")
+        else:
+            fields = list(dict.fromkeys(key for record in records for key in record))
+            writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(records)
+    if path is None or str(path) == "-":
+        (_data_stream or sys.stdout).write(buffer.getvalue())
+        return
+    try:
+        with atomic_path(path) as partial:
+            partial.write_text(buffer.getvalue(), encoding="utf-8", newline="")
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run the command ``args`` chose and return its exit code: stdout carries its data only,
-    a library warning is one stderr line (``-v`` shows it in full), and so is an error,
-    naming the flags to change."""
+    """Run the command ``args`` chose and return its exit code: stdout carries its data only
+    (anything else printed meanwhile goes to stderr), a library warning is one stderr line
+    (``-v`` shows it in full), and so is an error, naming the flags to change."""
+    global _data_stream  # noqa: PLW0603 - one command runs at a time
+    _data_stream = sys.stdout
     try:
-        with data_only_stdout(), warnings.catch_warnings():
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
             if not args.verbose:
                 warnings.showwarning = lambda message, *_, **__: sys.stderr.write(
                     f"percepfid {args.command}: warning: {message}\n"
@@ -453,5 +418,7 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"percepfid {args.command}: interrupted\n")
         return 130
+    finally:
+        _data_stream = None
     sys.stderr.write(f"percepfid {args.command}: error: {message}\n")
     return code

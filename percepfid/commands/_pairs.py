@@ -1,9 +1,9 @@
 """Pairs of (distorted, reference) images for ``percepfid score``, from folders or a CSV;
-image headers are read up front, so a missing or unreadable file is reported before any
-model is built."""
+image headers are read up front, so a bad file is reported before any model is built."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from collections.abc import Sequence
@@ -40,22 +40,7 @@ def _shown(items: Sequence[object]) -> str:
 
 def _key(path: Path, root: Path, match: str) -> str:
     relative = path.relative_to(root)
-    if match == "stem":
-        relative = relative.with_suffix("")
-    return relative.as_posix()
-
-
-def _index(images: list[Path], root: Path, match: str, what: str) -> dict[str, Path]:
-    table: dict[str, Path] = {}
-    for path in images:
-        key = _key(path, root, match)
-        if key in table:
-            raise InputError(
-                f"{what} {root}: {table[key].name} and {path.name} both match as {key!r} "
-                f"with --match {match}; rename one or use --match name"
-            )
-        table[key] = path
-    return table
+    return (relative.with_suffix("") if match == "stem" else relative).as_posix()
 
 
 def _with_sizes(items: list[tuple[Path, Path | None]]) -> list[Pair]:
@@ -99,12 +84,17 @@ def pairs_from_folders(
     if ref_dir is None:
         return _with_sizes([(path, None) for path in distorted])
     reference_root = Path(ref_dir)
-    references = _index(
-        list_images(reference_root, recursive=recursive, what="--ref folder", error=InputError),
-        reference_root,
-        match,
-        "--ref folder",
-    )
+    references: dict[str, Path] = {}
+    for path in list_images(
+        reference_root, recursive=recursive, what="--ref folder", error=InputError
+    ):
+        key = _key(path, reference_root, match)
+        if key in references:
+            raise InputError(
+                f"--ref folder {reference_root}: {references[key].name} and {path.name} both "
+                f"match as {key!r} with --match {match}; rename one or use --match name"
+            )
+        references[key] = path
     items, unmatched = [], []
     for path in distorted:
         reference = references.get(_key(path, distorted_root, match))
@@ -148,23 +138,16 @@ def _pick_column(
     return found
 
 
-def pairs_from_csv(
-    csv_path: str | os.PathLike[str],
-    *,
-    ref_root: str | os.PathLike[str] | None = None,
-    dist_root: str | os.PathLike[str] | None = None,
-    ref_col: str | None = None,
-    dist_col: str | None = None,
-    needs_reference: bool = True,
-) -> list[Pair]:
-    """The pairs of a CSV file, in file order (columns: see ``_DISTORTED``, ``_REFERENCE``);
-    relative paths start at ``dist_root`` / ``ref_root`` when given, else at the CSV's folder.
-    """
-    csv_file = Path(csv_path)
+def _pairs_from_csv(args: argparse.Namespace, needs_reference: bool) -> list[Pair]:
+    """The pairs of the --pairs CSV in file order (columns --dist-col and --ref-col, else
+    their usual names); relative paths start at --dist / --ref, else at the CSV's folder."""
+    csv_file = Path(args.pairs)
     fields, rows = read_csv(csv_file, what="--pairs")
     what = f"the pairs CSV {csv_file}"
-    distorted_col = _pick_column(fields, dist_col, _DISTORTED, what=what, required=True)
-    reference_col = _pick_column(fields, ref_col, _REFERENCE, what=what, required=needs_reference)
+    distorted_col = _pick_column(fields, args.dist_col, _DISTORTED, what=what, required=True)
+    reference_col = _pick_column(
+        fields, args.ref_col, _REFERENCE, what=what, required=needs_reference
+    )
     missing = []
 
     def locate(row: dict[str, str], number: int, column: str, root: str | None) -> Path:
@@ -179,11 +162,29 @@ def pairs_from_csv(
 
     items: list[tuple[Path, Path | None]] = []
     for number, row in enumerate(rows, start=FIRST_DATA_ROW):
-        distorted = locate(row, number, distorted_col, dist_root)
-        reference = locate(row, number, reference_col, ref_root) if needs_reference else None
+        distorted = locate(row, number, distorted_col, args.dist)
+        reference = locate(row, number, reference_col, args.ref) if needs_reference else None
         items.append((distorted, reference))
     if missing:
         raise InputError(
             f"{len(missing)} image(s) named in {csv_file} do not exist: {_shown(missing)}"
         )
     return _with_sizes(items)
+
+
+def find_pairs(args: argparse.Namespace, *, needs_reference: bool) -> list[Pair]:
+    """The pairs ``percepfid score`` scores: those of ``--pairs``, else the images of
+    ``--dist`` with those of ``--ref`` (when ``needs_reference``)."""
+    if args.pairs is not None:
+        return _pairs_from_csv(args, needs_reference)
+    if args.dist is None:
+        raise InputError("give the images to score with --dist DIR (and --ref DIR) or --pairs CSV")
+    if needs_reference and args.ref is None:
+        raise InputError(f"--metric {args.metric} compares against references: pass --ref DIR")
+    return pairs_from_folders(
+        args.dist,
+        args.ref if needs_reference else None,
+        match=args.match,
+        recursive=args.recursive,
+        skip_unmatched=args.skip_unmatched,
+    )

@@ -30,33 +30,25 @@ def run(args: argparse.Namespace) -> int:
     manifest = hub.load_manifest()
     # a pattern that matches an alias lists its backbone too
     names = sorted({get_spec(name).name for name in list_backbones(args.pattern)})
-    records = []
+    records, rows = [], []
     for spec in map(get_spec, names):
         entry = manifest.get(spec.name)
+        weights, pinned = status(entry, args.cache_dir), bool(entry is not None and entry.sha256)
         records.append(
             {
                 "name": spec.name,
                 "aliases": list(spec.aliases),
                 "source": spec.source,
-                "weights": status(entry, args.cache_dir),
-                "sha256_pinned": bool(entry is not None and entry.sha256),
+                "weights": weights,
+                "sha256_pinned": pinned,
                 "description": spec.description or "",
             }
         )
+        rows.append([spec.name, ", ".join(spec.aliases) or "-", spec.source, weights, pinned])
     if args.json:
         echo(json.dumps(records, indent=2))
     elif not records:
         echo(f"no backbone matches {args.pattern!r}")
     else:
-        rows = [
-            [
-                r["name"],
-                ", ".join(r["aliases"]) or "-",
-                r["source"],
-                r["weights"],
-                r["sha256_pinned"],
-            ]
-            for r in records
-        ]
         echo(format_table(["name", "aliases", "source", "weights", "sha256"], rows))
     return EXIT_OK

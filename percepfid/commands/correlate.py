@@ -10,7 +10,6 @@ import argparse
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -79,29 +78,24 @@ def _join_key(value: str, mode: str) -> str:
     return name if mode == "name" else os.path.splitext(name)[0]
 
 
-@dataclass
-class _Row:
-    """A joined row: its cells and where each side came from (file, row number)."""
-
-    cells: dict[str, str]
-    score_row: int
-    human_row: int
+# A row to correlate: its cells, and its row numbers in SCORES and in the human CSV.
+_Row = tuple[dict[str, str], int, int]
 
 
-def _load(args: argparse.Namespace) -> tuple[list[_Row], list[str], str]:
-    """Rows holding score columns and the human column (joined when --human is given)."""
+def _load(args: argparse.Namespace, score_cols: list[str]) -> list[_Row]:
+    """The rows of SCORES, each joined with its row of --human when that is given."""
     score_fields, score_rows = read_csv(args.scores, what="scores CSV")
-    score_cols = args.score_cols or ["score"]
-    needed = dict.fromkeys(score_cols, "--score-col")
     numbered = list(enumerate(score_rows, start=FIRST_DATA_ROW))
+    needed = dict.fromkeys(score_cols, "--score-col")
     if args.human is None:
         needed.setdefault(args.human_col, "--human-col")
-        require_columns(score_fields, needed, what=f"scores CSV {args.scores}", error=InputError)
-        return [_Row(row, n, n) for n, row in numbered], score_cols, args.scores
+    else:
+        needed.setdefault(args.key, "--key")
+    require_columns(score_fields, needed, what=f"scores CSV {args.scores}", error=InputError)
+    if args.human is None:
+        return [(row, n, n) for n, row in numbered]
     human_fields, human_rows = read_csv(args.human, what="human CSV")
     human_key = args.human_key or args.key
-    needed.setdefault(args.key, "--key")
-    require_columns(score_fields, needed, what=f"scores CSV {args.scores}", error=InputError)
     require_columns(
         human_fields,
         {human_key: "--human-key", args.human_col: "--human-col"},
@@ -124,10 +118,8 @@ def _load(args: argparse.Namespace) -> tuple[list[_Row], list[str], str]:
         if found is None:
             unmatched.append(row[args.key])
             continue
-        human_number, partner = found
-        merged = dict(partner)
-        merged.update({k: v for k, v in row.items() if k not in partner or k in score_cols})
-        joined.append(_Row(merged, number, human_number))
+        cells = found[1] | {k: v for k, v in row.items() if k not in found[1] or k in score_cols}
+        joined.append((cells, number, found[0]))
     if not joined:
         hint = "" if args.match != "exact" else "; try --match name or --match stem"
         raise InputError(
@@ -138,41 +130,48 @@ def _load(args: argparse.Namespace) -> tuple[list[_Row], list[str], str]:
     if unmatched:
         shown = ", ".join(repr(u) for u in unmatched[:3])
         warn(f"{len(unmatched)} score row(s) have no human score and are left out: {shown}")
-    return joined, score_cols, args.human
+    return joined
 
 
-def _constant(values: list[float]) -> bool:
-    return len(set(values)) == 1
+def _numbers(rows: list[_Row], column: str, source: str, *, human: bool) -> list[float]:
+    """The cells of ``column`` as finite floats; an empty or bad cell names its row."""
+    numbers = []
+    for cells, score_row, human_row in rows:
+        number = human_row if human else score_row
+        if not cells[column]:
+            raise InputError(
+                f"{source}: row {number}, column {column!r} is empty; expected a number"
+            )
+        numbers.append(
+            parse_number(cells[column], what=source, row=number, column=column, error=InputError)
+        )
+    return numbers
 
 
 def _statistics(
     name: str, pred: list[float], human: list[float], groups: list[str] | None, fit: str | None
 ) -> dict[str, Any]:
-    from ..eval import grouped_correlation, krcc, plcc, rmse, srcc
+    from ..eval import ConstantInputWarning, grouped_correlation, krcc, plcc, rmse, srcc
 
     measures: dict[str, Any] = {"srcc": srcc, "plcc": plcc, "krcc": krcc}
     if fit is not None:
         measures |= {f"plcc_{fit}": partial(plcc, fit=fit), f"rmse_{fit}": partial(rmse, fit=fit)}
-    defined = not _constant(pred)  # a constant column has no correlation (warned before)
-    record: dict[str, Any] = {"metric": name, "n": len(pred)}
-    record |= {key: f(pred, human) if defined else math.nan for key, f in measures.items()}
     if groups is not None:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            record["grouped_srcc"] = (
-                grouped_correlation(pred, human, groups) if defined else math.nan
-            )
-        if caught and defined:
-            warn(
-                f"grouped SRCC of {name!r} is undefined: no source image (--group-col) has "
-                "two rows with different scores and human scores"
-            )
-    return record
+        measures["grouped_srcc"] = partial(grouped_correlation, groups=groups)
+    defined = len(set(pred)) > 1  # a constant column has no correlation (warned before)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        record = {key: f(pred, human) if defined else math.nan for key, f in measures.items()}
+    if defined and math.isnan(record.get("grouped_srcc", 0.0)):
+        warn(
+            f"grouped SRCC of {name!r} is undefined: no source image (--group-col) has "
+            "two rows with different scores and human scores"
+        )
+    return {"metric": name, "n": len(pred)} | record
 
 
 def _plot_format(path: str) -> str:
-    """The file format of ``--plot``, from its suffix; refused before any work when
-    matplotlib cannot write it."""
+    """The file format of ``--plot``, from its suffix; refused when matplotlib cannot write it."""
     require("matplotlib", "percepfid correlate --plot")
     from matplotlib.backend_bases import FigureCanvasBase
 
@@ -196,39 +195,18 @@ def _plot(
     from .._atomic import atomic_path
     from ..eval import fit_logistic
 
-    count = len(columns)
-    figure = Figure(figsize=(4.0 * count, 4.0))
+    figure = Figure(figsize=(4.0 * len(columns), 4.0))
     for index, (name, values) in enumerate(columns.items()):
-        axes = figure.add_subplot(1, count, index + 1)
+        axes = figure.add_subplot(1, len(columns), index + 1)
         axes.scatter(values, human, s=8, alpha=0.6)
-        if fit is not None and not _constant(values):
-            curve = fit_logistic(values, human, fit)
+        if fit is not None and len(set(values)) > 1:
             xs = np.linspace(min(values), max(values), 200)
-            axes.plot(xs, curve(xs), color="C1", label=f"{fit} fit")
+            axes.plot(xs, fit_logistic(values, human, fit)(xs), color="C1", label=f"{fit} fit")
             axes.legend(loc="best")
-        axes.set_xlabel(name)
-        axes.set_ylabel(human_col)
-        axes.set_title(name)
+        axes.set(xlabel=name, ylabel=human_col, title=name)
     figure.tight_layout()
-    with atomic_path(path) as partial:
-        figure.savefig(partial, dpi=100, format=_plot_format(path))
-
-
-def _numbers(rows: list[_Row], column: str, source: str, *, human: bool) -> list[float]:
-    """The cells of ``column`` as finite floats; an empty or bad cell names its row."""
-    numbers = []
-    for row in rows:
-        number = row.human_row if human else row.score_row
-        if not row.cells[column]:
-            raise InputError(
-                f"{source}: row {number}, column {column!r} is empty; expected a number"
-            )
-        numbers.append(
-            parse_number(
-                row.cells[column], what=source, row=number, column=column, error=InputError
-            )
-        )
-    return numbers
+    with atomic_path(path) as partial_file:
+        figure.savefig(partial_file, dpi=100, format=_plot_format(path))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -237,15 +215,17 @@ def run(args: argparse.Namespace) -> int:
         _plot_format(args.plot)  # fail before any work
     if args.fit:
         require("scipy", f"percepfid correlate --fit {args.fit}")
-    rows, score_cols, human_source = _load(args)
-    if args.group_col is not None and args.group_col not in rows[0].cells:
+    score_cols = args.score_cols or ["score"]
+    rows = _load(args, score_cols)
+    human_source = args.scores if args.human is None else args.human
+    if args.group_col is not None and args.group_col not in rows[0][0]:
         raise InputError(
             f"no column {args.group_col!r} for --group-col in {args.scores} or {human_source}"
         )
     human = _numbers(rows, args.human_col, human_source, human=args.human is not None)
     if len(rows) < 2:
         raise InputError(f"need at least two scored rows to correlate; got {len(rows)}")
-    if _constant(human):
+    if len(set(human)) == 1:
         raise InputError(
             f"{human_source}: the human scores (--human-col {args.human_col}) are all "
             f"{human[0]:g}: a correlation with a constant is undefined"
@@ -256,24 +236,18 @@ def run(args: argparse.Namespace) -> int:
             f"--fit {args.fit} fits {needed} parameters and needs at least {needed} rows; "
             f"got {len(rows)}: leave out --fit for the raw PLCC"
         )
-    groups = [row.cells[args.group_col] for row in rows] if args.group_col else None
-    columns: dict[str, list[float]] = {}
+    groups = [cells[args.group_col] for cells, _, _ in rows] if args.group_col else None
+    columns = {column: _numbers(rows, column, args.scores, human=False) for column in score_cols}
     records = []
-    for column in score_cols:
-        values = _numbers(rows, column, args.scores, human=False)
-        if _constant(values):
+    for column, values in columns.items():
+        if len(set(values)) == 1:
             warn(
                 f"{args.scores}: column {column!r} (--score-col) is {values[0]:g} in every "
                 "row: its correlations are undefined (reported as nan)"
             )
-        columns[column] = values
         records.append(_statistics(column, values, human, groups, args.fit))
     if args.plot:
         _plot(args.plot, columns, human, args.human_col, args.fit)
-    write_records(
-        records,
-        args.output,
-        fmt=args.format,
-        metadata={"scores": str(args.scores), "human": str(human_source)},
-    )
+    metadata = {"scores": str(args.scores), "human": str(human_source)}
+    write_records(records, args.output, fmt=args.format, metadata=metadata)
     return EXIT_OK

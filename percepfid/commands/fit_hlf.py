@@ -17,7 +17,6 @@ from ._common import (
     output_folder,
     training_arguments,
     warn,
-    warn_random_weights,
 )
 
 NAME = "fit-hlf"
@@ -70,17 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 "source-image column; absent: the GT",
             ),
         ),
-        epochs=5,
-        lr=1e-3,
-        batch_size=16,
-        unit="pairs",
-        helps={
-            "epochs": "fine-tuning epochs",
-            "lr": "head learning rate when fine-tuning",
-            "seed": "split seed",
-            "cache_mb": "memory for embeddings (or frozen-block activations when fine-tuning) "
-            "kept across epochs; 0 recomputes them every time",
-        },
+        batch_size=(16, "pairs"),
+        epochs=(5, "fine-tuning epochs"),
+        lr=(1e-3, "head learning rate when fine-tuning"),
+        seed="split seed",
+        cache_mb="memory for embeddings (or frozen-block activations when fine-tuning) kept "
+        "across epochs; 0 recomputes them every time",
     )
 
 
@@ -90,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output_dir is None and args.push_to_hub is None:
         warn("neither --output-dir nor --push-to-hub given: the fitted head is not saved")
-    warn_random_weights(args, "the fitted head and its statistics")
     result = fit_hlf_head(
         args.ratings,
         args.backbone,
@@ -103,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         push_to_hub=args.push_to_hub,
         private=not args.public,
-        **training_arguments(args),
+        **training_arguments(args, "the fitted head and its statistics"),
     )
     report = result.report() | {"random_weights": bool(args.random_weights)}
     if args.json:

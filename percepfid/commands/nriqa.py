@@ -15,9 +15,7 @@ from ._common import (
     add_runtime_options,
     echo,
     output_file,
-    output_format,
-    resolve_device,
-    warn_random_weights,
+    runtime_arguments,
     write_records,
 )
 
@@ -43,15 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data import find_candidates, score_candidates
 
     names, groups = find_candidates(args.root)
-    warn_random_weights(args, "the scores")
     scores = score_candidates(
-        groups,
-        args.iqa,
-        batch_size=args.batch_size,
-        cache=args.cache,
-        device=resolve_device(args.device),
-        pretrained=not args.random_weights,
-        progress=not args.no_progress,
+        groups, args.iqa, cache=args.cache, **runtime_arguments(args, "the scores")
     )
     records = [
         {"item": name, "candidate": k, "path": str(path), "score": float(scores[i, k])}
@@ -60,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
         if not math.isnan(float(scores[i, k]))
     ]
     metadata = {"iqa": args.iqa, "random_weights": bool(args.random_weights)}
-    write_records(
-        records, args.output, fmt=output_format(args.output, args.format), metadata=metadata
-    )
+    write_records(records, args.output, fmt=args.format, metadata=metadata)
     if args.output not in (None, "-"):
         echo(f"scored {len(records)} candidates of {len(names)} items -> {args.output}")
     return EXIT_OK

@@ -25,7 +25,6 @@ from ._common import (
     add_output_options,
     add_runtime_options,
     int_type,
-    output_format,
     positive_int,
     resolve_device,
     seed_int,
@@ -100,15 +99,15 @@ def _parse_metric(metric: str) -> tuple[str, str | None]:
     family = family.strip().lower()
     if family == "hlf":
         return "hlf", name or "dinov2"
-    if family == "rqi":
-        if name:
-            raise ArgumentError(f"--metric rqi takes no name; got {metric!r}")
-        return "rqi", None
-    if family == "nr":
-        if not name:
-            raise ArgumentError(f"--metric nr needs a model name, e.g. nr:clipiqa; got {metric!r}")
-        return "nr", name
-    raise ArgumentError(f"--metric must be 'hlf:<backbone>', 'rqi' or 'nr:<name>'; got {metric!r}")
+    if family == "rqi" and name:
+        raise ArgumentError(f"--metric rqi takes no name; got {metric!r}")
+    if family == "nr" and not name:
+        raise ArgumentError(f"--metric nr needs a model name, e.g. nr:clipiqa; got {metric!r}")
+    if family not in ("rqi", "nr"):
+        raise ArgumentError(
+            f"--metric must be 'hlf:<backbone>', 'rqi' or 'nr:<name>'; got {metric!r}"
+        )
+    return family, name or None
 
 
 def build_scorer(args: argparse.Namespace, device: torch.device) -> Scorer:
@@ -118,14 +117,8 @@ def build_scorer(args: argparse.Namespace, device: torch.device) -> Scorer:
     if family == "hlf":
         from ..losses import HLFLoss
 
-        loss = HLFLoss(
-            name,
-            pretrained=pretrained,
-            head=args.head,
-            embedding=args.embedding,
-            image_size=args.image_size,
-        )
-        loss = loss.to(device).eval()
+        options = {"head": args.head, "embedding": args.embedding, "image_size": args.image_size}
+        loss = HLFLoss(name, pretrained=pretrained, **options).to(device).eval()
         return Scorer(f"hlf:{name}", True, loss.fidelity)
     if args.head is not None:
         raise ArgumentError("--head applies to hlf metrics only")
@@ -136,11 +129,8 @@ def build_scorer(args: argparse.Namespace, device: torch.device) -> Scorer:
         return Scorer("rqi", True, rqi.score)
     from ..iqa import create_nriqa
 
-    kwargs: dict[str, Any] = {}
-    if args.weights is not None:
-        kwargs["weights"] = args.weights
-    if args.image_size is not None:
-        kwargs["image_size"] = args.image_size
+    given = {"weights": args.weights, "image_size": args.image_size}
+    kwargs = {key: value for key, value in given.items() if value is not None}
     model = create_nriqa(name, pretrained=pretrained, **kwargs).to(device).eval()
     higher = bool(getattr(model, "higher_is_better", True))
     return Scorer(f"nr:{name}", higher, lambda dist, ref: model(dist))
@@ -162,22 +152,17 @@ def _world_from_env() -> _World:
     if size <= 1:
         return _World()
     local = os.environ.get("LOCAL_RANK")
-    return _World(
-        rank=int(os.environ.get("RANK", "0")),
-        size=size,
-        local_rank=None if local is None else int(local),
-    )
+    return _World(int(os.environ.get("RANK", "0")), size, None if local is None else int(local))
 
 
 def _init_distributed(world: _World, device: torch.device) -> None:
+    import torch
     import torch.distributed as dist
 
     if dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
-        import torch
-
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend)
     world.created = True
@@ -257,43 +242,18 @@ def score_pairs(
     return rows
 
 
-def _pairs(args: argparse.Namespace, needs_reference: bool) -> list[Pair]:
-    from ._pairs import pairs_from_csv, pairs_from_folders
-
-    if args.pairs is not None:
-        return pairs_from_csv(
-            args.pairs,
-            ref_root=args.ref,
-            dist_root=args.dist,
-            ref_col=args.ref_col,
-            dist_col=args.dist_col,
-            needs_reference=needs_reference,
-        )
-    if args.dist is None:
-        raise InputError("give the images to score with --dist DIR (and --ref DIR) or --pairs CSV")
-    if needs_reference and args.ref is None:
-        raise InputError(f"--metric {args.metric} compares against references: pass --ref DIR")
-    return pairs_from_folders(
-        args.dist,
-        args.ref if needs_reference else None,
-        match=args.match,
-        recursive=args.recursive,
-        skip_unmatched=args.skip_unmatched,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     """Handler of ``percepfid score``."""
     import torch
 
+    from ._pairs import find_pairs
+
     family, _ = _parse_metric(args.metric)
-    needs_reference = family != "nr"
-    fmt = output_format(args.output, args.format)
     world = _world_from_env()
     device = resolve_device(args.device, world.local_rank)
     # Every rank lists and checks all pairs (headers only), so input errors are the same
     # everywhere and no rank waits for a peer that already failed.
-    pairs = _pairs(args, needs_reference)
+    pairs = find_pairs(args, needs_reference=family != "nr")
     warning = warn_random_weights(args, "these scores", show=world.rank == 0)
     if world.size > 1:
         _init_distributed(world, device)
@@ -318,9 +278,7 @@ def run(args: argparse.Namespace) -> int:
         scores = dict(_gather(world, rows, failure))
     finally:
         if world.created:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+            torch.distributed.destroy_process_group()
     if world.rank != 0:
         return EXIT_OK
     records = [
@@ -343,5 +301,5 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.random_weights:
         metadata["warning"] = warning
-    write_records(records, args.output, fmt=fmt, metadata=metadata)
+    write_records(records, args.output, fmt=args.format, metadata=metadata)
     return EXIT_OK

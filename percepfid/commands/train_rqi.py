@@ -9,14 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .._vocab import RQI_EMBEDDINGS
-from ._common import (
-    EXIT_OK,
-    add_training_options,
-    echo,
-    output_folder,
-    training_arguments,
-    warn_random_weights,
-)
+from ._common import EXIT_OK, add_training_options, echo, output_folder, training_arguments
 
 NAME = "train-rqi"
 HELP = "train an RQI head (relative quality) on a frozen backbone from a rating CSV"
@@ -86,17 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 "column of the scores (MOS, or DMOS with --lower-is-better)",
             ),
         ),
-        epochs=10,
-        lr=1e-4,
-        batch_size=8,
-        unit="image pairs",
-        helps={
-            "epochs": "passes over the training pairs",
-            "lr": "AdamW learning rate",
-            "seed": "seed of the head, the split, the shuffles, crops and flips",
-            "cache_mb": "memory for crop embeddings kept across epochs; 0 runs the backbone on "
-            "every pair",
-        },
+        batch_size=(8, "image pairs"),
+        epochs=(10, "passes over the training pairs"),
+        lr=(1e-4, "AdamW learning rate"),
+        seed="seed of the head, the split, the shuffles, crops and flips",
+        cache_mb="memory for crop embeddings kept across epochs; 0 runs the backbone on every pair",
     )
 
 
@@ -104,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``percepfid train-rqi``."""
     from ..train import train_rqi
 
-    warn_random_weights(args, "the trained head and its statistics")
     result = train_rqi(
         args.csv,
         args.output,
@@ -117,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         crop_positions=args.crop_positions or None,
         max_pairs_per_epoch=args.max_pairs_per_epoch,
         resume=args.resume,
-        **training_arguments(args),
+        **training_arguments(args, "the trained head and its statistics"),
     )
     for row in result.history:
         echo(

@@ -20,51 +20,30 @@ HELP = "list, pre-download and verify weights"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-
-    def action(name: str, handler: Any, help: str, description: str) -> argparse.ArgumentParser:  # noqa: A002
-        sub = actions.add_parser(name, help=help, description=description)
-        sub.set_defaults(action_handler=handler)
-        sub.add_argument(
+    sub = {}
+    for handler, text in (
+        (run_list, "list the manifest entries and their status"),
+        (run_download, "download entries into the cache"),
+        (run_verify, "check cached files against their sha256"),
+    ):
+        name = handler.__name__.removeprefix("run_")
+        action = sub[name] = actions.add_parser(name, help=text, description=handler.__doc__)
+        action.set_defaults(action_handler=handler)
+        action.add_argument(
             "--kind",
             choices=("backbone", "head", "rqi", "iqa"),  # percepfid.hub.KINDS (loads torch)
             help="only this kind (iqa: the towers of NR-IQA models)",
         )
-        sub.add_argument("--cache-dir", help="the Hugging Face cache folder (default: HF cache)")
-        sub.add_argument("--manifest", help="a weights manifest file instead of the packaged one")
-        return sub
-
-    listing = action(
-        "list",
-        run_list,
-        "list the manifest entries and their status",
-        "List the weights in the manifest: kind, Hub file, pinned revision and sha256, and "
-        "whether each is in the local Hugging Face cache (no network access).",
-    )
-    listing.add_argument("pattern", nargs="?", default=None, help="shell pattern of names")
-
-    download = action(
-        "download",
-        run_download,
-        "download entries into the cache",
-        "Download manifest entries into the Hugging Face cache and check their sha256 where "
-        "pinned: run it on a connected machine, then share HF_HOME with offline ones. "
-        "Exit 4 when an entry cannot be downloaded or does not match.",
-    )
-    download.add_argument(
+        action.add_argument("--cache-dir", help="the Hugging Face cache folder (default: HF cache)")
+        action.add_argument(
+            "--manifest", help="a weights manifest file instead of the packaged one"
+        )
+    sub["list"].add_argument("pattern", nargs="?", default=None, help="shell pattern of names")
+    sub["download"].add_argument(
         "names", nargs="*", help="manifest names or aliases (dinov2, clip, clipiqa, ...)"
     )
-    download.add_argument("--all", action="store_true", help="every entry (of --kind)")
-
-    verify = action(
-        "verify",
-        run_verify,
-        "check cached files against their sha256",
-        "Check the cached files of manifest entries against their pinned sha256 (a file "
-        "that fails is removed from the cache) and print the sha256 of unpinned ones. "
-        "Without names, every cached entry is checked. Exit 1 when a check fails, a named "
-        "entry is not cached, or nothing at all is cached.",
-    )
-    verify.add_argument("names", nargs="*", help="manifest names or aliases (default: all)")
+    sub["download"].add_argument("--all", action="store_true", help="every entry (of --kind)")
+    sub["verify"].add_argument("names", nargs="*", help="manifest names or aliases (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,41 +73,32 @@ def status(entry: Any | None, cache_dir: str | os.PathLike[str] | None = None) -
     return "cached" if cached_path(entry, cache_dir) is not None else "not cached"
 
 
-def _nriqa_entry(name: str) -> str | None:
-    """The manifest name of an NR-IQA model's weights: ``clipiqa[:<arch>[/<tag>]]`` is
-    ``open_clip:<arch>/<tag>`` with CLIP-IQA's own defaults for what is left out."""
-    family, _, rest = name.partition(":")
-    if family != "clipiqa":
-        return None
-    import inspect
-
-    from ..iqa import CLIPIQA
-
-    defaults = inspect.signature(CLIPIQA).parameters
-    arch, _, tag = rest.partition("/")
-    return f"open_clip:{arch or defaults['model'].default}/{tag or defaults['pretrained'].default}"
-
-
 def _canonical(name: str, manifest: Any) -> str:
-    """A manifest name for ``name``, which may also be a backbone alias such as 'dinov2'
-    or an NR-IQA model name such as 'clipiqa'."""
-    if name in manifest:
-        return name
-    for lookup in (_nriqa_entry, _backbone_entry):
-        try:
-            canonical = lookup(name)
-        except (PercepfidError, ImportError):
-            continue
-        if canonical in manifest:
-            return canonical
+    """The manifest name of ``name``, which may also be a backbone alias ('dinov2') or an
+    NR-IQA model, ``clipiqa[:<arch>[/<tag>]]``: the tower ``open_clip:<arch>/<tag>``, with
+    CLIP-IQA's own defaults for what is left out."""
+    family, _, rest = name.partition(":")
+    canonical = name
+    try:
+        if family == "clipiqa" and name not in manifest:
+            import inspect
+
+            from ..iqa import CLIPIQA
+
+            defaults = inspect.signature(CLIPIQA).parameters
+            arch, _, tag = rest.partition("/")
+            arch, tag = arch or defaults["model"].default, tag or defaults["pretrained"].default
+            canonical = f"open_clip:{arch}/{tag}"
+        elif name not in manifest:
+            from ..backbones import get_spec
+
+            canonical = get_spec(name).name
+    except (PercepfidError, ImportError):
+        pass
+    if canonical in manifest:
+        return canonical
     hint = "See `percepfid weights list` for every known name."
     raise UnknownNameError("weights entry", name, manifest.keys(), hint=hint)
-
-
-def _backbone_entry(name: str) -> str:
-    from ..backbones import get_spec
-
-    return get_spec(name).name
 
 
 def _select(args: argparse.Namespace, manifest: Any, *, default_all: bool) -> list[str]:
@@ -144,29 +114,24 @@ def _select(args: argparse.Namespace, manifest: Any, *, default_all: bool) -> li
 
 
 def run_list(args: argparse.Namespace, manifest: Any) -> int:
-    """Handler of ``percepfid weights list``."""
+    """List the weights in the manifest: kind, Hub file, pinned revision and sha256, and
+    whether each is in the local Hugging Face cache (no network access)."""
     from .. import hub
 
-    names = hub.list_weights(args.kind, pattern=args.pattern, manifest=manifest)
     rows = []
-    for name in names:
+    for name in hub.list_weights(args.kind, pattern=args.pattern, manifest=manifest):
         entry = manifest[name]
-        rows.append(
-            [
-                name,
-                entry.kind,
-                f"{entry.repo_id}/{entry.filename}",
-                entry.revision or "-",
-                (entry.sha256[:12] + "...") if entry.sha256 else "not pinned",
-                status(entry, args.cache_dir),
-            ]
-        )
+        sha256 = (entry.sha256[:12] + "...") if entry.sha256 else "not pinned"
+        file, revision = f"{entry.repo_id}/{entry.filename}", entry.revision or "-"
+        rows.append([name, entry.kind, file, revision, sha256, status(entry, args.cache_dir)])
     echo(format_table(["name", "kind", "file", "revision", "sha256", "status"], rows))
     return EXIT_OK
 
 
 def run_download(args: argparse.Namespace, manifest: Any) -> int:
-    """Handler of ``percepfid weights download``."""
+    """Download manifest entries into the Hugging Face cache and check their sha256 where
+    pinned: run it on a connected machine, then share HF_HOME with offline ones. Exit 4 when
+    an entry cannot be downloaded or does not match."""
     from .. import hub
 
     failures = 0
@@ -175,45 +140,44 @@ def run_download(args: argparse.Namespace, manifest: Any) -> int:
             path = hub.resolve(
                 name, cache_dir=args.cache_dir, local_files_only=None, manifest=manifest
             )
+            echo(f"ok      {name} -> {path}")
         except WeightsError as error:
             failures += 1
             echo(f"FAILED  {name}: {error}")
-            continue
-        echo(f"ok      {name} -> {path}")
     return EXIT_WEIGHTS if failures else EXIT_OK
 
 
 def run_verify(args: argparse.Namespace, manifest: Any) -> int:
-    """Handler of ``percepfid weights verify``."""
+    """Check the cached files of manifest entries against their pinned sha256 (a file that
+    fails is removed from the cache) and print the sha256 of unpinned ones. Without names,
+    every cached entry is checked. Exit 1 when a check fails, a named entry is not cached,
+    or nothing at all is cached."""
     from .. import hub
 
-    explicit = bool(args.names)
-    failures = 0
-    missing = []
+    failures, missing = 0, []
     selected = _select(args, manifest, default_all=True)
     for name in selected:
-        entry = manifest[name]
-        path = cached_path(entry, args.cache_dir)
+        path = cached_path(manifest[name], args.cache_dir)
         if path is None:
             missing.append(name)
-            if explicit:
-                failures += 1
-                echo(f"MISSING {name}: not in the cache (`percepfid weights download {name}`)")
-            else:
-                echo(f"-       {name}: not cached")
+            failures += bool(args.names)  # a named entry must be cached
+            echo(
+                f"MISSING {name}: not in the cache (`percepfid weights download {name}`)"
+                if args.names
+                else f"-       {name}: not cached"
+            )
             continue
-        try:
-            # resolve() re-checks size and sha256 and evicts a corrupt file from the cache.
+        try:  # re-checks size and sha256, and evicts a corrupt file from the cache
             hub.resolve(name, cache_dir=args.cache_dir, local_files_only=True, manifest=manifest)
         except WeightsError as error:
             failures += 1
             echo(f"BAD     {name}: {error}")
             continue
-        if entry.sha256:
+        if manifest[name].sha256:
             echo(f"ok      {name}: sha256 matches")
         else:
             echo(f"unpinned {name}: sha256 {hub.sha256_file(path)} (not in the manifest yet)")
-    if not explicit and selected and len(missing) == len(selected):
+    if not args.names and selected and len(missing) == len(selected):
         echo(
             f"nothing to verify: none of the {len(missing)} entries is cached; fetch them "
             "with `percepfid weights download NAME` (or --all)"
