@@ -11,17 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def _new_file_mode(target: Path) -> int:
-    """The permission bits the written file gets: those of the file it replaces, else
-    what a plain ``open(target, 'w')`` would give (0o666 less the umask)."""
-    try:
-        return stat.S_IMODE(target.stat().st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``target`` to write; on success it replaces
@@ -33,7 +22,13 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(name)
-        os.chmod(name, _new_file_mode(target))  # mkstemp creates files readable by owner only
+        try:  # the replaced file's bits (mkstemp creates files readable by the owner only)
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except OSError:  # a new file: what open(target, "w") gives, 0o666 less the umask
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(name, mode)
         os.replace(name, target)
     finally:
         if os.path.exists(name):

@@ -10,20 +10,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = [
-    "PercepfidError",
-    "ShapeError",
-    "DTypeError",
-    "RangeError",
-    "NonFiniteError",
-    "EmptyBatchError",
-    "ArgumentError",
-    "UnknownNameError",
-    "MissingDependencyError",
-    "WeightsError",
-    "KernelUnavailableError",
-]
-
 
 class PercepfidError(Exception):
     """Base class of every error percepfid raises on purpose."""

@@ -13,45 +13,37 @@ from torch import nn
 def exclude_from_state_dict(
     owner: nn.Module, path: str = "", *, keep: Callable[[str], bool] | None = None
 ) -> None:
-    """Leave the submodule ``path`` of ``owner`` (default: ``owner`` itself) out of
-    ``owner.state_dict()``, and fill its missing keys from the live module on load, so
-    that strict loading of a checkpoint of ``owner`` (or of a parent) works.
+    """Leave the submodule ``path`` of ``owner`` (``""``: ``owner`` itself) out of
+    ``owner.state_dict()`` and fill its keys from the live module on load, so that strict
+    loading of a checkpoint of ``owner`` (or of a parent) works. The hooks sit on ``owner``:
+    the submodule's own ``state_dict()`` stays complete.
 
-    The hooks sit on ``owner`` and are keyed by ``path``, resolved on every call: with a
-    non-empty ``path`` the submodule's own ``state_dict()`` stays complete.
-
-    Args:
-        owner: the module whose checkpoints should not hold the frozen weights.
-        path: the frozen submodule, relative to ``owner``; ``""`` for all of ``owner``.
-        keep: a predicate on keys relative to ``path``; keys it accepts stay in the
-            checkpoint (e.g. the LoRA adapters of an otherwise frozen network). It must be
-            a module-level function so the module still pickles.
+    ``keep``, a module-level predicate (so the module still pickles) on keys relative to
+    ``path``, keeps the keys it accepts (e.g. the LoRA adapters of a frozen network).
     """
-    # partial of module-level functions, not closures, so the module still pickles.
+    # partials of module-level functions, not closures: the module still pickles
     owner._register_state_dict_hook(partial(_drop, path, keep))
     owner.register_load_state_dict_pre_hook(partial(_fill, path, keep))
 
 
-def _subtree(prefix: str, path: str) -> str:
-    return prefix + path + "." if path else prefix
+def _frozen_keys(base: str, keep, keys) -> list[str]:
+    """The keys under ``base`` that ``keep`` does not keep."""
+    return [k for k in keys if k.startswith(base) and (keep is None or not keep(k[len(base) :]))]
 
 
 def _drop(path: str, keep, module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
-    base = _subtree(prefix, path)
-    for key in [k for k in state_dict if k.startswith(base)]:
-        if keep is None or not keep(key[len(base) :]):
-            del state_dict[key]
+    for key in _frozen_keys(prefix + path + "." if path else prefix, keep, state_dict):
+        del state_dict[key]
 
 
 def _fill(path: str, keep, module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
-    base = _subtree(prefix, path)
+    base = prefix + path + "." if path else prefix
     live: dict = {}
     # What state_dict() writes for the subtree (persistent parameters and buffers), no hooks.
     for name, sub in module.get_submodule(path).named_modules(remove_duplicate=False):
         sub._save_to_state_dict(live, base + name + "." if name else base, False)
-    for key, tensor in live.items():
-        if keep is None or not keep(key[len(base) :]):
-            state_dict.setdefault(key, tensor)
+    for key in _frozen_keys(base, keep, live):
+        state_dict.setdefault(key, live[key])
 
 
 # Frozen submodules carry this attribute; ImageLoss.requires_grad_ and

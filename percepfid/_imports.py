@@ -36,12 +36,8 @@ def install_hint(module: str) -> str:
 
 
 def require(module: str, feature: str) -> ModuleType:
-    """Import ``module`` or raise :class:`MissingDependencyError` naming ``feature`` and the fix.
-
-    Args:
-        module: the import name, e.g. ``"open_clip"``.
-        feature: what needs it, e.g. ``"backbone 'clip'"``.
-    """
+    """Import ``module`` (e.g. ``"open_clip"``) or raise :class:`MissingDependencyError`
+    naming ``feature`` (what needs it, e.g. ``"backbone 'clip'"``) and the fix."""
     try:
         return importlib.import_module(module)
     except ImportError as error:

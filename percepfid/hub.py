@@ -1,12 +1,5 @@
-"""Weights from the Hugging Face Hub: the manifest, downloads, sha256 checks, offline use.
-
-Every weights file percepfid knows is listed in ``weights_manifest.json`` (packaged with
-percepfid, and at the root of the repository): its Hub repository, file name, revision,
-sha256, size, licence and source paper. Downloads go through ``huggingface_hub`` (so they
-land in the normal Hugging Face cache and honour ``HF_HOME``, ``HF_HUB_CACHE`` and
-``HF_HUB_OFFLINE``); a known sha256 is checked after every download and every cache hit,
-and a file that fails the check is removed from the cache before the error is raised, so
-no later call can return it.
+"""Weights from the Hugging Face Hub: the manifest (``weights_manifest.json``), verified
+downloads into the normal Hugging Face cache, offline use (see the README's "Weights" section).
 
 Example (offline, runs anywhere)::
 
@@ -155,13 +148,10 @@ def _validate_entry(raw: Any, index: int, where: str) -> ManifestEntry:
 @lru_cache(maxsize=8)
 def _load_manifest_cached(where: str) -> Mapping[str, ManifestEntry]:
     try:
-        text = Path(where).read_text(encoding="utf-8")
-    except OSError as error:
-        raise WeightsError(f"cannot read the weights manifest {where}: {error}") from error
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise WeightsError(f"the weights manifest {where} is not valid JSON: {error}") from error
+        document = json.loads(Path(where).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        problem = "cannot read it" if isinstance(error, OSError) else "it is not valid JSON"
+        raise WeightsError(f"the weights manifest {where}: {problem}: {error}") from error
     if not isinstance(document, Mapping) or "entries" not in document:
         raise WeightsError(f"{where}: expected a JSON object with 'schema_version' and 'entries'")
     version = document.get("schema_version")
@@ -220,7 +210,7 @@ def manifest_entry(
 
     Args:
         name: a canonical name such as ``"open_clip:ViT-B-16/openai"``.
-        manifest: a manifest (mapping or path) to search instead of the packaged one.
+        manifest: a manifest (mapping or path) instead of the packaged one.
 
     Raises:
         UnknownNameError: ``name`` is not in the manifest; the message lists close matches.
@@ -278,8 +268,7 @@ _hash_memo: dict[tuple[str, int, int, int], str] = {}
 def sha256_file(path: PathLike) -> str:
     """The lowercase hex sha256 of a file, read in 1 MiB chunks (constant memory).
 
-    The digest is remembered for the process while the file keeps its size, modification
-    time and inode, so verifying a cached file a second time costs one ``stat``.
+    Remembered for the process while the file keeps its size, mtime and inode.
     """
     real = os.path.realpath(path)
     stat = os.stat(real)
@@ -398,35 +387,22 @@ def _download(
             else "the Hub could not be reached (with no network, set HF_HUB_OFFLINE=1 to use "
             "the cache only and fail fast)"
         )
-        reasons = (  # the first that fits: subclasses before their bases
-            (
-                errors.LocalEntryNotFoundError,
-                f" is not in the local Hugging Face cache and {cut_off}. {predownload}",
-            ),
-            (
-                errors.GatedRepoError,
-                f": the repository is gated. Accept its licence on "
-                f"https://huggingface.co/{repo_id} and log in with `hf auth login`.",
-            ),
-            (
-                errors.RepositoryNotFoundError,
-                f": the Hub repository {repo_id!r} does not exist or "
-                "is private (log in with `hf auth login` if you have access).",
-            ),
-            (
-                errors.RevisionNotFoundError,
-                f": the revision {revision!r} does not exist in {repo_id!r}.",
-            ),
-            (errors.EntryNotFoundError, f": the repository has no file {filename!r}."),
-            (errors.HfHubHTTPError, f": the Hub answered with an error: {error}"),
-            (
-                Exception,
-                f": the download failed ({type(error).__name__}: {error}). Check the "
-                "network and retry (the cache resumes partial downloads); with no network set "
-                f"HF_HUB_OFFLINE=1 to use the cache only. {predownload}",
-            ),
-        )
-        why = next(why for kind, why in reasons if isinstance(error, kind))
+        reasons = {  # the first that fits: subclasses before their bases
+            errors.LocalEntryNotFoundError: f" is not in the local Hugging Face cache and "
+            f"{cut_off}. {predownload}",
+            errors.GatedRepoError: ": the repository is gated. Accept its licence on "
+            f"https://huggingface.co/{repo_id} and log in with `hf auth login`.",
+            errors.RepositoryNotFoundError: f": the Hub repository {repo_id!r} does not exist "
+            "or is private (log in with `hf auth login` if you have access).",
+            errors.RevisionNotFoundError: f": the revision {revision!r} does not exist in "
+            f"{repo_id!r}.",
+            errors.EntryNotFoundError: f": the repository has no file {filename!r}.",
+            errors.HfHubHTTPError: f": the Hub answered with an error: {error}",
+            Exception: f": the download failed ({type(error).__name__}: {error}). Check the "
+            "network and retry (the cache resumes partial downloads); with no network set "
+            f"HF_HUB_OFFLINE=1 to use the cache only. {predownload}",
+        }
+        why = next(why for kind, why in reasons.items() if isinstance(error, kind))
         raise WeightsError(where + why) from error
     problem = _mismatch(path, sha256, size)
     if problem is not None:
@@ -544,8 +520,7 @@ def resolve(
 
     Args:
         name: a manifest name (see :func:`list_weights`) or the path of a local file.
-        cache_dir: the Hugging Face cache folder; default ``HF_HUB_CACHE``.
-        local_files_only: only look in the cache; ``None`` follows ``HF_HUB_OFFLINE``.
+        cache_dir, local_files_only: as for :func:`download`.
         manifest: a manifest (mapping or path) instead of the packaged one.
 
     Returns:
@@ -553,9 +528,7 @@ def resolve(
 
     Raises:
         UnknownNameError: ``name`` is neither a manifest name nor an existing file.
-        ChecksumError: the downloaded file does not match the entry's sha256 or size (it has
-            been removed from the cache).
-        WeightsError: offline and not cached; the message gives the pre-download command.
+        WeightsError: as :func:`download` raises it (``ChecksumError`` included).
 
     Example:
         >>> from percepfid.hub import resolve
@@ -578,11 +551,8 @@ def resolve(
 
 
 def load_state_dict(path: PathLike, *, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a weights file without executing code from it.
-
-    ``.safetensors`` files are read with ``safetensors``; anything else (a legacy ``.pt`` /
-    ``.pth`` / ``.bin``) with ``torch.load(..., weights_only=True)``, which refuses pickles
-    that hold anything but tensors and plain containers.
+    """Read a weights file without executing code from it: ``.safetensors`` with safetensors,
+    anything else (``.pt``, ``.pth``, ``.bin``) with ``torch.load(..., weights_only=True)``.
 
     Args:
         path: the file.
@@ -604,9 +574,8 @@ def load_state_dict(path: PathLike, *, map_location: Any = "cpu") -> dict[str, A
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        device = str(map_location) if map_location is not None else "cpu"
         try:
-            return load_file(str(path), device=device)
+            return load_file(str(path), device="cpu" if map_location is None else str(map_location))
         except SafetensorError as error:
             raise WeightsError(
                 f"{path} is not a valid safetensors file (corrupt or truncated?): {error}"
@@ -618,10 +587,9 @@ def load_state_dict(path: PathLike, *, map_location: Any = "cpu") -> dict[str, A
     except pickle.UnpicklingError:
         raise WeightsError(
             f"{path} holds objects other than weights (tensors and plain containers), which "
-            "percepfid refuses to unpickle (it reads with torch.load(weights_only=True): "
-            "unpickling arbitrary objects runs code from the file). If "
-            "you trust the file, convert it once to safetensors (load it yourself and save "
-            "its state dict with safetensors.torch.save_file) and pass that file."
+            "torch.load(weights_only=True) refuses: unpickling them runs code from the file. "
+            "If you trust the file, convert its state dict once to safetensors "
+            "(safetensors.torch.save_file) and pass that file."
         ) from None
     except Exception as error:  # RuntimeError on truncated zip archives, ...
         raise WeightsError(

@@ -1,24 +1,7 @@
-"""percepfid in BasicSR: losses and validation metrics that a YAML file names.
-
-Importing this module registers ``PercepfidHLFLoss``, ``PercepfidRQILoss``,
-``PercepfidNRIQALoss`` and ``PercepfidSumLoss`` in BasicSR's ``LOSS_REGISTRY`` (built by
-``basicsr.losses.build_loss`` from a ``*_opt`` block), and ``calculate_percepfid_hlf``,
-``calculate_percepfid_rqi`` and ``calculate_percepfid_nriqa`` in its ``METRIC_REGISTRY``
-(for ``val.metrics``): names that cannot collide with BasicSR's own. BasicSR imports only
-its own loss and metric files, so import this module before the training pipeline starts::
-
-    import percepfid.integrations.basicsr  # noqa: F401  (registers the names above)
-    from basicsr.train import train_pipeline
-
-    train_pipeline(os.getcwd())
-
-The network output is clamped to ``[0, 1]`` before a loss scores it, as BasicSR clamps it
-when it saves an image (clamped pixels pass no gradient through this loss; the pixel loss
-still sees them). A metric builds its model on the first call and reuses it for every later
-call with the same options (:func:`clear_metric_cache` drops them).
-
-Requires ``pip install 'percepfid[basicsr]'`` (the ``basicsr-fixed`` distribution; the
-original ``basicsr`` 1.4.2 imports a torchvision module removed in torchvision 0.17).
+"""percepfid in BasicSR: importing this module registers the losses and validation metrics
+of ``__all__`` in BasicSR's ``LOSS_REGISTRY`` and ``METRIC_REGISTRY`` (see the README's "Use
+in BasicSR"). Clamped output pixels pass no gradient through these losses. A metric builds
+its model on the first call and reuses it for later calls with the same options.
 """
 
 from __future__ import annotations
@@ -109,10 +92,7 @@ def _slot(loss: torch.Tensor, as_tuple: bool) -> torch.Tensor | tuple[torch.Tens
 
 
 class _BasicSROptions:
-    """BasicSR's loss options on a percepfid loss (a mixin placed before the loss class):
-    ``loss_weight`` and ``reduction`` become percepfid's ``weight`` and ``reduction``; the
-    output is clamped to ``input_range`` (as BasicSR does when it saves an image) and the
-    loss is returned alone or, with ``as_tuple``, as ``(loss, None)``."""
+    """BasicSR's loss options on a percepfid loss (a mixin placed before the loss class)."""
 
     def __init__(
         self,
@@ -157,10 +137,8 @@ class PercepfidRQILoss(_BasicSROptions, RQILoss):
     """:class:`percepfid.RQILoss` with BasicSR's loss options.
 
     Args:
-        loss_weight: scale of the loss (percepfid's ``weight``; about 0.1 next to a pixel
-            loss).
-        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
-        as_tuple: return ``(loss, None)`` for BasicSR's ``perceptual_opt`` slot.
+        loss_weight, reduction, as_tuple: as for :class:`PercepfidHLFLoss` (``loss_weight``
+            about 0.1 next to a pixel loss).
         **options: keyword arguments of :class:`percepfid.RQILoss` (``backbone``, ``head``,
             ``pretrained``, ``crop``, ``seed``, ``model_kwargs``, ...).
 
@@ -185,9 +163,7 @@ class PercepfidNRIQALoss(nn.Module):
     Args:
         iqa: an NR-IQA name: ``'clipiqa'``, ``'clipiqa:<arch>[/<tag>]'``,
             ``'nr-head:<backbone>'`` (with ``weights``), ``'pyiqa:<metric>'``.
-        loss_weight: scale of the reward.
-        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
-        as_tuple: return ``(loss, None)`` for BasicSR's ``perceptual_opt`` slot.
+        loss_weight, reduction, as_tuple: as for :class:`PercepfidHLFLoss`.
         pretrained: load the IQA model's weights (``False``: random, tests only).
         q_scale: multiplies ``Q`` (e.g. 100 to put a ``[0, 1]`` score on a 0-100 scale).
         input_range: the value range of the images.

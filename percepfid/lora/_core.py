@@ -24,8 +24,6 @@ logger = logging.getLogger(__name__)
 
 _ADAPTER = "default"
 _FORMAT = "percepfid.lora/1"
-
-
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
@@ -78,11 +76,10 @@ def inject_lora(
     Args:
         model: the network to adapt, modified in place and returned; a spandrel
             descriptor or a checkpoint path is resolved by :func:`load_sr_model`.
-        targets: ``'auto'`` (default), ``'transformer-mlp'`` (alias ``'swinir-mlp'``),
-            ``'residual-convs'`` (alias ``'rrdb-convs'``), ``'body-convs'``, a regex over
-            module names, a list of names or a predicate (see :func:`find_lora_targets`).
-        rank: adapter rank; ``None`` uses the preset family's rank (48 transformer MLPs,
-            24 residual convs, 16 body convs; for ``'auto'`` the family it picks) or 16.
+        targets: a preset, a regex, a list of names or a predicate, as for
+            :func:`find_lora_targets`.
+        rank: adapter rank; ``None`` uses the preset family's rank (:data:`PRESET_RANKS`; for
+            ``'auto'`` the family it picks), else 16.
         alpha: LoRA scaling numerator (scale = alpha / rank); ``None`` means ``rank``.
         dropout: dropout on the adapter input.
         freeze_norm_stats: batch-norm layers of ``model`` normalise with their stored
@@ -105,9 +102,7 @@ def inject_lora(
         >>> len(lora_parameters(net))
         4
     """
-    require("peft", "LoRA fine-tuning")
-    from peft import LoraConfig, inject_adapter_in_model
-
+    peft = require("peft", "LoRA fine-tuning")
     model = load_sr_model(model)
     if has_lora(model):
         raise ArgumentError(
@@ -120,7 +115,7 @@ def inject_lora(
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ArgumentError(f"dropout must be in [0, 1); got {dropout!r}")
     pattern = "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
-    config = LoraConfig(
+    config = peft.LoraConfig(
         r=rank,
         lora_alpha=alpha,
         lora_dropout=float(dropout),
@@ -128,7 +123,7 @@ def inject_lora(
         bias="none",
         init_lora_weights=True,
     )
-    inject_adapter_in_model(config, model, adapter_name=_ADAPTER)
+    peft.inject_adapter_in_model(config, model, adapter_name=_ADAPTER)
     # peft freezes the base layers it wraps; freeze the rest of the network as well.
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(".lora_" in f".{name}")

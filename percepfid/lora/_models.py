@@ -22,14 +22,11 @@ def load_sr_model(source: Any, *, device: str | None = None) -> nn.Module:
     Args:
         source: an ``nn.Module`` (returned as is), a spandrel ``ImageModelDescriptor``
             (its ``.model``), or the path of a checkpoint (``.pth``, ``.pt``, ``.ckpt``,
-            ``.safetensors``) that spandrel's ``ModelLoader`` recognises: spandrel detects
-            the architecture and its hyperparameters from the weights.
-        device: where to load a checkpoint (``None``: the CPU). Ignored for a module or a
-            descriptor, which stay where they are.
+            ``.safetensors``) whose architecture and hyperparameters spandrel detects.
+        device: where to load a checkpoint (``None``: the CPU).
 
     Returns:
-        The network. A loaded checkpoint's network comes back in ``eval()`` mode, as
-        spandrel returns it.
+        The network; a loaded checkpoint's in ``eval()`` mode, as spandrel returns it.
 
     Raises:
         MissingDependencyError: a descriptor or a path needs spandrel
@@ -85,9 +82,8 @@ def _load_checkpoint(path: Path, device: str | None) -> nn.Module:
 def save_sr_model(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write ``model.state_dict()`` to a ``.safetensors`` file that spandrel loads.
 
-    Use it for a merged network (:func:`~percepfid.lora.merge_lora`): its keys are those of
-    the original architecture, so spandrel detects the architecture again. The file is
-    written atomically (a crash leaves no partial file).
+    Use it for a merged network (:func:`~percepfid.lora.merge_lora`), whose keys are those of
+    the original architecture. The file is written atomically.
 
     Args:
         model: the network (without adapters).

@@ -1,43 +1,35 @@
 """Where LoRA adapters go: presets that recognise SR architectures by structure, not names.
 
-A preset inspects module types, parameter shapes and nesting only, so renamed,
-re-implemented or wrapped networks are still recognised. A layer counts through wrappers:
-``Sequential(conv, LeakyReLU)`` or a custom module holding exactly one adaptable layer is
-read as that layer, and subclasses of ``nn.Linear`` / ``nn.Conv2d`` count as those.
+Presets read module types, parameter shapes and nesting only. A layer counts through
+wrappers (``Sequential(conv, LeakyReLU)``, or a module holding exactly one adaptable layer),
+and subclasses of ``nn.Linear`` / ``nn.Conv2d`` count as those. The families (alias, rank):
 
-Three families (canonical name, alias kept from earlier releases, default rank):
+- ``'transformer-mlp'`` (``'swinir-mlp'``, 48): transformer feed-forward layers: a module
+  whose direct point-wise layers (``nn.Linear`` or 1x1 ``nn.Conv2d``) are two or three, the
+  first expanding ``d -> h >= d`` (an optional second of that shape is a gate), the last
+  projecting ``h`` or ``h / 2`` (gated halves) back to ``d``, with a norm of width ``d`` in
+  its block. A fused ``qkv`` (``d -> 3d``), separate ``q``/``kv`` projections and
+  position-bias MLPs (``2 -> 512 -> heads``, no norm of their width) do not fit.
+- ``'residual-convs'`` (``'rrdb-convs'``, 24): the convolutions of residual dense blocks
+  (>= 3 convolutions whose input widths strictly grow, the last returning to the first's
+  input width: RRDBNet, MMRealSR); without dense blocks, the spatial convolutions (>= 2,
+  ``k > 1``, stride 1) of repeated residual blocks whose direct layers all map ``C -> C``
+  (RCAN's RCABs, leaving out channel-attention 1x1 convolutions).
+- ``'body-convs'`` (16): every adaptable layer inside the repeated body blocks: siblings
+  with the same class and parameter shapes (Compact's conv list, SPAN's SPABs), else
+  instances of a block class used at least twice (a U-Net such as RealCUGAN). Such networks
+  are 36 to 64 channels wide: 16 is a quarter of 64, about the share of the paper's SwinIR
+  rank (48 of 180).
 
-- ``'transformer-mlp'`` (alias ``'swinir-mlp'``, rank 48): the feed-forward layers of
-  transformer blocks. An FFN is a module whose direct point-wise layers (``nn.Linear`` or
-  1x1 ``nn.Conv2d``, seen through wrappers) are two or three, the first expanding
-  ``d -> h`` with ``h >= d`` (an optional second of the same shape is a gate), the last
-  projecting ``h`` or ``h / 2`` (gated halves) back to ``d``, with a normalisation layer of
-  width ``d`` next to it in its block. Attention modules do not fit: a fused ``qkv``
-  (``d -> 3d``) is followed by a projection that reads ``d = 3d / 3``, and separate
-  ``q``, ``kv`` projections have different shapes. Position-bias MLPs (``2 -> 512 -> heads``)
-  have no norm of their width.
-- ``'residual-convs'`` (alias ``'rrdb-convs'``, rank 24): the convolutions of residual
-  dense blocks (>= 3 convolutions whose input widths strictly grow and whose last one
-  returns to the first's input width: ESRGAN/RRDBNet, MMRealSR); in a network without
-  dense blocks, the spatial convolutions (>= 2, ``k > 1``, stride 1) of repeated residual
-  blocks whose directly held layers all map ``C -> C`` (RCAN's RCABs). Channel-attention
-  1x1 convolutions are left out.
-- ``'body-convs'`` (rank 16): every adaptable layer inside the repeated body blocks of a
-  network: siblings with the same class and parameter shapes (Compact's conv list, SPAN's
-  SPABs), or, in a network without such repetition (a U-Net such as RealCUGAN), instances
-  of a block class that occurs at least twice. These networks are 36 to 64 channels wide:
-  rank 16 is a quarter of 64, about the share of the paper's SwinIR rank (48 of 180).
+Every preset skips the stem (convolutions reading the image's channels: the first
+convolution's input width when <= 4, else 3), the upsampler (a layer next to
+``nn.PixelShuffle`` or ``nn.Upsample``, and the last adaptable layer), grouped
+convolutions, empty layers, and fused inference copies of re-parameterised blocks (named
+``eval_conv``, ``reparam``, ``rbr_reparam``, ``fused`` or ``deploy``: overwritten at
+inference time, so an adapter there is lost).
 
-Every preset skips, in any network: the stem (every convolution reading the image's
-channels: the first registered convolution's input width when it is <= 4, else 3), the
-upsampler (a layer next to ``nn.PixelShuffle`` or ``nn.Upsample``, and the last adaptable
-layer registered), depth-wise/grouped convolutions, empty layers, and fused inference
-copies that a re-parameterised block recomputes from its training branches (a layer named ``eval_conv``, ``reparam``, ``rbr_reparam``, ``fused``
-or ``deploy``: its weights are overwritten at inference time, so an adapter there is lost).
-
-``'auto'`` takes the first family that finds layers, in the order ``transformer-mlp``
-(only when at least one FFN is built of ``nn.Linear`` layers, i.e. a token transformer),
-``residual-convs``, ``body-convs``.
+``'auto'`` takes the first family that finds layers, in the order above; ``transformer-mlp``
+only when at least one FFN is built of ``nn.Linear`` layers (a token transformer).
 """
 
 from __future__ import annotations
@@ -74,12 +66,14 @@ _RESAMPLERS = (nn.PixelShuffle, nn.PixelUnshuffle, nn.Upsample)
 
 LoRATargets: TypeAlias = str | Sequence[str] | Callable[[str, nn.Module], bool]
 
+# what a preset looked for, for the message when it finds nothing ('auto' picked no family)
 _WHAT = {
-    "transformer-mlp": "transformer MLP (two linears or 1x1 convs, expand then project back, "
-    "next to a norm of the same width)",
-    "residual-convs": "residual dense block (>= 3 convs with growing input channels) or "
+    None: "neither transformer MLPs nor residual conv blocks nor repeated body blocks",
+    "transformer-mlp": "no transformer MLP (two linears or 1x1 convs, expand then project "
+    "back, next to a norm of the same width)",
+    "residual-convs": "no residual dense block (>= 3 convs with growing input channels) or "
     "residual conv block (>= 2 full-width k>1 convs in repeated blocks)",
-    "body-convs": "repeated body block (siblings of the same class and shapes, or a block "
+    "body-convs": "no repeated body block (siblings of the same class and shapes, or a block "
     "class used at least twice) holding adaptable layers",
 }
 
@@ -96,12 +90,10 @@ def _is_adaptable(module: nn.Module) -> bool:
     return module.groups == 1 and module.in_channels > 0 and module.out_channels > 0
 
 
-def _width_in(layer: nn.Module) -> int:
-    return layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
-
-
-def _width_out(layer: nn.Module) -> int:
-    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+def _widths(layer: nn.Module) -> tuple[int, int]:
+    if isinstance(layer, nn.Linear):
+        return layer.in_features, layer.out_features
+    return layer.in_channels, layer.out_channels
 
 
 def _is_pointwise(layer: nn.Module) -> bool:
@@ -110,8 +102,9 @@ def _is_pointwise(layer: nn.Module) -> bool:
     )
 
 
-def _is_spatial(layer: nn.Module) -> bool:
-    return isinstance(layer, nn.Conv2d) and max(layer.kernel_size) > 1
+def _within(name: str, units: list[str]) -> bool:
+    """Whether module ``name`` is one of ``units`` or inside one."""
+    return any(name == unit or name.startswith(unit + ".") for unit in units)
 
 
 # Per-call memo (module id -> facts), so the analysis stays linear in the network's size.
@@ -234,19 +227,12 @@ def _ffn_layers(prefix: str, module: nn.Module) -> list[str] | None:
     first, last = layers[0][1], layers[-1][1]
     if isinstance(first, nn.Linear) != isinstance(last, nn.Linear):
         return None
-    d, h = _width_in(first), _width_out(first)
+    (d, h), (last_in, last_out) = _widths(first), _widths(last)
     # token MLPs may keep the width (DRCT's mlp_ratio=1); conv FFNs always expand
-    if (
-        h < d
-        or (h == d and not isinstance(first, nn.Linear))
-        or _width_out(last) != d
-        or _width_in(last) not in (h, h // 2)
-    ):
+    if h < d or (h == d and not isinstance(first, nn.Linear)) or last_out != d:
         return None
-    if len(layers) == 3:
-        gate = layers[1][1]
-        if (_width_in(gate), _width_out(gate)) != (d, h):
-            return None
+    if last_in not in (h, h // 2) or (len(layers) == 3 and _widths(layers[1][1]) != (d, h)):
+        return None
     return [n for n, _ in layers]
 
 
@@ -261,7 +247,7 @@ def _transformer_mlps(model: nn.Module) -> list[tuple[str, bool]]:
         layers = _ffn_layers(name, module)
         if layers is None:
             continue
-        d = _width_in(modules[layers[0]])
+        d = _widths(modules[layers[0]])[0]
         parent_name = name.rpartition(".")[0]
         grand_name = parent_name.rpartition(".")[0] if parent_name else ""
         context = [module, modules[parent_name]] + ([modules[grand_name]] if parent_name else [])
@@ -291,16 +277,18 @@ def _residual_block_convs(model: nn.Module, units: list[str]) -> list[str]:
     found: list[str] = []
     blocks = 0
     for name, module in model.named_modules():
-        if not any(name == u or name.startswith(u + ".") for u in units):
+        if not _within(name, units):
             continue
         layers = _direct_layers(name, module)
-        convs = [(n, m) for n, m in layers if _is_spatial(m) and tuple(m.stride) == (1, 1)]
+        convs = [
+            (n, m)
+            for n, m in layers
+            if isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1 and tuple(m.stride) == (1, 1)
+        ]
         if len(convs) < 2:
             continue
         width = convs[0][1].in_channels
-        if all(
-            isinstance(m, nn.Conv2d) and _width_in(m) == _width_out(m) == width for _, m in layers
-        ):
+        if all(isinstance(m, nn.Conv2d) and _widths(m) == (width, width) for _, m in layers):
             found += [n for n, _ in convs]
             blocks += 1
     return found if blocks >= 2 else []
@@ -357,23 +345,12 @@ def _repeated_classes(model: nn.Module) -> list[str]:
     return _outermost(units)
 
 
-def _layers_in(model: nn.Module, units: list[str]) -> list[str]:
-    unit_set = set(units)
-    out = []
-    for name, module in model.named_modules():
-        if not name or not _is_adaptable(module):
-            continue
-        parts = name.split(".")
-        if any(".".join(parts[:i]) in unit_set for i in range(1, len(parts) + 1)):
-            out.append(name)
-    return out
-
-
 def _body_convs(model: nn.Module, excluded: set[str]) -> list[str]:
-    layers = [n for n in _layers_in(model, _repeated_units(model)) if n not in excluded]
-    if not layers:
-        layers = [n for n in _layers_in(model, _repeated_classes(model)) if n not in excluded]
-    return layers
+    layers = [n for n, m in model.named_modules() if n not in excluded and _is_adaptable(m)]
+    units = _repeated_units(model)
+    return [n for n in layers if _within(n, units)] or [
+        n for n in layers if _within(n, _repeated_classes(model))
+    ]
 
 
 # -- the presets -------------------------------------------------------------------------
@@ -416,12 +393,8 @@ def lora_family(model: nn.Module) -> str | None:
 
 def _found_summary(model: nn.Module, excluded: set[str]) -> str:
     counts = {f: len(_family_layers(model, f, excluded)) for f in LORA_FAMILIES}
-    found = [f"{f!r} ({n} layers)" for f, n in counts.items() if n]
-    return "it does have " + ", ".join(found) if found else "no other preset applies either"
-
-
-def _looks_like_regex(text: str) -> bool:
-    return any(ch in text for ch in r".*+?[](){}|^$\\")
+    found = ", ".join(f"{f!r} ({n} layers)" for f, n in counts.items() if n)
+    return f"it does have {found}; pass one of those," if found else "no other preset fits; pass"
 
 
 @_analysis
@@ -430,13 +403,10 @@ def find_lora_targets(model: nn.Module, targets: LoRATargets = "auto") -> list[s
 
     Args:
         model: the network to inspect (not modified).
-        targets: a preset (``'auto'``, ``'transformer-mlp'``, ``'residual-convs'``,
-            ``'body-convs'``; aliases ``'swinir-mlp'``, ``'rrdb-convs'``; see the module
-            docstring), a regular expression matched in full against module names
-            (``r'.*\\.fc[12]'``), a list of exact module names, or a predicate
-            ``f(name, module) -> bool``. Only ``nn.Linear`` and ``nn.Conv1d/2d/3d`` layers
-            can be targeted; presets also skip grouped convolutions, the stem and the
-            upsampler.
+        targets: a preset of :data:`LORA_PRESETS` (see the module docstring), a regular
+            expression matched in full against module names (``r'.*\\.fc[12]'``), a list of
+            exact module names, or a predicate ``f(name, module) -> bool``. Only ``nn.Linear``
+            and ``nn.Conv1d/2d/3d`` layers can be targeted.
 
     Returns:
         The matching module names in the order ``model.named_modules()`` visits them.
@@ -465,23 +435,14 @@ def find_lora_targets(model: nn.Module, targets: LoRATargets = "auto") -> list[s
             family = lora_family(model)
         wanted = set(_family_layers(model, family, excluded)) if family else set()
         if not wanted:
-            what, found = (
-                (
-                    "neither transformer MLPs nor residual conv blocks nor repeated body blocks",
-                    "pass",
-                )
-                if family is None
-                else (
-                    f"no {_WHAT[family]}",
-                    _found_summary(model, excluded) + "; pass one of those,",
-                )
-            )
+            hint = "pass" if family is None else _found_summary(model, excluded)
             raise ArgumentError(
-                f"targets={targets!r}: found {what} in {type(model).__name__}; {found} a "
-                f"regex, a list of module names or a predicate f(name, module) -> bool instead."
+                f"targets={targets!r}: found {_WHAT[family]} in {type(model).__name__}; {hint} "
+                "a regex, a list of module names or a predicate f(name, module) -> bool instead."
             )
     elif isinstance(targets, str):
-        if not _looks_like_regex(targets) and targets not in modules:
+        looks_like_regex = any(ch in targets for ch in r".*+?[](){}|^$\\")
+        if not looks_like_regex and targets not in modules:
             raise UnknownNameError(
                 "LoRA target preset",
                 targets,
