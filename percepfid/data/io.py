@@ -45,14 +45,11 @@ def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
     scale: an 8-bit value ``v`` reads as ``v / 255``, a 16-bit one as ``v / 65535``, a float
     one as it is.
 
-    Read: 8-bit images of every format and mode Pillow opens (RGB, ``L``, ``1``, ``P``,
-    CMYK without a colour profile, YCbCr, ...); 16-bit greyscale PNG, TIFF and PGM; 16-bit
-    colour PNG at full precision (torchvision's decoder, after Pillow has checked the file;
-    8-bit precision, logged once, where torchvision has none); 16-bit colour TIFF at 8-bit
-    precision; 32-bit float greyscale TIFF with values in ``[0, 1]``.
-
+    Read: 8-bit images of every mode Pillow opens; 16-bit greyscale PNG, TIFF and PGM;
+    16-bit colour PNG at full precision (8-bit, logged once, where torchvision has no PNG
+    decoder); 16-bit colour TIFF at 8-bit precision; float greyscale TIFF in ``[0, 1]``.
     Grey is repeated on the three channels; alpha is dropped (not composited); the EXIF
-    orientation is not applied (as in :func:`image_size`); only the first frame is read.
+    orientation is not applied; only the first frame is read.
 
     Raises:
         ImageReadError: the file is missing, not an image, truncated or corrupt, a float
@@ -151,8 +148,7 @@ def _int32_to_array(image, file: Path) -> np.ndarray:  # noqa: ANN001 - a PIL im
 
 
 def _float_to_array(values: np.ndarray, file: Path) -> np.ndarray:
-    """A float image at its own scale, which must be [0, 1] (HDR or [0, 255] float data has
-    no single right mapping)."""
+    """A float image at its own scale, which must be [0, 1]."""
     if not np.isfinite(values).all():
         raise ImageReadError(f"float image {file} holds NaN or infinite values")
     low, high = float(values.min()), float(values.max())
