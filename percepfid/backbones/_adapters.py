@@ -113,18 +113,16 @@ def build_timm(
             f"(see timm.list_models('*{spec.model.split('_')[0]}*'))"
         )
     config = spec.preprocess
-    if config is None:
-        size = tuple(upstream.input_size[-2:]) if upstream else (224, 224)
-        crop_pct = (upstream.crop_pct or 1.0) if upstream else 1.0
+    if config is None and upstream is None:
+        config = PreprocessConfig((224, 224), IMAGENET_MEAN, IMAGENET_STD, resize_size=224)
+    elif config is None:
+        size = tuple(upstream.input_size[-2:])
         config = PreprocessConfig(
-            image_size=size,
-            resize_size=math.floor(min(size) / crop_pct),  # timm's scale size
-            mean=tuple(upstream.mean) if upstream else IMAGENET_MEAN,
-            std=tuple(upstream.std) if upstream else IMAGENET_STD,
-            interpolation="bilinear"
-            if upstream and upstream.interpolation == "bilinear"
-            else "bicubic",
-            crop="center",
+            size,
+            tuple(upstream.mean),
+            tuple(upstream.std),
+            resize_size=math.floor(min(size) / (upstream.crop_pct or 1.0)),  # timm's scale size
+            interpolation="bilinear" if upstream.interpolation == "bilinear" else "bicubic",
         )
     if image_size is not None:
         config = config.scaled(image_size)

@@ -225,10 +225,9 @@ def list_images(
     what: str = "folder",
     error: type[Exception] = ArgumentError,
 ) -> list[Path]:
-    """The image files of a folder, sorted, recognised by their suffix.
+    """The image files of ``folder``, sorted, recognised by their suffix.
 
     Args:
-        folder: the folder.
         recursive: include sub-folders.
         extensions: the suffixes to accept (case-insensitive).
         allow_empty: return an empty list instead of raising when no image is found.
@@ -258,18 +257,16 @@ def batches_by_size(
     indices: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
 ) -> list[list[int]]:
-    """Split items into batches whose images share one size, so each batch stacks.
+    """Split items into batches (lists of indices into ``sizes``) whose images share one
+    size, so each batch stacks.
 
     Args:
         sizes: a size key per item (e.g. ``(H, W)``, or ``(size_a, size_b)`` for pairs).
         batch_size: the most items per batch.
         indices: the items to batch (default: all of them), as indices into ``sizes``.
         generator: shuffle the items before grouping and the batches after (training);
-            ``None`` keeps the order: items in their given order, and the batches of each
-            size in the order of that size's first item.
-
-    Returns:
-        Lists of indices into ``sizes``.
+            ``None`` keeps the items in their order, and the batches of each size in the
+            order of that size's first item.
     """
     import torch
 
