@@ -261,3 +261,17 @@ def check_same_device(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) 
             f"{names[0]} and {names[1]} must be on the same device; got {a.device} and "
             f"{b.device} (move one with .to({str(a.device)!r}))"
         )
+
+
+def check_generator(generator: Any, seed: int | None = None) -> torch.Generator | None:
+    """``generator`` if it is a ``torch.Generator``; ``None`` stays ``None``, or becomes a
+    fresh generator seeded with ``seed`` when one is given.
+
+    Raises:
+        DTypeError: ``generator`` is something else.
+    """
+    if generator is None:
+        return None if seed is None else torch.Generator().manual_seed(seed)
+    if not isinstance(generator, torch.Generator):
+        raise DTypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+    return generator

@@ -11,7 +11,6 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -54,26 +53,20 @@ _RANDOM_BLIP_INIT_STD = 0.02
 
 
 @torch.no_grad()
-def lift_layer_scale(module: nn.Module) -> int:
-    """Set every near-zero LayerScale gamma of ``module`` to 1; return how many changed.
-
-    The builders call it for random weights only, never on pretrained gammas.
-    """
-    changed = 0
+def lift_layer_scale(module: nn.Module) -> None:
+    """Set every near-zero LayerScale gamma of ``module`` to 1 (random weights only)."""
     for name, param in module.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
         if leaf in ("gamma", "gamma_1", "gamma_2") and param.is_floating_point() and param.numel():
             if float(param.abs().max()) < _TINY_LAYER_SCALE:
                 param.fill_(1.0)
-                changed += 1
-    return changed
 
 
 def _patch_size(module: nn.Module | None) -> int | None:
     size = getattr(module, "patch_size", None)
-    if size is None:
-        return None
-    return int(size[0] if isinstance(size, (tuple, list)) else size)
+    if isinstance(size, (tuple, list)):
+        size = size[0]
+    return None if size is None else int(size)
 
 
 def _timm_tokens(model: nn.Module) -> tuple[int, int, int | None]:
@@ -120,27 +113,23 @@ def build_timm(
             f"(see timm.list_models('*{spec.model.split('_')[0]}*'))"
         )
     config = spec.preprocess
-    if config is None:
-        size = tuple(upstream.input_size[-2:]) if upstream else (224, 224)
-        crop_pct = (upstream.crop_pct or 1.0) if upstream else 1.0
+    if config is None and upstream is None:
+        config = PreprocessConfig((224, 224), IMAGENET_MEAN, IMAGENET_STD, resize_size=224)
+    elif config is None:
+        size = tuple(upstream.input_size[-2:])
         config = PreprocessConfig(
-            image_size=size,
-            resize_size=math.floor(min(size) / crop_pct),  # timm's scale size
-            mean=tuple(upstream.mean) if upstream else IMAGENET_MEAN,
-            std=tuple(upstream.std) if upstream else IMAGENET_STD,
-            interpolation="bilinear"
-            if upstream and upstream.interpolation == "bilinear"
-            else "bicubic",
-            crop="center",
+            size,
+            tuple(upstream.mean),
+            tuple(upstream.std),
+            resize_size=math.floor(min(size) / (upstream.crop_pct or 1.0)),  # timm's scale size
+            interpolation="bilinear" if upstream.interpolation == "bilinear" else "bicubic",
         )
     if image_size is not None:
         config = config.scaled(image_size)
     kwargs: dict = {"num_classes": 0, "img_size": config.image_size}
     if pretrained:
-        hub_id = (upstream.hf_hub_id if upstream and upstream.hf_hub_id else f"timm/{full}").rstrip(
-            "/"
-        )
-        path = _weights_file(spec, hub_id, "model.safetensors")
+        hub_id = upstream.hf_hub_id if upstream and upstream.hf_hub_id else f"timm/{full}"
+        path = _weights_file(spec, hub_id.rstrip("/"), "model.safetensors")
         kwargs["pretrained_cfg_overlay"] = {"file": str(path), "hf_hub_id": None}
     name = full if upstream else spec.model
     try:
@@ -183,19 +172,19 @@ class OpenClipEncoder(nn.Module):
         return (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
 
 
-class _OpenClipSetup(NamedTuple):
-    library: Any  # the open_clip module
-    model_cfg: dict
-    native: tuple[int, int]
-    config: PreprocessConfig
-    quick_gelu: bool
-    weights: Path | None
+def build_open_clip(
+    spec: BackboneSpec,
+    pretrained: bool,
+    image_size: tuple[int, int] | None,
+    texts: Sequence[str] | None = None,
+) -> tuple:
+    """The image tower of ``spec`` and its preprocessing: ``(encoder, config)``.
 
-
-def _open_clip_setup(
-    spec: BackboneSpec, pretrained: bool, image_size: tuple[int, int] | None
-) -> _OpenClipSetup:
-    """What every open_clip build needs: the model config, preprocessing and weights file."""
+    With ``texts``, the whole model is built once, its text tower embeds ``texts`` and is
+    dropped: ``(encoder, config, text_embeddings, logit_scale)``, the text embeddings
+    ``(T, D)`` L2-normalised and the logit scale (``exp`` of the learned log-scale) a
+    scalar, both float32.
+    """
     open_clip = require("open_clip", f"backbone {spec.name!r}")
     if spec.model not in open_clip.list_models():
         raise UnknownNameError("open_clip model", spec.model, open_clip.list_models())
@@ -218,6 +207,7 @@ def _open_clip_setup(
     )
     if image_size is not None:
         config = config.scaled(image_size)
+    size = config.image_size
     quick_gelu = bool(upstream.get("quick_gelu", False) or model_cfg.get("quick_gelu", False))
     weights = None
     if pretrained:
@@ -225,76 +215,40 @@ def _open_clip_setup(
         if not hub_id:
             raise WeightsError(f"backbone {spec.name!r}: open_clip lists no Hub weights for it")
         weights = _weights_file(spec, hub_id, "open_clip_model.safetensors")
-    return _OpenClipSetup(open_clip, model_cfg, native, config, quick_gelu, weights)
-
-
-def _full_open_clip_model(setup: _OpenClipSetup, spec: BackboneSpec) -> nn.Module:
-    """Both towers, at the configured image size (open_clip's own loader resamples the
-    position embeddings of pretrained weights to it)."""
-    size = setup.config.image_size
-    return setup.library.create_model(
-        spec.model,
-        pretrained=None if setup.weights is None else str(setup.weights),
-        force_image_size=None if size == setup.native else size[0] if size[0] == size[1] else size,
-        force_quick_gelu=setup.quick_gelu,
-    )
-
-
-def build_open_clip(
-    spec: BackboneSpec, pretrained: bool, image_size: tuple[int, int] | None
-) -> tuple[nn.Module, PreprocessConfig]:
-    setup = _open_clip_setup(spec, pretrained, image_size)
-    config, native, model_cfg = setup.config, setup.native, setup.model_cfg
     timm_trunk = "timm_model_name" in model_cfg["vision_cfg"]
-    if pretrained and config.image_size != native and not timm_trunk:
-        # open_clip's own loader resamples the position embeddings (pretrained: no lifting)
-        return OpenClipEncoder(_full_open_clip_model(setup, spec).visual), config
-    # Build the image tower alone: the text tower is never needed (SigLIP 2's alone holds
-    # ~200M parameters of token embeddings).
-    vision_cfg = dict(
-        model_cfg["vision_cfg"], image_size=native if timm_trunk else config.image_size
+    if texts is not None or (weights is not None and size != native and not timm_trunk):
+        # both towers; open_clip's own loader resamples pretrained position embeddings
+        model = open_clip.create_model(
+            spec.model,
+            pretrained=None if weights is None else str(weights),
+            force_image_size=None if size == native else size[0] if size[0] == size[1] else size,
+            force_quick_gelu=quick_gelu,
+        )
+        encoder = OpenClipEncoder(model.visual)
+        if texts is None:
+            return encoder, config
+        with torch.no_grad():
+            text = model.encode_text(open_clip.get_tokenizer(spec.model)(list(texts))).float()
+        logit_scale = model.logit_scale.detach().exp().float().reshape(())
+        return encoder, config, F.normalize(text, dim=-1), logit_scale
+    # The image tower alone: the text tower is never needed (SigLIP 2's alone holds ~200M
+    # parameters of token embeddings).
+    vision_cfg = dict(model_cfg["vision_cfg"], image_size=native if timm_trunk else size)
+    visual = open_clip.model._build_vision_tower(  # noqa: SLF001
+        model_cfg["embed_dim"], vision_cfg, quick_gelu=quick_gelu
     )
-    visual = setup.library.model._build_vision_tower(  # noqa: SLF001
-        model_cfg["embed_dim"], vision_cfg, quick_gelu=setup.quick_gelu
-    )
-    if setup.weights is not None:
-        state = _load_file(setup.weights, "visual.")
-        state = {key[len("visual.") :]: value for key, value in state.items()}
+    if weights is not None:
+        state = {key[len("visual.") :]: v for key, v in _load_file(weights, "visual.").items()}
         if not state:
-            raise WeightsError(f"{setup.weights}: no 'visual.*' keys; not an open_clip checkpoint")
+            raise WeightsError(f"{weights}: no 'visual.*' keys; not an open_clip checkpoint")
         _load_strict(visual, state, spec.name)
-    if timm_trunk and config.image_size != native:
+    if timm_trunk and size != native:
         # timm resamples the (possibly pretrained) position embeddings in place.
-        visual.trunk.set_input_size(img_size=config.image_size)
-        visual.image_size = config.image_size
-    if setup.weights is None:
+        visual.trunk.set_input_size(img_size=size)
+        visual.image_size = size
+    if weights is None:
         lift_layer_scale(visual)
     return OpenClipEncoder(visual), config
-
-
-def build_open_clip_with_texts(
-    spec: BackboneSpec,
-    pretrained: bool,
-    image_size: tuple[int, int] | None,
-    texts: Sequence[str],
-) -> tuple[nn.Module, PreprocessConfig, torch.Tensor, torch.Tensor]:
-    """The image tower of ``spec`` and what its text tower makes of ``texts``.
-
-    Builds the whole open_clip model once (same weights file and checks as
-    :func:`build_open_clip`), runs the text tower on ``texts`` and drops it.
-
-    Returns:
-        ``(encoder, config, text_embeddings, logit_scale)``: the text embeddings ``(T, D)``
-        L2-normalised in float32, and the model's logit scale (``exp`` of the learned
-        log-scale) as a float32 scalar.
-    """
-    setup = _open_clip_setup(spec, pretrained, image_size)
-    model = _full_open_clip_model(setup, spec)
-    tokenizer = setup.library.get_tokenizer(spec.model)
-    with torch.no_grad():
-        text = model.encode_text(tokenizer(list(texts))).float()
-    logit_scale = model.logit_scale.detach().exp().float().reshape(())
-    return OpenClipEncoder(model.visual), setup.config, F.normalize(text, dim=-1), logit_scale
 
 
 def _load_file(path: Path, *prefixes: str) -> dict[str, torch.Tensor]:
@@ -354,17 +308,11 @@ def build_hf(
             f"backbone {spec.name!r}: hf: specs support BLIP image-text repos "
             "(e.g. 'hf:Salesforce/blip-itm-base-coco'); for other models pass an nn.Module"
         )
-    config = spec.preprocess or PreprocessConfig(
-        image_size=(384, 384),
-        mean=OPENAI_MEAN,
-        std=OPENAI_STD,
-        interpolation="bicubic",
-        crop="squash",
-    )
+    config = spec.preprocess or PreprocessConfig((384, 384), OPENAI_MEAN, OPENAI_STD, crop="squash")
     if image_size is not None:
         config = config.scaled(image_size)
     overrides = {"image_size": config.image_size[0]}
-    if not pretrained:  # the upstream default (std 1e-10) gives one embedding for every image
+    if not pretrained:
         overrides["initializer_range"] = _RANDOM_BLIP_INIT_STD
     vision_config = transformers.BlipVisionConfig(**{**_BLIP_VISION, **overrides})
     vision_model = transformers.BlipVisionModel(vision_config)
@@ -373,11 +321,8 @@ def build_hf(
     if pretrained:
         path = _weights_file(spec, spec.model, "model.safetensors")
         subset = _load_file(path, "vision_model.", "vision_proj.")
-        pos_key = "vision_model.embeddings.position_embedding"
-        if (
-            pos_key in subset
-            and subset[pos_key].shape != vision_model.embeddings.position_embedding.shape
-        ):
+        stored = subset.get("vision_model.embeddings.position_embedding")
+        if stored is not None and stored.shape != vision_model.embeddings.position_embedding.shape:
             raise WeightsError(
                 f"backbone {spec.name!r}: pretrained position embeddings are for 384x384; "
                 f"got image_size={config.image_size}. Use the native size with pretrained weights."

@@ -104,9 +104,7 @@ class Preprocess(nn.Module):
             # (B, 3, rows, h, cols, w) -> (B, rows, cols, 3, h, w) -> (B * T, 3, h, w)
             images = images.reshape(batch, 3, rows, size[0], cols, size[1])
             images = images.permute(0, 2, 4, 1, 3, 5).reshape(batch * rows * cols, 3, *size)
-        mean = self.mean.to(images.dtype)
-        std = self.std.to(images.dtype)
-        return (images - mean) / std
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
 
     def extra_repr(self) -> str:
         c = self.config
@@ -117,7 +115,7 @@ class Preprocess(nn.Module):
 
 
 def _first_parameter(module: nn.Module) -> torch.Tensor | None:
-    """The first floating parameter (or buffer) of ``module``: its dtype and device."""
+    """The first floating parameter (or buffer) of ``module``."""
     tensors = itertools.chain(module.parameters(), module.buffers())
     return next((tensor for tensor in tensors if tensor.is_floating_point()), None)
 
@@ -166,7 +164,7 @@ class Backbone(nn.Module):
 
     @torch.no_grad()
     def _infer_dims(self) -> None:
-        # Some towers do not state their output sizes: run one small forward to read them.
+        """Read the output sizes a tower does not state from one small forward."""
         probe = torch.zeros(
             1, 3, *self.preprocess.config.image_size, device=self.preprocess.mean.device
         )
@@ -178,8 +176,8 @@ class Backbone(nn.Module):
         return super().train(False)
 
     def requires_grad_(self, requires_grad: bool = True) -> Backbone:
-        """The tower stays frozen: ``requires_grad_(True)`` is a no-op on the encoder (to
-        fine-tune blocks, set ``requires_grad`` on their parameters one by one)."""
+        """``requires_grad_(True)`` is a no-op (to fine-tune blocks, set ``requires_grad`` on
+        their parameters one by one)."""
         if not requires_grad:
             for parameter in self.parameters():
                 parameter.requires_grad_(False)
@@ -250,15 +248,14 @@ def _check_options(
     if image_size is None:
         return input_range, None
     sides = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
-    if len(sides) != 2:
-        raise ArgumentError(f"image_size must be an int or a pair (H, W); got {image_size!r}")
     try:
-        return input_range, tuple(check_positive_int(side, "image_size") for side in sides)
+        if len(sides) == 2:
+            return input_range, tuple(check_positive_int(side, "image_size") for side in sides)
     except ArgumentError:
-        raise ArgumentError(
-            f"image_size must be a positive int or a pair of positive ints (H, W); "
-            f"got {image_size!r}"
-        ) from None
+        pass
+    raise ArgumentError(
+        f"image_size must be a positive int or a pair of positive ints (H, W); got {image_size!r}"
+    )
 
 
 def _assemble(

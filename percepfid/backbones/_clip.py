@@ -74,7 +74,7 @@ def create_clip_backbone(
             f"backbone {backbone!r} is a {spec.source} model; create_clip_backbone needs an "
             "open_clip one such as 'open_clip:ViT-B-16/openai'"
         )
-    encoder, config, text, logit_scale = _adapters.build_open_clip_with_texts(
+    encoder, config, text, logit_scale = _adapters.build_open_clip(
         spec, pretrained, image_size, texts
     )
     backbone = _assemble(encoder, spec, config, input_range, crop=crop, interpolation=interpolation)

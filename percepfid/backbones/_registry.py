@@ -10,14 +10,7 @@ from ._spec import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, PreprocessConfig
 
 # PAPERS.md section 1 [D]: DINOv2 sees the shortest side at 256, centre-cropped to 224,
 # instead of timm's 518 default (the resolution the HLF study used).
-_DINOV2_224 = PreprocessConfig(
-    image_size=(224, 224),
-    resize_size=256,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    interpolation="bicubic",
-    crop="center",
-)
+_DINOV2_224 = PreprocessConfig((224, 224), IMAGENET_MEAN, IMAGENET_STD, resize_size=256)
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 _ALIASES: dict[str, str] = {}
@@ -42,7 +35,8 @@ def register_backbone(spec: BackboneSpec, *, overwrite: bool = False) -> Backbon
 
 
 def _builtin() -> None:
-    # family, display name, patch, tag, data note, preprocessing (None: upstream's)
+    # source, model, tag, aliases, description, preprocessing (None: upstream's)
+    entries = []
     for family, title, patch, tag, data, preprocess in (
         ("dinov2", "DINOv2", 14, "lvd142m", "", _DINOV2_224),
         ("dinov3", "DINOv3", 16, "lvd1689m", " (LVD-1689M)", None),
@@ -52,18 +46,9 @@ def _builtin() -> None:
             ("base", (family, f"{family}-b")),
             ("large", (f"{family}-l",)),
         ):
-            register_backbone(
-                BackboneSpec(
-                    name=f"timm:vit_{size}_patch{patch}_{family}.{tag}",
-                    source="timm",
-                    model=f"vit_{size}_patch{patch}_{family}",
-                    tag=tag,
-                    aliases=aliases,
-                    preprocess=preprocess,
-                    description=f"{title} ViT-{size[0].upper()}/{patch}{data}, "
-                    "CLS after final norm",
-                )
-            )
+            text = f"{title} ViT-{size[0].upper()}/{patch}{data}, CLS after final norm"
+            model = f"vit_{size}_patch{patch}_{family}"
+            entries.append(("timm", model, tag, aliases, text, preprocess))
     for model, tag, aliases, text in (
         ("ViT-B-16", "openai", ("clip",), "CLIP ViT-B/16 (OpenAI), encode_image"),
         ("ViT-L-14", "openai", ("clip-l",), "CLIP ViT-L/14 (OpenAI), encode_image"),
@@ -76,26 +61,12 @@ def _builtin() -> None:
         ),
         ("ViT-B-16-SigLIP2", "webli", ("siglip2",), "SigLIP 2 ViT-B/16, pooled image embedding"),
     ):
-        register_backbone(
-            BackboneSpec(
-                name=f"open_clip:{model}/{tag}",
-                source="open_clip",
-                model=model,
-                tag=tag,
-                aliases=aliases,
-                description=text,
-            )
-        )
-    register_backbone(
-        BackboneSpec(
-            name="hf:Salesforce/blip-itm-base-coco",
-            source="hf",
-            model="Salesforce/blip-itm-base-coco",
-            tag=None,
-            aliases=("blip",),
-            description="BLIP ITM base (COCO): vision_proj of the CLS token",
-        )
-    )
+        entries.append(("open_clip", model, tag, aliases, text, None))
+    text = "BLIP ITM base (COCO): vision_proj of the CLS token"
+    entries.append(("hf", "Salesforce/blip-itm-base-coco", None, ("blip",), text, None))
+    for source, model, tag, aliases, text, preprocess in entries:
+        name = f"{source}:{model}" + (f"{_TAG_SEPARATORS[source]}{tag}" if tag else "")
+        register_backbone(BackboneSpec(name, source, model, tag, aliases, preprocess, text))
 
 
 _builtin()

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .._checks import check_positive_int, check_tensor
+from .._checks import check_generator, check_positive_int, check_tensor
 from .._errors import ArgumentError, DTypeError, EmptyBatchError, ShapeError
 from ..iqa import NRIQAModel, create_nriqa
 
@@ -74,31 +74,19 @@ class ArgmaxPatchSelector(nn.Module):
         iqa_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        patch_size = check_positive_int(patch_size, "patch_size")
-        scale = check_positive_int(scale, "scale")
+        self.patch_size = patch_size = check_positive_int(patch_size, "patch_size")
+        self.scale = scale = check_positive_int(scale, "scale")
         if patch_size % scale:
             raise ArgumentError(
                 f"patch_size={patch_size} must be divisible by scale={scale} so the LR crop aligns"
             )
         if chunk_size is not None:
             chunk_size = check_positive_int(chunk_size, "chunk_size")
-        self.iqa: NRIQAModel = create_nriqa(iqa, pretrained=pretrained, **(iqa_kwargs or {}))
-        self.patch_size = patch_size
-        self.scale = scale
         self.chunk_size = chunk_size
+        self.iqa: NRIQAModel = create_nriqa(iqa, pretrained=pretrained, **(iqa_kwargs or {}))
 
     def train(self, mode: bool = True) -> ArgmaxPatchSelector:  # noqa: ARG002 - no training state
         return super().train(False)
-
-    def _locations(
-        self, batch: int, height: int, width: int, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        p, s = self.patch_size, self.scale
-        rows = (height - p) // s + 1
-        cols = (width - p) // s + 1
-        top = torch.randint(rows, (batch,), generator=generator) * s
-        left = torch.randint(cols, (batch,), generator=generator) * s
-        return top, left
 
     @torch.no_grad()
     def forward(
@@ -136,7 +124,7 @@ class ArgmaxPatchSelector(nn.Module):
         batch, count, _, height, width = candidates.shape
         if batch == 0 or count == 0:
             raise EmptyBatchError(f"candidates must have B, K >= 1; got {tuple(candidates.shape)}")
-        p = self.patch_size
+        p, s = self.patch_size, self.scale
         if height < p or width < p:
             raise ShapeError(f"candidates of size {height}x{width} are smaller than patch_size={p}")
         if mask is None:
@@ -154,13 +142,12 @@ class ArgmaxPatchSelector(nn.Module):
         mask = mask.to(candidates.device)
         if (top is None) != (left is None):
             raise ArgumentError("pass both top and left, or neither")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise DTypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+        generator = check_generator(generator)
         if top is None:
-            top, left = self._locations(batch, height, width, generator)
+            top = torch.randint((height - p) // s + 1, (batch,), generator=generator) * s
+            left = torch.randint((width - p) // s + 1, (batch,), generator=generator) * s
         else:
             top, left = _location(top, "top", batch), _location(left, "left", batch)
-            s = self.scale
             if s > 1 and ((top % s).any() or (left % s).any()):
                 raise ShapeError(
                     f"with scale={s} the crop corners must be multiples of {s} so the LR crop "

@@ -45,14 +45,11 @@ def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
     scale: an 8-bit value ``v`` reads as ``v / 255``, a 16-bit one as ``v / 65535``, a float
     one as it is.
 
-    Read: 8-bit images of every format and mode Pillow opens (RGB, ``L``, ``1``, ``P``,
-    CMYK without a colour profile, YCbCr, ...); 16-bit greyscale PNG, TIFF and PGM; 16-bit
-    colour PNG at full precision (torchvision's decoder, after Pillow has checked the file;
-    8-bit precision, logged once, where torchvision has none); 16-bit colour TIFF at 8-bit
-    precision; 32-bit float greyscale TIFF with values in ``[0, 1]``.
-
+    Read: 8-bit images of every mode Pillow opens; 16-bit greyscale PNG, TIFF and PGM;
+    16-bit colour PNG at full precision (8-bit, logged once, where torchvision has no PNG
+    decoder); 16-bit colour TIFF at 8-bit precision; float greyscale TIFF in ``[0, 1]``.
     Grey is repeated on the three channels; alpha is dropped (not composited); the EXIF
-    orientation is not applied (as in :func:`image_size`); only the first frame is read.
+    orientation is not applied; only the first frame is read.
 
     Raises:
         ImageReadError: the file is missing, not an image, truncated or corrupt, a float
@@ -151,8 +148,7 @@ def _int32_to_array(image, file: Path) -> np.ndarray:  # noqa: ANN001 - a PIL im
 
 
 def _float_to_array(values: np.ndarray, file: Path) -> np.ndarray:
-    """A float image at its own scale, which must be [0, 1] (HDR or [0, 255] float data has
-    no single right mapping)."""
+    """A float image at its own scale, which must be [0, 1]."""
     if not np.isfinite(values).all():
         raise ImageReadError(f"float image {file} holds NaN or infinite values")
     low, high = float(values.min()), float(values.max())
@@ -229,10 +225,9 @@ def list_images(
     what: str = "folder",
     error: type[Exception] = ArgumentError,
 ) -> list[Path]:
-    """The image files of a folder, sorted, recognised by their suffix.
+    """The image files of ``folder``, sorted, recognised by their suffix.
 
     Args:
-        folder: the folder.
         recursive: include sub-folders.
         extensions: the suffixes to accept (case-insensitive).
         allow_empty: return an empty list instead of raising when no image is found.
@@ -262,18 +257,16 @@ def batches_by_size(
     indices: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
 ) -> list[list[int]]:
-    """Split items into batches whose images share one size, so each batch stacks.
+    """Split items into batches (lists of indices into ``sizes``) whose images share one
+    size, so each batch stacks.
 
     Args:
         sizes: a size key per item (e.g. ``(H, W)``, or ``(size_a, size_b)`` for pairs).
         batch_size: the most items per batch.
         indices: the items to batch (default: all of them), as indices into ``sizes``.
         generator: shuffle the items before grouping and the batches after (training);
-            ``None`` keeps the order: items in their given order, and the batches of each
-            size in the order of that size's first item.
-
-    Returns:
-        Lists of indices into ``sizes``.
+            ``None`` keeps the items in their order, and the batches of each size in the
+            order of that size's first item.
     """
     import torch
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Sampler
 
 from .._checks import (
@@ -111,10 +112,8 @@ def candidate_probabilities(
     if mode == "uniform":
         probabilities = eligible.to(torch.float64)
     elif mode == "argmax":
-        filled = values.masked_fill(~eligible, -math.inf)
-        best = filled.argmax(dim=1)  # first maximum: ties go to the lowest index
-        probabilities = torch.zeros_like(values)
-        probabilities[torch.arange(len(best)), best] = 1.0
+        best = values.masked_fill(~eligible, -math.inf).argmax(dim=1)  # ties: lowest index
+        probabilities = F.one_hot(best, values.shape[1]).to(torch.float64)
     else:
         logits = (values / temperature).masked_fill(~eligible, -math.inf)
         if torch.isinf(logits[eligible]).any():

@@ -59,12 +59,7 @@ def find_candidates(
 
 
 def _load_cache(path: Path | None) -> dict[str, dict[str, float]]:
-    """The models of a score cache file ({} when there is none yet).
-
-    Raises:
-        ArgumentError: the path holds something other than a percepfid score cache (a
-            folder, a score table, any other file): it is refused, never overwritten.
-    """
+    """The models of a score cache file ({} when there is none); anything else is refused."""
     if path is None or not path.exists():
         return {}
     refusal = (
@@ -114,14 +109,9 @@ def model_fingerprint(model: nn.Module) -> str:
         add(f"{prefix}:{sorted(settings.items())!r}")
         function = vars(module).get("_function")
         if function is not None:
-            kind = (
-                function
-                if callable(function) and hasattr(function, "__qualname__")
-                else type(function)
-            )
+            kind = function if hasattr(function, "__qualname__") else type(function)
             add(f"function {kind.__module__}.{kind.__qualname__}")
-    named = list(model.named_parameters()) + list(model.named_buffers())
-    for name, tensor in named:
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         add(f"{name} {tensor.dtype} {tuple(tensor.shape)}")
         # the raw bytes, whatever the dtype (bfloat16 and friends have no numpy type)
         digest.update(tensor.detach().to("cpu").reshape(-1).view(torch.uint8).numpy())
@@ -129,11 +119,9 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def _is_plain(value: Any) -> bool:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return True
     if isinstance(value, (tuple, list)):
         return all(_is_plain(item) for item in value)
-    return False
+    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def _save_cache(path: Path, models: dict[str, dict[str, float]]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -95,12 +94,8 @@ def srcc(pred: ArrayLike, target: ArrayLike) -> float:
 
 
 def _count_inversions(values: np.ndarray) -> int:
-    """Number of pairs i < j with values[i] > values[j], in O(n log^2 n).
-
-    A bottom-up merge sort vectorised over blocks: each right-block element counts the
-    larger elements of its left partner with one ``searchsorted`` over all left blocks (the
-    block index is folded into the key so the left blocks stay globally sorted).
-    """
+    """Number of pairs i < j with values[i] > values[j], by a bottom-up merge sort
+    vectorised over blocks (the block index folded into the sort key), O(n log^2 n)."""
     n = len(values)
     current = np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
     span = int(current.max()) + 1
@@ -157,10 +152,7 @@ def _logistic5(x: np.ndarray, b1: float, b2: float, b3: float, b4: float, b5: fl
     return b1 * (0.5 - 1.0 / (1.0 + np.exp(z))) + b4 * x + b5
 
 
-_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
-    "logistic4": _logistic4,
-    "logistic5": _logistic5,
-}
+_FUNCTIONS = {"logistic4": _logistic4, "logistic5": _logistic5}
 
 
 @dataclass(frozen=True)
@@ -201,8 +193,7 @@ def fit_logistic(pred: ArrayLike, target: ArrayLike, kind: FitKind = "logistic4"
     Several starting points are tried and the one with the smallest squared error is kept.
 
     Args:
-        pred: metric scores, shape ``(N,)`` with N >= the number of parameters.
-        target: human scores, shape ``(N,)``.
+        pred, target: as for :func:`srcc`, ``N`` at least the number of parameters.
         kind: ``'logistic4'`` or ``'logistic5'``.
 
     Returns:
@@ -270,8 +261,7 @@ def plcc(pred: ArrayLike, target: ArrayLike, fit: FitKind | None = None) -> floa
     """Pearson linear correlation coefficient, raw or after a logistic fit.
 
     Args:
-        pred: metric scores, shape ``(N,)``.
-        target: human scores, shape ``(N,)``.
+        pred, target: as for :func:`srcc`.
         fit: ``None`` (raw PLCC), ``'logistic4'`` or ``'logistic5'`` (map ``pred`` through
             the fitted monotone logistic first, see :func:`fit_logistic`; needs scipy).
 
@@ -309,11 +299,7 @@ def rmse(pred: ArrayLike, target: ArrayLike, fit: FitKind | None = None) -> floa
     return float(np.sqrt(np.mean((x - y) ** 2)))
 
 
-_METHODS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "srcc": srcc,
-    "krcc": krcc,
-    "plcc": plcc,
-}
+_METHODS = {"srcc": srcc, "krcc": krcc, "plcc": plcc}
 
 
 def grouped_correlation(
@@ -328,8 +314,7 @@ def grouped_correlation(
     defined correlation and are skipped (logged at debug level).
 
     Args:
-        pred: metric scores, shape ``(N,)``.
-        target: human scores, shape ``(N,)``.
+        pred, target: as for :func:`srcc`.
         groups: a group id per item (e.g. the source image name), shape ``(N,)``.
         method: ``'srcc'``, ``'krcc'`` or ``'plcc'`` (raw).
 

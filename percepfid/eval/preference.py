@@ -35,8 +35,8 @@ def pairwise_accuracy(
     when ``preference > 0.5``. A metric tie (equal scores) earns 0.5.
 
     Args:
-        score_first: metric score of the first image of each pair, shape ``(N,)``.
-        score_second: metric score of the second image, shape ``(N,)``.
+        score_first, score_second: metric score of each pair's first and second image,
+            ``(N,)``.
         preference: fraction of raters preferring the second image, in [0, 1], ``(N,)``.
         higher_is_better: whether a larger metric score means a better image.
 
@@ -154,32 +154,22 @@ def misalignment_rates(
     check_same_length(("scores", s), ("labels", codes), ("groups", g))
     if not higher_is_better:
         s = -s
-    positive_bad = positive_sets = negative_bad = negative_sets = 0
+    # per kind (1: positive, -1: negative): [misaligned sets, sets with that kind and similar]
+    counts = {1: [0, 0], -1: [0, 0]}
     for members in group_masks(g):
         set_scores, set_codes = s[members], codes[members]
         similar = set_scores[set_codes == 0]
-        if similar.size == 0:
-            continue
-        positives = set_scores[set_codes == 1]
-        negatives = set_scores[set_codes == -1]
-        if positives.size:
-            positive_sets += 1
-            positive_bad += int(positives.min() < similar.max())
-        if negatives.size:
-            negative_sets += 1
-            negative_bad += int(negatives.max() > similar.min())
-    pm, nm = (
-        bad / sets
-        if sets
-        else warn_constant(
-            f"{kind} misalignment", f"the data (no set has a {kind} and a similar)", stacklevel=4
-        )
-        for kind, bad, sets in (
-            ("positive", positive_bad, positive_sets),
-            ("negative", negative_bad, negative_sets),
-        )
-    )
-    return MisalignmentRates(float(pm), float(nm), positive_sets, negative_sets)
+        for code, count in counts.items():
+            # scaled by the code, a negative is misaligned like a positive: below a similar
+            kind = code * set_scores[set_codes == code]
+            if kind.size and similar.size:
+                count[0] += int(kind.min() < (code * similar).max())
+                count[1] += 1
+    rates = []
+    for kind, (bad, sets) in zip(("positive", "negative"), counts.values(), strict=True):
+        reason = f"the data (no set has a {kind} and a similar)"
+        rates.append(bad / sets if sets else warn_constant(f"{kind} misalignment", reason))
+    return MisalignmentRates(float(rates[0]), float(rates[1]), counts[1][1], counts[-1][1])
 
 
 def win_rate(
@@ -198,11 +188,9 @@ def win_rate(
     tied candidate a human top candidate.
 
     Args:
-        scores: metric score per candidate, shape ``(N,)``.
-        human_scores: human score per candidate (e.g. MOS), shape ``(N,)``.
+        scores, human_scores: metric and human (e.g. MOS) score per candidate, ``(N,)``.
         groups: source-image id per candidate, shape ``(N,)``.
-        higher_is_better: whether a larger metric score is better.
-        human_higher_is_better: whether a larger human score is better.
+        higher_is_better, human_higher_is_better: whether a larger score is better.
 
     Returns:
         The win rate in [0, 1], or NaN (with a warning) when no group has two candidates.

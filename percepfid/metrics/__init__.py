@@ -28,28 +28,33 @@ from torchmetrics import Metric  # noqa: E402
 
 __all__ = ["HLFMetric", "RQIMetric"]
 
+# the keywords that configure the torchmetrics ``Metric``; every other one goes to the loss
+_METRIC_OPTIONS = frozenset(
+    {"compute_on_cpu", "dist_sync_on_step", "process_group", "dist_sync_fn",
+     "distributed_available_fn", "sync_on_compute", "compute_with_cache"}
+)  # fmt: skip
+
 
 class _MeanScore(Metric):
-    """Mean of a per-image score over everything seen by every process."""
+    """Mean of a per-image score (the loss method ``_method``) over every process."""
 
     full_state_update = False
     is_differentiable = False
     higher_is_better = True
+    _method: str
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, loss: type[nn.Module], backbone: Any, kwargs: dict[str, Any]) -> None:
+        super().__init__(**{k: kwargs.pop(k) for k in list(kwargs) if k in _METRIC_OPTIONS})
         self.add_state(
             "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
         )
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def _scores(self, images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        self.loss = loss(backbone, **kwargs)
 
     def update(self, images: torch.Tensor, reference: torch.Tensor) -> None:
         """Score a batch: ``images`` and ``reference`` are ``(B, 3, H, W)`` in [0, 1]."""
         with torch.no_grad():
-            scores = self._scores(images, reference).reshape(-1)
+            scores = getattr(self.loss, self._method)(images, reference).reshape(-1)
         self.total += scores.double().sum()
         self.count += scores.numel()
 
@@ -70,12 +75,15 @@ class HLFMetric(_MeanScore):
             human fidelity in [0, 1] instead of the mean cosine.
         embedding: ``'cls'``, ``'patch'`` or ``'cls+patch'``.
         image_size: override the backbone input size.
-        **kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``dist_sync_fn``, ...).
+        **kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``dist_sync_fn``, ...)
+            and other :class:`~percepfid.HLFLoss` arguments.
 
     Shape:
         - update: ``sr`` and ``gt`` ``(B, 3, H, W)`` in [0, 1].
         - compute: scalar (float64).
     """
+
+    _method = "fidelity"
 
     def __init__(
         self,
@@ -87,15 +95,10 @@ class HLFMetric(_MeanScore):
         image_size: int | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
         from ..losses import HLFLoss
 
-        self.loss = HLFLoss(
-            backbone, pretrained=pretrained, head=head, embedding=embedding, image_size=image_size
-        )
-
-    def _scores(self, images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        return self.loss.fidelity(images, reference)
+        kwargs.update(pretrained=pretrained, head=head, embedding=embedding, image_size=image_size)
+        super().__init__(HLFLoss, backbone, kwargs)
 
 
 class RQIMetric(_MeanScore):
@@ -113,19 +116,11 @@ class RQIMetric(_MeanScore):
         - compute: scalar (float64).
     """
 
-    _METRIC_OPTIONS = frozenset(
-        {"compute_on_cpu", "dist_sync_on_step", "process_group", "dist_sync_fn",
-         "distributed_available_fn", "sync_on_compute", "compute_with_cache"}
-    )  # fmt: skip
+    _method = "score"
 
     def __init__(
         self, backbone: str | nn.Module | None = None, *, pretrained: bool = True, **kwargs: Any
     ) -> None:
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in self._METRIC_OPTIONS}
-        super().__init__(**options)
         from ..losses import RQILoss
 
-        self.loss = RQILoss(backbone, pretrained=pretrained, **kwargs)
-
-    def _scores(self, images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        return self.loss.score(images, reference)
+        super().__init__(RQILoss, backbone, dict(kwargs, pretrained=pretrained))

@@ -67,28 +67,20 @@ def _shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tenso
 
 
 class _Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, drop: float) -> None:
+    def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class WindowAttention(nn.Module):
-    """Multi-head self-attention inside square windows, with a learned relative-position bias.
+    """Multi-head self-attention of width ``dim`` inside square windows of ``window``
+    tokens, with a learned relative-position bias."""
 
-    Args:
-        dim: token width.
-        window: window side in tokens.
-        num_heads: attention heads (``dim`` must be divisible by it).
-        drop: dropout after the output projection.
-    """
-
-    def __init__(self, dim: int, window: int, num_heads: int, drop: float = 0.0) -> None:
+    def __init__(self, dim: int, window: int, num_heads: int) -> None:
         super().__init__()
         self.window = window
         self.num_heads = num_heads
@@ -98,7 +90,6 @@ class WindowAttention(nn.Module):
         self.register_buffer("relative_position_index", _relative_position_index(window))
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(drop)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -120,7 +111,7 @@ class WindowAttention(nn.Module):
             )
             out = out.reshape(windows, heads, tokens, -1)
         out = out.transpose(1, 2).reshape(windows, tokens, channels)
-        return self.proj_drop(self.proj(out))
+        return self.proj(out)
 
 
 class SwinBlock(nn.Module):
@@ -137,7 +128,7 @@ class SwinBlock(nn.Module):
         window: int,
         shift: int,
         dim_mlp: int,
-        drop_path: float = 0.0,
+        drop_path: float,
     ) -> None:
         super().__init__()
         self.grid = grid
@@ -149,7 +140,7 @@ class SwinBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, window, num_heads)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = _Mlp(dim, dim_mlp, 0.0)
+        self.mlp = _Mlp(dim, dim_mlp)
         # The mask is a stored buffer of the released checkpoint, present only when shifted.
         mask = _shift_mask(grid[0], grid[1], window, shift) if shift else None
         self.register_buffer("attn_mask", mask)

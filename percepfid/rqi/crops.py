@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_choice, check_positive_int
+from .._checks import check_choice, check_generator, check_positive_int
 from .._errors import ArgumentError, DTypeError, ShapeError
 from .._vocab import RQI_CROPS
 
@@ -43,8 +43,8 @@ def crop_offsets(
     height: int, width: int, size: int, count: int, generator: torch.Generator | None
 ) -> torch.Tensor:
     """``count`` uniformly random ``(top, left)`` positions of a ``size`` crop in a
-    ``height x width`` image: ``(count, 2)`` int64 on the CPU (all tops drawn first, then
-    all lefts) from a CPU ``generator`` (``None``: a fresh one seeded with 0).
+    ``height x width`` image, ``(count, 2)`` int64 on the CPU, from a CPU ``generator``
+    (``None``: a fresh one seeded with 0); all tops are drawn first, then all lefts.
 
     Raises:
         ArgumentError: a bad ``size``, or the crop does not fit the image.
@@ -52,15 +52,14 @@ def crop_offsets(
     check_positive_int(size, "crop size")
     if height < size or width < size:
         raise ArgumentError(f"a {size} x {size} crop does not fit a {height} x {width} image")
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
+    generator = check_generator(generator, 0)
     tops = torch.randint(0, height - size + 1, (count,), generator=generator)
     lefts = torch.randint(0, width - size + 1, (count,), generator=generator)
     return torch.stack([tops, lefts], dim=1)
 
 
 def _check_offsets(x: torch.Tensor, offsets: torch.Tensor, size: int) -> None:
-    """Shape and dtype always (free); the values only in eager code on CPU offsets."""
+    """Shape and dtype always; the values only in eager code on CPU offsets."""
     if not isinstance(offsets, torch.Tensor):
         raise DTypeError(f"offsets must be an integer tensor; got {type(offsets).__name__}")
     if offsets.dtype.is_floating_point or offsets.dtype.is_complex or offsets.dtype == torch.bool:
@@ -148,9 +147,7 @@ class CropSampler:
     ) -> None:
         self.size = check_positive_int(size, "crop size")
         self.device = None if device is None else torch.device(device)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise DTypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
-        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        self.generator = check_generator(generator, seed)
 
     def __call__(self, images: torch.Tensor | Sequence[int]) -> torch.Tensor:
         """Positions for one batch: ``(B, 2)`` int64 ``(top, left)`` on ``device``.

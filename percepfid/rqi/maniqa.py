@@ -150,20 +150,11 @@ class MANIQARQI(nn.Module):
         self.conv0_x2 = nn.Conv2d(features, embed_dim, 1)  # in the checkpoint, never used
         self.tablock1 = nn.ModuleList(TransposedAttention(tokens, drop) for _ in range(num_tab))
         self.conv1 = nn.Conv2d(4 * embed_dim, embed_dim, 1)
-        stage = dict(
-            grid=self.grid,
-            depths=list(depths),
-            num_heads=list(num_heads),
-            window=window_size,
-            dim_mlp=dim_mlp,
-            scale=scale,
-            drop=drop,
-            drop_path_rate=drop_path_rate,
-        )
-        self.swintransformer1 = SwinStage(embed_dim, **stage)
+        stage = (self.grid, depths, num_heads, window_size, dim_mlp, scale, drop, drop_path_rate)
+        self.swintransformer1 = SwinStage(embed_dim, *stage)
         self.tablock2 = nn.ModuleList(TransposedAttention(tokens, drop) for _ in range(num_tab))
         self.conv2 = nn.Conv2d(embed_dim, half, 1)
-        self.swintransformer2 = SwinStage(half, **stage)
+        self.swintransformer2 = SwinStage(half, *stage)
         self.fc_score = _score_branch(half, half, drop, gate=False)
         self.fc_weight = _score_branch(half, half, drop, gate=True)
 
@@ -193,14 +184,8 @@ class MANIQARQI(nn.Module):
 
     def compare(self, features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
         """The raw score ``g(a, b)`` from two feature maps of :meth:`features`: ``(B,)``."""
-        x = torch.cat(
-            (
-                self.conv0_x1(features_a),
-                self.conv0_x1(features_b),
-                self.conv0_x(features_a - features_b),
-            ),
-            dim=1,
-        )
+        a, b = self.conv0_x1(features_a), self.conv0_x1(features_b)
+        x = torch.cat((a, b, self.conv0_x(features_a - features_b)), dim=1)
         x = self._attend(x, self.tablock1)
         x = self.swintransformer1(self.conv1(x))
         x = self._attend(x, self.tablock2)

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_choice, check_image_pair, check_input_range, check_positive_int
+from .._checks import (
+    check_choice,
+    check_generator,
+    check_image_pair,
+    check_input_range,
+    check_positive_int,
+)
 from .._errors import ArgumentError
 from ..functional import rqi_score, to_unit
 from .crops import crop_at, crop_offsets, fit_to_crop
@@ -122,8 +128,7 @@ def evaluate(
     score, default_size = _scorer(model, antisymmetric)
     size = default_size if crop_size is None else crop_size
     sr, gt = to_unit(sr, input_range), to_unit(gt, input_range)
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
+    generator = check_generator(generator, 0)
 
     batch = sr.shape[0]
     total = sr.new_zeros(batch, dtype=torch.float32)
