@@ -16,14 +16,13 @@ __all__ = ["NRIQAModel", "CallableNRIQA"]
 class NRIQAModel(nn.Module):
     """Base class of the no-reference IQA models: images ``(B, 3, H, W)`` -> scores ``(B,)``.
 
-    Subclasses implement :meth:`score` on images already validated and mapped to
-    ``[0, 1]``. The model is frozen (no parameter requires grad) and locked in ``eval()``
+    Subclasses implement :meth:`score` on images already validated and mapped to ``[0, 1]``
+    and call :meth:`freeze`: no parameter requires grad and the model stays in ``eval()``
     even when a parent calls ``.train()``; gradients still flow to the input images.
 
     Attributes:
         higher_is_better: whether a larger score means a better-looking image.
-        score_range: the ``(low, high)`` range of the scores, or ``None`` when unbounded
-            or unknown.
+        score_range: the ``(low, high)`` range of the scores, or ``None`` when unknown.
         is_differentiable: whether gradients w.r.t. the input are meaningful.
         name: a short identifier (used as a cache key by :func:`score_candidates`).
     """
@@ -87,10 +86,7 @@ class NRIQAModel(nn.Module):
 
 
 class CallableNRIQA(NRIQAModel):
-    """Wrap any ``nn.Module`` or callable ``images -> (B,)`` scores as an NR-IQA model.
-
-    A wrapped ``nn.Module`` is frozen and kept in ``eval()``. A plain callable is stored as
-    is (it should not hold trainable state).
+    """Wrap any ``nn.Module`` (frozen) or callable (kept as is) as an NR-IQA model.
 
     Args:
         model: an ``nn.Module`` or callable taking ``(B, 3, H, W)`` images in ``[0, 1]``
@@ -119,12 +115,13 @@ class CallableNRIQA(NRIQAModel):
         super().__init__(input_range)
         if not callable(model):
             raise DTypeError(
-                f"model must be an nn.Module or a callable; got {type(model).__name__}"
+                "model must be an nn.Module or a callable (create_nriqa also takes a model "
+                f"name); got {type(model).__name__}"
             )
         if isinstance(model, nn.Module):
             self.model = model
         else:
-            self._function = model
+            self._function = model  # data.scoring's fingerprint names it
         self.higher_is_better = bool(higher_is_better)
         self.score_range = check_input_range(score_range, "score_range", finite=False)
         self.name = name or getattr(model, "__name__", type(model).__name__)

@@ -2,11 +2,8 @@
 
 Wang, Chan and Loy, "Exploring CLIP for Assessing the Look and Feel of Images" (AAAI 2023):
 score = softmax(s * [cos(img, "Good photo."), cos(img, "Bad photo.")])[0], with ``s`` the
-CLIP logit scale. The open_clip model comes from the backbone registry
-(:func:`percepfid.backbones.create_clip_backbone`: weights, mean/std and resizing in one
-place); its text tower runs once at construction and is dropped, so this module keeps
-the image tower (a :class:`~percepfid.backbones.Backbone`) and the prompt head: the
-prompt embeddings (a buffer) and the logit scale.
+CLIP logit scale. The open_clip model comes from the backbone registry; only its image
+tower, the prompt embeddings and the logit scale are kept.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import ArgumentError, DTypeError, UnknownNameError
+from .._errors import ArgumentError, UnknownNameError
 from .._imports import is_available
 from ._base import CallableNRIQA, NRIQAModel
 
@@ -67,11 +67,7 @@ def create_nriqa(
     if isinstance(name, NRIQAModel):
         return name
     if not isinstance(name, str):
-        if isinstance(name, nn.Module) or callable(name):
-            return CallableNRIQA(name, input_range=input_range, **kwargs)
-        raise DTypeError(
-            f"iqa must be a model name, an nn.Module or a callable; got {type(name).__name__}"
-        )
+        return CallableNRIQA(name, input_range=input_range, **kwargs)
     family, _, rest = name.strip().partition(":")
     if family == "clipiqa":
         from ._clipiqa import CLIPIQA
@@ -80,7 +76,27 @@ def create_nriqa(
         tag = (tag or "openai") if pretrained else None
         return CLIPIQA(arch or "RN50", tag, input_range=input_range, **kwargs)
     if family == "nr-head":
-        return _create_nr_head(rest, pretrained, weights, input_range, kwargs)
+        from ._nrhead import NRHead, NRHeadIQA
+
+        if weights is not None:
+            head = NRHead.from_pretrained(weights, pretrained_backbone=bool(pretrained), **kwargs)
+            if rest and rest != head.backbone_name:
+                raise ArgumentError(
+                    f"weights {str(weights)!r} hold a head for backbone {head.backbone_name!r}, "
+                    f"but the name asks for 'nr-head:{rest}'; use 'nr-head' or "
+                    f"'nr-head:{head.backbone_name}'"
+                )
+        elif pretrained:
+            raise ArgumentError(
+                "an 'nr-head' model needs trained weights: pass weights=<folder or Hub repo id> "
+                "(train one with percepfid.train.train_nr_head), or pretrained=False for "
+                "an untrained head on a random backbone"
+            )
+        elif not rest:
+            raise ArgumentError("name the backbone of an untrained head: 'nr-head:<backbone>'")
+        else:
+            head = NRHead(backbone=rest, pretrained_backbone=False, **kwargs)
+        return NRHeadIQA(head, input_range=input_range)
     if family == "pyiqa":
         from ._pyiqa import PyIQAModel
 
@@ -94,40 +110,6 @@ def create_nriqa(
         hint="Forms: 'clipiqa[:<arch>[/<tag>]]', 'nr-head:<backbone>', 'pyiqa:<metric>', or "
         "pass an nn.Module / callable.",
     )
-
-
-def _create_nr_head(
-    backbone: str,
-    pretrained: bool,
-    weights: str | os.PathLike | None,
-    input_range: Sequence[float],
-    kwargs: dict[str, Any],
-) -> NRIQAModel:
-    from ._nrhead import NRHead, NRHeadIQA
-
-    if weights is not None:
-        if not isinstance(weights, (str, os.PathLike)):
-            raise DTypeError(
-                f"weights must be a folder or a Hub repo id; got {type(weights).__name__}"
-            )
-        head = NRHead.from_pretrained(weights, pretrained_backbone=bool(pretrained), **kwargs)
-        if backbone and backbone != head.backbone_name:
-            raise ArgumentError(
-                f"weights {str(weights)!r} hold a head for backbone {head.backbone_name!r}, "
-                f"but the name asks for 'nr-head:{backbone}'; use 'nr-head' or "
-                f"'nr-head:{head.backbone_name}'"
-            )
-    elif pretrained:
-        raise ArgumentError(
-            "an 'nr-head' model needs trained weights: pass weights=<folder or Hub repo id> "
-            "(train one with percepfid.train.train_nr_head), or pretrained=False for "
-            "an untrained head on a random backbone"
-        )
-    elif not backbone:
-        raise ArgumentError("name the backbone of an untrained head: 'nr-head:<backbone>'")
-    else:
-        head = NRHead(backbone=backbone, pretrained_backbone=False, **kwargs)
-    return NRHeadIQA(head, input_range=input_range)
 
 
 def list_nriqa(pattern: str = "*") -> list[str]:

@@ -1,6 +1,5 @@
 """Keep the trainers from re-running a frozen backbone every epoch: a bounded
-:class:`EmbeddingCache`, and :class:`SplitEncoder`, which runs a tower whose last N blocks
-are tuned as a frozen prefix, computed once per input, and the tuned suffix."""
+:class:`EmbeddingCache`, and :class:`SplitEncoder` (a frozen prefix run once per input)."""
 
 from __future__ import annotations
 
@@ -16,19 +15,14 @@ __all__ = ["EmbeddingCache", "SplitEncoder", "SplitUnsupported"]
 
 def _nbytes(value: Any) -> int:
     if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, (tuple, list)):
-        return sum(_nbytes(v) for v in value)
-    return 0
+        return value.nbytes
+    return sum(_nbytes(v) for v in value) if isinstance(value, (tuple, list)) else 0
 
 
 class EmbeddingCache:
     """A least-recently-used map from hashable keys to tensors (or tuples of tensors),
-    holding at most ``max_mb`` megabytes; ``max_mb=0`` disables it.
-
-    Attributes:
-        hits, misses: lookups answered from the cache and computed.
-    """
+    holding at most ``max_mb`` megabytes (0 disables it); ``hits`` and ``misses`` count the
+    lookups answered from it and computed."""
 
     def __init__(self, max_mb: float) -> None:
         self.max_bytes = int(float(max_mb) * 2**20)
@@ -76,21 +70,11 @@ def _passthrough(x: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ARG001 - bl
 
 
 class SplitEncoder:
-    """Run a backbone as a frozen prefix (computed once per input) and a tuned suffix,
-    checked against the whole tower on ``images`` when it is set up. It works on towers
-    whose blocks are called one after the other with the activation as their only tensor
-    argument (timm and open_clip vision transformers).
-
-    Args:
-        encode: the function from images to :class:`~percepfid.backbones.Embeddings` (for
-            example ``HLFLoss.encode``) that runs ``encoder``.
-        encoder: the backbone's encoder (``Backbone.encoder``).
-        tuned_blocks: how many blocks, from the last, are tuned.
-        images: a real input for the check.
-
-    Raises:
-        SplitUnsupported: the encoder has no block list, or the split run fails or gives
-            other values than the whole tower.
+    """Run ``encode`` (images -> :class:`~percepfid.backbones.Embeddings`, through
+    ``encoder``) as a frozen prefix, computed once per input, and the last ``tuned_blocks``
+    blocks, checked against the whole tower on ``images``. It works on towers whose blocks
+    are called one after the other with the activation as their only tensor argument (timm
+    and open_clip vision transformers); on others it raises :class:`SplitUnsupported`.
     """
 
     def __init__(
@@ -115,22 +99,17 @@ class SplitEncoder:
             whole = encode(images)
             try:
                 split = self.suffix(self.prefix(images), torch.zeros_like(images))
-            except SplitUnsupported:
-                raise
             except Exception as error:  # noqa: BLE001 - any failure means: run it whole
                 raise SplitUnsupported(f"{type(error).__name__}: {error}") from error
         for a, b in zip(whole, split, strict=True):
-            if (a is None) != (b is None):
-                raise SplitUnsupported("the split run returns other outputs")
-            if a is not None and (
-                a.shape != b.shape or not torch.allclose(a, b, rtol=1e-4, atol=1e-5)
-            ):
+            same = a is None if b is None else a is not None and a.shape == b.shape
+            if not same or (a is not None and not torch.allclose(a, b, rtol=1e-4, atol=1e-5)):
                 raise SplitUnsupported("the split run gives other values than the whole tower")
 
     @torch.no_grad()
     def prefix(self, images: torch.Tensor) -> torch.Tensor:
-        """The input of the first tuned block for ``images``: ``(rows, ...)``, where the
-        encoder's batch has ``rows`` entries (``B``, or ``B * tiles``)."""
+        """The input of the first tuned block: ``(rows, ...)``, ``rows`` being the encoder's
+        batch (``B``, or ``B * tiles``)."""
         captured = []
 
         def capture(module: nn.Module, args: tuple, kwargs: dict) -> None:  # noqa: ARG001
@@ -155,10 +134,8 @@ class SplitEncoder:
         return captured[0]
 
     def suffix(self, activation: torch.Tensor, images: torch.Tensor) -> Any:
-        """The encoder's output from the first tuned block on, fed ``activation`` (from
-        :meth:`prefix`); the blocks before it are skipped. ``images`` only gives the batch
-        its shape: the stem still runs on it, and its output is replaced by
-        ``activation``, so zeros of the right shape do."""
+        """The output of ``encode`` from :meth:`prefix`'s ``activation`` on (the frozen blocks
+        are skipped); ``images`` gives only the shape, as the stem's output is replaced."""
 
         def substitute(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:  # noqa: ARG001
             return (activation,), kwargs

@@ -1,6 +1,6 @@
 """The steps every trainer shares: reading a rating table, checking settings, the group
 split, seeding without touching the global RNG, the epoch loop, validation statistics,
-history rows and the best epoch, checkpoints and JSON reports."""
+history rows and the best epoch, JSON reports."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from .._checks import check_positive, check_positive_int
-from .._errors import ArgumentError, EmptyBatchError, WeightsError
+from .._errors import ArgumentError, EmptyBatchError
 
 logger = logging.getLogger(__name__)
 
@@ -28,19 +27,15 @@ _MAY_BE_ZERO = {"weight_decay", "cache_mb"}
 
 @dataclass(frozen=True)
 class RatingColumns:
-    """Where a rating CSV keeps each field, for every trainer (the argument names of
-    :func:`percepfid.data.read_rating_table`).
+    """Where a rating CSV keeps each field, for every trainer.
 
     Attributes:
-        image: the column of the rated (SR or distorted) images.
-        score: the column of the human scores.
-        group: the column of the group id (the source image or scene; pairs of one group
-            never cross the train/validation split), or None.
+        image, score: the columns of the rated (SR or distorted) images and of their scores.
+        group: the column of the group id (source image or scene), or None.
         reference: the column of the reference (GT) images, or None (no-reference data).
         root: the folder relative image paths start from (default: the CSV's folder).
-        flags: how error messages name the option that sets each field, keyed by field
-            (e.g. ``{"score": "--score-column"}``, as the command line does); default
-            ``columns.<field>``.
+        flags: how error messages name the option that sets each field (e.g.
+            ``{"score": "--score-column"}``); default ``columns.<field>``.
     """
 
     image: str = "image"
@@ -76,11 +71,9 @@ def read_rows(ratings: str | os.PathLike[str] | Iterable[Any], read: Callable) -
 def check_settings(**settings: float | None) -> None:
     """Check numeric settings by their shared names (see ``_COUNTS``); None is not checked."""
     for name, value in settings.items():
-        if value is None:
-            continue
-        if name in _COUNTS:
+        if value is not None and name in _COUNTS:
             check_positive_int(value, name)
-        else:
+        elif value is not None:
             check_positive(value, name, allow_zero=name in _MAY_BE_ZERO)
 
 
@@ -174,41 +167,21 @@ def agreement(predicted: Any, truth: Any) -> tuple[float, float]:
 
 @dataclass
 class Selection:
-    """The history rows of a run and its best epoch by a validation score.
-
-    Attributes:
-        history: one dict per logged epoch (its ``epoch`` and what the trainer measured).
-        score: the best score so far (``-inf`` while no defined score was logged).
-        epoch: its epoch, or None before the first row.
-    """
+    """The ``history`` rows of a run (one dict per epoch: its ``epoch`` and what the trainer
+    measured), the best validation ``score`` so far (``-inf`` while none is defined) and its
+    ``epoch`` (None before the first row)."""
 
     history: list[dict[str, Any]] = field(default_factory=list)
     score: float = -math.inf
     epoch: int | None = None
 
-    def log(self, row: dict[str, Any], score: float | None) -> bool:
+    def log(self, row: dict[str, Any], score: float) -> bool:
         """Append ``row``; whether its epoch is the new best: the first one logged, or one
-        whose score beats the best (an undefined score, None or NaN, never does)."""
+        whose score beats the best (NaN never does)."""
         self.history.append(row)
         logger.info("epoch %s: %s", row["epoch"], row)
-        value = -math.inf if score is None or math.isnan(score) else score
+        value = -math.inf if math.isnan(score) else score
         if self.epoch is None or value > self.score:
             self.score, self.epoch = value, row["epoch"]
             return True
         return False
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A checkpoint mapping (``weights_only=True``); WeightsError when missing or corrupt."""
-    target = Path(path)
-    if not target.is_file():
-        raise WeightsError(f"checkpoint not found: {target}")
-    try:
-        state = torch.load(target, map_location="cpu", weights_only=True)
-    except Exception as error:  # UnpicklingError, RuntimeError on truncated archives
-        raise WeightsError(
-            f"cannot read checkpoint {target}: {type(error).__name__}: {error}"
-        ) from error
-    if not isinstance(state, dict):
-        raise WeightsError(f"{target} holds a {type(state).__name__}, not a checkpoint")
-    return state

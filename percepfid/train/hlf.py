@@ -53,14 +53,9 @@ class RatingsError(ArgumentError):
 
 @dataclass(frozen=True)
 class HumanRating:
-    """One human judgement: how faithful ``sr`` is to ``gt``.
-
-    Attributes:
-        sr: path of the super-resolved (or distorted) image.
-        gt: path of its ground truth.
-        score: the human fidelity score (any scale; higher = more faithful).
-        group: the source image; pairs of one group never cross the train/val split.
-    """
+    """One human judgement: how faithful ``sr`` (the path of an SR or distorted image) is to
+    ``gt`` (its ground truth's), as a ``score`` on any scale (higher = more faithful);
+    ``group`` is the source image (pairs of one group never cross the train/val split)."""
 
     sr: Path
     gt: Path
@@ -81,7 +76,6 @@ class HLFFitResult:
         score_range: the (low, high) human scores mapped to 0 and 1 for fitting.
         train_groups, val_groups: the groups of each split.
         output_dir, repo_id: where the head was saved and pushed, if it was.
-        unfreeze_blocks: how many backbone blocks were fine-tuned with the head.
         history: per fine-tuning epoch, ``epoch``, ``train_mse``, ``val_srcc_head``,
             ``val_plcc_head`` and ``val_score`` (their sum, the selection score); epoch 0 is
             the frozen fit. Validation values are None without a split.
@@ -117,11 +111,8 @@ class HLFFitResult:
 def read_ratings(
     csv_path: str | os.PathLike[str], columns: RatingColumns = HLF_COLUMNS
 ) -> list[HumanRating]:
-    """Read human ratings from a CSV with a header row.
-
-    Relative image paths are taken relative to ``columns.root`` (default: the CSV's
-    folder). When ``columns.group`` is None or absent from the file, the GT path is the
-    group.
+    """Read human ratings from a CSV with a header row (see :class:`RatingColumns`); when
+    ``columns.group`` is None or absent from the file, the GT path is the group.
 
     Raises:
         RatingsError: the file, a column or an image is missing, or a score is not a number.
@@ -171,8 +162,7 @@ def _targets(
 ) -> tuple[np.ndarray, tuple[float, float]]:
     """Human scores mapped to [0, 1] (clipped) and the (low, high) that map to 0 and 1."""
     if score_range is None:
-        train_human = human[~is_val]
-        low, high = float(train_human.min()), float(train_human.max())
+        low, high = float(human[~is_val].min()), float(human[~is_val].max())
         if low >= 0.0 and high <= 1.0:
             low, high = 0.0, 1.0
     else:
@@ -190,14 +180,10 @@ def _take(out: Any, index: Any) -> Any:
 
 
 class _PairEncoder:
-    """Embeddings of rated pairs through an HLF loss's backbone.
-
-    With a cache (``cache_mb > 0``) every distinct image runs through the frozen backbone
-    once per run: the cache keeps its embedding or, when the last ``tuned_blocks`` will be
-    tuned, its activation before the first tuned block, and each call runs the tuned blocks
-    only, once per distinct image. Without a cache (or, once tuning, for a tower that cannot
-    be split) each call runs the whole tower on every image of every pair.
-    """
+    """Embeddings of rated pairs through an HLF loss's backbone. A cache keeps each distinct
+    image's embedding or, when the last ``tuned_blocks`` are tuned, its activation before
+    them; without one (or, tuning, for a tower that cannot be split) the whole tower runs
+    on every image of every pair."""
 
     def __init__(
         self,
@@ -212,18 +198,11 @@ class _PairEncoder:
         self.cache = EmbeddingCache(cache_mb)
         self.split: SplitEncoder | None = None
         if tuned_blocks and self.cache.enabled:
-            name, encoder = loss.backbone.spec.name, loss.backbone.encoder
+            name, images = loss.backbone.spec.name, self._read([ratings[0].gt])
             try:
-                images = self._read([ratings[0].gt])
-                self.split = SplitEncoder(loss.encode, encoder, tuned_blocks, images)
+                self.split = SplitEncoder(loss.encode, loss.backbone.encoder, tuned_blocks, images)
             except SplitUnsupported as reason:
-                logger.warning(
-                    "cannot run backbone %r in two parts (%s): its frozen blocks run every epoch",
-                    name,
-                    reason,
-                )
-            else:
-                logger.info("backbone %r: its first %d blocks run once", name, self.split.first)
+                logger.warning("cannot run backbone %r in two parts (%s): runs whole", name, reason)
 
     def _read(self, paths: Sequence[str | Path]) -> torch.Tensor:
         return torch.stack([read_image(p) for p in paths]).to(self.device)
@@ -272,8 +251,8 @@ class _PairEncoder:
 
 
 def _fit_frozen(head: nn.Module, features: np.ndarray, target: np.ndarray, steps: int) -> None:
-    """Least-squares fit of the head on fixed features (L-BFGS), the calibration head from
-    the linear fit of logit(target) on the cosine, the MLP from the features' statistics."""
+    """Least-squares fit (L-BFGS) of the head on fixed features, from the linear fit of
+    logit(target) on the cosine (calibration head) or the features' statistics (MLP)."""
     features = torch.tensor(features, dtype=torch.float32)
     target = torch.tensor(target, dtype=torch.float32)
     if hasattr(head, "set_feature_statistics"):
@@ -315,16 +294,13 @@ def _statistics(
 
 @torch.no_grad()
 def _head_predict(head: nn.Module, features: np.ndarray) -> np.ndarray:
-    head.eval()
-    inputs = torch.tensor(features, dtype=torch.float32)
-    device = next(head.parameters()).device
-    return head.from_features(inputs.to(device)).double().cpu().numpy()
+    inputs = torch.tensor(features, dtype=torch.float32, device=next(head.parameters()).device)
+    return head.eval().from_features(inputs).double().cpu().numpy()
 
 
 @dataclass
 class _Fit:
-    """What the steps of one fit share: the pairs, the head, the human scores and their
-    [0, 1] targets, the validation mask and the batching settings."""
+    """What the steps of one fit share (``target``: the human scores mapped to [0, 1])."""
 
     pairs: _PairEncoder
     head: nn.Module
@@ -351,11 +327,9 @@ class _Fit:
     def fine_tune(
         self, blocks: int, epochs: int, rates: tuple[float, float], seed: int
     ) -> tuple[list[dict[str, float | None]], int]:
-        """Train the head and the last ``blocks`` backbone blocks end to end (MSE on the
-        targets; ``rates`` are the head's and the blocks' learning rates), keeping the
-        epoch with the best validation SRCC + PLCC (epoch 0 is the frozen fit; without a
-        validation split, the last epoch) and recording the blocks as the head's
-        ``backbone_update``. Returns the history and the kept epoch."""
+        """Train the head and the last ``blocks`` blocks (``rates``: their learning rates) on
+        the targets' MSE; keep the best epoch (see :class:`HLFFitResult`), record the blocks
+        as the head's ``backbone_update``; return the history and the kept epoch."""
         from ..backbones import last_block_parameters
         from ..heads import BackboneUpdate
 
@@ -373,15 +347,13 @@ class _Fit:
         def log(epoch: int, train_mse: float | None) -> None:
             """Log the epoch; keep a copy of the blocks and head when it is the best."""
             nonlocal kept
-            values = (None, None)
+            srcc = plcc = math.nan
             if len(val_index):
                 predicted = _head_predict(head, self.features(val_index, show=False)[1])
-                values = agreement(predicted, self.human[val_index])
-                values = tuple(None if math.isnan(v) else v for v in values)
-            total = None if None in values else values[0] + values[1]
-            row = {"epoch": epoch, "train_mse": train_mse, "val_srcc_head": values[0]}
-            row |= {"val_plcc_head": values[1], "val_score": total}
-            if selection.log(row, total) and len(val_index):
+                srcc, plcc = agreement(predicted, self.human[val_index])
+            row = {"epoch": epoch, "train_mse": train_mse, "val_srcc_head": srcc}
+            row |= {"val_plcc_head": plcc, "val_score": srcc + plcc}
+            if selection.log(json_safe(row), srcc + plcc) and len(val_index):
                 blocks_state = {n: params[n].detach().clone() for n in names}
                 kept = blocks_state, copy.deepcopy(head.state_dict())
 
@@ -410,9 +382,7 @@ class _Fit:
             for param in tuned:
                 param.requires_grad_(False)
         if kept is not None:
-            with torch.no_grad():
-                for name, value in kept[0].items():
-                    params[name].copy_(value)
+            backbone.encoder.load_state_dict(kept[0], strict=False)
             head.load_state_dict(kept[1])
         head.eval().cpu()
         state = {name: params[name].detach().cpu().clone() for name in names}
@@ -435,8 +405,7 @@ def _save(
     push_to_hub: str | None,
     private: bool,
 ) -> None:
-    """Save the head (``config.json`` records ``fitted_on``) and ``fit_report.json`` and/or
-    push the head to the Hub; record where in ``result``."""
+    """Save (with ``fit_report.json``) and/or push the head; record where in ``result``."""
     config = _head_config(result.head) | {FITTED_ON_KEY: fitted_on}
     if output_dir is not None:
         folder = Path(output_dir)
@@ -484,38 +453,29 @@ def fit_hlf_head(
     [0, 1], by least squares (L-BFGS). With ``unfreeze_blocks=N`` that fit starts an
     end-to-end fine-tune of the head and the backbone's last N blocks (AdamW); the epoch
     with the best validation SRCC + PLCC is kept, and the tuned blocks are saved with the
-    head so ``HLFLoss(backbone, head=output_dir)`` loads them.
+    head so ``HLFLoss(backbone, head=output_dir)`` loads them. Shared arguments: see
+    :mod:`percepfid.train` (``ratings`` may be :class:`HumanRating` rows; ``backbone``
+    anything ``HLFLoss`` takes).
 
     Args:
-        ratings: a CSV path (see :func:`read_ratings`) or a sequence of :class:`HumanRating`.
-        backbone: the HLF backbone (name, full spec or module), as for ``HLFLoss``; a
-            module is copied before fine-tuning, never changed in place.
-        columns: the CSV's layout (default :data:`HLF_COLUMNS`).
         head: ``'calibration'`` (:class:`~percepfid.heads.CalibrationHead`, monotone in the
             cosine) or ``'mlp'`` (:class:`~percepfid.heads.MLPCalibrationHead`).
         hidden: hidden width of the ``'mlp'`` head.
         unfreeze_blocks: fine-tune the last N transformer blocks and the layers after them
             (final norm, pooling, output projection) with the head; 0 keeps it frozen.
-        epochs: fine-tuning passes over the training pairs.
-        lr, backbone_lr: the head's and the unfrozen blocks' learning rates when fine-tuning.
-        pretrained: load the backbone's weights; ``False`` for random weights (tests only).
+        epochs, lr, backbone_lr: the fine-tune's epochs and the head's and the blocks'
+            learning rates.
         embedding: ``'cls'``, ``'patch'`` or ``'cls+patch'``, as for ``HLFLoss``.
-        image_size: override the backbone input size.
-        val_fraction: fraction of groups held out for validation (0 fits on everything).
-        seed: seed of the group split, the MLP's initialisation and the batch order.
         score_range: human scores mapped to 0 and 1; default the min and max of the
             training scores (scores already in [0, 1] are kept as they are).
         steps: maximum L-BFGS iterations of the frozen fit.
         batch_size: pairs per backbone forward pass (and per fine-tuning step).
-        device: where the backbone runs; default CUDA when available, else CPU.
         output_dir: save the head there with ``save_pretrained`` (its ``config.json``
             holds the fitted values and the backbone it was fitted on), plus
             ``fit_report.json`` and, with ``unfreeze_blocks``, ``backbone.safetensors``.
-        push_to_hub: a Hub repo id to push the head to (needs a Hub login).
-        private: create the pushed repository as private.
-        progress: show progress bars.
-        cache_mb: memory for embeddings (or, fine-tuning, the frozen blocks' activations)
-            kept across epochs; 0 runs the whole backbone every time (same results, slower).
+        push_to_hub: a Hub repo id to push the head to (needs a Hub login); ``private``:
+            create that repository as private.
+        cache_mb: fine-tuning, it keeps the frozen blocks' activations.
 
     Returns:
         An :class:`HLFFitResult`.

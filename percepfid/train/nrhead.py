@@ -1,5 +1,4 @@
-"""Fit an :class:`~percepfid.iqa.NRHead` to mean opinion scores listed in a CSV file:
-:func:`train_nr_head` (also importable from :mod:`percepfid.iqa.train`)."""
+""":func:`train_nr_head`: an :class:`~percepfid.iqa.NRHead` fitted to mean opinion scores."""
 
 from __future__ import annotations
 
@@ -53,36 +52,23 @@ def train_nr_head(
     progress: bool = True,
     pretrained_backbone: bool | None = None,
 ) -> NRHead:
-    """Fit a no-reference regression head to the MOS in a CSV of ``(image, mos)`` rows:
-    every image is embedded once by the frozen backbone, then the head is fitted to the
-    standardised MOS (mean-squared error).
+    """Fit a no-reference regression head to the MOS of ``(image, mos)`` rows: every image
+    is embedded once by the frozen backbone, then the head is fitted to the standardised MOS
+    (mean-squared error, AdamW). Shared arguments: see :mod:`percepfid.train`.
 
     Args:
-        ratings: the CSV file (header line; read with ``columns``), or its rows.
-        backbone: the registered backbone the head sits on.
-        columns: the CSV's layout (default :data:`NR_COLUMNS`: ``image``, ``mos``).
         higher_is_better: whether a larger MOS means better quality in this dataset.
-        pretrained: load the backbone's weights (``False``: random, tests only).
-        image_size: backbone input side (``None``: native).
         hidden: hidden width of the head (0: linear).
-        lr, weight_decay: AdamW learning rate and weight decay.
-        epochs: passes over the embeddings.
-        batch_size: minibatch size of the head fit.
-        seed: seed of the head initialisation and of the minibatch order (the global RNG
-            is left as it was).
-        device: where to embed and fit; default CUDA when available, else CPU.
-        progress: show progress bars.
-        pretrained_backbone: the former name of ``pretrained``; overrides it when given.
+        weight_decay: AdamW weight decay.
+        pretrained_backbone: an alias of ``pretrained`` that overrides it when given.
 
     Returns:
-        The trained head, in ``eval()`` mode; ``head.save_pretrained(folder)`` or
-        ``head.push_to_hub(repo_id)`` stores it, ``create_nriqa('nr-head', weights=...)``
-        loads it.
+        The trained :class:`~percepfid.iqa.NRHead`, in ``eval()`` mode (``save_pretrained``
+        or ``push_to_hub`` stores it, ``create_nriqa('nr-head', weights=...)`` loads it).
 
     Raises:
-        ArgumentError: bad CSV content or hyper-parameters.
-        EmptyBatchError: the CSV has a header but no rows.
-        ImageReadError: an image cannot be read (see :func:`percepfid.data.read_image`).
+        ArgumentError: bad CSV content or settings; EmptyBatchError: no rows;
+        ImageReadError: an image cannot be read.
     """
     from ..iqa import NRHead
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,6 @@ from ._common import (
     Selection,
     agreement,
     check_settings,
-    load_checkpoint,
     pick_device,
     read_rows,
     seeded,
@@ -66,16 +66,11 @@ def dense_pairs(
 ) -> list[tuple[int, int, float]]:
     """All ordered pairs ``(i, j)``, ``i != j``, of images of the same group, with labels.
 
-    Scores are normalised to ``[0, 1]`` over all ``rows`` (flipped when lower is better), so
-    the label ``q_i - q_j`` lies in ``[-1, 1]``.
-
-    Args:
-        rows: the rated images.
-        groups: the groups to pair within.
-        higher_is_better: whether a higher score means better quality (MOS) or worse (DMOS).
+    Scores are normalised to ``[0, 1]`` over all ``rows`` (flipped unless
+    ``higher_is_better``), so the label ``q_i - q_j`` lies in ``[-1, 1]``.
 
     Returns:
-        ``(i, j, label)`` triples indexing ``rows``.
+        ``(i, j, label)`` triples indexing ``rows``, for the ``groups`` given.
     """
     scores = torch.tensor([r.score for r in rows], dtype=torch.float64)
     low, high = float(scores.min()), float(scores.max())
@@ -190,53 +185,16 @@ class _PairSource:
         flag = self.loss.antisymmetric
         return rqi_score(nn.Identity(), self.loss.model.compare, a, b, antisymmetric=flag), labels
 
-
-def _build(
-    backbone: str | nn.Module,
-    head: nn.Module | None,
-    embedding: str,
-    pretrained: bool,
-    image_size: int | None,
-    seed: int,
-    device: torch.device,
-) -> Any:
-    """The RQI loss on the frozen backbone with a trainable head (seeded)."""
-    from ..backbones import create_backbone
-    from ..losses import RQILoss
-
-    with seeded(seed):  # building modules draws from the global RNG: keep the caller's
-        sized = image_size is not None and isinstance(backbone, str)
-        options = {"image_size": image_size} if sized else {}
-        encoder = create_backbone(backbone, pretrained=pretrained, **options)
-        if head is None:
-            width = getattr(encoder, "token_dim" if embedding == "patch" else "embed_dim", None)
-            if not width:
-                raise ArgumentError(f"the backbone reports no {embedding} width; pass head=")
-            head = RQIHead(int(width))
-    if not (hasattr(head, "save_pretrained") and hasattr(type(head), "from_pretrained")):
-        raise ArgumentError(
-            "head must be a percepfid.heads.HubHead subclass (saved with save_pretrained); "
-            f"got {type(head).__name__}"
-        )
-    return RQILoss(
-        encoder, head=head, embedding=embedding, train_head=True, pretrained=pretrained
-    ).to(device)
-
-
-def _validate(
-    source: _PairSource, pairs: Sequence[tuple[int, int, float]], batch_size: int
-) -> float:
-    """SRCC between predicted and true differences on centred crops (NaN without pairs or
-    with constant predictions)."""
-    if not pairs:
-        return float("nan")
-    source.loss.eval()
-    with torch.no_grad():
-        scored = [
-            source.score(pairs[k : k + batch_size], None) for k in range(0, len(pairs), batch_size)
-        ]
-    predicted, labels = (torch.cat([s[n].float().cpu() for s in scored]) for n in (0, 1))
-    return agreement(predicted, labels)[0]
+    @torch.no_grad()
+    def validate(self, pairs: Sequence[tuple[int, int, float]], size: int) -> float:
+        """SRCC between predicted and true differences on centred crops, ``size`` pairs a
+        batch (NaN without pairs or with constant predictions)."""
+        if not pairs:
+            return math.nan
+        self.loss.eval()
+        scored = [self.score(pairs[k : k + size], None) for k in range(0, len(pairs), size)]
+        predicted, labels = (torch.cat([s[n].float().cpu() for s in scored]) for n in (0, 1))
+        return agreement(predicted, labels)[0]
 
 
 def train_rqi(
@@ -267,25 +225,18 @@ def train_rqi(
 ) -> RQITrainResult:
     """Train an RQI head on a frozen backbone, RQI-style (Su et al., arXiv 2503.13074).
 
-    Every ordered pair ``(i, j)``, ``i != j``, of images of one group (scene) is a training
-    example with label ``q_i - q_j`` (scores normalised so labels lie in ``[-1, 1]``) for
-    the antisymmetrised head ``(g(a, b) - g(b, a)) / 2`` on backbone embeddings, fitted
-    with a Huber loss. Each epoch ends with the SRCC between predicted and true differences
-    on the held-out groups' pairs (centre crops); the best head so far is saved to
-    ``output_dir/best`` (Hub format), and ``output_dir/last.pt`` holds what resuming needs.
+    Every ordered pair of images of one group (scene), labelled with their quality
+    difference (see :func:`dense_pairs`), trains the antisymmetrised head
+    ``(g(a, b) - g(b, a)) / 2`` on backbone embeddings with a Huber loss. The SRCC on the
+    held-out groups' pairs (centre crops) after each epoch picks the head saved to
+    ``output_dir/best`` (Hub format); ``output_dir/last.pt`` holds what resuming needs.
+    Shared arguments: see :mod:`percepfid.train`.
 
     Args:
-        ratings: a CSV with one row per image (path, group id, score), or its rows.
         output_dir: where checkpoints go (created).
-        columns: the CSV's layout (default :data:`RQI_COLUMNS`).
-        backbone: a registered backbone name or a module (frozen).
         head: the head to train; default ``RQIHead(width)`` seeded with ``seed``.
         embedding: ``'cls'`` (pooled) or ``'patch'`` (aligned tokens).
-        pretrained: backbone weights from the Hub; ``False`` for random weights (tests).
-        image_size: override the input size of a registered backbone.
         higher_is_better: whether a higher score means better quality.
-        epochs: passes over the training pairs.
-        batch_size: pairs per step.
         lr, weight_decay: AdamW settings (paper: 1e-4, 1e-5).
         delta: Huber switch point (labels are in ``[-1, 1]``: 1.0 is almost plain L2,
             0.1 mixes L2 and L1).
@@ -294,15 +245,9 @@ def train_rqi(
         crop_positions: random crop positions per group, drawn once from ``seed`` (each
             used with and without a flip); ``None`` draws a fresh position for every pair
             in every epoch.
-        val_fraction: share of groups held out for validation.
         max_pairs_per_epoch: cap on the (shuffled) training pairs per epoch.
-        seed: seeds the head's initialisation, the split, the shuffles, crops and flips
-            (through private generators; the global RNG is left as it was).
         resume: ``True`` to continue from ``output_dir/last.pt``, or a checkpoint path.
-        device: where to train; default CUDA when available, else CPU.
-        progress: show a tqdm bar per epoch.
-        cache_mb: memory for the embeddings of distinct crops kept across epochs; 0 runs
-            the backbone on every pair (the same results, slower).
+        cache_mb: it keeps the embeddings of distinct crops.
 
     Returns:
         An :class:`RQITrainResult` with the best head.
@@ -332,23 +277,41 @@ def train_rqi(
     logger.info(
         "train_rqi: %d images, %d/%d pairs (train/val)", len(rows), len(train_pairs), len(val_pairs)
     )
-    # build, and resume
-    loss = _build(backbone, head, embedding, pretrained, image_size, seed, device)
-    head = loss.model.head
+    # build (seeded: building modules draws from the global RNG), and resume
+    from ..backbones import create_backbone
+    from ..losses import RQILoss
+
+    with seeded(seed):
+        sized = image_size is not None and isinstance(backbone, str)
+        options = {"image_size": image_size} if sized else {}
+        encoder = create_backbone(backbone, pretrained=pretrained, **options)
+        if head is None:
+            width = getattr(encoder, "token_dim" if embedding == "patch" else "embed_dim", None)
+            if not width:
+                raise ArgumentError(f"the backbone reports no {embedding} width; pass head=")
+            head = RQIHead(int(width))
+    if not (hasattr(head, "save_pretrained") and hasattr(type(head), "from_pretrained")):
+        raise ArgumentError(
+            "head must be a percepfid.heads.HubHead subclass (saved with save_pretrained); "
+            f"got {type(head).__name__}"
+        )
+    rqi = RQILoss(encoder, head=head, embedding=embedding, train_head=True, pretrained=pretrained)
+    loss = rqi.to(device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     start, selection = 0, Selection()
     if resume:
         path = output / "last.pt" if resume is True else Path(resume)
-        state = load_checkpoint(path)
         try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
             head.load_state_dict(state["head"])
             optimizer.load_state_dict(state["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as error:
-            raise WeightsError(f"{path} does not fit this head/optimizer: {error}") from error
-        generator.set_state(state["generator"])
-        start = int(state["epoch"])
-        history = list(state.get("history", []))
-        selection = Selection(history, float(state["best_srcc"]), int(state["best_epoch"]))
+            generator.set_state(state["generator"])
+            start, history = int(state["epoch"]), list(state.get("history", []))
+            selection = Selection(history, float(state["best_srcc"]), int(state["best_epoch"]))
+        except Exception as error:  # noqa: BLE001 - missing, corrupt or unfitting
+            raise WeightsError(
+                f"cannot resume from {path}: {type(error).__name__}: {error}"
+            ) from error
     source = _PairSource(loss, rows, crop_size, crop_positions, seed, cache_mb, device)
 
     def pair_loss(batch: Sequence[int]) -> torch.Tensor:
@@ -361,7 +324,7 @@ def train_rqi(
         batches = shuffled_batches(len(train_pairs), batch_size, generator, max_pairs_per_epoch)
         desc = f"train-rqi epoch {epoch}/{epochs}"
         train_loss = train_epoch(batches, pair_loss, optimizer, progress=progress, desc=desc)
-        val_srcc = _validate(source, val_pairs, batch_size)
+        val_srcc = source.validate(val_pairs, batch_size)
         row = {"epoch": epoch, "train_loss": train_loss, "val_srcc": val_srcc}
         if selection.log(row, val_srcc):
             head.save_pretrained(output / "best")
