@@ -98,18 +98,12 @@ class ArgmaxPatchSelector(nn.Module):
         left: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> AMOSelection:
-        """Select the best crop of each sample.
+        """Select the best crop of each sample (``candidates``, ``mask``: see the class).
 
         Args:
-            candidates: ``(B, K, 3, H, W)`` candidate ground truths.
-            mask: ``(B, K)`` bool, ``True`` where a candidate may be chosen.
-            top: ``(B,)`` integer crop rows to use instead of random ones (with
-                ``left``); multiples of ``scale``, so the LR crop aligns.
-            left: ``(B,)`` integer crop columns, multiples of ``scale``.
+            top, left: ``(B,)`` integer crop corners to use instead of random ones, both or
+                neither; multiples of ``scale``, so the LR crop aligns.
             generator: random source of the crop locations (CPU generator).
-
-        Returns:
-            :class:`AMOSelection` (no autograd graph).
 
         Raises:
             ShapeError: wrong rank, channels, crop larger than the image, bad ``mask`` or

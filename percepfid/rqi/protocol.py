@@ -98,10 +98,9 @@ def evaluate(
             :class:`~percepfid.rqi.BackbonePairModel` (antisymmetrised unless
             ``antisymmetric=False``), or any callable ``(a, ref) -> (B,)`` on ``[0, 1]``
             crops.
-        sr: ``(B, 3, H, W)`` images to score.
+        sr: ``(B, 3, H, W)`` images to score, any ``H, W``.
         gt: aligned references, same shape.
-        protocol: ``'paper'`` (scales 1, 1/2, 1/3; 20 crops each) or ``'official'``
-            (successive halving to 1/2, 1/4; 20/10/5 crops), see :data:`PROTOCOLS`.
+        protocol: ``'paper'`` or ``'official'``, see :data:`PROTOCOLS`.
         generator: a CPU generator for the crop positions. ``None`` uses a fresh one seeded
             with 0, so repeated calls agree.
         crop_size: the crop side; default the model's (224 for the released model).
@@ -110,12 +109,8 @@ def evaluate(
         batch_size: crops scored per model call.
         input_range: the value range of ``sr`` and ``gt``.
 
-    Shape:
-        - sr, gt: ``(B, 3, H, W)``, any ``H, W``.
-        - output: ``(B,)``.
-
     Returns:
-        The mean score over all crops, per image (no gradient).
+        ``(B,)``: the mean score over all crops, per image (no gradient).
 
     Raises:
         ShapeError, DTypeError, RangeError: bad images.
