@@ -1,9 +1,4 @@
-"""AMO (argmax-online) target selection, Zhang et al., arXiv 2504.18524.
-
-For every training sample, take one random crop location shared by all its candidate
-ground truths, score each candidate's crop with a no-reference IQA model and train on the
-best crop. The temperature of SMA/SMP goes to zero, per patch and per step.
-"""
+"""AMO (argmax-online) target selection, Zhang et al., arXiv 2504.18524."""
 
 from __future__ import annotations
 
@@ -40,7 +35,9 @@ class AMOSelection(NamedTuple):
 
 
 class ArgmaxPatchSelector(nn.Module):
-    """Pick the best-scoring candidate crop per sample, at one crop location per sample.
+    """Pick the best candidate crop per sample, at one crop location shared by its candidate
+    ground truths, as scored by a no-reference IQA model (SMA/SMP at temperature zero, per
+    patch and per step).
 
     Args:
         iqa: an NR-IQA name (see :func:`~percepfid.iqa.create_nriqa`), model or callable.

@@ -67,7 +67,7 @@ def _score_branch(
 class MANIQARQI(nn.Module):
     """The two-input MANIQA-RQI model: ``g(a, b)``, the signed quality of ``a`` relative to ``b``.
 
-    ``forward`` is the raw released model (not antisymmetric);
+    ``forward`` is the raw released model (not antisymmetric; > 0 when ``a`` looks better);
     :class:`percepfid.RQILoss` uses ``(g(a, b) - g(b, a)) / 2``, running :meth:`features`
     once per image and :meth:`compare` per ordered pair. The defaults are the released
     model: ViT-B/8 blocks 6-9 fused as ``cat(conv0_x1(f_a), conv0_x1(f_b),
@@ -202,7 +202,6 @@ class MANIQARQI(nn.Module):
         return x.reshape(batch, channels, height, width)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """The raw released model ``g(a, b)``: ``(B,)``, > 0 when ``a`` looks better than ``b``."""
         return self.compare(self.features(a), self.features(b))
 
 
