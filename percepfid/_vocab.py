@@ -15,20 +15,14 @@ EMBEDDINGS = ("cls", "patch", "cls+patch")
 RQI_EMBEDDINGS = EMBEDDINGS[:2]
 """The embeddings an RQI head can compare (a two-input head takes one kind of feature)."""
 
-CROPS = ("center", "squash", "tiles", "random")
-"""How an image becomes a fixed-size model input:
-
-- ``'center'``: resize the short side, then cut the centre;
-- ``'squash'``: resize the whole image to the input size (aspect ratio not kept);
-- ``'tiles'``: aligned tiles covering the whole image (backbones; fidelity is averaged);
-- ``'random'``: one aligned crop at a random position (RQI; positions from a generator).
-"""
-
 BACKBONE_CROPS = ("center", "squash", "tiles")
-"""The crops a backbone's preprocessing offers."""
+"""How a backbone's preprocessing makes its fixed-size input: ``'center'`` resizes the short
+side, then cuts the centre; ``'squash'`` resizes the whole image (aspect ratio not kept);
+``'tiles'`` cuts aligned tiles covering the whole image (fidelity is averaged)."""
 
 RQI_CROPS = ("random", "center", "squash")
-"""The crops :class:`~percepfid.RQILoss` offers."""
+"""The crops :class:`~percepfid.RQILoss` offers; ``'random'`` is one aligned crop at a random
+position (drawn from a generator)."""
 
 KERNEL_BACKENDS = ("auto", "torch", "triton")
 """``kernel=`` / ``backend=`` of the cosine kernel, and ``PERCEPFID_KERNEL``."""

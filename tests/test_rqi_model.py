@@ -16,8 +16,10 @@ from percepfid.losses.rqi import RQILoss
 from percepfid.rqi import (
     MANIQARQI,
     SMALL_MODEL_KWARGS,
+    RQIHead,
     TransposedAttention,
     create_maniqa_rqi,
+    evaluate,
     load_released_weights,
 )
 from percepfid.rqi._swin import WindowAttention, _shift_mask
@@ -231,6 +233,16 @@ def test_bad_config_raises():
         MANIQARQI(**{**SMALL, "feature_indices": (0, 9)})
     with pytest.raises(ArgumentError, match="num_heads"):
         MANIQARQI(**{**SMALL, "depths": (2, 2, 2)})
+
+
+def test_evaluate_an_rqi_loss_that_does_not_crop_needs_crop_size(tiny_backbone_name):
+    loss = RQILoss(tiny_backbone_name, head=RQIHead(192, hidden_dim=4), pretrained=False)
+    assert loss.crop_size is None
+    sr, gt = torch.rand(2, 3, 40, 48), torch.rand(2, 3, 40, 48)
+    with pytest.raises(ArgumentError, match="pass crop_size="):
+        evaluate(loss, sr, gt)
+    scores = evaluate(loss, sr, gt, "official", crop_size=32)
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
 
 
 def test_load_released_weights_from_local_file(tmp_path):

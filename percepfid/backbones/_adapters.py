@@ -43,11 +43,8 @@ def _weights_file(spec: BackboneSpec, repo_id: str, filename: str) -> Path:
     return hub.download(repo_id, filename)
 
 
-# Random weights must still make embeddings depend on the image. Two upstream inits do
-# not: DINOv2's LayerScale starts at 1e-5 (the residual branches vanish, so the CLS token
-# ignores the input) and transformers' BLIP vision config draws every weight with std
-# 1e-10. With ``pretrained=False`` percepfid sets such LayerScale gammas to 1 (a plain
-# pre-norm ViT) and draws BLIP's weights with std 0.02.
+# Random weights must still make embeddings depend on the image (see create_backbone's
+# ``pretrained``): near-zero LayerScale gammas are set to 1, BLIP draws with a wider std.
 _TINY_LAYER_SCALE = 1e-3
 _RANDOM_BLIP_INIT_STD = 0.02
 
@@ -252,10 +249,10 @@ def build_open_clip(
 
 
 def _load_file(path: Path, *prefixes: str) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file whose names start with one of ``prefixes``."""
-    from safetensors.torch import load_file
+    """The tensors of a weights file whose names start with one of ``prefixes``."""
+    from .. import hub
 
-    return {key: value for key, value in load_file(str(path)).items() if key.startswith(prefixes)}
+    return {k: v for k, v in hub.load_state_dict(path).items() if k.startswith(prefixes)}
 
 
 def _load_strict(module: nn.Module, state: dict, name: str) -> None:

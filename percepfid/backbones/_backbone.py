@@ -114,12 +114,6 @@ class Preprocess(nn.Module):
         )
 
 
-def _first_parameter(module: nn.Module) -> torch.Tensor | None:
-    """The first floating parameter (or buffer) of ``module``."""
-    tensors = itertools.chain(module.parameters(), module.buffers())
-    return next((tensor for tensor in tensors if tensor.is_floating_point()), None)
-
-
 class Embeddings(NamedTuple):
     """Both embeddings of a batch: ``pooled`` ``(B, D)`` or ``(B, T, D)`` with tiles, and
     ``tokens`` ``(B, N, Dt)`` (tiles concatenated along ``N``) or ``None``."""
@@ -137,7 +131,6 @@ class Backbone(nn.Module):
 
     Args:
         encoder: a module returning ``(pooled, tokens)`` from normalised input.
-        spec: the backbone's record.
         preprocess: its preprocessing, or ``None`` to feed images unchanged.
 
     Shape:
@@ -195,7 +188,8 @@ class Backbone(nn.Module):
         first). Images on another device than the encoder raise :class:`DTypeError`.
         """
         batch = images.shape[0]
-        reference = _first_parameter(self.encoder)
+        tensors = itertools.chain(self.encoder.parameters(), self.encoder.buffers())
+        reference = next((tensor for tensor in tensors if tensor.is_floating_point()), None)
         if reference is not None and images.device != reference.device:
             raise DTypeError(
                 f"images are on {images.device} but backbone {self.spec.name!r} is on "

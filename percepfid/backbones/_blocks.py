@@ -32,11 +32,6 @@ def block_list(encoder: nn.Module) -> tuple[str, nn.Module]:
     return max(candidates, key=lambda item: len(item[1]))
 
 
-# Output projections some towers keep as a bare parameter of a module above the blocks
-# (open_clip's ``VisionTransformer.proj``): registered before the blocks, applied after them.
-_OUTPUT_PROJECTIONS = ("proj",)
-
-
 def last_block_parameters(encoder: nn.Module, count: int) -> list[str]:
     """Names (relative to ``encoder``) of the parameters of its last ``count`` blocks and of
     every layer after them: the parameters registered after the block list (final norm,
@@ -59,11 +54,11 @@ def last_block_parameters(encoder: nn.Module, count: int) -> list[str]:
     chosen = tuple(f"{name}.{i}." for i in range(len(blocks) - count, len(blocks)))
     parts = name.split(".")
     ancestors = {".".join(parts[:i]) for i in range(len(parts))}
+    # registered before the blocks, applied after them
     projections = {
-        f"{path}.{p}" if path else p
+        f"{path}.proj" if path else "proj"
         for path in ancestors
-        for p in _OUTPUT_PROJECTIONS
-        if isinstance(getattr(encoder.get_submodule(path), p, None), nn.Parameter)
+        if isinstance(getattr(encoder.get_submodule(path), "proj", None), nn.Parameter)
     }
     selected, after = [], False
     for param_name, _ in encoder.named_parameters():

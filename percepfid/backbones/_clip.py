@@ -39,7 +39,8 @@ def create_clip_backbone(
     interpolation: str | None = None,
     input_range: tuple[float, float] = (0.0, 1.0),
 ) -> ClipTowers:
-    """Build an open_clip model once: its image tower as a Backbone, its text tower's output.
+    """Build an open_clip model once: its image tower as a Backbone, its text tower's output
+    (a :class:`ClipTowers`).
 
     The weights go through the same path as :func:`create_backbone` (the manifest entry
     when there is one, verified; else the upstream Hub file). The text tower runs once on
@@ -50,14 +51,8 @@ def create_clip_backbone(
             ``'open_clip:<model>/<pretrained tag>'`` (``'open_clip:<model>'`` for random
             weights).
         texts: the strings to embed.
-        pretrained: load the weights; ``False`` builds random weights (tests, plumbing).
-        image_size: the input size of the image tower (default: the model's own).
-        crop: the backbone's default crop mode (``'center'``, ``'squash'``, ``'tiles'``).
+        pretrained, image_size, crop, input_range: as for :func:`create_backbone`.
         interpolation: ``'bilinear'`` or ``'bicubic'`` resizing (default: upstream's).
-        input_range: value range of the images the backbone will receive.
-
-    Returns:
-        :class:`ClipTowers` ``(backbone, text_embeddings, logit_scale)``.
 
     Raises:
         ArgumentError: ``backbone`` is not an open_clip model, or a bad option.

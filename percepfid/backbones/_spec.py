@@ -18,8 +18,7 @@ class PreprocessConfig:
         image_size: the model's input size ``(H, W)``.
         resize_size: for ``crop='center'``, the shortest side after resizing (before the
             centre crop to ``image_size``). ``None`` means ``min(image_size)``.
-        mean: per-channel mean used for normalisation.
-        std: per-channel standard deviation used for normalisation.
+        mean, std: per-channel mean and standard deviation of the normalisation.
         interpolation: ``'bicubic'`` or ``'bilinear'`` (always antialiased when shrinking).
         crop: the default crop mode, ``'center'``, ``'squash'`` or ``'tiles'``.
     """

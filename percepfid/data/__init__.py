@@ -24,6 +24,7 @@ _LAZY = {
     "read_table": "io",
     "require_columns": "io",
     "score_candidates": "scoring",
+    "shorten_list": "io",
 }
 
 __all__ = sorted(_LAZY)

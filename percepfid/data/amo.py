@@ -1,9 +1,4 @@
-"""AMO (argmax-online) target selection, Zhang et al., arXiv 2504.18524.
-
-For every training sample, take one random crop location shared by all its candidate
-ground truths, score each candidate's crop with a no-reference IQA model and train on the
-best crop. The temperature of SMA/SMP goes to zero, per patch and per step.
-"""
+"""AMO (argmax-online) target selection, Zhang et al., arXiv 2504.18524."""
 
 from __future__ import annotations
 
@@ -40,7 +35,9 @@ class AMOSelection(NamedTuple):
 
 
 class ArgmaxPatchSelector(nn.Module):
-    """Pick the best-scoring candidate crop per sample, at one crop location per sample.
+    """Pick the best candidate crop per sample, at one crop location shared by its candidate
+    ground truths, as scored by a no-reference IQA model (SMA/SMP at temperature zero, per
+    patch and per step).
 
     Args:
         iqa: an NR-IQA name (see :func:`~percepfid.iqa.create_nriqa`), model or callable.
@@ -98,18 +95,12 @@ class ArgmaxPatchSelector(nn.Module):
         left: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> AMOSelection:
-        """Select the best crop of each sample.
+        """Select the best crop of each sample (``candidates``, ``mask``: see the class).
 
         Args:
-            candidates: ``(B, K, 3, H, W)`` candidate ground truths.
-            mask: ``(B, K)`` bool, ``True`` where a candidate may be chosen.
-            top: ``(B,)`` integer crop rows to use instead of random ones (with
-                ``left``); multiples of ``scale``, so the LR crop aligns.
-            left: ``(B,)`` integer crop columns, multiples of ``scale``.
+            top, left: ``(B,)`` integer crop corners to use instead of random ones, both or
+                neither; multiples of ``scale``, so the LR crop aligns.
             generator: random source of the crop locations (CPU generator).
-
-        Returns:
-            :class:`AMOSelection` (no autograd graph).
 
         Raises:
             ShapeError: wrong rank, channels, crop larger than the image, bad ``mask`` or

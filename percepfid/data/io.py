@@ -1,7 +1,4 @@
-"""Files in, tensors and rows out: image reading, folder listing, size batching, CSV tables.
-
-Every part of percepfid that reads an image or a table of ratings goes through this module.
-"""
+"""Files in, tensors and rows out: image reading, folder listing, size batching, CSV tables."""
 
 from __future__ import annotations
 
@@ -108,10 +105,37 @@ def _pil_to_array(image, file: Path) -> np.ndarray:  # noqa: ANN001 - a PIL imag
     mode = image.mode
     if mode in _SIXTEEN_BIT_MODES:
         return np.asarray(image).astype(np.float32) / np.float32(65535)
-    if mode == "I":
-        return _int32_to_array(image, file)
-    if mode == "F":
-        return _float_to_array(np.asarray(image, dtype=np.float32), file)
+    if mode == "I":  # 32-bit integers: read when the file declares 16-bit samples
+        bits = None
+        if image.format in ("PNG", "PPM"):
+            bits = 16  # Pillow uses mode I for these formats only for 16-bit samples
+        elif image.format == "TIFF":
+            declared = image.tag_v2.get(258)
+            bits = int(declared[0]) if isinstance(declared, tuple) and declared else declared
+        values = np.asarray(image)
+        if bits != 16:
+            raise ImageReadError(
+                f"image {file} has {bits or 'unknown'}-bit integer samples; percepfid reads 8- "
+                "and 16-bit integer images and float images in [0, 1]: convert it to one of those"
+            )
+        if values.min() < 0 or values.max() > 65535:
+            raise ImageReadError(
+                f"image {file} declares 16-bit samples but holds values in "
+                f"[{values.min()}, {values.max()}]; save it as unsigned 16-bit"
+            )
+        return values.astype(np.float32) / np.float32(65535)
+    if mode == "F":  # a float image at its own scale, which must be [0, 1]
+        values = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(values).all():
+            raise ImageReadError(f"float image {file} holds NaN or infinite values")
+        low, high = float(values.min()), float(values.max())
+        if low < 0.0 or high > 1.0:
+            raise ImageReadError(
+                f"float image {file} holds values in [{low:g}, {high:g}]; percepfid reads float "
+                "images as intensities in [0, 1]: clip or rescale it to [0, 1] (or save it as "
+                "8- or 16-bit)"
+            )
+        return values
     if mode in ("P", "PA"):  # through RGBA, so a transparent palette entry is not warned about
         image = image.convert("RGBA")
     elif mode != "RGB":
@@ -123,42 +147,6 @@ def _pil_to_array(image, file: Path) -> np.ndarray:  # noqa: ANN001 - a PIL imag
                 f"({error}); save it as 8- or 16-bit RGB or greyscale"
             ) from None
     return np.asarray(image)[:, :, :3].astype(np.float32) / np.float32(255)
-
-
-def _int32_to_array(image, file: Path) -> np.ndarray:  # noqa: ANN001 - a PIL image
-    """Pillow's 32-bit integer mode ``I``: read when the file declares 16-bit samples."""
-    bits = None
-    if image.format in ("PNG", "PPM"):
-        bits = 16  # Pillow uses mode I for these formats only for 16-bit samples
-    elif image.format == "TIFF":
-        declared = image.tag_v2.get(258)
-        bits = int(declared[0]) if isinstance(declared, tuple) and declared else declared
-    values = np.asarray(image)
-    if bits != 16:
-        raise ImageReadError(
-            f"image {file} has {bits or 'unknown'}-bit integer samples; percepfid reads 8- "
-            "and 16-bit integer images and float images in [0, 1]: convert it to one of those"
-        )
-    if values.min() < 0 or values.max() > 65535:
-        raise ImageReadError(
-            f"image {file} declares 16-bit samples but holds values in "
-            f"[{values.min()}, {values.max()}]; save it as unsigned 16-bit"
-        )
-    return values.astype(np.float32) / np.float32(65535)
-
-
-def _float_to_array(values: np.ndarray, file: Path) -> np.ndarray:
-    """A float image at its own scale, which must be [0, 1]."""
-    if not np.isfinite(values).all():
-        raise ImageReadError(f"float image {file} holds NaN or infinite values")
-    low, high = float(values.min()), float(values.max())
-    if low < 0.0 or high > 1.0:
-        raise ImageReadError(
-            f"float image {file} holds values in [{low:g}, {high:g}]; percepfid reads float "
-            "images as intensities in [0, 1]: clip or rescale it to [0, 1] (or save it as 8- "
-            "or 16-bit)"
-        )
-    return values
 
 
 @functools.cache
@@ -300,23 +288,39 @@ def read_table(
     (a UTF-8 byte-order mark is ignored).
 
     Raises:
-        error: the file is missing, empty, has no header or (unless ``allow_empty``) no rows;
-            messages name it as ``what`` (e.g. ``"ratings CSV"``).
+        error: the file is missing, empty, not UTF-8 text, not CSV, has no header, a column
+            name twice or (unless ``allow_empty``) no rows; messages name it as ``what``
+            (e.g. ``"ratings CSV"``).
     """
     file = Path(path)
     if not file.is_file():
         raise error(f"{what} not found: {file}")
-    with file.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames:
-            raise error(f"{what} {file} is empty; expected a CSV with a header row")
-        rows = [
-            {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
-            for row in reader
-        ]
+    try:
+        with file.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames:
+                raise error(f"{what} {file} is empty; expected a CSV with a header row")
+            rows = [
+                {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
+                for row in reader
+            ]
+    except UnicodeDecodeError as problem:
+        raise error(
+            f"{what} {file} is not UTF-8 text ({problem.reason} at byte {problem.start}); "
+            "save it as a UTF-8 CSV"
+        ) from None
+    except csv.Error as problem:
+        raise error(f"{what} {file} is not a readable CSV: {problem}") from None
+    fields = [name.strip() for name in reader.fieldnames]
+    repeated = sorted({field for field in fields if fields.count(field) > 1})
+    if repeated:
+        raise error(
+            f"{what} {file}: column(s) {', '.join(map(repr, repeated))} appear more than once "
+            "in the header row; give every column its own name"
+        )
     if not rows and not allow_empty:
         raise error(f"{what} {file} has a header but no rows")
-    return [name.strip() for name in reader.fieldnames], rows
+    return fields, rows
 
 
 def require_columns(
@@ -359,9 +363,10 @@ def parse_number(
     return number
 
 
-def _shorten(items: Sequence[str], limit: int = 5) -> str:
-    """The first ``limit`` items, comma-separated, and how many there are in all."""
-    shown = ", ".join(items[:limit])
+def shorten_list(items: Sequence[object], limit: int = 5) -> str:
+    """The first ``limit`` items (paths, names) comma-separated, and how many there are in all
+    when that is more, e.g. ``'a.png, b.png, ... (7 in all)'``."""
+    shown = ", ".join(map(str, items[:limit]))
     return shown if len(items) <= limit else f"{shown}, ... ({len(items)} in all)"
 
 
@@ -399,7 +404,6 @@ def read_rating_table(
     file order, every image checked to exist.
 
     Args:
-        path: the CSV file.
         image_column, score_column: the columns of the rated images and their scores.
         group_column: the column of the scene / source-image ids, or None for no groups.
         reference_column: the column of the reference images, or None (no-reference data).
@@ -407,15 +411,13 @@ def read_rating_table(
             group None instead of raising.
         root: the folder relative image paths start from (default: the CSV's folder);
             ``~`` is expanded, absolute paths are kept.
-        what: how messages name the file.
+        what, error: how messages name the file, and the exception class for bad content.
         options: how messages name the option that sets each column, keyed by argument
             name (e.g. ``{"image_column": "--image-column"}``; default ``<argument>=``).
-        error: the exception class to raise for bad content.
 
     Raises:
-        error: the file is missing or empty, a column is missing, an image cell is empty, a
-            score is not a finite number, or image files do not exist (messages name the
-            row, column, option or files).
+        error: as :func:`read_table`; a column is missing, an image cell is empty, a score
+            is not a finite number, or image files do not exist.
         EmptyBatchError: the file has a header but no rows.
     """
     file = Path(path)
@@ -449,7 +451,7 @@ def read_rating_table(
             image = Path(row[column]).expanduser()
             image = image if image.is_absolute() else base / image
             if not image.is_file():
-                missing.append(str(image))
+                missing.append(image)
             images.append(image)
         group = row[group_column] if use_group else None
         reference = images[1] if reference_column is not None else None
@@ -457,6 +459,6 @@ def read_rating_table(
     if missing:
         raise error(
             f"{described}: {len(missing)} image file(s) not found (relative paths start from "
-            f"{base}; change it with {option('root')}): {_shorten(missing)}"
+            f"{base}; change it with {option('root')}): {shorten_list(missing)}"
         )
     return ratings

@@ -1,9 +1,5 @@
-"""IQA-weighted ground-truth sampling (SMA / SMP), Zhang et al., arXiv 2504.18524.
-
-Each training input has several candidate ground truths. Every epoch visits each input and
-draws one candidate from ``softmax(Q / temperature)`` over its eligible candidates (all of
-them: SMA; human positives only: SMP), the best one (``argmax``) or a uniform one.
-"""
+"""IQA-weighted choice among several candidate ground truths per training input (SMA / SMP),
+Zhang et al., arXiv 2504.18524."""
 
 from __future__ import annotations
 
@@ -12,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import Sampler
 
@@ -67,7 +64,8 @@ def candidate_probabilities(
     candidates: Any = None,
     higher_is_better: bool = True,
 ) -> torch.Tensor:
-    """The probability of drawing each candidate of each item (float64).
+    """The probability of drawing each candidate of each item: ``(items, candidates)``
+    float64, each row summing to 1, ineligible entries 0.
 
     Args:
         scores: ``(items, candidates)`` quality scores; ``NaN`` marks an absent candidate.
@@ -78,10 +76,6 @@ def candidate_probabilities(
         candidates: optional boolean mask ``(items, candidates)``: ``True`` = eligible
             (all: SMA; human positives: SMP).
         higher_is_better: ``False`` for a score where lower means better (it is negated).
-
-    Returns:
-        ``(items, candidates)`` float64 probabilities; each row sums to 1, ineligible
-        entries are 0.
 
     Raises:
         ArgumentError: an item has no eligible candidate; bad ``mode``/``temperature``.
@@ -132,9 +126,8 @@ class IQAWeightedSampler(Sampler[tuple[int, int]]):
     repeating the items when it exceeds their number) and draws a candidate for each visit
     from :func:`candidate_probabilities`. The draw is a pure function of ``(seed, epoch)``:
     every rank computes the same epoch and keeps its own slice, like
-    ``torch.utils.data.DistributedSampler``, so ranks are disjoint and equally long
-    (the epoch is padded by wrapping around when it does not divide evenly, or trimmed
-    with ``drop_last``). Call :meth:`set_epoch` at the start of every epoch.
+    ``torch.utils.data.DistributedSampler``, so ranks are disjoint and equally long. Call
+    :meth:`set_epoch` at the start of every epoch.
 
     The dataset receives the pair as its index: ``dataset[(item, candidate)]``.
 
@@ -147,7 +140,8 @@ class IQAWeightedSampler(Sampler[tuple[int, int]]):
         shuffle: visit the items in a random order (``False``: ``0, 1, 2, ...``).
         num_replicas: number of ranks (default: ``torch.distributed`` world size, or 1).
         rank: this rank (default: ``torch.distributed`` rank, or 0).
-        drop_last: drop the tail that does not divide evenly instead of padding.
+        drop_last: drop the tail that does not divide evenly among the ranks instead of
+            padding it by wrapping around.
 
     Example:
         >>> scores = torch.tensor([[60.0, 70.0, float("nan")], [50.0, 40.0, 45.0]])
@@ -187,11 +181,15 @@ class IQAWeightedSampler(Sampler[tuple[int, int]]):
         )
         self.seed = check_seed(seed)
         self.shuffle = bool(shuffle)
-        num_replicas, self.rank = _world(num_replicas, rank)
-        self.num_replicas = num_replicas
+        initialised = dist.is_available() and dist.is_initialized()
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if initialised else 1
+        self.num_replicas = num_replicas = check_int(num_replicas, "num_replicas", minimum=1)
+        if rank is None:
+            rank = dist.get_rank() if initialised else 0
+        self.rank = check_int(rank, "rank", minimum=0, maximum=num_replicas - 1)
         self.drop_last = bool(drop_last)
         self.epoch = 0
-        # the epoch is padded by wrapping around, or trimmed with drop_last
         self.per_rank = (
             num_samples // num_replicas if self.drop_last else math.ceil(num_samples / num_replicas)
         )
@@ -235,16 +233,3 @@ class IQAWeightedSampler(Sampler[tuple[int, int]]):
 
     def __len__(self) -> int:
         return self.per_rank
-
-
-def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
-    if num_replicas is None or rank is None:
-        import torch.distributed as dist
-
-        initialised = dist.is_available() and dist.is_initialized()
-        if num_replicas is None:
-            num_replicas = dist.get_world_size() if initialised else 1
-        if rank is None:
-            rank = dist.get_rank() if initialised else 0
-    num_replicas = check_int(num_replicas, "num_replicas", minimum=1)
-    return num_replicas, check_int(rank, "rank", minimum=0, maximum=num_replicas - 1)

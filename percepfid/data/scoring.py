@@ -17,7 +17,7 @@ from torch import nn
 from .._atomic import atomic_path
 from .._checks import check_positive_int
 from .._errors import ArgumentError, DTypeError, EmptyBatchError
-from .io import IMAGE_EXTENSIONS, batches_by_size, image_size, list_images, read_image
+from .io import IMAGE_EXTENSIONS, batches_by_size, image_size, list_images, read_image, shorten_list
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +27,8 @@ _CACHE_FORMAT = "percepfid.candidate-scores/1"
 def find_candidates(
     root: str | os.PathLike, *, extensions: Sequence[str] = IMAGE_EXTENSIONS
 ) -> tuple[list[str], list[list[Path]]]:
-    """Candidate images laid out as ``root/<item>/<candidate>.<ext>``.
-
-    Args:
-        root: a folder with one sub-folder per training input.
-        extensions: image file suffixes to accept (case-insensitive).
+    """Candidate images laid out as ``root/<item>/<candidate>.<ext>``, one sub-folder per
+    training input (``extensions`` as for :func:`list_images`).
 
     Returns:
         ``(item_names, candidate_paths)``, both sorted by name; ``candidate_paths[i]`` are
@@ -124,12 +121,6 @@ def _is_plain(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def _save_cache(path: Path, models: dict[str, dict[str, float]]) -> None:
-    document = json.dumps({"format": _CACHE_FORMAT, "models": models})
-    with atomic_path(path) as temporary:  # a crash never leaves a half-written cache
-        temporary.write_text(document, encoding="utf-8")
-
-
 def score_candidates(
     candidates: str | os.PathLike | Sequence[Sequence[str | os.PathLike]],
     iqa: str | nn.Module | Callable[[torch.Tensor], torch.Tensor],
@@ -186,11 +177,11 @@ def score_candidates(
         raise DTypeError(
             f"candidates must be a folder or a list of lists of paths; got {type(candidates).__name__}"
         )
-    if not groups or not any(groups):
+    if not any(groups):
         raise EmptyBatchError("no candidate images to score")
-    missing = [str(p) for group in groups for p in group if not p.is_file()]
+    missing = [p for group in groups for p in group if not p.is_file()]
     if missing:
-        raise ArgumentError(f"candidate images not found: {missing[:5]}")
+        raise ArgumentError(f"candidate images not found: {shorten_list(missing)}")
 
     cache_path = None if cache is None else Path(cache)
     models = _load_cache(cache_path)  # a bad cache path is refused before the model loads
@@ -210,7 +201,9 @@ def score_candidates(
             known.update(zip((digests[path] for path in paths), values, strict=True))
             bar.update(len(paths))
     if cache_path is not None and todo:
-        _save_cache(cache_path, models)
+        document = json.dumps({"format": _CACHE_FORMAT, "models": models})
+        with atomic_path(cache_path) as temporary:  # a crash never leaves a half-written cache
+            temporary.write_text(document, encoding="utf-8")
     logger.info("scored %d images, %d from cache", len(todo), len(digests) - len(todo))
 
     width = max(len(g) for g in groups)

@@ -1,19 +1,15 @@
-"""Alignment of metrics with human judgement: the statistics the SR/IQA papers report.
+"""Alignment of metrics with human judgement: the correlation and preference statistics the
+SR/IQA papers report.
 
-Correlations (:func:`srcc`, :func:`krcc`, :func:`plcc`, :func:`rmse`,
-:func:`grouped_correlation`) and preference agreement (:func:`pairwise_accuracy`,
-:func:`misalignment_rates`, :func:`win_rate`, :func:`thurstone_case_v`). Inputs may be
-lists, numpy arrays or torch tensors. An undefined statistic (a constant input) returns NaN
-with a :class:`ConstantInputWarning` instead of raising. Only the logistic fit of
-:func:`plcc` / :func:`rmse` needs scipy (``pip install 'percepfid[eval]'``).
+Inputs may be lists, numpy arrays or torch tensors. An undefined statistic (a constant
+input) returns NaN with a :class:`ConstantInputWarning` instead of raising. Only the
+logistic fit of :func:`plcc` / :func:`rmse` needs scipy (``pip install 'percepfid[eval]'``).
 
 Example:
     >>> from percepfid.eval import srcc, plcc
     >>> srcc([0.1, 0.4, 0.3], [1.0, 3.0, 2.0])
     1.0
 """
-
-from __future__ import annotations
 
 from ._inputs import ConstantInputWarning
 from .correlation import (

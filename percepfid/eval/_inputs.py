@@ -19,11 +19,7 @@ class ConstantInputWarning(UserWarning):
 
 
 def to_array(values: Any, name: str) -> np.ndarray:
-    """``values`` (a sequence, numpy array or torch tensor on any device) as float64 numpy.
-
-    Raises:
-        DTypeError: ``values`` is not numeric.
-    """
+    """``values`` (a sequence, numpy array or torch tensor on any device) as float64 numpy."""
     if isinstance(values, torch.Tensor):
         return values.detach().to("cpu", torch.float64).numpy()
     try:
@@ -36,14 +32,8 @@ def to_array(values: Any, name: str) -> np.ndarray:
 
 
 def to_vector(values: Any, name: str) -> np.ndarray:
-    """``values`` as a finite 1-D float64 array; ``(N, 1)`` or ``(1, N)`` is flattened.
-
-    Raises:
-        DTypeError: ``values`` is not numeric.
-        ShapeError: ``values`` has more than one non-singleton dimension.
-        EmptyBatchError: ``values`` is empty.
-        NonFiniteError: ``values`` holds NaN or infinity.
-    """
+    """``values`` as a non-empty, finite 1-D float64 array; ``(N, 1)`` or ``(1, N)`` is
+    flattened."""
     array = to_array(values, name)
     if sum(size != 1 for size in array.shape) > 1:
         raise ShapeError(

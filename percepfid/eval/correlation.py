@@ -1,7 +1,4 @@
-"""Correlation with human scores: SRCC, KRCC (tau-b), PLCC with optional logistic fit, RMSE.
-
-The rank statistics need numpy alone; only the logistic fit needs scipy.
-"""
+"""Correlation with human scores: SRCC, KRCC (tau-b), PLCC with optional logistic fit, RMSE."""
 
 from __future__ import annotations
 
@@ -186,7 +183,8 @@ class LogisticFit:
 
 
 def fit_logistic(pred: ArrayLike, target: ArrayLike, kind: FitKind = "logistic4") -> LogisticFit:
-    """Least-squares fit of a monotone logistic mapping ``target ~ f(pred)`` (VQEG practice).
+    """Least-squares fit of a monotone logistic mapping ``target ~ f(pred)`` (VQEG practice):
+    a :class:`LogisticFit`, callable on new scores.
 
     ``logistic4``: ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / b4)) + b2``.
     ``logistic5``: ``f(x) = b1 * (0.5 - 1 / (1 + exp(b2 * (x - b3)))) + b4 * x + b5``.
@@ -195,9 +193,6 @@ def fit_logistic(pred: ArrayLike, target: ArrayLike, kind: FitKind = "logistic4"
     Args:
         pred, target: as for :func:`srcc`, ``N`` at least the number of parameters.
         kind: ``'logistic4'`` or ``'logistic5'``.
-
-    Returns:
-        A :class:`LogisticFit`, callable on new scores.
 
     Raises:
         MissingDependencyError: scipy is not installed.
@@ -265,14 +260,8 @@ def plcc(pred: ArrayLike, target: ArrayLike, fit: FitKind | None = None) -> floa
         fit: ``None`` (raw PLCC), ``'logistic4'`` or ``'logistic5'`` (map ``pred`` through
             the fitted monotone logistic first, see :func:`fit_logistic`; needs scipy).
 
-    Returns:
-        The correlation in [-1, 1], or NaN (with a :class:`ConstantInputWarning`) when an
-        input is constant.
-
-    Raises:
-        ArgumentError: ``fit`` is not one of the allowed values.
-        MissingDependencyError: a fit was requested and scipy is not installed.
-        ShapeError, NonFiniteError: bad inputs.
+    Returns and raises as :func:`srcc`, and raises ``ArgumentError`` for an unknown ``fit``
+    and ``MissingDependencyError`` for a fit without scipy.
 
     Example:
         >>> round(plcc([1, 2, 3, 4], [2, 4, 6, 8.5]), 4)

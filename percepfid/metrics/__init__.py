@@ -59,7 +59,7 @@ class _MeanScore(Metric):
         self.count += scores.numel()
 
     def compute(self) -> torch.Tensor:
-        """The mean score (NaN before any update)."""
+        """The mean score, a float64 scalar (NaN before any update)."""
         if int(self.count) == 0:
             return torch.tensor(float("nan"), dtype=torch.float64)
         return self.total / self.count
@@ -69,18 +69,11 @@ class HLFMetric(_MeanScore):
     """Mean HLF fidelity of SR images to their GT (higher = more faithful).
 
     Args:
-        backbone: as for :class:`~percepfid.HLFLoss` (name, full spec or module).
-        pretrained: load the backbone's weights; ``False`` gives random weights (tests).
+        backbone, pretrained, embedding, image_size: as for :class:`~percepfid.HLFLoss`.
         head: a calibration head (module, folder or Hub repo id); then the mean predicted
             human fidelity in [0, 1] instead of the mean cosine.
-        embedding: ``'cls'``, ``'patch'`` or ``'cls+patch'``.
-        image_size: override the backbone input size.
         **kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``dist_sync_fn``, ...)
             and other :class:`~percepfid.HLFLoss` arguments.
-
-    Shape:
-        - update: ``sr`` and ``gt`` ``(B, 3, H, W)`` in [0, 1].
-        - compute: scalar (float64).
     """
 
     _method = "fidelity"
@@ -105,15 +98,10 @@ class RQIMetric(_MeanScore):
     """Mean Relative Quality Index of images against their references (> 0: better).
 
     Args:
-        backbone: ``None`` for the released MANIQA-RQI model, or a backbone as for
-            :class:`~percepfid.RQILoss`.
-        pretrained: load the released weights; ``False`` gives random weights (tests).
+        backbone, pretrained: as for :class:`~percepfid.RQILoss` (``None``: the released
+            MANIQA-RQI model).
         **kwargs: other :class:`~percepfid.RQILoss` arguments (``head``, ``crop``, ...) and
             torchmetrics ``Metric`` options.
-
-    Shape:
-        - update: ``images`` and ``reference`` ``(B, 3, H, W)`` in [0, 1].
-        - compute: scalar (float64).
     """
 
     _method = "score"

@@ -1,14 +1,6 @@
-"""The Relative Quality Index model and its evaluation protocol.
-
-- :class:`MANIQARQI`: the two-input architecture of the released RQI checkpoint
-  (``shaolin999/rqi``), loading it with ``strict=True``; :func:`create_maniqa_rqi`.
-- :class:`RQIHead`, :class:`BackbonePairModel`: RQI on any registered backbone.
-- :func:`evaluate`: the multi-scale aligned-crop protocol (``'paper'`` / ``'official'``).
-- :func:`aligned_crop` and friends: aligned crops drawn from a ``torch.Generator``;
-  :class:`CropSampler` draws them in eager code for a compiled step.
-
-The loss built on these is :class:`percepfid.RQILoss` (``percepfid.losses.rqi``).
-"""
+"""The Relative Quality Index: the released MANIQA-RQI model, RQI heads on any backbone, the
+multi-scale evaluation protocol and aligned crops. The loss built on them is
+:class:`percepfid.RQILoss`."""
 
 from .crops import CROP_MODES, CropSampler, aligned_crop, crop_at, crop_offsets, fit_to_crop
 from .head import BackbonePairModel, RQIHead

@@ -1,8 +1,4 @@
-"""The Swin stages of MANIQA, with the parameter names of the released RQI checkpoint.
-
-Window attention over a fixed token grid, alternating plain and shifted windows, a 3x3 conv
-after each group of blocks and a scaled residual around each group. Only torch is imported.
-"""
+"""The Swin stages of MANIQA, with the parameter names of the released RQI checkpoint."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
 """Aligned crops of image pairs (the same place in SR and GT), differentiable, at positions
-drawn from a ``torch.Generator`` the caller owns (never the global RNG).
-
-:class:`CropSampler` / :func:`crop_offsets` draw ``(top, left)`` positions in eager code;
-:func:`crop_at` cuts them with tensor indexing only, so the cut traces into one
-``torch.compile(..., fullgraph=True)`` graph with the positions as a tensor argument.
-"""
+drawn from a ``torch.Generator`` the caller owns (never the global RNG)."""
 
 from __future__ import annotations
 
@@ -90,7 +85,6 @@ def crop_at(x: torch.Tensor, offsets: torch.Tensor, size: int) -> torch.Tensor:
         x: ``(B, C, H, W)``.
         offsets: ``(B, 2)`` integer ``(top, left)`` per image, or ``(B, K, 2)`` for ``K``
             crops per image, on any device (moved to ``x``'s).
-        size: the crop side.
 
     Returns:
         ``(B, C, size, size)`` or ``(B * K, C, size, size)`` (crops of image 0 first).
@@ -185,13 +179,12 @@ def aligned_crop(
     generator: torch.Generator | None = None,
     offsets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bring an aligned pair to ``size`` x ``size``: the same crop of ``a`` and ``b``.
-
-    Images smaller than ``size`` are first upsampled with :func:`fit_to_crop`.
+    """Bring an aligned pair to ``size`` x ``size``: the same crop of ``a`` and ``b``, each
+    ``(B, C, size, size)``. Images smaller than ``size`` are first upsampled with
+    :func:`fit_to_crop`.
 
     Args:
         a, b: ``(B, C, H, W)`` of the same shape.
-        size: the output side.
         mode: ``'random'`` (one position per image, from ``offsets`` or else drawn from
             ``generator``), ``'center'``, or ``'squash'`` (bilinear resize of the whole
             image, no crop).
@@ -199,9 +192,6 @@ def aligned_crop(
         offsets: ``(B, 2)`` ``(top, left)`` positions for ``'random'``, drawn beforehand by
             :class:`CropSampler`; needed under ``torch.compile``, which cannot trace a
             generator.
-
-    Returns:
-        The two crops, ``(B, C, size, size)`` each.
     """
     check_positive_int(size, "crop size")
     check_choice(mode, "crop", CROP_MODES)

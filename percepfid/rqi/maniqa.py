@@ -67,7 +67,7 @@ def _score_branch(
 class MANIQARQI(nn.Module):
     """The two-input MANIQA-RQI model: ``g(a, b)``, the signed quality of ``a`` relative to ``b``.
 
-    ``forward`` is the raw released model (not antisymmetric);
+    ``forward`` is the raw released model (not antisymmetric; > 0 when ``a`` looks better);
     :class:`percepfid.RQILoss` uses ``(g(a, b) - g(b, a)) / 2``, running :meth:`features`
     once per image and :meth:`compare` per ordered pair. The defaults are the released
     model: ViT-B/8 blocks 6-9 fused as ``cat(conv0_x1(f_a), conv0_x1(f_b),
@@ -139,8 +139,7 @@ class MANIQARQI(nn.Module):
             raise ArgumentError(
                 f"feature_indices must name blocks of the ViT (0..{depth - 1}); got {list(feature_indices)}"
             )
-        grid = tuple(self.vit.patch_embed.grid_size)
-        self.grid: tuple[int, int] = (int(grid[0]), int(grid[1]))
+        self.grid = tuple(int(side) for side in self.vit.patch_embed.grid_size)
         tokens = self.grid[0] * self.grid[1]
         features = self.vit.embed_dim * len(self.feature_indices)
         half = embed_dim // 2
@@ -203,17 +202,7 @@ class MANIQARQI(nn.Module):
         return x.reshape(batch, channels, height, width)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """The raw released model ``g(a, b)``: ``(B,)``, > 0 when ``a`` looks better than ``b``."""
         return self.compare(self.features(a), self.features(b))
-
-
-def _unwrap_checkpoint(state: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A bare state dict, or the one nested under a common key (``state_dict``, ...)."""
-    for key in ("state_dict", "model", "model_state_dict"):
-        inner = state.get(key)
-        if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
-            return inner
-    return state
 
 
 def load_released_weights(model: MANIQARQI, weights: str | Any = RELEASED_WEIGHTS) -> MANIQARQI:
@@ -227,7 +216,12 @@ def load_released_weights(model: MANIQARQI, weights: str | Any = RELEASED_WEIGHT
     from .. import hub
 
     path = hub.resolve(weights)
-    state = dict(_unwrap_checkpoint(hub.load_state_dict(path, map_location="cpu")))
+    state = hub.load_state_dict(path, map_location="cpu")
+    for key in ("state_dict", "model", "model_state_dict"):  # a state dict nested in a checkpoint
+        inner = state.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
+            state = inner
+            break
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = {k[len("module.") :]: v for k, v in state.items()}
     try:
@@ -243,7 +237,8 @@ def load_released_weights(model: MANIQARQI, weights: str | Any = RELEASED_WEIGHT
 def create_maniqa_rqi(
     pretrained: bool = True, weights: str | Any = RELEASED_WEIGHTS, **kwargs: Any
 ) -> MANIQARQI:
-    """Build MANIQA-RQI, with the released weights unless ``pretrained=False``.
+    """Build MANIQA-RQI in ``eval()`` mode, with the released weights unless
+    ``pretrained=False``.
 
     Args:
         pretrained: load the released checkpoint through :mod:`percepfid.hub` (about 580 MB;
@@ -252,11 +247,8 @@ def create_maniqa_rqi(
         **kwargs: architecture overrides for :class:`MANIQARQI` (the released weights fit
             only the defaults).
 
-    Returns:
-        The model in ``eval()`` mode.
-
     Raises:
-        WeightsError: the weights are missing offline or do not fit.
+        WeightsError: as :func:`load_released_weights`.
     """
     model = MANIQARQI(**kwargs)
     if pretrained:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -43,21 +44,18 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
-def _scorer(model: object, antisymmetric: bool | None) -> tuple[Callable, int]:
+def _scorer(model: object, antisymmetric: bool | None) -> tuple[Callable, int | None]:
     """A function ``(a, ref) -> (B,)`` on [0, 1] crops, and the crop size of ``model``."""
     pair_score = getattr(model, "pair_score", None)
     if pair_score is not None:  # RQILoss: its own setting unless overridden
-        size = model.crop_size  # type: ignore[attr-defined]
-        if size is None:
-            raise ArgumentError("evaluate needs a fixed crop size: pass crop_size=")
-        if antisymmetric is None:
-            return pair_score, size
-        return (lambda a, b: pair_score(a, b, antisymmetric=antisymmetric)), size
+        if antisymmetric is not None:
+            pair_score = functools.partial(pair_score, antisymmetric=antisymmetric)
+        return pair_score, model.crop_size  # type: ignore[attr-defined]
     size = getattr(model, "img_size", None) or 224
     features, compare = getattr(model, "features", None), getattr(model, "compare", None)
     if features is not None and compare is not None:  # MANIQARQI / BackbonePairModel
         flag = True if antisymmetric is None else antisymmetric
-        return (lambda a, b: rqi_score(features, compare, a, b, antisymmetric=flag)), size
+        return functools.partial(rqi_score, features, compare, antisymmetric=flag), size
     if not callable(model):
         raise ArgumentError(
             f"model must be an RQILoss, a MANIQARQI or a callable (a, ref) -> (B,); got {type(model).__name__}"
@@ -95,27 +93,22 @@ def evaluate(
 
     Args:
         model: an :class:`percepfid.RQILoss`, a :class:`~percepfid.rqi.MANIQARQI` or
-            :class:`~percepfid.rqi.BackbonePairModel` (antisymmetrised unless
-            ``antisymmetric=False``), or any callable ``(a, ref) -> (B,)`` on ``[0, 1]``
-            crops.
-        sr: ``(B, 3, H, W)`` images to score.
+            :class:`~percepfid.rqi.BackbonePairModel`, or any callable ``(a, ref) -> (B,)``
+            on ``[0, 1]`` crops.
+        sr: ``(B, 3, H, W)`` images to score, any ``H, W``.
         gt: aligned references, same shape.
-        protocol: ``'paper'`` (scales 1, 1/2, 1/3; 20 crops each) or ``'official'``
-            (successive halving to 1/2, 1/4; 20/10/5 crops), see :data:`PROTOCOLS`.
+        protocol: ``'paper'`` or ``'official'``, see :data:`PROTOCOLS`.
         generator: a CPU generator for the crop positions. ``None`` uses a fresh one seeded
             with 0, so repeated calls agree.
-        crop_size: the crop side; default the model's (224 for the released model).
+        crop_size: the crop side; default the model's (224 for the released model; needed
+            for an RQILoss that does not crop).
         antisymmetric: override the model's setting (``None`` keeps it; raw callables and
             modules default to antisymmetric).
         batch_size: crops scored per model call.
         input_range: the value range of ``sr`` and ``gt``.
 
-    Shape:
-        - sr, gt: ``(B, 3, H, W)``, any ``H, W``.
-        - output: ``(B,)``.
-
     Returns:
-        The mean score over all crops, per image (no gradient).
+        ``(B,)``: the mean score over all crops, per image (no gradient).
 
     Raises:
         ShapeError, DTypeError, RangeError: bad images.
@@ -125,8 +118,10 @@ def evaluate(
     check_positive_int(batch_size, "batch_size")
     input_range = check_input_range(input_range)
     check_image_pair(sr, gt, ("sr", "gt"), input_range=input_range)
-    score, default_size = _scorer(model, antisymmetric)
-    size = default_size if crop_size is None else crop_size
+    score, size = _scorer(model, antisymmetric)
+    size = size if crop_size is None else crop_size
+    if size is None:  # an RQILoss that does not crop
+        raise ArgumentError("evaluate needs a fixed crop size: pass crop_size=")
     sr, gt = to_unit(sr, input_range), to_unit(gt, input_range)
     generator = check_generator(generator, 0)
 
