@@ -1,9 +1,5 @@
-"""Typed errors raised by percepfid.
-
-Every error names the argument, what was expected and what was given. All of them are
-subclasses of the builtin exception a user would naturally catch (``ValueError``,
-``TypeError`` or ``ImportError``), so ``except ValueError`` keeps working.
-"""
+"""Typed errors raised by percepfid, each also a subclass of the builtin exception a user
+would catch (``ValueError``, ``TypeError`` or ``ImportError``)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ def exclude_from_state_dict(
     ``keep``, a module-level predicate (so the module still pickles) on keys relative to
     ``path``, keeps the keys it accepts (e.g. the LoRA adapters of a frozen network).
     """
-    # partials of module-level functions, not closures: the module still pickles
     owner._register_state_dict_hook(partial(_drop, path, keep))
     owner.register_load_state_dict_pre_hook(partial(_fill, path, keep))
 

@@ -1,17 +1,6 @@
-"""The ``percepfid`` command line; each subcommand is a module of :mod:`percepfid.commands`
-(see :mod:`percepfid.commands._common`), left out when absent or when an optional dependency
-it needs is missing.
-
-Exit codes: 0 success, 1 a check failed (e.g. weights do not match their sha256),
-2 bad arguments, input data or paths, 3 a missing optional dependency, 4 weights
-unavailable or corrupt. An error is one stderr line, ``percepfid <command>: error: ...``,
-naming the flags to change; stdout carries the command's output only.
-
-Example::
-
-    percepfid score --metric hlf:dinov2 --ref gt/ --dist sr/ --output scores.csv
-    percepfid correlate scores.csv --human mos.csv --key distorted --human-col mos
-"""
+"""The ``percepfid`` command line (exit codes: :mod:`percepfid.commands._common`); each
+subcommand is a module of :mod:`percepfid.commands`, left out when absent or when an optional
+dependency it needs is missing."""
 
 from __future__ import annotations
 
@@ -28,22 +17,6 @@ from .commands import COMMANDS, EXIT_FAILURE, EXIT_USAGE, run_command, show_defa
 logger = logging.getLogger(__name__)
 
 
-def _load_commands(subparsers: argparse._SubParsersAction) -> None:
-    for name in COMMANDS:
-        module_name = f"percepfid.commands.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except (ModuleNotFoundError, PercepfidError) as error:  # absent, or a missing extra
-            if isinstance(error, ModuleNotFoundError) and error.name != module_name:
-                raise
-            logger.debug("subcommand module %s left out: %s", module_name, error)
-            continue
-        parser = subparsers.add_parser(module.NAME, help=module.HELP, description=module.__doc__)
-        module.add_arguments(parser)
-        show_defaults(parser)
-        parser.set_defaults(handler=module.run, command_parser=parser)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The top-level argument parser with every available subcommand registered."""
     parser = argparse.ArgumentParser(
@@ -58,19 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _load_commands(subparsers)
+    for name in COMMANDS:
+        module_name = f"percepfid.commands.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except (ModuleNotFoundError, PercepfidError) as error:  # absent, or a missing extra
+            if isinstance(error, ModuleNotFoundError) and error.name != module_name:
+                raise
+            logger.debug("subcommand module %s left out: %s", module_name, error)
+            continue
+        command = subparsers.add_parser(module.NAME, help=module.HELP, description=module.__doc__)
+        module.add_arguments(command)
+        show_defaults(command)
+        command.set_defaults(handler=module.run, command_parser=command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit code (the console script exits with it).
-
-    Args:
-        argv: the arguments without the program name; default ``sys.argv[1:]``.
-
-    Returns:
-        The exit code (see the module docstring).
-    """
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return its exit code,
+    which the console script exits with."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

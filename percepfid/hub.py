@@ -62,11 +62,8 @@ _HASH_CHUNK = 1 << 20
 
 
 class ChecksumError(WeightsError):
-    """A weights file does not have the sha256 (or size) that was expected.
-
-    A subclass of :class:`percepfid.WeightsError`, hence of ``ValueError``. When the file
-    came from the Hugging Face cache it has been removed before this is raised.
-    """
+    """A weights file does not have the expected sha256 (or size); a file from the Hugging
+    Face cache has been removed before this is raised."""
 
 
 @dataclass(frozen=True)
@@ -173,13 +170,8 @@ def _load_manifest_cached(where: str) -> Mapping[str, ManifestEntry]:
 
 
 def load_manifest(path: PathLike | None = None) -> Mapping[str, ManifestEntry]:
-    """Read and validate a weights manifest.
-
-    Args:
-        path: a manifest file; default the one packaged with percepfid.
-
-    Returns:
-        A read-only mapping from entry name to :class:`ManifestEntry`, in file order.
+    """A read-only mapping from entry name to :class:`ManifestEntry`, in file order, of the
+    manifest ``path`` (default: the one packaged with percepfid), validated.
 
     Raises:
         WeightsError: the file is missing, not JSON, or an entry breaks the schema
@@ -206,15 +198,9 @@ def _as_manifest(
 def manifest_entry(
     name: str, *, manifest: Mapping[str, ManifestEntry] | PathLike | None = None
 ) -> ManifestEntry:
-    """The manifest entry called ``name``.
-
-    Args:
-        name: a canonical name such as ``"open_clip:ViT-B-16/openai"``.
-        manifest: a manifest (mapping or path) instead of the packaged one.
-
-    Raises:
-        UnknownNameError: ``name`` is not in the manifest; the message lists close matches.
-    """
+    """The entry called ``name`` (e.g. ``"open_clip:ViT-B-16/openai"``) of ``manifest`` (a
+    mapping or a path; default the packaged one); ``UnknownNameError``, listing close
+    matches, when there is none."""
     if not isinstance(name, str):
         raise DTypeError(f"name must be a str; got {type(name).__name__} {name!r}")
     return _lookup(_as_manifest(manifest), name, "")
@@ -233,28 +219,17 @@ def list_weights(
     pattern: str | None = None,
     manifest: Mapping[str, ManifestEntry] | PathLike | None = None,
 ) -> list[str]:
-    """Names of the manifest entries, optionally filtered.
-
-    Args:
-        kind: keep only entries of this kind (one of :data:`KINDS`).
-        pattern: keep only names matching this shell pattern, e.g. ``"*dinov2*"``.
-        manifest: a manifest (mapping or path) instead of the packaged one.
-
-    Returns:
-        The matching names, sorted.
-
-    Raises:
-        ArgumentError: ``kind`` is not one of :data:`KINDS`.
-    """
+    """The sorted names of the manifest entries of ``kind`` (one of :data:`KINDS`, else an
+    ``ArgumentError``) matching the shell ``pattern`` (e.g. ``"*dinov2*"``), each filter
+    applied when given; ``manifest`` as for :func:`manifest_entry`."""
     if kind is not None:
         check_choice(kind, "kind", KINDS)
-    names = [
+    return sorted(
         entry.name
         for entry in _as_manifest(manifest).values()
         if (kind is None or entry.kind == kind)
         and (pattern is None or fnmatch.fnmatchcase(entry.name, pattern))
-    ]
-    return sorted(names)
+    )
 
 
 # --------------------------------------------------------------------------- hashing
@@ -304,19 +279,6 @@ def _mismatch(path: Path, sha256: str | None, size: int | None) -> str | None:
     if sha256 is not None and sha256_file(path) != sha256:
         return f"expected sha256 {sha256}, got {sha256_file(path)} ({actual_size} bytes)"
     return None
-
-
-def _evict_cached(pointer: Path) -> None:
-    """Remove a cached file: the blob it points to and the snapshot entry itself."""
-    blob = os.path.realpath(pointer)
-    with _verified_lock:
-        for key in [key for key in _hash_memo if key[0] == blob]:
-            del _hash_memo[key]
-    for path in (pointer, Path(blob)):
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as error:  # pragma: no cover - depends on the filesystem
-            logger.warning("could not remove the corrupt cached file %s: %s", path, error)
 
 
 # --------------------------------------------------------------------------- downloads
@@ -405,8 +367,16 @@ def _download(
         why = next(why for kind, why in reasons.items() if isinstance(error, kind))
         raise WeightsError(where + why) from error
     problem = _mismatch(path, sha256, size)
-    if problem is not None:
-        _evict_cached(path)
+    if problem is not None:  # remove the blob and the snapshot entry pointing to it
+        blob = os.path.realpath(path)
+        with _verified_lock:
+            for key in [key for key in _hash_memo if key[0] == blob]:
+                del _hash_memo[key]
+        for stale in (path, Path(blob)):
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError as error:  # pragma: no cover - depends on the filesystem
+                logger.warning("could not remove the corrupt cached file %s: %s", stale, error)
         raise ChecksumError(
             f"{where} failed verification: {problem}. The file has been removed from the "
             f"cache ({path}); the next call downloads it again. If this repeats, the file "
@@ -428,11 +398,10 @@ def download(
     local_files_only: bool | None = None,
     size: int | None = None,
 ) -> Path:
-    """Download one file from the Hugging Face Hub into the cache, verified.
-
-    The file goes through ``huggingface_hub.hf_hub_download`` (``library_name="percepfid"``)
-    into the normal Hugging Face cache; a cached copy is reused without network traffic
-    when the revision is a commit hash or downloads are off.
+    """Download one file from the Hugging Face Hub into the normal Hugging Face cache
+    (``hf_hub_download``, ``library_name="percepfid"``), verified, and return its path. A
+    cached copy is reused without network traffic when the revision is a commit hash or
+    downloads are off.
 
     Args:
         repo_id: the Hub repository, ``"org/name"``.
@@ -445,12 +414,9 @@ def download(
             ``HF_HUB_OFFLINE``, read at call time.
         size: the expected size in bytes (a positive int), checked before hashing.
 
-    Returns:
-        The path of the cached file.
-
     Raises:
-        ChecksumError: the file does not match ``sha256`` (or ``size``). It has been removed
-            from the cache, blob and snapshot entry both, so no later call returns it.
+        ChecksumError: the file does not match ``sha256`` (or ``size``); it has been removed
+            from the cache (blob and snapshot entry).
         WeightsError: offline and not cached (the message names the repository, the file and
             how to pre-download it), or the repository, revision or file does not exist.
         ArgumentError: ``sha256`` is not 64 hex digits, or an empty ``repo_id``/``filename``.
@@ -463,7 +429,7 @@ def download(
 
 
 def download_or_path(source: PathLike, filename: str | None = None, **options: Any) -> Path:
-    """A local file, a file in a local folder, or a file downloaded from the Hub.
+    """The path of a local file, a file in a local folder, or a file downloaded from the Hub.
 
     Args:
         source: an existing file; an existing folder (then ``filename`` is taken inside it);
@@ -473,9 +439,6 @@ def download_or_path(source: PathLike, filename: str | None = None, **options: A
         **options: the keyword arguments of :func:`download` (``revision``, ``sha256``,
             ``size``, ``cache_dir``, ``local_files_only``); ``sha256`` and ``size`` are
             checked for local files too (they are never deleted).
-
-    Returns:
-        The path of the file.
 
     Raises:
         WeightsError: a local path that does not exist, or a repository id without
@@ -521,10 +484,7 @@ def resolve(
     Args:
         name: a manifest name (see :func:`list_weights`) or the path of a local file.
         cache_dir, local_files_only: as for :func:`download`.
-        manifest: a manifest (mapping or path) instead of the packaged one.
-
-    Returns:
-        The path of the file.
+        manifest: as for :func:`manifest_entry`.
 
     Raises:
         UnknownNameError: ``name`` is neither a manifest name nor an existing file.
@@ -551,15 +511,10 @@ def resolve(
 
 
 def load_state_dict(path: PathLike, *, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a weights file without executing code from it: ``.safetensors`` with safetensors,
-    anything else (``.pt``, ``.pth``, ``.bin``) with ``torch.load(..., weights_only=True)``.
-
-    Args:
-        path: the file.
-        map_location: where tensors are placed (``"cpu"`` by default).
-
-    Returns:
-        The mapping stored in the file (for safetensors, name -> tensor).
+    """The mapping stored in a weights file (for safetensors, name -> tensor), read without
+    executing code from it: ``.safetensors`` with safetensors, anything else (``.pt``,
+    ``.pth``, ``.bin``) with ``torch.load(..., weights_only=True)``; tensors are placed on
+    ``map_location``.
 
     Raises:
         WeightsError: the file is corrupt or truncated, holds objects that are not plain

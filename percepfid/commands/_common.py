@@ -31,7 +31,8 @@ from ..data import read_table
 if TYPE_CHECKING:
     import torch
 
-#: Exit codes of the ``percepfid`` command (documented in the README).
+#: Exit codes of the ``percepfid`` command (documented in the README). An error is one stderr
+#: line, ``percepfid <command>: error: ...``, naming the flags to change.
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the command ran but what it checked failed (e.g. a weights mismatch)
 EXIT_USAGE = 2  # bad arguments, input data or paths (argparse uses 2 as well)
@@ -118,9 +119,7 @@ def add_runtime_options(
     parser.add_argument(
         "--batch-size", type=positive_int, default=batch_size, help=f"{unit} per forward pass"
     )
-    parser.add_argument(
-        "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N"
-    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if any), cpu, cuda or cuda:N")
     parser.add_argument(
         "--random-weights",
         action="store_true",
@@ -153,15 +152,11 @@ def add_training_options(
     parser.add_argument("--root", help="folder image paths are relative to (default: the CSV's)")
     parser.add_argument("--backbone", default="dinov2", help="registered backbone name")
     parser.add_argument(
-        "--image-size",
-        type=positive_int,
-        help="override the backbone input size (default: the backbone's own)",
+        "--image-size", type=positive_int, help="backbone input size (default: its own)"
     )
     parser.add_argument("--epochs", type=int, default=epochs[0], help=epochs[1])
     parser.add_argument("--lr", type=float, default=lr[0], help=lr[1])
-    parser.add_argument(
-        "--val-fraction", type=float, default=0.2, help="share of groups held out for validation"
-    )
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="held-out share of groups")
     parser.add_argument("--seed", type=seed_int, default=0, help=seed)
     parser.add_argument("--cache-mb", type=float, default=1024.0, help=cache_mb)
     add_runtime_options(parser, batch_size=batch_size[0], unit=batch_size[1])
@@ -203,9 +198,7 @@ def add_output_options(
 ) -> None:
     """Add ``--output/-o`` (an :func:`output_file`; default stdout) and ``--format``
     (default: ``default_format``, else by the output's suffix, see :func:`write_records`)."""
-    parser.add_argument(
-        "--output", "-o", type=output_file, help="output file (default: stdout, or '-')"
-    )
+    parser.add_argument("--output", "-o", type=output_file, help="default: stdout (also '-')")
     parser.add_argument(
         "--format",
         choices=formats,
@@ -349,16 +342,11 @@ def write_records(
     fmt: str | None,
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Write records as a table (:func:`format_table`), CSV or JSON (``fmt`` None: JSON for
-    a ``.json`` path, else CSV) to stdout when ``path`` is None or ``-``, else to ``path``
-    atomically (the old file stays whole when anything fails).
-
-    JSON output is ``{"metadata": {...}, "rows": [...]}``; CSV output is one row per record.
-    NaN is written as JSON null and an empty CSV cell.
-
-    Raises:
-        InputError: the file cannot be written (the message names it).
-    """
+    """Write records as a table (:func:`format_table`), CSV (one row per record) or JSON
+    (``{"metadata": {...}, "rows": [...]}``; ``fmt`` None: JSON for a ``.json`` path, else
+    CSV) to stdout when ``path`` is None or ``-``, else to ``path`` atomically (the old file
+    stays whole when anything fails; ``InputError`` when it cannot be written). NaN is
+    written as JSON null and an empty CSV cell."""
     if fmt is None:
         fmt = "json" if str(path).lower().endswith(".json") else "csv"
     buffer = io.StringIO()

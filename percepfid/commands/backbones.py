@@ -15,9 +15,7 @@ HELP = "list the registered backbones with their weights status"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "pattern", nargs="?", default="*", help="shell pattern, e.g. '*dinov2*' (default: all)"
-    )
+    parser.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. '*dinov2*'")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--cache-dir", help="the Hugging Face cache folder to look in")
 

@@ -54,9 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="exact",
         help="compare join keys exactly, by file name, or by file name without extension",
     )
-    parser.add_argument(
-        "--group-col", help="source-image column: adds the grouped (per-source) SRCC"
-    )
+    parser.add_argument("--group-col", help="source-image column: adds the per-source SRCC")
     parser.add_argument(
         "--fit",
         choices=tuple(_FIT_PARAMETERS),

@@ -41,9 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="fine-tune the backbone's last N blocks with the head (default: 0, frozen)",
     )
-    parser.add_argument(
-        "--backbone-lr", type=float, default=1e-5, help="learning rate of the unfrozen blocks"
-    )
+    parser.add_argument("--backbone-lr", type=float, default=1e-5, help="lr of unfrozen blocks")
     parser.add_argument(
         "--score-range",
         type=float,

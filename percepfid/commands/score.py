@@ -48,9 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("images")
     source.add_argument("--dist", help="folder of images to score (e.g. SR outputs)")
     source.add_argument("--ref", help="folder of references (e.g. ground truths)")
-    source.add_argument(
-        "--pairs", help="CSV of pairs (columns distorted/dist/sr and reference/ref/gt)"
-    )
+    source.add_argument("--pairs", help="pairs CSV (columns distorted/dist/sr, reference/ref/gt)")
     source.add_argument("--dist-col", help="distorted-image column of --pairs")
     source.add_argument("--ref-col", help="reference column of --pairs")
     source.add_argument(
@@ -66,9 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="leave out images without a reference instead of failing",
     )
     model = parser.add_argument_group("metric")
-    model.add_argument(
-        "--metric", required=True, help="hlf:<backbone> (e.g. hlf:dinov2), rqi, or nr:<name>"
-    )
+    model.add_argument("--metric", required=True, help="hlf:<backbone>, rqi or nr:<name>")
     model.add_argument("--head", help="HLF calibration head: a save_pretrained folder or Hub id")
     model.add_argument("--embedding", choices=EMBEDDINGS, default="cls", help="HLF embedding")
     model.add_argument("--image-size", type=positive_int, help="override the backbone input size")
@@ -76,9 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--seed", type=seed_int, default=0, help="seed for random weights")
     run_group = parser.add_argument_group("run")
     add_runtime_options(run_group, batch_size=8, unit="images")
-    run_group.add_argument(
-        "--workers", type=int_type(0), default=0, help="image-loading worker processes"
-    )
+    run_group.add_argument("--workers", type=int_type(0), default=0, help="image reader processes")
     add_output_options(parser.add_argument_group("output"))
 
 

@@ -60,9 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="cap on the shuffled training pairs per epoch (default: all pairs)",
     )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from OUTPUT/last.pt (default: start afresh)"
-    )
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
     add_training_options(
         parser,
         columns=dict(

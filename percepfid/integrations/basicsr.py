@@ -141,23 +141,16 @@ class PercepfidRQILoss(_BasicSROptions, RQILoss):
             about 0.1 next to a pixel loss).
         **options: keyword arguments of :class:`percepfid.RQILoss` (``backbone``, ``head``,
             ``pretrained``, ``crop``, ``seed``, ``model_kwargs``, ...).
-
-    Example (YAML)::
-
-        pixel_opt:
-          type: PercepfidRQILoss
-          loss_weight: 0.1
     """
 
 
 class PercepfidNRIQALoss(nn.Module):
     """A no-reference quality reward as a plain loss: ``loss_weight * q_scale * reduce(-Q)``.
 
-    ``Q`` is a frozen NR-IQA model from :func:`percepfid.create_nriqa`, scored on the
-    output clamped to ``input_range``; when the model's ``higher_is_better`` is ``False``
-    its score is negated, so lowering the loss always means a better-looking output. The GT
-    is accepted (BasicSR passes it) and not used. The IQA model is frozen and left out of
-    ``state_dict()``. For LoRA fine-tuning with this reward use
+    ``Q`` is a frozen NR-IQA model from :func:`percepfid.create_nriqa` (left out of
+    ``state_dict()``), scored on the output clamped to ``input_range`` and negated when the
+    model's ``higher_is_better`` is ``False``, so lowering the loss always means a
+    better-looking output. For LoRA fine-tuning with this reward use
     :class:`percepfid.LoRANRIQALoss` in your own loop.
 
     Args:
@@ -230,21 +223,12 @@ class PercepfidSumLoss(nn.Module):
     ``type`` and ``loss_weight``) and is built with BasicSR's ``build_loss``, so BasicSR's
     own losses (``L1Loss``, ``PerceptualLoss``, ...) can be terms too. A term that returns
     a tuple contributes the sum of its non-``None`` parts. BasicSR logs only the total
-    (under the slot's name).
+    (under the slot's name); the README's "Use in BasicSR" shows one in a config.
 
     Args:
         losses: a non-empty list of loss option blocks.
         loss_weight: scale of the sum.
         as_tuple: return ``(sum, None)`` for BasicSR's ``perceptual_opt`` slot.
-
-    Example (YAML)::
-
-        perceptual_opt:
-          type: PercepfidSumLoss
-          as_tuple: true
-          losses:
-            - {type: PercepfidHLFLoss, backbone: dinov2, loss_weight: 0.01}
-            - {type: PercepfidRQILoss, loss_weight: 0.1}
     """
 
     def __init__(
@@ -290,17 +274,6 @@ _MODELS: dict[tuple[str, str, str], nn.Module] = {}
 def clear_metric_cache() -> None:
     """Drop the models built by the metric functions (the next call builds them again)."""
     _MODELS.clear()
-
-
-def _device(device: Any) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (TypeError, RuntimeError) as error:
-        raise ArgumentError(
-            f"device must be a torch device such as 'cpu' or 'cuda:0'; got {device!r}"
-        ) from error
 
 
 def _image_tensor(
@@ -374,7 +347,14 @@ def _metric(
                 "percepfid metrics score RGB images; set test_y_channel: false (or leave it out)"
             )
         scoring = {key: options.pop(key) for key in score_options if key in options}
-        dev = _device(device)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            dev = torch.device(device)
+        except (TypeError, RuntimeError) as error:
+            raise ArgumentError(
+                f"device must be a torch device such as 'cpu' or 'cuda:0'; got {device!r}"
+            ) from error
         named = (("img", img), ("img2", img2))[: 1 + reference]
         images = [_image_tensor(x, name, crop_border, input_order, dev) for name, x in named]
         key = (kind, str(dev), json.dumps(options, sort_keys=True, default=repr))

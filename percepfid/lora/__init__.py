@@ -1,11 +1,6 @@
-"""LoRA adapters for super-resolution networks (built on peft).
-
-Presets place adapters by structure (``'transformer-mlp'``, ``'residual-convs'``,
-``'body-convs'``, ``'auto'``; the older ``'swinir-mlp'`` and ``'rrdb-convs'`` still work); a
-regex, a list of names or a predicate covers anything else. :func:`load_sr_model` takes a
-module, a spandrel descriptor or a checkpoint path. Requires ``pip install 'percepfid[lora]'``
-(and ``'percepfid[sr]'`` for spandrel checkpoints).
-"""
+"""LoRA adapters for super-resolution networks, built on peft (``pip install
+'percepfid[lora]'``; ``'percepfid[sr]'`` for spandrel checkpoints). Presets: see
+:mod:`percepfid.lora._targets`."""
 
 from ._core import (
     has_lora,

@@ -18,7 +18,7 @@ from .._checks import check_positive, check_positive_int
 from .._errors import ArgumentError, DTypeError, WeightsError
 from .._imports import require
 from ._models import load_sr_model, save_tensors
-from ._targets import LoRATargets, default_rank, find_lora_targets
+from ._targets import DEFAULT_CUSTOM_RANK, PRESET_RANKS, LoRATargets, find_lora_targets, lora_family
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +66,16 @@ def inject_lora(
     dropout: float = 0.0,
     freeze_norm_stats: bool = True,
 ) -> nn.Module:
-    """Attach fresh LoRA adapters to ``model`` in place and freeze everything else.
+    """Attach fresh LoRA adapters to ``model`` in place, freeze every other parameter, and
+    return the network (for a descriptor or a path: the one it holds).
 
     Adapters follow the paper's settings (arXiv 2504.18524): ``B`` starts at zero, so the
     model's outputs do not change until it trains; ``alpha = rank`` (scale 1) by default;
-    no dropout. Every parameter of ``model`` other than the adapters gets
-    ``requires_grad=False``.
+    no dropout.
 
     Args:
-        model: the network to adapt, modified in place and returned; a spandrel
-            descriptor or a checkpoint path is resolved by :func:`load_sr_model`.
+        model: the network to adapt; a spandrel descriptor or a checkpoint path is
+            resolved by :func:`load_sr_model`.
         targets: a preset, a regex, a list of names or a predicate, as for
             :func:`find_lora_targets`.
         rank: adapter rank; ``None`` uses the preset family's rank (:data:`PRESET_RANKS`; for
@@ -85,10 +85,6 @@ def inject_lora(
         freeze_norm_stats: batch-norm layers of ``model`` normalise with their stored
             statistics and do not update them, even in ``train()`` mode (the base network
             is frozen, statistics included). :func:`merge_lora` removes this again.
-
-    Returns:
-        ``model`` itself (for a descriptor or a path: the network it holds), now holding
-        peft LoRA layers.
 
     Raises:
         ArgumentError: no layer matches ``targets``, the model already holds adapters, or
@@ -110,7 +106,11 @@ def inject_lora(
             "adapter weights with load_lora"
         )
     names = find_lora_targets(model, targets)
-    rank = check_positive_int(default_rank(model, targets) if rank is None else rank, "rank")
+    if rank is None:  # the preset family's rank (for 'auto' the family it picks), else 16
+        family = targets if isinstance(targets, str) else None
+        family = lora_family(model) if family == "auto" else family
+        rank = PRESET_RANKS.get(family, DEFAULT_CUSTOM_RANK)
+    rank = check_positive_int(rank, "rank")
     alpha = float(rank) if alpha is None else check_positive(alpha, "alpha")
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ArgumentError(f"dropout must be in [0, 1); got {dropout!r}")
@@ -137,11 +137,8 @@ def inject_lora(
 
 
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The LoRA adapter parameters of ``model`` (what the optimiser should receive).
-
-    Raises:
-        ArgumentError: ``model`` holds no adapters.
-    """
+    """The LoRA adapter parameters of ``model`` (what the optimiser should receive); an
+    ``ArgumentError`` when it holds none (as for :func:`lora_state_dict`)."""
     return list(_adapters(model.named_parameters()).values())
 
 
@@ -151,22 +148,13 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def merge_lora(model: nn.Module, *, inplace: bool = False) -> nn.Module:
-    """Fold the adapters into the base weights and return a plain network.
+    """Fold the adapters of ``model`` into the base weights and return the plain network.
 
     The result holds the original layer types (``nn.Linear``, ``nn.Conv2d``) with updated
     weights, no peft modules, and gives the same outputs as the adapted model (up to float
     rounding). All its parameters have ``requires_grad=True``, like a freshly built model.
-
-    Args:
-        model: a network holding LoRA adapters.
-        inplace: merge into ``model`` itself; by default a deep copy is merged and
-            ``model`` keeps its adapters.
-
-    Returns:
-        The merged plain network.
-
-    Raises:
-        ArgumentError: ``model`` holds no adapters.
+    ``inplace`` merges into ``model`` itself; by default a deep copy is merged and ``model``
+    keeps its adapters. Raises ``ArgumentError`` when ``model`` holds no adapters.
     """
     if not has_lora(model):
         raise ArgumentError("model holds no LoRA adapters; nothing to merge")
@@ -188,17 +176,15 @@ def merge_lora(model: nn.Module, *, inplace: bool = False) -> nn.Module:
 
 
 def save_lora(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write the adapter weights (and their rank, alpha and layer names) to a safetensors file.
-
-    Args:
-        model: a network holding LoRA adapters.
-        path: the file to write (``.safetensors`` recommended).
-
-    Returns:
-        The path written.
-    """
+    """Write the adapter weights of ``model`` (and their rank, alpha and layer names) to the
+    safetensors file ``path``, atomically, and return ``path``."""
     state = lora_state_dict(model)
-    settings = getattr(model, "_percepfid_lora", None) or _settings_from_peft(model)
+    settings = getattr(model, "_percepfid_lora", None)
+    if settings is None:  # adapters injected with peft directly
+        config = getattr(model, "peft_config", {}).get(_ADAPTER)
+        if config is None:
+            raise ArgumentError("cannot tell the LoRA rank of this model; inject with inject_lora")
+        settings = {"rank": config.r, "alpha": config.lora_alpha, "dropout": config.lora_dropout}
     metadata = {
         "format": _FORMAT,
         "rank": str(settings["rank"]),
@@ -209,27 +195,13 @@ def save_lora(model: nn.Module, path: str | os.PathLike) -> Path:
     return save_tensors(state, path, metadata)
 
 
-def _settings_from_peft(model: nn.Module) -> dict[str, float]:
-    config = getattr(model, "peft_config", {}).get(_ADAPTER)
-    if config is None:
-        raise ArgumentError("cannot tell the LoRA rank of this model; inject with inject_lora")
-    return {"rank": config.r, "alpha": config.lora_alpha, "dropout": config.lora_dropout}
-
-
 def load_lora(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> nn.Module:
-    """Load adapters saved by :func:`save_lora` into ``model``.
+    """Load adapters saved by :func:`save_lora` into ``model`` and return it.
 
     A plain ``model`` (the same architecture, without adapters) first gets adapters on the
     layers recorded in the file; a model that already holds matching adapters is simply
-    overwritten. Base weights are not touched.
-
-    Args:
-        model: the network (plain or adapted).
-        path: a file written by :func:`save_lora`.
-        strict: require the file and the model's adapters to match key for key.
-
-    Returns:
-        ``model`` with the loaded adapters.
+    overwritten. Base weights are not touched. ``strict`` requires the file and the model's
+    adapters to match key for key.
 
     Raises:
         WeightsError: the file is not a percepfid LoRA file, or keys/shapes do not match.

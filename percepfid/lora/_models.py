@@ -23,14 +23,11 @@ def load_sr_model(source: Any, *, device: str | None = None) -> nn.Module:
         source: an ``nn.Module`` (returned as is), a spandrel ``ImageModelDescriptor``
             (its ``.model``), or the path of a checkpoint (``.pth``, ``.pt``, ``.ckpt``,
             ``.safetensors``) whose architecture and hyperparameters spandrel detects.
-        device: where to load a checkpoint (``None``: the CPU).
-
-    Returns:
-        The network; a loaded checkpoint's in ``eval()`` mode, as spandrel returns it.
+        device: where to load a checkpoint (``None``: the CPU). A loaded checkpoint's
+            network is in ``eval()`` mode, as spandrel returns it.
 
     Raises:
-        MissingDependencyError: a descriptor or a path needs spandrel
-            (``pip install 'percepfid[sr]'``).
+        MissingDependencyError: a path needs spandrel (``pip install 'percepfid[sr]'``).
         WeightsError: the file does not exist, or spandrel cannot load it as a
             single-image model.
         DTypeError: ``source`` is none of the above.
@@ -43,19 +40,16 @@ def load_sr_model(source: Any, *, device: str | None = None) -> nn.Module:
     """
     if isinstance(source, nn.Module):
         return source
-    if isinstance(source, (str, os.PathLike)):
-        return _load_checkpoint(Path(source), device)
     model = getattr(source, "model", None)
     if isinstance(model, nn.Module) and type(source).__module__.startswith("spandrel"):
         return model
-    raise DTypeError(
-        "model must be an nn.Module, a spandrel ImageModelDescriptor or the path of a "
-        f"checkpoint spandrel can load; got {type(source).__name__}"
-    )
-
-
-def _load_checkpoint(path: Path, device: str | None) -> nn.Module:
+    if not isinstance(source, (str, os.PathLike)):
+        raise DTypeError(
+            "model must be an nn.Module, a spandrel ImageModelDescriptor or the path of a "
+            f"checkpoint spandrel can load; got {type(source).__name__}"
+        )
     spandrel = require("spandrel", "loading SR checkpoints")
+    path = Path(source)
     if not path.is_file():
         raise WeightsError(f"SR checkpoint {str(path)!r} does not exist")
     try:
@@ -80,21 +74,10 @@ def _load_checkpoint(path: Path, device: str | None) -> nn.Module:
 
 
 def save_sr_model(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write ``model.state_dict()`` to a ``.safetensors`` file that spandrel loads.
-
-    Use it for a merged network (:func:`~percepfid.lora.merge_lora`), whose keys are those of
-    the original architecture. The file is written atomically.
-
-    Args:
-        model: the network (without adapters).
-        path: the file to write.
-
-    Returns:
-        The path written.
-
-    Raises:
-        ArgumentError: ``model`` still holds LoRA adapters (merge them first).
-    """
+    """Write ``model.state_dict()`` atomically to the ``.safetensors`` file ``path``, which
+    spandrel loads, and return ``path``. Use it for a merged network
+    (:func:`~percepfid.lora.merge_lora`), whose keys are those of the original architecture;
+    a model still holding LoRA adapters raises ``ArgumentError``."""
     state = model.state_dict()
     if any(".lora_" in f".{key}" for key in state):
         raise ArgumentError(

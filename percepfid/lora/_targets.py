@@ -4,17 +4,18 @@ Presets read module types, parameter shapes and nesting only. A layer counts thr
 wrappers (``Sequential(conv, LeakyReLU)``, or a module holding exactly one adaptable layer),
 and subclasses of ``nn.Linear`` / ``nn.Conv2d`` count as those. The families (alias, rank):
 
-- ``'transformer-mlp'`` (``'swinir-mlp'``, 48): transformer feed-forward layers: a module
-  whose direct point-wise layers (``nn.Linear`` or 1x1 ``nn.Conv2d``) are two or three, the
-  first expanding ``d -> h >= d`` (an optional second of that shape is a gate), the last
-  projecting ``h`` or ``h / 2`` (gated halves) back to ``d``, with a norm of width ``d`` in
-  its block. A fused ``qkv`` (``d -> 3d``), separate ``q``/``kv`` projections and
-  position-bias MLPs (``2 -> 512 -> heads``, no norm of their width) do not fit.
-- ``'residual-convs'`` (``'rrdb-convs'``, 24): the convolutions of residual dense blocks
-  (>= 3 convolutions whose input widths strictly grow, the last returning to the first's
-  input width: RRDBNet, MMRealSR); without dense blocks, the spatial convolutions (>= 2,
-  ``k > 1``, stride 1) of repeated residual blocks whose direct layers all map ``C -> C``
-  (RCAN's RCABs, leaving out channel-attention 1x1 convolutions).
+- ``'transformer-mlp'`` (``'swinir-mlp'``, 48, the paper's (arXiv 2504.18524) SwinIR rank):
+  transformer feed-forward layers: a module whose direct point-wise layers (``nn.Linear`` or
+  1x1 ``nn.Conv2d``) are two or three, the first expanding ``d -> h >= d`` (an optional
+  second of that shape is a gate), the last projecting ``h`` or ``h / 2`` (gated halves)
+  back to ``d``, with a norm of width ``d`` in its block. A fused ``qkv`` (``d -> 3d``),
+  separate ``q``/``kv`` projections and position-bias MLPs (``2 -> 512 -> heads``, no norm
+  of their width) do not fit.
+- ``'residual-convs'`` (``'rrdb-convs'``, 24, the paper's RRDB rank): the convolutions of
+  residual dense blocks (>= 3 convolutions whose input widths strictly grow, the last
+  returning to the first's input width: RRDBNet, MMRealSR); without dense blocks, the
+  spatial convolutions (>= 2, ``k > 1``, stride 1) of repeated residual blocks whose direct
+  layers all map ``C -> C`` (RCAN's RCABs, leaving out channel-attention 1x1 convolutions).
 - ``'body-convs'`` (16): every adaptable layer inside the repeated body blocks: siblings
   with the same class and parameter shapes (Compact's conv list, SPAN's SPABs), else
   instances of a block class used at least twice (a U-Net such as RealCUGAN). Such networks
@@ -49,9 +50,7 @@ from .._errors import ArgumentError, DTypeError, UnknownNameError
 LORA_FAMILIES: tuple[str, ...] = ("transformer-mlp", "residual-convs", "body-convs")
 #: Names kept from earlier releases.
 PRESET_ALIASES: dict[str, str] = {"swinir-mlp": "transformer-mlp", "rrdb-convs": "residual-convs"}
-#: The rank each family uses by default: the paper's (arXiv 2504.18524) 48 for transformer
-#: MLPs and 24 for RRDB convolutions; 16 for the convolutions of lightweight networks
-#: (reasoned in the module docstring).
+#: The rank each family uses by default (reasoned in the module docstring).
 PRESET_RANKS: dict[str, int] = dict(zip(LORA_FAMILIES, (48, 24, 16), strict=True))
 PRESET_RANKS.update({alias: PRESET_RANKS[family] for alias, family in PRESET_ALIASES.items()})
 LORA_PRESETS: tuple[str, ...] = (*LORA_FAMILIES, *PRESET_ALIASES, "auto")
@@ -308,12 +307,9 @@ def _signature(module: nn.Module) -> int:
 
 
 def _outermost(names: list[str]) -> list[str]:
-    ordered = sorted(set(names), key=len)
-    kept: list[str] = []
-    for name in ordered:
-        if not any(name.startswith(k + ".") for k in kept):
-            kept.append(name)
-    return kept
+    """The names with no ancestor among ``names``."""
+    unique = dict.fromkeys(names)
+    return [n for n in unique if not any(n[:i] in unique for i, c in enumerate(n) if c == ".")]
 
 
 @_per_model
@@ -369,11 +365,8 @@ def _family_layers(model: nn.Module, family: str, excluded: set[str]) -> list[st
 
 @_analysis
 def lora_family(model: nn.Module) -> str | None:
-    """The preset family ``targets='auto'`` picks for ``model``, or ``None`` when none fits.
-
-    ``'transformer-mlp'`` when the network has at least one FFN built of ``nn.Linear``
-    layers, else ``'residual-convs'`` when it has residual dense / residual conv blocks, else
-    ``'body-convs'`` when it has repeated body blocks with adaptable layers.
+    """The preset family ``targets='auto'`` picks for ``model`` (see the module docstring),
+    or ``None`` when none fits.
 
     Example:
         >>> from torch import nn
@@ -475,14 +468,3 @@ def find_lora_targets(model: nn.Module, targets: LoRATargets = "auto") -> list[s
             f"(adaptable layers include {sorted(adaptable)[:8]!r})"
         )
     return [name for name in modules if name in wanted]
-
-
-@_analysis
-def default_rank(model: nn.Module, targets: LoRATargets) -> int:
-    """The rank used when ``rank=None``: the preset family's rank (see
-    :data:`PRESET_RANKS`; for ``'auto'`` the family it picks), else 16."""
-    if isinstance(targets, str) and targets == "auto":
-        targets = lora_family(model)
-    if isinstance(targets, str):
-        return PRESET_RANKS.get(targets, DEFAULT_CUSTOM_RANK)
-    return DEFAULT_CUSTOM_RANK

@@ -1,13 +1,7 @@
-"""Property-test kit for image-quality metrics, percepfid's or your own, in any framework.
-
-- :mod:`~percepfid.testing.checks`: ``check_*`` functions that raise ``AssertionError``
-  with the failing items and values (identity, symmetry, range, gradients, batch
-  invariance, autocast precision, monotonicity under distortion);
-- :mod:`~percepfid.testing.distortions`: blur, noise, quantisation and down-up resampling
-  with a severity level (``distort(x, kind, level)``);
-- :mod:`percepfid.testing.strategies`: hypothesis strategies, imported explicitly (it needs
-  ``pip install 'percepfid[test]'``; this package imports without it);
-- :class:`FakeHub`: a local Hugging Face Hub server for testing download code offline.
+"""Property-test kit for image-quality metrics, percepfid's or your own, in any framework:
+the ``check_*`` functions of :mod:`~percepfid.testing.checks`, the distortions of
+:mod:`~percepfid.testing.distortions`, :class:`FakeHub` (a local Hugging Face Hub) and,
+imported explicitly (``pip install 'percepfid[test]'``), :mod:`percepfid.testing.strategies`.
 
 Example:
     >>> import torch

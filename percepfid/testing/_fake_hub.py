@@ -149,13 +149,10 @@ class FakeHub:
 
     @contextlib.contextmanager
     def activate(self, home: str | os.PathLike[str]) -> Iterator[Path]:
-        """Point ``huggingface_hub`` at this server, with a fresh cache ``home/hub``, which
-        it yields.
-
-        Sets ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_CACHE``, unsets ``HF_HUB_OFFLINE``
-        and any token, and patches the matching import-time values of
-        ``huggingface_hub.constants``; everything is restored on exit.
-        """
+        """Point ``huggingface_hub`` at this server with a fresh cache ``home/hub`` (yielded):
+        sets ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_CACHE``, unsets ``HF_HUB_OFFLINE`` and
+        any token, and patches the matching import-time values of
+        ``huggingface_hub.constants``; everything is restored on exit."""
         home = Path(home)
         cache = home / "hub"
         cache.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
 """Property checks for image-quality metrics, usable from any test framework.
 
 Each ``check_*`` function raises ``AssertionError`` naming the failing items and values when
-a property does not hold, and returns ``None`` when it holds. Misuse of a check raises
-percepfid's typed errors instead, so a broken test is never mistaken for a broken metric:
-``DTypeError`` when ``metric`` is not callable or an image batch is not a floating tensor,
-``ShapeError`` when ``a`` and ``b`` differ in shape.
+a property does not hold (or the metric breaks the contract below), and returns ``None``
+when it holds. Misuse of a check raises percepfid's typed errors instead, so a broken test
+is never mistaken for a broken metric: ``DTypeError`` when ``metric`` is not callable or an
+image batch is not a floating tensor, ``ShapeError`` when ``a`` and ``b`` differ in shape,
+``ArgumentError`` for a bad option.
 
 The metric contract:
     A *metric* is any callable ``metric(a, b) -> Tensor`` taking two image batches of the
@@ -74,8 +75,7 @@ def _failing(mask: torch.Tensor, noun: str = "item") -> str:
 
 
 class _Run:
-    """One check of ``metric`` on ``a`` and ``b``: checks the arguments (typed errors),
-    calls the metric and reports failures (``AssertionError``)."""
+    """One check of ``metric`` on ``a`` and ``b``: argument checks, metric calls, failures."""
 
     def __init__(self, check: str, metric: Any, a: Any, b: Any, *, grad: bool = False) -> None:
         if not callable(metric):
@@ -88,8 +88,7 @@ class _Run:
         self.check, self.metric, self.grad = check, metric, grad
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``metric(a, b)`` (with autograd only if ``grad``), which must be a floating ``(B,)``
-        or scalar tensor."""
+        """``metric(a, b)``, checked to be a floating ``(B,)`` or scalar tensor."""
         with torch.set_grad_enabled(self.grad):
             scores = self.metric(a, b)
         if isinstance(scores, (int, float)) and not isinstance(scores, bool):
@@ -115,8 +114,8 @@ class _Run:
     def assert_close(
         self, relation: str, values: dict[str, torch.Tensor], atol: float, rtol: float
     ) -> None:
-        """Fail unless ``|actual - expected| <= atol + rtol * |expected|`` for every item;
-        ``values`` maps a label to ``actual`` and one to ``expected``, in this order."""
+        """Fail unless ``|actual - expected| <= atol + rtol * |expected|``; ``values`` is
+        ``{label: actual, label: expected}``."""
         (name, actual), (expected_name, expected) = values.items()
         actual, expected = torch.broadcast_tensors(
             actual.detach().double().cpu(), expected.detach().double().cpu()
@@ -190,12 +189,8 @@ def check_range(
     low: float = float("-inf"),
     high: float = float("inf"),
 ) -> None:
-    """Check that every ``metric(a, b)`` value is finite and inside ``[low, high]``.
-
-    Raises:
-        AssertionError: a value is NaN, infinite or outside ``[low, high]``.
-        ArgumentError: ``low > high``.
-    """
+    """Check that every ``metric(a, b)`` value is finite and inside ``[low, high]``
+    (``low <= high``)."""
     run = _Run("check_range", metric, a, b)
     if not low <= high:
         raise ArgumentError(f"check_range needs low <= high; got low={low!r}, high={high!r}")
@@ -213,12 +208,8 @@ def check_gradients(
     fixed target) or a gradient that passes the same test (not ``first_only``).
 
     Differentiates with ``torch.autograd.grad`` on leaf copies of ``a`` and ``b`` that both
-    require grad, so the ``.grad`` of the metric's parameters is left untouched.
-
-    Raises:
-        AssertionError: the output is not finite or not connected to ``a``, some image of
-            ``a`` gets a non-finite or all-zero gradient, or the gradient reaches ``b``
-            (``first_only``) or fails the same tests on ``b`` (not ``first_only``).
+    require grad, so the ``.grad`` of the metric's parameters is left untouched. Also fails
+    when the output is not finite.
     """
     run = _Run("check_gradients", metric, a, b, grad=True)
     leaf_a = a.detach().clone().requires_grad_(True)
@@ -266,13 +257,8 @@ def check_batch_invariance(
 
     Compares ``metric(a, b)``, which must return ``(B,)``, with each pair
     ``(a[i:i+1], b[i:i+1])`` alone and with the batch in a shuffled order (drawn with
-    ``seed``, never the identity). ``atol`` and ``rtol`` allow for batched and single-item
-    kernels rounding differently.
-
-    Raises:
-        AssertionError: the metric does not return ``(B,)``, or an item's value changes
-            with the batch it is computed in.
-        ArgumentError: ``B < 2``.
+    ``seed``, never the identity); ``B >= 2``. ``atol`` and ``rtol`` allow for batched and
+    single-item kernels rounding differently.
     """
     run = _Run("check_batch_invariance", metric, a, b)
     batch = a.shape[0]
@@ -315,11 +301,6 @@ def check_dtype_consistency(
         dtype: the autocast dtype, ``torch.bfloat16`` or ``torch.float16``.
         rtol: allowed difference relative to the float32 value, added to ``tolerance``.
         cast_inputs: also cast the inputs to ``dtype`` for the autocast run.
-
-    Raises:
-        AssertionError: the autocast value is not finite or differs by more than
-            ``tolerance + rtol * |fp32 value|``.
-        ArgumentError: ``dtype`` is not bfloat16 or float16.
     """
     check = f"check_dtype_consistency ({str(dtype).replace('torch.', '')} autocast)"
     run = _Run(check, metric, a, b)
@@ -348,15 +329,8 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     Pure torch; agrees with ``scipy.stats.spearmanr``.
 
-    Args:
-        x, y: values of the same shape ``(..., N)`` with ``N >= 2``.
-
-    Returns:
-        The float64 correlations, shape ``(...)``, in ``[-1, 1]``, or ``nan`` where an
-        input is constant.
-
-    Raises:
-        ShapeError: ``x`` and ``y`` differ in shape or ``N < 2``.
+    ``x`` and ``y`` have the same shape ``(..., N)`` with ``N >= 2`` (else a ``ShapeError``);
+    the result is float64, shape ``(...)``, in ``[-1, 1]``, ``nan`` where an input is constant.
 
     Example:
         >>> import torch
@@ -395,20 +369,13 @@ def check_monotone(
     Args:
         distortion: a kind of :func:`~percepfid.testing.distortions.distort` (``levels``
             then lie in ``[0, 1]``; ``value_range`` is that of ``reference`` and ``seed``
-            seeds the same noise at every level), or any callable
-            ``distortion(images, level) -> images``.
+            seeds the same noise at every level; an unknown kind raises
+            ``UnknownNameError``), or any callable ``distortion(images, level) -> images``
+            (anything else raises ``DTypeError``).
         levels: at least three increasing distortion levels.
         higher_is_better: ``True`` for a similarity or quality score, ``False`` for a
             distance or loss.
         min_correlation: the rank correlation required, in ``(0, 1]``.
-
-    Raises:
-        AssertionError: some image's scores do not follow the levels closely enough (or
-            are constant, or not finite).
-        ArgumentError: fewer than three levels, levels not increasing, or
-            ``min_correlation`` outside ``(0, 1]``.
-        UnknownNameError: ``distortion`` names no known distortion.
-        DTypeError: ``distortion`` is neither a str nor callable.
     """
     run = _Run("check_monotone", metric, reference, reference)
     levels = [float(level) for level in levels]

@@ -1,13 +1,12 @@
-"""Image distortions with a severity level, for property tests of quality metrics.
-
-Gaussian blur, additive Gaussian noise, uniform quantisation and down-up resampling, in plain
-torch so they run on any device. Each has a function taking its natural parameter, and
-:func:`distort` maps them all to one severity ``level`` in ``[0, 1]`` (``0`` returns the
-input unchanged). They are test fixtures, computed without autograd.
+"""Image distortions for property tests of quality metrics, in plain torch (any device, no
+autograd): Gaussian blur, Gaussian noise, quantisation and down-up resampling, each taking its
+natural parameter, and :func:`distort`, which maps them all to one severity in ``[0, 1]``.
 
 Every function takes images ``x`` of shape ``(B, C, H, W)`` in any floating dtype and
 returns the distorted images with the same shape and dtype; it raises ``DTypeError`` when
-``x`` is not a floating tensor and ``ShapeError`` when it is not 4-D.
+``x`` is not a floating tensor (or an int parameter is not an int), ``ShapeError`` when it
+is not 4-D, and ``ArgumentError`` for a parameter (or ``value_range``) outside the range
+its docstring gives.
 """
 
 from __future__ import annotations
@@ -64,11 +63,7 @@ def _check_value_range(value_range: Sequence[float] | None) -> tuple[float, floa
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Blur each channel with a separable Gaussian of standard deviation ``sigma >= 0``
     pixels (``0`` returns a copy of ``x``), as ``scipy.ndimage.gaussian_filter(x, sigma,
-    mode='nearest', truncate=3.0)`` does on each channel.
-
-    Raises:
-        ArgumentError: ``sigma`` is negative or not finite.
-    """
+    mode='nearest', truncate=3.0)`` does on each channel."""
     sigma = check_positive(sigma, "sigma", allow_zero=True)
     if sigma == 0.0:
         return x.clone()
@@ -97,9 +92,6 @@ def gaussian_noise(
     The noise is drawn in float32 on the ``generator``'s device (``None``: torch's global
     generator on ``x``'s device), so one seed gives the same noise on CPU and GPU, and the
     same pattern, scaled, at every ``std``.
-
-    Raises:
-        ArgumentError: ``std`` is negative or not finite, or ``value_range`` is invalid.
     """
     std = check_positive(std, "std", allow_zero=True)
     bounds = check_input_range(value_range, "value_range")
@@ -116,12 +108,7 @@ def quantize(
     x: torch.Tensor, levels: int, *, value_range: Sequence[float] = (0.0, 1.0)
 ) -> torch.Tensor:
     """Round ``x`` (clamped to ``value_range``) to ``levels`` evenly spaced values spanning
-    ``value_range``: ``levels=256`` is 8-bit quantisation.
-
-    Raises:
-        DTypeError: ``levels`` is not an int.
-        ArgumentError: ``levels < 2`` or ``value_range`` is invalid.
-    """
+    ``value_range``, an int ``levels >= 2``: ``levels=256`` is 8-bit quantisation."""
     steps = check_int(levels, "levels", minimum=2) - 1
     low, high = _check_value_range(value_range)
     unit = ((x - low) / (high - low)).clamp(0.0, 1.0)
@@ -131,11 +118,7 @@ def quantize(
 @_distortion
 def down_up_sample(x: torch.Tensor, factor: float) -> torch.Tensor:
     """Downsample by ``factor >= 1`` (antialiased bilinear, to sides
-    ``max(1, round(side / factor))``) and resample back to the original size (bilinear).
-
-    Raises:
-        ArgumentError: ``factor`` is below 1 or not finite.
-    """
+    ``max(1, round(side / factor))``) and resample back to the original size (bilinear)."""
     factor = check_positive(factor, "factor")
     if factor < 1.0:
         raise ArgumentError(f"factor must be >= 1 (a downsampling factor); got {factor!r}")
@@ -189,7 +172,6 @@ def distort(
 
     Raises:
         UnknownNameError: ``kind`` is not a known distortion.
-        ArgumentError: ``level`` is outside ``[0, 1]`` or ``value_range`` is invalid.
 
     Example:
         >>> import torch
@@ -218,11 +200,8 @@ def distort(
 @dataclass(frozen=True)
 class Distortion:
     """:func:`distort` fixed in ``kind``, ``level`` and noise ``seed``: a reproducible
-    callable ``x -> x'`` (the noise generator is re-seeded on each call).
-
-    Raises:
-        UnknownNameError, ArgumentError: as for :func:`distort`.
-        DTypeError: ``seed`` is not an int.
+    callable ``x -> x'`` (the noise generator is re-seeded on each call). Its fields are
+    checked as :func:`distort` checks them (``seed``: an int).
 
     Example:
         >>> import torch

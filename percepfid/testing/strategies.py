@@ -78,14 +78,12 @@ _LEVELS = st.floats(0.0, 1.0)
 
 
 class DistortedPair(NamedTuple):
-    """A reference batch and its distorted copy, as drawn by :func:`distorted`."""
+    """As drawn by :func:`distorted`: the distorted images (the first argument of
+    ``metric(a, b)``), the reference and the distortion applied (kind, level, noise seed)."""
 
     distorted: torch.Tensor
-    """The distorted images (the first argument of ``metric(a, b)``)."""
     reference: torch.Tensor
-    """The undistorted images."""
     distortion: Distortion
-    """The distortion applied (kind, level and noise seed)."""
 
 
 def _as_strategy(value: Any) -> st.SearchStrategy:
@@ -202,11 +200,9 @@ def images(
         patterns: the contents to draw from, a subset of :data:`PATTERNS`.
         device: where the tensors are put (generated on CPU, so seeds are portable).
 
-    Raises:
-        ArgumentError: a size is not a positive int, or ``value_range`` is invalid.
-        DTypeError: ``dtype`` is not a floating dtype.
-        UnknownNameError: a pattern is unknown (or, for the functions taking
-            ``**image_args``, an argument name).
+    Fixed values are checked at once, drawn ones when drawn: ``ArgumentError`` (a size, the
+    range), ``DTypeError`` (the dtype), ``UnknownNameError`` (a pattern; for the functions
+    taking ``**image_args``, also an argument name).
     """
     return _images(_Spec(batch, height, width, dtype, value_range, patterns, device).checked())
 
@@ -226,11 +222,8 @@ def image_pairs(
     is then, by a relation drawn from ``relations``: an independent image, different from
     ``b`` in every item (``'independent'``), a distorted copy of ``b`` (``'distorted'``;
     it can equal ``b``, e.g. at level 0), or an exact copy of ``b`` (``'identical'``).
-    Checks that need ``a != b`` should draw ``relations=['independent']``.
-
-    Raises:
-        ArgumentError, DTypeError, UnknownNameError: as for :func:`images`, or an unknown
-            relation.
+    Checks that need ``a != b`` should draw ``relations=['independent']``. Raises as
+    :func:`images` does, and ``UnknownNameError`` for an unknown relation.
     """
     spec = _Spec.of(image_args)
     return _image_pairs(spec, _check_names(relations, RELATIONS, "pair relation", "relations"))
@@ -262,12 +255,8 @@ def distortions(
 ) -> st.SearchStrategy[Distortion]:
     """Strategy for :class:`~percepfid.testing.distortions.Distortion` objects with a drawn
     kind (from ``kinds``, or drawn from it if a strategy), level (``level`` or a draw from
-    it) and noise seed.
-
-    Raises:
-        UnknownNameError: a kind is unknown.
-        ArgumentError: a fixed ``level`` is outside ``[0, 1]``.
-    """
+    it) and noise seed; an unknown kind raises ``UnknownNameError``, a fixed ``level``
+    outside ``[0, 1]`` ``ArgumentError``."""
     if not isinstance(kinds, st.SearchStrategy):
         kinds = st.sampled_from(_check_names(kinds, DISTORTION_KINDS, "distortion", "kinds"))
     if not isinstance(level, st.SearchStrategy):
@@ -291,9 +280,7 @@ def distorted(
         kind: a distortion kind, a strategy of kinds, or ``None`` for any kind.
         level: a severity in ``[0, 1]``, a strategy, or ``None`` for any level.
 
-    Raises:
-        ArgumentError, DTypeError, UnknownNameError: as for :func:`images` and
-            :func:`distortions`.
+    Raises as :func:`images` and :func:`distortions` do.
     """
     spec = _Spec.of(image_args)
     kinds = DISTORTION_KINDS if kind is None else kind
