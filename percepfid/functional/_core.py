@@ -39,11 +39,8 @@ def reduce_loss(values: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
 
 
 def to_unit(images: torch.Tensor, input_range: Sequence[float] | None) -> torch.Tensor:
-    """Map images from ``input_range = (low, high)`` to ``[0, 1]``: ``(x - low) / (high - low)``.
-
-    ``None`` or ``(0, 1)`` returns ``images`` itself (no copy, no op in the graph). This is
-    the one place every loss, backbone and protocol maps its input range.
-    """
+    """Map images from ``input_range = (low, high)`` to ``[0, 1]``: ``(x - low) / (high - low)``;
+    ``None`` or ``(0, 1)`` returns ``images`` itself (no op in the graph)."""
     if input_range is None:
         return images
     low, high = float(input_range[0]), float(input_range[1])
@@ -63,32 +60,19 @@ def high_level_fidelity(
     weight: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Cosine fidelity of SR embeddings to GT embeddings, one value per image.
+    """Cosine fidelity ``(B,)`` in ``[-1, 1]`` of SR embeddings to same-shaped GT ones.
 
-    ``(B, D)`` embeddings give ``cos(e_sr, e_gt)``. ``(B, N, D)`` embeddings (patch tokens
-    or tiles) give the mean over ``N`` of the per-token cosines, weighted by ``weight``
-    when given.
-
-    Args:
-        sr_embedding: ``(B, D)`` or ``(B, N, D)``.
-        gt_embedding: same shape as ``sr_embedding``.
-        eps: lower bound on each norm (see :func:`percepfid.kernels.cosine_similarity`).
-        weight: optional per-token weights ``(B, N)`` or ``(N,)``.
-        backend: cosine kernel backend, ``'auto'``, ``'torch'`` or ``'triton'``.
-
-    Returns:
-        ``(B,)`` fidelity in ``[-1, 1]``; higher is more faithful.
+    ``(B, D)`` embeddings give ``cos(e_sr, e_gt)``; ``(B, N, D)`` ones (patch tokens or
+    tiles) the mean over ``N`` of the per-token cosines, weighted by ``weight`` ``(B, N)``
+    or ``(N,)`` when given. ``eps`` and ``backend`` are those of
+    :func:`percepfid.kernels.cosine_similarity`.
 
     Example:
         >>> e = torch.randn(4, 16)
         >>> high_level_fidelity(e, 2 * e)
         tensor([1., 1., 1., 1.])
     """
-    if sr_embedding.shape != gt_embedding.shape:
-        raise ShapeError(
-            "sr_embedding and gt_embedding must have the same shape; "
-            f"got {tuple(sr_embedding.shape)} and {tuple(gt_embedding.shape)}"
-        )
+    check_same_shape(sr_embedding, gt_embedding, ("sr_embedding", "gt_embedding"))
     if sr_embedding.ndim == 2:
         return cosine_similarity(sr_embedding, gt_embedding, eps=eps, backend=backend)
     if sr_embedding.ndim == 3:
@@ -166,18 +150,10 @@ def hlf_loss(
 
 
 def antisymmetrize(g: PairFunction, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``f(a, b) = (g(a, b) - g(b, a)) / 2``: antisymmetric whatever ``g`` is.
+    """``f(a, b) = (g(a, b) - g(b, a)) / 2`` for a two-input ``g`` on batches ``a``, ``b``.
 
-    IEEE subtraction is exactly antisymmetric and halving is exact, so as long as ``g``
-    is deterministic, ``f(a, b) == -f(b, a)`` and ``f(a, a) == 0`` hold to the last bit
-    (not merely to a tolerance).
-
-    Args:
-        g: a two-input function returning one value per batch item.
-        a, b: its inputs (images or features), batched along dim 0.
-
-    Returns:
-        ``(g(a, b) - g(b, a)) / 2``, shaped like ``g``'s output.
+    IEEE subtraction is exactly antisymmetric and halving is exact, so for a deterministic
+    ``g``, ``f(a, b) == -f(b, a)`` and ``f(a, a) == 0`` hold to the last bit.
 
     Example:
         >>> g = lambda x, y: (2 * x - y).sum(dim=1)
@@ -196,21 +172,11 @@ def rqi_score(
     *,
     antisymmetric: bool = True,
 ) -> torch.Tensor:
-    """Relative quality of ``sr`` with respect to the reference ``gt``, one value per image.
+    """Relative quality ``(B,)`` of ``sr`` with respect to ``gt``, > 0 when ``sr`` looks better.
 
-    The reference is embedded without autograd (it is a target, never optimised); ``sr``
-    keeps its graph. Each image is embedded once; only the (cheap) comparison runs twice
-    when antisymmetrising.
-
-    Args:
-        features: per-image feature extractor.
-        compare: the two-input model ``g`` on a pair of feature batches, ``(B,)``.
-        sr: images to score, in the range ``features`` expects.
-        gt: aligned reference images of the same shape.
-        antisymmetric: return ``(g(sr, gt) - g(gt, sr)) / 2`` (default) or the raw ``g``.
-
-    Returns:
-        ``(B,)``, > 0 when ``sr`` looks better than ``gt``.
+    ``compare`` (the model ``g``, ``(B,)``) runs on ``features`` of both images, each
+    extracted once (``gt`` without autograd); ``antisymmetric`` returns
+    :func:`antisymmetrize` of it (default), else the raw ``g(sr, gt)``.
     """
     features_sr = features(sr)
     with torch.no_grad():
@@ -234,12 +200,9 @@ def huber(
     delta: float = 1.0,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Huber loss ``0.5 r^2`` for ``|r| <= delta``, else ``delta * (|r| - 0.5 delta)``.
-
-    ``prediction`` and ``target`` have the same shape; ``delta > 0``. With RQI's labels in
-    ``[-1, 1]`` the default ``delta=1`` is plain L2 on almost every pair; a smaller
-    ``delta`` such as 0.1 mixes L2 near zero with L1 on large errors.
-    """
+    """Huber loss of same-shaped tensors: ``0.5 r^2`` for ``|r| <= delta``, else
+    ``delta * (|r| - 0.5 delta)`` (``delta > 0``; with RQI's labels in ``[-1, 1]``,
+    ``delta=1`` is L2 on almost every pair, 0.1 mixes L2 near zero with L1)."""
     check_positive(delta, "delta")
     check_same_shape(prediction, target, ("prediction", "target"))
     residual = (prediction - target).abs()
@@ -259,18 +222,10 @@ def nriqa_reward_loss(
     q_scale: float = 1.0,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """``base - weight * q_scale * Q`` (Zhang et al., arXiv 2504.18524), reduced.
-
-    Args:
-        quality: ``(B,)`` no-reference quality of the SR images, higher is better.
-        base: the fidelity loss, ``(B,)`` per image or a scalar, or ``None`` (reward only).
-        weight: ``lambda_Q``, the reward weight.
-        q_scale: multiplies Q before weighting (e.g. 100 to match a 0-100 scale).
-        reduction: ``'mean'``, ``'sum'`` or ``'none'`` over the batch.
-
-    Returns:
-        A scalar, or ``(B,)`` with ``reduction='none'`` (a scalar ``base`` is broadcast).
-    """
+    """``reduce(base - weight * q_scale * quality)`` (Zhang et al., arXiv 2504.18524) for the
+    no-reference ``quality`` ``(B,)`` (higher is better) and a fidelity loss ``base``
+    (``(B,)``, a scalar, broadcast, or ``None`` for the reward only); see
+    :class:`~percepfid.LoRANRIQALoss`."""
     values = -(weight * q_scale) * quality
     if base is not None:
         values = base + values

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,6 @@ from torch import nn
 from .._atomic import atomic_path
 from .._errors import ArgumentError, MissingDependencyError, UnknownNameError, WeightsError
 from ..hub import is_offline
-
-logger = logging.getLogger(__name__)
 
 # The key in config.json that names the head class, so load_head can rebuild any head.
 CLASS_KEY = "percepfid_head"
@@ -99,25 +97,22 @@ class BackboneUpdate:
         backbone.encoder.load_state_dict(self.state, strict=False)
 
 
-def _write_backbone_update(folder: Path, update: BackboneUpdate) -> None:
-    from safetensors.torch import save_file
+def _read(path: Path, what: str, read: Callable[[Path], Any]) -> Any:
+    """``read(path)``, any failure to read it a :class:`WeightsError`."""
+    from safetensors import SafetensorError
 
-    state = {k: v.detach().cpu().contiguous() for k, v in update.state.items()}
-    metadata = {"backbone": update.backbone, "blocks": str(update.blocks)}
-    with atomic_path(folder / BACKBONE_FILE) as partial:
-        save_file(state, str(partial), metadata=metadata)
+    try:
+        return read(path)
+    except (OSError, UnicodeDecodeError, ValueError, SafetensorError) as error:
+        raise WeightsError(
+            f"{path}: unreadable {what} ({error}); re-save or re-download the head"
+        ) from error
 
 
 def _read_backbone_update(path: Path, record: dict) -> BackboneUpdate:
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    try:
-        state = load_file(str(path))
-    except (OSError, SafetensorError) as error:
-        raise WeightsError(
-            f"{path}: unreadable backbone update ({error}); re-save or re-download the head"
-        ) from error
+    state = _read(path, "backbone update", lambda p: load_file(str(p)))
     try:
         return BackboneUpdate(str(record["name"]), int(record["blocks"]), state)
     except (KeyError, TypeError, ValueError) as error:
@@ -135,14 +130,11 @@ class HubHead(
 ):
     """An ``nn.Module`` with ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``.
 
-    Subclasses take only JSON-serialisable constructor arguments (ints, floats, strings,
-    lists); the mixin records them in ``config.json`` so ``from_pretrained`` rebuilds the
-    same architecture before loading ``model.safetensors``. The class name is recorded too,
-    so :func:`load_head` can load any head without knowing its class.
-
-    A head fitted together with the last blocks of its backbone carries them in
-    :attr:`backbone_update`; they are saved next to it as ``backbone.safetensors`` and
-    :class:`~percepfid.HLFLoss` loads them into its backbone.
+    Subclasses take only JSON-serialisable constructor arguments, which the mixin records
+    in ``config.json`` (with the class name, for :func:`load_head`) to rebuild the head
+    before loading ``model.safetensors``. A head fitted with the last blocks of its
+    backbone carries them in :attr:`backbone_update`, saved as ``backbone.safetensors``
+    (:class:`~percepfid.HLFLoss` loads them into its backbone).
     """
 
     backbone_update: BackboneUpdate | None = None
@@ -153,20 +145,20 @@ class HubHead(
         super().__init_subclass__(**kwargs)
         _HEADS[cls.__name__] = cls
 
-    def _full_config(self, config: dict | None) -> dict:
+    def save_pretrained(self, save_directory, *, config: dict | None = None, **kwargs: Any):
         config = dict(config if config is not None else (self._hub_mixin_config or {}))
         config[CLASS_KEY] = type(self).__name__
-        if self.backbone_update is not None:
-            config[BACKBONE_KEY] = {
-                "name": self.backbone_update.backbone,
-                "blocks": self.backbone_update.blocks,
-            }
-        return config
+        update = self.backbone_update
+        if update is not None:
+            config[BACKBONE_KEY] = {"name": update.backbone, "blocks": update.blocks}
+        result = super().save_pretrained(save_directory, config=config, **kwargs)
+        if update is not None:
+            from safetensors.torch import save_file
 
-    def save_pretrained(self, save_directory, *, config: dict | None = None, **kwargs: Any):
-        result = super().save_pretrained(save_directory, config=self._full_config(config), **kwargs)
-        if self.backbone_update is not None:
-            _write_backbone_update(Path(save_directory), self.backbone_update)
+            state = {k: v.detach().cpu().contiguous() for k, v in update.state.items()}
+            metadata = {"backbone": update.backbone, "blocks": str(update.blocks)}
+            with atomic_path(Path(save_directory) / BACKBONE_FILE) as partial:
+                save_file(state, str(partial), metadata=metadata)
         return result
 
     # push_to_hub needs no override: the mixin saves through save_pretrained into a
@@ -174,12 +166,10 @@ class HubHead(
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs: Any):
-        """Load the head (and its backbone update, when saved with one), strictly.
-
-        The folder or repo must hold a readable ``config.json`` and a ``model.safetensors``
-        whose tensors are exactly the head's (no missing, no extra keys). With
-        ``HF_HUB_OFFLINE=1`` (read at call time) only the local cache is searched. Called on
-        ``HubHead`` itself (as :func:`load_head` does), it builds the class the config names.
+        """Load the head (and its backbone update, when saved with one), strictly: the folder
+        or repo must hold a ``config.json`` and a ``model.safetensors`` with exactly the head's
+        tensors. ``HF_HUB_OFFLINE=1`` (read at call time) searches the local cache only. On
+        ``HubHead`` itself (as :func:`load_head`), it builds the class the config names.
 
         Raises:
             UnknownNameError: on ``HubHead``, the config names a head class percepfid does
@@ -192,7 +182,12 @@ class HubHead(
         if is_offline() and "local_files_only" not in kwargs:
             kwargs["local_files_only"] = True
         fetch = _fetcher(pretrained_model_name_or_path, kwargs)
-        config_path, config = _read_config(fetch)  # fails fast, before the mixin
+        config_path = fetch("config.json")  # fails fast, before the mixin
+        config = _read(config_path, "head config", lambda p: json.loads(p.read_text()))
+        if not isinstance(config, dict):
+            raise WeightsError(
+                f"{config_path}: a head config must be a JSON object; got {type(config).__name__}"
+            )
         head_class = cls
         if cls is HubHead:
             name = config.get(CLASS_KEY)
@@ -202,10 +197,9 @@ class HubHead(
             head_class = _HEADS[name]
         weights_path = fetch(_WEIGHTS_FILE)
         kwargs.setdefault("strict", True)
-        captured = io.StringIO()
         try:
             # huggingface_hub prints "Loading weights from local directory": keep stdout clean
-            with contextlib.redirect_stdout(captured):
+            with contextlib.redirect_stdout(io.StringIO()):
                 head = super(HubHead, head_class).from_pretrained(source, **kwargs)
         except (WeightsError, MissingDependencyError):
             raise
@@ -215,9 +209,6 @@ class HubHead(
                 f"and {weights_path} ({type(error).__name__}: {error}). The files are corrupt "
                 "or were not written by this head's save_pretrained: re-save or re-download it."
             ) from error
-        finally:
-            if captured.getvalue().strip():
-                logger.debug("huggingface_hub: %s", captured.getvalue().strip())
         fitted_on = config.get(FITTED_ON_KEY)
         head.fitted_on = dict(fitted_on) if isinstance(fitted_on, dict) else None
         record = config.get(BACKBONE_KEY)
@@ -288,36 +279,9 @@ def _fetcher(path_or_repo_id: str | Path, hub_kwargs: dict[str, Any]):
     return fetch
 
 
-def _read_config(fetch) -> tuple[Path, dict]:
-    config_path = fetch("config.json")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise WeightsError(
-            f"{config_path}: unreadable head config ({error}); re-save the head with "
-            "save_pretrained or re-download it"
-        ) from error
-    if not isinstance(config, dict):
-        raise WeightsError(
-            f"{config_path}: a head config must be a JSON object; got {type(config).__name__}"
-        )
-    return config_path, config
-
-
 def load_head(path_or_repo_id: str | Path, **hub_kwargs: Any) -> HubHead:
-    """Load any percepfid head from a ``save_pretrained`` folder or a Hub repo id.
-
-    Args:
-        path_or_repo_id: a local folder or ``"<org>/<repo>"``.
-        **hub_kwargs: passed to ``from_pretrained`` (``revision``, ``cache_dir``,
-            ``local_files_only``, ...).
-
-    Returns:
-        The head, with its :attr:`~HubHead.backbone_update` when the folder holds one.
-
-    Raises:
-        WeightsError: the folder/repo holds no percepfid head config, or its backbone update
-            is missing or unreadable.
-        UnknownNameError: the config names a head class percepfid does not know.
-    """
+    """Load any percepfid head (the class its ``config.json`` names, with its
+    :attr:`~HubHead.backbone_update`) from a ``save_pretrained`` folder or a Hub repo id
+    ``"<org>/<repo>"``; ``hub_kwargs`` (``revision``, ``cache_dir``, ...) and errors are
+    those of :meth:`HubHead.from_pretrained`."""
     return HubHead.from_pretrained(path_or_repo_id, **hub_kwargs)

@@ -12,12 +12,10 @@ from ._base import HubHead
 class CalibrationHead(HubHead):
     """``s = sigmoid(scale * cos + bias)``: cosine fidelity -> predicted human fidelity in [0, 1].
 
-    Monotone in the cosine (for ``scale > 0``), so it changes PLCC / RMSE against human
-    scores but never the ranking (SRCC). Fit it with :func:`percepfid.train.fit_hlf_head`.
-
-    Every HLF head has the same call: ``head(cosine, sr_embedding, gt_embedding)``, and
-    splits it in two steps, :meth:`features` (fixed) then :meth:`from_features` (learned),
-    so a trainer can compute the features once and fit only the second step.
+    Monotone in the cosine (for ``scale > 0``): it changes PLCC / RMSE against human scores,
+    never the ranking (SRCC). Fit it with :func:`percepfid.train.fit_hlf_head`. Every HLF
+    head is called ``head(cosine, sr_embedding, gt_embedding)`` = :meth:`from_features`
+    (learned) of :meth:`features` (fixed), so a trainer computes the features once.
 
     Args:
         scale: initial slope. The default maps cos 0.5 -> 0.5 and cos 1.0 -> 0.993.
@@ -65,11 +63,10 @@ class CalibrationHead(HubHead):
 class MLPCalibrationHead(HubHead):
     """An MLP on ``[cos, mean|e_sr - e_gt|, max|e_sr - e_gt|]`` -> fidelity in [0, 1].
 
-    A richer alternative to :class:`CalibrationHead` (PAPERS.md section 1 [D]), with the
-    same call ``head(cosine, sr_embedding, gt_embedding)``. The features are standardised
-    by the buffers ``feature_mean`` / ``feature_std`` (set from the training features by
-    :func:`percepfid.train.fit_hlf_head`, saved with the head) before the MLP, so it copes
-    with backbones whose cosines crowd near 1.
+    A richer alternative to :class:`CalibrationHead` (PAPERS.md section 1 [D]). The features
+    are standardised by the buffers ``feature_mean`` / ``feature_std`` (set by
+    :func:`percepfid.train.fit_hlf_head`, saved with the head), so it copes with backbones
+    whose cosines crowd near 1.
 
     Args:
         hidden: width of the hidden layer.

@@ -1,13 +1,6 @@
-"""Cosine similarity of embeddings: one dispatcher over a torch reference and a fused kernel.
-
-* :func:`cosine_similarity` is the public entry point (argument checks, backend choice).
-* ``_reference.py`` is the specification in plain torch (``backend='torch'``).
-* ``_triton.py`` holds the fused forward and backward Triton kernels, imported only when
-  they run; ``_ops.py`` registers them as ``torch.library`` custom ops
-  (``percepfid::cosine_similarity_forward`` / ``_backward``) so that ``torch.compile`` and
-  autograd see one node each way.
-
-The default backend comes from ``PERCEPFID_KERNEL`` (``auto``, ``torch`` or ``triton``).
+"""Cosine similarity of embeddings: :func:`cosine_similarity` checks its arguments and
+dispatches to the torch spec (``_reference``) or to fused Triton kernels (``_triton``,
+imported only when they run) registered as ``torch.library`` ops (``_ops``).
 """
 
 from __future__ import annotations

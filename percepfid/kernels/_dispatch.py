@@ -21,13 +21,6 @@ REDUCES = (None, "mean", "sum")
 _logged_reasons: set[str] = set()
 
 
-def _log_once(message: str) -> None:
-    if torch.compiler.is_compiling() or message in _logged_reasons:
-        return
-    _logged_reasons.add(message)
-    logger.info(message)
-
-
 def select_backend(backend: str, x: torch.Tensor, y: torch.Tensor) -> str:
     """Resolve ``backend`` (``'auto'`` reads ``PERCEPFID_KERNEL``) to ``'torch'`` or ``'triton'``.
 
@@ -53,15 +46,17 @@ def select_backend(backend: str, x: torch.Tensor, y: torch.Tensor) -> str:
             f"{source} cannot serve this call: {reason}. Fix: {fix} "
             f"(or backend='auto', which falls back to the torch reference)."
         )
-    _log_once(f"cosine_similarity: using the torch reference instead of Triton: {reason}.")
+    message = f"cosine_similarity: using the torch reference instead of Triton: {reason}."
+    if not torch.compiler.is_compiling() and message not in _logged_reasons:
+        _logged_reasons.add(message)
+        logger.info(message)
     return "torch"
 
 
 def _check_arguments(
     x: object, y: object, dim: object, eps: object, weight: object, reduce: object
 ) -> tuple[torch.Size, int]:
-    """Check every argument but ``backend``; return the broadcast shape of ``x, y`` and
-    ``dim`` made >= 0."""
+    """Check every argument but ``backend``; return the broadcast shape and ``dim >= 0``."""
     check_tensor(x, "x")
     check_tensor(y, "y")
     check_choice(reduce, "reduce", REDUCES)
@@ -151,11 +146,10 @@ def cosine_similarity(
 ) -> torch.Tensor:
     """Cosine similarity of embeddings, optionally weighted and reduced over tokens.
 
-    ``cos = <x, y> / (max(||x||, eps) * max(||y||, eps))`` along ``dim``, accumulated in
-    float32 without overflow, clamped to ``[-1, 1]`` (value only), with the exact
-    derivative of the formula as gradient (finite even at ``x = 0``): the full spec is
-    :mod:`percepfid.kernels._reference`. The token axis is the last axis of the cosine;
-    ``reduce='mean'`` with a ``weight`` gives ``sum(w * cos) / sum(w)`` per image.
+    ``cos = <x, y> / (max(||x||, eps) * max(||y||, eps))`` along ``dim``, in float32, with
+    the exact derivative as gradient (the full spec: :mod:`percepfid.kernels._reference`).
+    ``reduce='mean'`` with a ``weight`` gives ``sum(w * cos) / sum(w)`` over the token axis
+    (the cosine's last), per image.
 
     Backends: ``'torch'`` runs the reference (which ``torch.compile`` fuses well);
     ``'triton'`` runs one fused kernel each way (CUDA tensors of dtype float16/bfloat16/

@@ -1,17 +1,12 @@
-"""The fused cosine path as registered torch ops, so that it composes with the compiler.
+"""The fused cosine path as ``torch.library`` custom ops, so that it composes with the compiler.
 
-``percepfid::cosine_similarity_forward`` and ``percepfid::cosine_similarity_backward`` are
-``torch.library.custom_op`` s: ``torch.compile(fullgraph=True)`` treats them as opaque
-nodes (their fake implementations give shapes and dtypes), autograd links them through
-:func:`torch.library.register_autograd`, and ``torch.library.opcheck`` validates them.
+``percepfid::cosine_similarity_forward`` / ``_backward`` are opaque nodes to
+``torch.compile(fullgraph=True)`` (their fake implementations give shapes and dtypes), are
+linked by :func:`torch.library.register_autograd` and pass ``torch.library.opcheck``. They
+run the Triton kernels (imported on first use) wherever :func:`triton_unavailable` allows,
+else the torch formulas of ``_reference``.
 
-Both run the Triton kernels of :mod:`percepfid.kernels._triton` (imported on first use)
-wherever :func:`triton_unavailable` finds nothing against it (CUDA tensors of a kernel
-dtype; CPU tensors under ``TRITON_INTERPRET=1``, which is how CI tests them), else the
-torch formulas of :mod:`percepfid.kernels._reference`.
-
-Not written with ``from __future__ import annotations``: ``custom_op`` reads the type hints
-to build the op schema (the fake implementations only mirror it and need none).
+No ``from __future__ import annotations``: ``custom_op`` reads the type hints for the schema.
 """
 
 import os
@@ -32,8 +27,7 @@ from ._reference import (
 __all__ = ["cosine_similarity_backward", "cosine_similarity_forward", "triton_unavailable"]
 
 _TRITON_MODULE = __package__ + "._triton"
-# Looked up once, without importing triton: a plain constant is what torch.compile traces
-# without caveats.
+# Looked up once, without importing triton: a constant traces under torch.compile.
 _TRITON_INSTALLED = is_available("triton")
 
 

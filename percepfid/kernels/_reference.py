@@ -1,41 +1,29 @@
-"""The readable specification of the cosine kernel, in plain torch.
+"""The specification of the cosine kernel, in plain torch.
 
-Two layers live here:
+:func:`cosine_spec` is the spec: ``backend='torch'`` runs it and its autograd gives the
+gradients. :func:`cosine_forward_reference` / :func:`cosine_backward_reference` write the
+same math the way the Triton kernels compute it (a forward that also returns per-row
+statistics, an explicit backward built from them): the CPU implementation of the
+registered ops and the kernels' template; tests check them against the spec.
 
-* :func:`cosine_spec` is *the* spec: a handful of torch ops whose autograd gives the
-  gradients. ``cosine_similarity(..., backend='torch')`` runs exactly this (after the
-  argument checks both backends share), and ``torch.compile`` fuses it.
-* :func:`cosine_forward_reference` / :func:`cosine_backward_reference` write the same math
-  the way the fused Triton kernels compute it: a forward that also returns per-row
-  statistics, and an explicit backward built from them. They are the CPU implementation
-  of the registered ``percepfid::cosine_similarity_*`` ops and the template the kernels
-  follow line by line; tests check them against autograd of the spec.
-
-Definition, for rows ``x_i``, ``y_i`` (the ``dim`` axis holds the features)::
+For rows ``x_i``, ``y_i`` (the ``dim`` axis holds the features)::
 
     cos_i = <x_i, y_i> / (max(||x_i||, eps) * max(||y_i||, eps)),  clamped to [-1, 1]
 
-* Accumulation is in float32 for float16/bfloat16/float32 inputs (float64 stays float64),
-  and the result has that accumulation dtype: ``1 - cos`` in half precision is too coarse
-  for a loss. No squared norm and no product of norms is ever formed in half precision,
-  so fp16 tokens with norms in the hundreds stay finite; and each row is divided by a
-  power of two near its largest entry before squaring (exact), so float32 rows with norms
-  up to float32's maximum (above ``1e19`` the squares would overflow) stay finite too.
+* Accumulation and result are float32 (float64 for float64 inputs): ``1 - cos`` in half
+  precision is too coarse for a loss. Nothing is squared in half precision, and each row
+  is divided by a power of two near its largest entry before squaring (exact), so rows
+  with norms up to the dtype's maximum stay finite.
 * ``eps`` clamps each norm separately (unlike ``torch.nn.functional.cosine_similarity``,
-  which clamps under ``no_grad``). The gradient is the exact derivative of the formula
-  above: where ``||x|| >= eps``, ``d cos / d x = y / (||x|| max(||y||, eps)) - cos x / ||x||^2``
-  (orthogonal to ``x``, norm ``sin(theta) / ||x||``); where ``||x|| < eps`` the clamped norm
-  is the constant ``eps``, so ``d cos / d x = y / (eps max(||y||, eps))`` (finite, and zero
-  when ``y`` is zero too). Inside that ball the formula is linear in ``x``, so at ``x = 0``
-  too this is the true derivative, never NaN. At ``||x|| == eps`` exactly the first
-  branch is used.
-* The clamp to ``[-1, 1]`` only removes rounding error (mathematically ``|cos| <= 1``).
-  It is applied to the value only; the gradient is that of the unclamped expression, so
-  the clamp never zeroes a gradient (a hard clamp would kill it at ``x || y``).
-* ``weight`` is per token (broadcastable to the cosine's shape). ``reduce=None`` returns
-  ``weight * cos``; ``'sum'`` returns ``sum(weight * cos)`` over the token axis (the last
-  axis of the cosine); ``'mean'`` returns ``sum(weight * cos) / sum(weight)`` (the plain
-  mean without weight). A zero weight sum gives inf/NaN (no host sync to check it).
+  which clamps under ``no_grad``). The gradient is the exact derivative of the formula:
+  where ``||x|| >= eps``, ``d cos / d x = y / (||x|| max(||y||, eps)) - cos x / ||x||^2``;
+  where ``||x|| < eps`` the clamped norm is the constant ``eps``, so
+  ``d cos / d x = y / (eps max(||y||, eps))``: finite, also at ``x = 0``, never NaN.
+* The clamp to ``[-1, 1]`` only removes rounding error and applies to the value only: the
+  gradient is that of the unclamped expression (a hard clamp would kill it at ``x || y``).
+* ``weight`` is per token. ``reduce=None`` returns ``weight * cos``; ``'sum'`` sums it over
+  the token axis (the cosine's last); ``'mean'`` divides that by ``sum(weight)`` (by ``N``
+  without weight). A zero weight sum gives inf/NaN (no host sync to check it).
 """
 
 from __future__ import annotations
@@ -75,11 +63,7 @@ def _clamp_unit(cos: torch.Tensor) -> torch.Tensor:
 
 
 def _power_of_two_scale(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """A power of two near each row's largest magnitude (``dim`` kept), 1 for a zero row.
-
-    Dividing by a power of two is exact, so the scaled rows give bit for bit the sums of
-    the unscaled ones, while their squares stay far from overflow (and underflow).
-    """
+    """A power of two near each row's largest magnitude (``dim`` kept), 1 for a zero row."""
     if x.shape[dim] == 0:
         return torch.ones_like(x.sum(dim, keepdim=True))
     peak = x.detach().abs().amax(dim, keepdim=True)
@@ -91,13 +75,8 @@ def _power_of_two_scale(x: torch.Tensor, dim: int) -> torch.Tensor:
 def _cosine_and_norms(
     x: torch.Tensor, y: torch.Tensor, dim: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The unclamped cosine and both norms along ``dim``, finite for any finite rows.
-
-    Each row is divided by a power of two near its largest entry before anything is
-    squared (:func:`_power_of_two_scale`), so float32 rows with norms above ``1e19`` or
-    below ``1e-19`` do not overflow or underflow; for other rows every value is the same
-    to the last bit as the unscaled formula.
-    """
+    """The unclamped cosine and both norms along ``dim``, computed on rows scaled by a power
+    of two (exact), so that no square overflows or underflows."""
     scale_x = _power_of_two_scale(x, dim)
     scale_y = _power_of_two_scale(y, dim)
     xs, ys = x / scale_x, y / scale_y
@@ -118,10 +97,7 @@ def cosine_spec(
     weight: torch.Tensor | None,
     reduce: str | None,
 ) -> torch.Tensor:
-    """The spec: ``cosine_similarity(..., backend='torch')`` on checked arguments (``dim >= 0``).
-
-    Its autograd gives the gradients; see the module docstring for the exact semantics.
-    """
+    """The spec: ``cosine_similarity(..., backend='torch')`` on checked arguments (``dim >= 0``)."""
     x, y = torch.broadcast_tensors(x, y)
     dtype = compute_dtype(x.dtype, y.dtype)
     cos, _, _ = _cosine_and_norms(x.to(dtype), y.to(dtype), dim, eps)
@@ -183,20 +159,16 @@ def cosine_backward_reference(
     need_dx: bool,
     need_dy: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fused backward, written in torch: gradients for ``x`` and ``y`` from ``stats``.
+    """The fused backward, written in torch: ``(dx, dy)`` from ``stats``, in the dtypes of
+    ``x`` and ``y`` (an empty tensor for a gradient not requested).
 
     With ``g`` the upstream gradient of each row (times its weight, and ``scale`` when
-    reduced), ``c_x = max(||x||, eps)``, the unit-like rows ``u_x = x / c_x`` and
-    ``r_x = cos`` where ``||x|| >= eps`` (else 0, the eps branch has no radial term)::
+    reduced), ``c_x = max(||x||, eps)``, ``u_x = x / c_x`` and ``r_x = cos`` where
+    ``||x|| >= eps`` (else 0: the eps branch has no radial term)::
 
         dx = g / c_x * (u_y - r_x u_x)        dy = g / c_y * (u_x - r_y u_y)
 
-    which is ``a y - b_x x`` with ``a = g / (c_x c_y)``, ``b_x = g cos / c_x^2``, written
-    so that no product of two norms is formed (finite for norms up to float32's maximum).
-
-    Returns:
-        ``(dx, dy)`` in the dtypes of ``x`` and ``y``; an empty tensor stands in for a
-        gradient that was not requested.
+    which forms no product of two norms (finite for norms up to float32's maximum).
     """
     cos, norm_x, norm_y = stats.unbind(0)
     g = grad.unsqueeze(-1) * scale if reduce == REDUCE_SUM else grad

@@ -1,22 +1,15 @@
-"""Fused Triton kernels for the cosine similarity of token embeddings.
+"""Fused Triton kernels for the cosine similarity of token embeddings (imported lazily).
 
-Imported lazily, only when the Triton path runs. The math is that of
-:func:`percepfid.kernels._reference.cosine_forward_reference` and
-:func:`~percepfid.kernels._reference.cosine_backward_reference`, kernel for function:
+The math is that of ``_reference.cosine_forward_reference`` / ``cosine_backward_reference``,
+kernel for function. The forward makes one pass over ``x`` and ``y`` per row block and
+stores the cosine and both norms per row (float32) so that the backward, which writes
+``dx`` and ``dy``, is a single pass too. Per-image sums use a float32 atomic add per program,
+or a torch sum under ``torch.use_deterministic_algorithms(True)``.
 
-* forward: one pass over ``x`` and ``y`` per row block (dot product and both squared norms
-  in float32, of the rows divided by a running per-row power of two), then the cosine, the
-  optional weight and per-image sum (a float32 atomic add per program, or a torch sum
-  under ``torch.use_deterministic_algorithms(True)``), plus three float32 numbers per row
-  (cosine, ``||x||``, ``||y||``) so that the backward needs a single pass.
-* backward: one pass over ``x`` and ``y`` writing ``dx`` and, when asked, ``dy``.
-
-Inputs are ``(L, N, D)`` with any strides (broadcast and sliced inputs are never copied);
-each program runs ``BLOCK_R`` rows and loops over ``D`` in ``BLOCK_D`` chunks. Block sizes
-come from a heuristic, not ``triton.autotune``, so the same code runs under
-``TRITON_INTERPRET=1`` (which must be set before triton is first imported: ``triton.jit``
-decides at decoration time whether a function is interpreted). Nothing reads a value back
-to the host.
+Inputs are ``(L, N, D)`` with any strides (never copied); each program runs ``BLOCK_R`` rows
+and loops over ``D`` in ``BLOCK_D`` chunks. Block sizes come from a heuristic, not
+``triton.autotune``, so the same code runs under ``TRITON_INTERPRET=1``. Nothing reads a
+value back to the host.
 """
 
 from __future__ import annotations
@@ -50,11 +43,8 @@ def _row_weight(w_ptr, image, rows, row_mask, stride_wl, stride_wn):
 
 @triton.jit
 def _load_chunk(x_rows, y_rows, start, D, row_mask, stride_xd, stride_yd, BLOCK_D: tl.constexpr):
-    """Columns ``start:start + BLOCK_D`` of the rows of ``x`` and ``y``, in float32.
-
-    Upcast right after loading: all arithmetic is float32 (also under the interpreter,
-    where bfloat16 arithmetic is not reliable).
-    """
+    """Columns ``start:start + BLOCK_D`` of the rows of ``x`` and ``y``, upcast to float32
+    (all arithmetic is float32; the interpreter's bfloat16 arithmetic is not reliable)."""
     cols = start + tl.arange(0, BLOCK_D)
     mask = row_mask[:, None] & (cols < D)[None, :]
     cols = cols.to(tl.int64)
@@ -65,10 +55,8 @@ def _load_chunk(x_rows, y_rows, start, D, row_mask, stride_xd, stride_yd, BLOCK_
 
 @triton.jit
 def _power_of_two_at_least(values):
-    """Per row, the largest of ``2**e <= max |value|`` (``e`` kept in ``[-126, 126]``).
-
-    Read from the float32 exponent bits: a power of two, so dividing by it is exact.
-    """
+    """Per row, the largest ``2**e <= max |value|`` (``e`` in ``[-126, 126]``), from the
+    float32 exponent bits."""
     peak = tl.max(tl.abs(values), axis=1)
     exponent = (peak.to(tl.int32, bitcast=True) >> 23) & 0xFF
     exponent = tl.minimum(tl.maximum(exponent, 1), 253)
@@ -214,12 +202,8 @@ def _on_device(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
 
 
 def _launch(kernel, pointers: tuple, x, y, weight, eps, scale, grad_strides=(), **constexprs):
-    """Launch ``kernel`` over ``(L, N, D)`` inputs: one program per ``BLOCK_R`` rows.
-
-    ``pointers`` are the kernel's tensor arguments in order (``None`` for an absent weight,
-    never read since ``HAS_WEIGHT`` is False); the sizes, strides, ``eps`` and ``scale``
-    follow in the order both kernels declare them.
-    """
+    """Launch ``kernel`` over ``(L, N, D)`` inputs, one program per ``BLOCK_R`` rows:
+    ``pointers`` (``None`` for an absent weight), then sizes, strides, ``eps``, ``scale``."""
     images, n, d = x.shape
     block_r, block_d, num_warps = _blocks(n, d)
     row_blocks = triton.cdiv(n, block_r)

@@ -21,13 +21,9 @@ from ._base import ImageLoss
 
 @dataclass(frozen=True)
 class ReferenceEmbedding:
-    """GT embeddings computed once by :meth:`HLFLoss.embed_reference` (no autograd).
-
-    Pass it in place of ``gt`` to reuse a reference across steps or candidates. It is
-    keyed by everything that determines its value (the backbone spec and the identity of
-    its weights, the preprocessing: input size, resize, mean/std, interpolation, crop and
-    input range, and the embedding): a loss whose key differs refuses it.
-    """
+    """GT embeddings computed once by :meth:`HLFLoss.embed_reference` (no autograd), to pass
+    in place of ``gt`` across steps or candidates. Keyed by everything that determines its
+    value (:meth:`HLFLoss.reference_key`): a loss whose key differs refuses it."""
 
     pooled: torch.Tensor
     tokens: torch.Tensor | None
@@ -59,12 +55,10 @@ class HLFLoss(ImageLoss):
             over aligned patch tokens) or ``'cls+patch'`` (the mean of both fidelities).
         crop: ``'center'``, ``'squash'`` or ``'tiles'`` (mean over aligned tiles, so
             nothing at the border is cropped away); default: the backbone's own.
-        head: a calibration head (module, ``save_pretrained`` folder or Hub repo id)
-            called as ``head(cosine, sr_pooled, gt_pooled)`` (see
-            :class:`~percepfid.heads.CalibrationHead`), giving predicted human fidelity in
-            ``[0, 1]``. Backbone blocks fine-tuned with it (``fit_hlf_head(unfreeze_blocks=N)``)
-            are loaded into this loss's backbone (a backbone passed as a module is copied
-            first). A head loaded from a folder or repo is frozen; a module is used as given.
+        head: a calibration head ``head(cosine, sr_pooled, gt_pooled)`` -> ``[0, 1]`` (see
+            :class:`~percepfid.heads.CalibrationHead`): a module, used as given, or a
+            ``save_pretrained`` folder or Hub repo id, loaded frozen with the backbone blocks
+            fine-tuned with it (into a copy of a backbone passed as a module).
         reduction: ``'mean'``, ``'sum'`` or ``'none'``.
         weight: scale of the loss.
         input_range: value range of ``sr`` and ``gt``.
@@ -120,18 +114,17 @@ class HLFLoss(ImageLoss):
                 f"head must be an nn.Module, a folder or a Hub repo id; got {type(head).__name__}"
             )
         update = getattr(head, "backbone_update", None)
-        # (a head with tuned blocks is checked, more precisely, by update.apply below)
-        fitted_on = getattr(head, "fitted_on", None) or {}
-        if update is None and fitted_on.get("backbone") not in (None, self.backbone.spec.name):
-            raise ArgumentError(
-                f"this head was fitted on backbone {fitted_on['backbone']!r}; it cannot be used "
-                f"with backbone {self.backbone.spec.name!r}. Pass "
-                f"backbone={fitted_on['backbone']!r}, or fit a head on this backbone."
-            )
-        if update is not None:
+        fitted_on = (getattr(head, "fitted_on", None) or {}).get("backbone")
+        if update is not None:  # update.apply checks the backbone, more precisely
             if isinstance(backbone, nn.Module):  # the caller's module: do not change it
                 self.backbone = copy.deepcopy(self.backbone)
             update.apply(self.backbone)
+        elif fitted_on not in (None, self.backbone.spec.name):
+            raise ArgumentError(
+                f"this head was fitted on backbone {fitted_on!r}; it cannot be used with "
+                f"backbone {self.backbone.spec.name!r}. Pass backbone={fitted_on!r}, or fit a "
+                "head on this backbone."
+            )
         self.head = head
         if isinstance(backbone, str) and pretrained and update is None:
             # the released weights: the same for every loss built from this spec
@@ -180,8 +173,7 @@ class HLFLoss(ImageLoss):
         self, sr: torch.Tensor, gt: torch.Tensor | ReferenceEmbedding
     ) -> tuple[Embeddings, Embeddings]:
         """Check a pair once and embed it: ``sr`` ``(B, 3, H, W)`` with autograd, ``gt`` (the
-        same shape, or a :class:`ReferenceEmbedding` of it) without. Returns both
-        :class:`~percepfid.backbones.Embeddings`."""
+        same shape, or a :class:`ReferenceEmbedding` of it) without."""
         if isinstance(gt, ReferenceEmbedding):
             check_image(sr, "sr", input_range=self.input_range)
             return self.encode(sr), self._stored_reference(gt, sr)
@@ -191,19 +183,13 @@ class HLFLoss(ImageLoss):
         return self.encode(sr), reference
 
     def _stored_reference(self, gt: ReferenceEmbedding, sr: torch.Tensor) -> Embeddings:
-        if gt.key != self.reference_key():
-            differ = [
-                label
-                for label, theirs, ours in zip(
-                    ("backbone", "weights", "preprocessing", "input_range", "crop", "embedding"),
-                    gt.key or (None,) * 6,
-                    self.reference_key(),
-                    strict=True,
-                )
-                if theirs != ours
-            ]
+        ours = self.reference_key()
+        if gt.key != ours:
+            parts = ("backbone", "weights", "preprocessing", "input_range", "crop", "embedding")
+            theirs = gt.key or (None,) * len(parts)
+            differ = ", ".join(p for p, a, b in zip(parts, theirs, ours, strict=True) if a != b)
             raise ArgumentError(
-                f"gt is a ReferenceEmbedding made under another {', '.join(differ)} "
+                f"gt is a ReferenceEmbedding made under another {differ} "
                 f"(backbone={gt.backbone!r}, embedding={gt.embedding!r}, crop={gt.crop!r}); "
                 f"this loss uses {self.backbone.spec.name!r}, {self.embedding!r}, "
                 f"{self.crop!r}. Re-embed it with this loss's embed_reference(gt)."

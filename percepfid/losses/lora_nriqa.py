@@ -30,15 +30,11 @@ logger = logging.getLogger(__name__)
 class LoRANRIQALoss(ImageLoss):
     """LoRA fine-tuning loss with a no-reference IQA reward.
 
-    ``forward(sr, gt) = reduce(base_loss(sr, gt) - weight * q_scale * Q(clamp(sr)))``; with
-    ``base_loss=None`` only the reward term remains. When the IQA model's
-    ``higher_is_better`` is ``False`` its score is negated, so the reward always favours
-    better-looking images.
-
-    Building the loss injects LoRA adapters into ``model`` **in place** (unless it already
-    holds some) and freezes every other parameter of ``model``. Train
-    :meth:`trainable_parameters`; :meth:`merge` folds the adapters in at the end. The
-    loss's ``state_dict()`` holds only the adapter weights.
+    ``forward(sr, gt) = reduce(base_loss(sr, gt) - weight * q_scale * Q(clamp(sr)))``
+    (:func:`~percepfid.functional.nriqa_reward_loss`), with ``Q`` negated for an IQA model
+    whose ``higher_is_better`` is ``False``. Building the loss injects LoRA adapters into
+    ``model`` **in place** (unless it holds some) and freezes its other parameters; train
+    :meth:`trainable_parameters`, then :meth:`merge`. ``state_dict()`` holds only the adapters.
 
     Args:
         model: the SR network (``nn.Module``), modified in place; or a spandrel
@@ -135,8 +131,7 @@ class LoRANRIQALoss(ImageLoss):
         return scores if self.iqa.higher_is_better else -scores
 
     def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-        """``reduce(base_loss(sr, gt) - weight * q_scale * Q(sr))`` of a batch: the network's
-        output ``sr`` (which may leave ``input_range``: it is clamped before Q) and the
+        """The loss of the network's output ``sr`` (which may leave ``input_range``) and the
         ground truth ``gt`` in ``input_range``, ``(B, 3, H, W)`` each.
 
         Raises:

@@ -34,81 +34,62 @@ _STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDro
 
 
 def _same_randomness(compare: Any, device: torch.device) -> Any:
-    """``compare`` whose later calls replay the random state of the first, so a head with
+    """``compare`` whose first call leaves the random state as it found it, so a head with
     dropout draws the same masks for ``g(a, b)`` and ``g(b, a)``: the antisymmetrised score
     is then exactly antisymmetric (and 0 for ``a == b``) in train mode too."""
-    cuda = device.type == "cuda"
-    state: list[torch.Tensor] = []
+    calls: list[None] = []
 
     def replaying(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if not state:
-            state.append(torch.get_rng_state())
-            state.extend([torch.cuda.get_rng_state(device)] if cuda else [])
-        else:
-            torch.set_rng_state(state[0])
-            if cuda:
-                torch.cuda.set_rng_state(state[1], device)
-        return compare(a, b)
+        if calls:
+            return compare(a, b)
+        calls.append(None)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return compare(a, b)
 
     return replaying
 
 
 class RQILoss(ImageLoss):
-    """Relative Quality Index loss: how much better or worse ``sr`` looks than ``gt``.
+    """Relative Quality Index loss (Su et al., arXiv 2503.13074): how much better or worse
+    ``sr`` looks than ``gt``.
 
-    RQI (Su et al., arXiv 2503.13074) learns ``f(a, b) = quality(a) - quality(b)`` from
-    dense pairs of distorted images of one scene, so it stays meaningful when the GT itself
-    is imperfect. percepfid makes it antisymmetric by construction,
-    ``score(a, b) = (g(a, b) - g(b, a)) / 2``, so ``score(a, b) == -score(b, a)`` and
-    ``score(x, x) == 0`` exactly (the released model ``g`` alone is not antisymmetric;
-    ``antisymmetric=False`` gives it raw). The loss is ``weight * reduce(-score(sr, gt))``:
-    lower is better, and it can go below zero when SR looks better than GT.
+    :meth:`score` is :func:`percepfid.functional.rqi_score`: antisymmetric by construction,
+    ``score(a, b) == -score(b, a)`` and ``score(x, x) == 0`` exactly (``antisymmetric=False``
+    gives the raw model ``g``, which is not). The loss is ``weight * reduce(-score(sr, gt))``
+    (:func:`~percepfid.functional.rqi_loss`): lower is better, below zero when SR looks
+    better than GT. With ``train_head=True`` a head with dropout draws the same masks for
+    ``g(a, b)`` and ``g(b, a)``, so this holds in train mode too.
 
-    Two kinds of model:
-
-    - ``backbone=None`` (default): the released MANIQA-RQI trained on PIPAL (weights from
-      the Hub repo ``shaolin999/rqi``; licence not stated by the authors). It works on
-      224 x 224 crops: larger images get one aligned crop per image (``crop='random'``,
-      positions from ``generator``), smaller ones are upsampled first.
-    - ``backbone='dinov2'`` (any registered name or module) with a two-input ``head``
-      (:class:`~percepfid.rqi.RQIHead` or any ``head(e_a, e_b) -> (B,)``), trained with
-      :func:`percepfid.train.train_rqi`: RQI on modern backbones and at any resolution.
-
-    With ``train_head=True`` and a head with dropout in train mode, ``g(a, b)`` and
-    ``g(b, a)`` of one call share their dropout masks, so ``score(x, x) == 0`` holds
-    exactly in train mode too (and antisymmetry, for the same global random state).
-
-    Images of any floating dtype are accepted (float16 / bfloat16 are cropped in float32,
-    then cast to the model's dtype); scores and the loss are at least float32, also under
-    a bfloat16 ``torch.autocast``. ``sr`` and ``gt`` must share the model's device.
-
-    The model is frozen (no gradient to its weights, also after ``requires_grad_(True)``)
-    and stays in ``eval()`` under ``.train()``; the frozen weights are left out of
-    ``state_dict()`` (a checkpoint of the loss holds only the head). Gradients flow to
-    ``sr`` only.
+    The model is either the released MANIQA-RQI trained on PIPAL (``backbone=None``; Hub
+    repo ``shaolin999/rqi``, licence not stated by the authors; 224 x 224 crops, smaller
+    images are upsampled first) or a backbone with a two-input ``head``
+    (:class:`~percepfid.rqi.RQIHead` or any ``head(e_a, e_b) -> (B,)``, trained with
+    :func:`percepfid.train.train_rqi`) at any resolution. It is frozen (also after
+    ``requires_grad_(True)``) and stays in ``eval()``; its frozen weights are left out of
+    ``state_dict()`` (a checkpoint holds only the head); gradients flow to ``sr`` only.
+    Images of any floating dtype are accepted (half precision is cropped in float32, then
+    cast to the model's dtype) and must share the model's device; scores are at least
+    float32, also under a bfloat16 ``torch.autocast``.
 
     Args:
         backbone: ``None`` for the released MANIQA-RQI, or a backbone name / module.
         head: with a backbone: a module, or a path / Hub repo id of a saved
             :class:`~percepfid.rqi.RQIHead`. ``None`` builds an untrained head (a warning
             is logged; train it with :func:`~percepfid.train.train_rqi`).
-        pretrained: load the released weights (or the backbone's); ``False`` gives random
-            weights for tests and plumbing only.
+        pretrained: load the released weights (or the backbone's); ``False``: random (tests).
         antisymmetric: antisymmetrise the model (default) or use it raw.
         reduction: ``'mean'``, ``'sum'`` or ``'none'``.
         weight: multiplier of the loss (papers use about 0.1 next to a pixel loss).
         input_range: the value range of the images.
         crop: how images are brought to ``crop_size``: ``'random'`` aligned crops,
-            ``'center'``, or ``'squash'`` (the whole image resized; the word has the
-            same meaning as a backbone's ``crop='squash'``).
+            ``'center'``, or ``'squash'`` (the whole image resized).
         crop_size: the side of the model input; default 224 for the released model and
             ``None`` (whole image, resized by the backbone) with a backbone.
         generator: CPU generator for the random crops; default a private one seeded with
-            ``seed``. The global RNG is never used.
+            ``seed`` (the global RNG is never used).
         seed: seed of the default generator, an int in ``[0, 2**64)``.
         embedding: with a backbone: ``'cls'`` (pooled) or ``'patch'`` (aligned tokens).
-        train_head: keep the head trainable (used by the trainer); by default the whole
-            loss is frozen.
+        train_head: keep the head trainable (the trainer does); by default all is frozen.
         weights: the manifest name or local file of the released checkpoint.
         model_kwargs: architecture overrides of :class:`~percepfid.rqi.MANIQARQI` (small
             configurations for tests; the released weights fit only the defaults).
@@ -233,8 +214,7 @@ class RQILoss(ImageLoss):
         self, sr: torch.Tensor, gt: torch.Tensor, *, antisymmetric: bool | None = None
     ) -> torch.Tensor:
         """Score ``[0, 1]`` images ``(B, 3, h, w)`` already at the model's input size (no
-        checks, no crop; ``gt`` without autograd), optionally overriding ``antisymmetric``:
-        what :meth:`score`, :func:`percepfid.rqi.evaluate` and the trainer call."""
+        checks, no crop), optionally overriding ``antisymmetric``."""
         flag = self.antisymmetric if antisymmetric is None else antisymmetric
         sr, gt = self._to_model(sr, gt)
         compare = self.model.compare
