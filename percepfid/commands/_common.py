@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .._atomic import atomic_path
 from .._errors import ArgumentError, MissingDependencyError, PercepfidError, WeightsError
-from ..data import read_table
 
 if TYPE_CHECKING:
     import torch
@@ -307,32 +306,6 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def read_csv(path: str | os.PathLike[str], *, what: str) -> tuple[list[str], list[dict[str, str]]]:
-    """Column names and rows of a CSV with a header row (see :func:`percepfid.data.read_table`);
-    row ``i`` of the list is row ``FIRST_DATA_ROW + i`` of the file.
-
-    Raises:
-        InputError: the file is missing, empty, not UTF-8 text, not CSV, has no header,
-            a column name twice, or no rows.
-    """
-    try:
-        fields, rows = read_table(path, what=what, error=InputError)
-    except UnicodeDecodeError as error:
-        raise InputError(
-            f"{what} {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
-            "save it as a UTF-8 CSV"
-        ) from None
-    except csv.Error as error:
-        raise InputError(f"{what} {path} is not a readable CSV: {error}") from None
-    repeated = sorted({field for field in fields if fields.count(field) > 1})
-    if repeated:
-        raise InputError(
-            f"{what} {path}: column(s) {', '.join(map(repr, repeated))} appear more than once "
-            "in the header row; give every column its own name"
-        )
-    return fields, rows
 
 
 def write_records(

@@ -6,19 +6,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import image_size, list_images, require_columns
-from ._common import FIRST_DATA_ROW, InputError, read_csv
+from ..data import image_size, list_images, read_table, require_columns, shorten_list
+from ._common import FIRST_DATA_ROW, InputError
 
 logger = logging.getLogger(__name__)
 
 # a pairs-CSV column: how messages name it, its option, the names it is looked for under
 _DISTORTED = ("distorted-image", "--dist-col", ("distorted", "dist", "sr", "image"))
 _REFERENCE = ("reference", "--ref-col", ("reference", "ref", "gt", "hr"))
-_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -31,11 +29,6 @@ class Pair:
     reference: Path | None
     distorted_size: tuple[int, int]
     reference_size: tuple[int, int] | None
-
-
-def _shown(items: Sequence[object]) -> str:
-    text = ", ".join(str(item) for item in items[:_SHOWN])
-    return text + (f", ... ({len(items)} in all)" if len(items) > _SHOWN else "")
 
 
 def _key(path: Path, root: Path, match: str) -> str:
@@ -59,7 +52,7 @@ def _with_sizes(items: list[tuple[Path, Path | None]]) -> list[Pair]:
     if mismatched:
         raise InputError(
             f"{len(mismatched)} pair(s) have images of different sizes (H x W), which this "
-            f"full-reference metric cannot compare: {_shown(mismatched)}"
+            f"full-reference metric cannot compare: {shorten_list(mismatched)}"
         )
     return pairs
 
@@ -107,7 +100,7 @@ def pairs_from_folders(
         raise InputError(
             f"{len(unmatched)} image(s) in {distorted_root} have no reference of the same "
             f"{'name' if match == 'name' else 'name (ignoring the extension)'} in "
-            f"{reference_root}: {_shown(unmatched)}.{hint} pass --pairs CSV to name the "
+            f"{reference_root}: {shorten_list(unmatched)}.{hint} pass --pairs CSV to name the "
             "pairs explicitly, or --skip-unmatched to leave them out."
         )
     if unmatched:
@@ -142,7 +135,7 @@ def _pairs_from_csv(args: argparse.Namespace, needs_reference: bool) -> list[Pai
     """The pairs of the --pairs CSV in file order (columns --dist-col and --ref-col, else
     their usual names); relative paths start at --dist / --ref, else at the CSV's folder."""
     csv_file = Path(args.pairs)
-    fields, rows = read_csv(csv_file, what="--pairs")
+    fields, rows = read_table(csv_file, what="--pairs", error=InputError)
     what = f"the pairs CSV {csv_file}"
     distorted_col = _pick_column(fields, args.dist_col, _DISTORTED, what=what, required=True)
     reference_col = _pick_column(
@@ -167,7 +160,7 @@ def _pairs_from_csv(args: argparse.Namespace, needs_reference: bool) -> list[Pai
         items.append((distorted, reference))
     if missing:
         raise InputError(
-            f"{len(missing)} image(s) named in {csv_file} do not exist: {_shown(missing)}"
+            f"{len(missing)} image(s) named in {csv_file} do not exist: {shorten_list(missing)}"
         )
     return _with_sizes(items)
 

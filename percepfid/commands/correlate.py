@@ -16,14 +16,13 @@ from typing import Any
 
 from .._imports import require
 from .._vocab import MATCH_MODES
-from ..data import parse_number, require_columns
+from ..data import parse_number, read_table, require_columns
 from ._common import (
     EXIT_OK,
     FIRST_DATA_ROW,
     InputError,
     add_output_options,
     output_file,
-    read_csv,
     warn,
     write_records,
 )
@@ -82,7 +81,7 @@ _Row = tuple[dict[str, str], int, int]
 
 def _load(args: argparse.Namespace, score_cols: list[str]) -> list[_Row]:
     """The rows of SCORES, each joined with its row of --human when that is given."""
-    score_fields, score_rows = read_csv(args.scores, what="scores CSV")
+    score_fields, score_rows = read_table(args.scores, what="scores CSV", error=InputError)
     numbered = list(enumerate(score_rows, start=FIRST_DATA_ROW))
     needed = dict.fromkeys(score_cols, "--score-col")
     if args.human is None:
@@ -92,7 +91,7 @@ def _load(args: argparse.Namespace, score_cols: list[str]) -> list[_Row]:
     require_columns(score_fields, needed, what=f"scores CSV {args.scores}", error=InputError)
     if args.human is None:
         return [(row, n, n) for n, row in numbered]
-    human_fields, human_rows = read_csv(args.human, what="human CSV")
+    human_fields, human_rows = read_table(args.human, what="human CSV", error=InputError)
     human_key = args.human_key or args.key
     require_columns(
         human_fields,
