@@ -10,7 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_image_pair, check_positive_int, check_seed
+from .._checks import (
+    check_choice,
+    check_generator,
+    check_image_pair,
+    check_positive_int,
+    check_seed,
+)
 from .._errors import ArgumentError, DTypeError
 from .._frozen import exclude_from_state_dict, mark_frozen
 from .._vocab import RQI_EMBEDDINGS
@@ -137,12 +143,8 @@ class RQILoss(ImageLoss):
         super().__init__(reduction=reduction, weight=weight, input_range=input_range)
         self.crop = check_choice(crop, "crop", CROP_MODES)
         self.antisymmetric = bool(antisymmetric)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise DTypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
         self.seed = check_seed(seed)
-        self.generator = (
-            generator if generator is not None else torch.Generator().manual_seed(self.seed)
-        )
+        self.generator = check_generator(generator, self.seed)
 
         if backbone is None:
             if head is not None:
