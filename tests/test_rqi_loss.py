@@ -293,3 +293,11 @@ def test_bad_settings_raise():
         RQILoss(pretrained=False, model_kwargs=SMALL, crop_size=48)
     with pytest.raises(DTypeError, match="generator"):
         RQILoss(pretrained=False, model_kwargs=SMALL, generator=0)
+
+
+@pytest.mark.parametrize("generator", ["seed", 3, object()])
+def test_generator_that_is_not_a_torch_generator_is_refused(generator):
+    with pytest.raises(DTypeError, match="generator must be a torch.Generator"):
+        RQILoss(pretrained=False, model_kwargs=SMALL, generator=generator)
+    with pytest.raises(DTypeError, match="generator must be a torch.Generator"):
+        crop_offsets(32, 32, 16, 2, generator)
