@@ -53,30 +53,6 @@ def crop_offsets(
     return torch.stack([tops, lefts], dim=1)
 
 
-def _check_offsets(x: torch.Tensor, offsets: torch.Tensor, size: int) -> None:
-    """Shape and dtype always; the values only in eager code on CPU offsets."""
-    if not isinstance(offsets, torch.Tensor):
-        raise DTypeError(f"offsets must be an integer tensor; got {type(offsets).__name__}")
-    if offsets.dtype.is_floating_point or offsets.dtype.is_complex or offsets.dtype == torch.bool:
-        raise DTypeError(f"offsets must be an integer tensor (top, left); got {offsets.dtype}")
-    if offsets.ndim not in (2, 3) or offsets.shape[0] != x.shape[0] or offsets.shape[-1] != 2:
-        raise ShapeError(
-            f"offsets must be (B, 2) or (B, K, 2) (top, left) with B = {x.shape[0]}; "
-            f"got {tuple(offsets.shape)} (draw them with CropSampler)"
-        )
-    height, width = x.shape[-2:]
-    if height < size or width < size:
-        raise ShapeError(f"a {size} x {size} crop does not fit a {height} x {width} image")
-    if torch.compiler.is_compiling() or offsets.device.type != "cpu" or offsets.numel() == 0:
-        return
-    tops, lefts = offsets[..., 0], offsets[..., 1]
-    if bool((offsets < 0).any() | (tops > height - size).any() | (lefts > width - size).any()):
-        raise ArgumentError(
-            f"offsets put a {size} x {size} crop outside the {height} x {width} image "
-            f"(top in [0, {height - size}], left in [0, {width - size}] are valid)"
-        )
-
-
 def crop_at(x: torch.Tensor, offsets: torch.Tensor, size: int) -> torch.Tensor:
     """Cut one ``size`` crop per row of ``offsets`` from the matching image of ``x``
     (tensor indexing only: traceable by ``torch.compile(fullgraph=True)``).
@@ -95,7 +71,25 @@ def crop_at(x: torch.Tensor, offsets: torch.Tensor, size: int) -> torch.Tensor:
             on the CPU; elsewhere that check would need a read-back from the device).
     """
     check_positive_int(size, "crop size")
-    _check_offsets(x, offsets, size)
+    if not isinstance(offsets, torch.Tensor):
+        raise DTypeError(f"offsets must be an integer tensor; got {type(offsets).__name__}")
+    if offsets.dtype.is_floating_point or offsets.dtype.is_complex or offsets.dtype == torch.bool:
+        raise DTypeError(f"offsets must be an integer tensor (top, left); got {offsets.dtype}")
+    if offsets.ndim not in (2, 3) or offsets.shape[0] != x.shape[0] or offsets.shape[-1] != 2:
+        raise ShapeError(
+            f"offsets must be (B, 2) or (B, K, 2) (top, left) with B = {x.shape[0]}; "
+            f"got {tuple(offsets.shape)} (draw them with CropSampler)"
+        )
+    height, width = x.shape[-2:]
+    if height < size or width < size:
+        raise ShapeError(f"a {size} x {size} crop does not fit a {height} x {width} image")
+    if not torch.compiler.is_compiling() and offsets.device.type == "cpu":
+        tops, lefts = offsets[..., 0], offsets[..., 1]
+        if bool((offsets < 0).any() | (tops > height - size).any() | (lefts > width - size).any()):
+            raise ArgumentError(
+                f"offsets put a {size} x {size} crop outside the {height} x {width} image "
+                f"(top in [0, {height - size}], left in [0, {width - size}] are valid)"
+            )
     if offsets.ndim == 2:
         offsets = offsets[:, None]
     # from pageable CPU memory a non-blocking copy is staged at once: no wait on the device
