@@ -307,6 +307,7 @@ def _download(
     cache_dir: PathLike | None,
     local_files_only: bool | None,
     name: str | None,
+    token: str | bool | None = None,
 ) -> Path:
     """:func:`download`; ``name``, a manifest name, goes into the pre-download hint."""
     from huggingface_hub import hf_hub_download
@@ -329,6 +330,7 @@ def _download(
                 local_files_only=offline,
                 library_name="percepfid",
                 library_version=__version__,
+                token=token,
             )
         )
     except Exception as error:  # noqa: BLE001 - a transfer cut short, a network error, ...
@@ -397,6 +399,7 @@ def download(
     cache_dir: PathLike | None = None,
     local_files_only: bool | None = None,
     size: int | None = None,
+    token: str | bool | None = None,
 ) -> Path:
     """Download one file from the Hugging Face Hub into the normal Hugging Face cache
     (``hf_hub_download``, ``library_name="percepfid"``), verified, and return its path. A
@@ -413,6 +416,7 @@ def download(
         local_files_only: only look in the cache. ``None`` (default) follows
             ``HF_HUB_OFFLINE``, read at call time.
         size: the expected size in bytes (a positive int), checked before hashing.
+        token: a Hugging Face token for a private repository (default: the logged-in one).
 
     Raises:
         ChecksumError: the file does not match ``sha256`` (or ``size``); it has been removed
@@ -425,7 +429,9 @@ def download(
         >>> from percepfid.hub import download
         >>> path = download("timm/vit_base_patch14_dinov2.lvd142m", "model.safetensors")  # doctest: +SKIP
     """
-    return _download(repo_id, filename, revision, sha256, size, cache_dir, local_files_only, None)
+    return _download(
+        repo_id, filename, revision, sha256, size, cache_dir, local_files_only, None, token
+    )
 
 
 def download_or_path(source: PathLike, filename: str | None = None, **options: Any) -> Path:

@@ -431,6 +431,13 @@ def test_hub_head_round_trip_through_fake_hub(fake_hub, tmp_path):
         assert torch.equal(offline.eval()(x), head(x))
 
 
+def test_hub_head_from_a_missing_repo_says_what_it_tried(fake_hub):
+    # a head goes through hub.download: the same reasons as any weights file, and the token
+    with pytest.raises(WeightsError, match="not a local folder; as a Hub repo.*does not exist"):
+        HubRoundTripHead.from_pretrained("percepfid-test/no-such-head", token="hf_test")
+    assert fake_hub.requests_for("config.json")  # the one config request reached the server
+
+
 def test_hub_head_config_records_constructor_arguments(tmp_path):
     HubRoundTripHead(in_features=5, hidden=3).save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())

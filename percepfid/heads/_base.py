@@ -17,7 +17,7 @@ from torch import nn
 
 from .._atomic import atomic_path
 from .._errors import ArgumentError, MissingDependencyError, UnknownNameError, WeightsError
-from ..hub import is_offline
+from ..hub import download, is_offline
 
 # The key in config.json that names the head class, so load_head can rebuild any head.
 CLASS_KEY = "percepfid_head"
@@ -240,40 +240,18 @@ def _fetcher(path_or_repo_id: str | Path, hub_kwargs: dict[str, Any]):
             "'org/name'); save a head there with save_pretrained or fix the path"
         )
     else:
-        from huggingface_hub import hf_hub_download
-
-        allowed = {
+        options = {
             k: hub_kwargs[k]
             for k in ("revision", "cache_dir", "local_files_only", "token")
             if k in hub_kwargs
         }
 
         def fetch(filename: str) -> Path:
-            offline = bool(allowed.get("local_files_only")) or is_offline()
             try:
-                return Path(
-                    hf_hub_download(
-                        str(path_or_repo_id),
-                        filename,
-                        library_name="percepfid",
-                        **{**allowed, "local_files_only": offline},
-                    )
-                )
-            except Exception as error:  # noqa: BLE001 - report any hub failure the same way
-                if offline:
-                    why = (
-                        f"it is not in the local Hugging Face cache and downloads are off "
-                        f"(HF_HUB_OFFLINE=1 or local_files_only=True). Download it where there "
-                        f"is network (`hf download {path_or_repo_id}`) or pass a local folder"
-                    )
-                else:
-                    why = (
-                        "check the folder path or the repo id and your network; with no "
-                        "network set HF_HUB_OFFLINE=1 to use the cache only and fail fast"
-                    )
+                return download(str(path_or_repo_id), filename, **options)
+            except WeightsError as error:
                 raise WeightsError(
-                    f"head {str(path_or_repo_id)!r} is neither a local folder nor a reachable "
-                    f"Hub repo with a {filename}: {why} ({type(error).__name__}: {error})"
+                    f"head {str(path_or_repo_id)!r} is not a local folder; as a Hub repo: {error}"
                 ) from error
 
     return fetch
