@@ -49,16 +49,11 @@ def _pearson(x: np.ndarray, y: np.ndarray, statistic: str, names: tuple[str, str
         return warn_constant(statistic, names[1], stacklevel=4)
     # Pearson's r is scale-free: bring both to unit magnitude first, so sums of squares of
     # values near 1e200 (or 1e-200) neither overflow nor underflow.
-    xc, yc = _unit_centred(x), _unit_centred(y)
+    xc, yc = (v / np.max(np.abs(v)) for v in (x, y))
+    xc, yc = (c - c.mean() for c in (xc, yc))
+    xc, yc = (c / np.max(np.abs(c)) for c in (xc, yc))
     r = float(np.dot(xc, yc) / math.sqrt(float(np.dot(xc, xc)) * float(np.dot(yc, yc))))
     return max(-1.0, min(1.0, r))
-
-
-def _unit_centred(values: np.ndarray) -> np.ndarray:
-    """Centred and scaled to unit magnitude without leaving the float64 range."""
-    scaled = values / np.max(np.abs(values))
-    centred = scaled - scaled.mean()
-    return centred / np.max(np.abs(centred))
 
 
 def _pair(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

@@ -49,13 +49,7 @@ class NRIQAModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Score a batch of images.
-
-        Args:
-            images: ``(B, 3, H, W)`` floats in ``input_range``.
-
-        Returns:
-            ``(B,)`` scores (see ``higher_is_better`` and ``score_range``).
+        """Scores ``(B,)`` of images ``(B, 3, H, W)`` in ``input_range``.
 
         Raises:
             DTypeError, ShapeError, EmptyBatchError, RangeError, NonFiniteError: bad input.
@@ -91,9 +85,8 @@ class CallableNRIQA(NRIQAModel):
     Args:
         model: an ``nn.Module`` or callable taking ``(B, 3, H, W)`` images in ``[0, 1]``
             and returning ``(B,)`` or ``(B, 1)`` scores.
-        higher_is_better: whether larger scores mean better images.
-        score_range: the score range, if known.
-        name: identifier (default: the class or function name).
+        higher_is_better, score_range, name: the attributes of :class:`NRIQAModel`
+            (``name`` default: the class or function name).
         input_range: the value range of the images passed to :meth:`forward`; they are
             mapped to ``[0, 1]`` before ``model`` sees them.
 
@@ -128,5 +121,4 @@ class CallableNRIQA(NRIQAModel):
         self.freeze()
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
-        fn = self.model if "model" in self._modules else self._function
-        return fn(images)
+        return (self.model if "model" in self._modules else self._function)(images)

@@ -24,25 +24,6 @@ __all__ = ["CLIPIQA", "DEFAULT_PROMPTS"]
 DEFAULT_PROMPTS: tuple[tuple[str, str], ...] = (("Good photo.", "Bad photo."),)
 
 
-def _check_prompts(prompts: Sequence[Sequence[str]]) -> tuple[tuple[str, str], ...]:
-    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
-        raise ArgumentError(
-            "prompts must be a non-empty list of (positive, negative) pairs such as "
-            f"[('Good photo.', 'Bad photo.')]; got {prompts!r}"
-        )
-    for pair in prompts:
-        if (
-            isinstance(pair, str)
-            or not isinstance(pair, Sequence)
-            or len(pair) != 2
-            or not all(isinstance(p, str) and p.strip() for p in pair)
-        ):
-            raise ArgumentError(
-                f"each prompt must be a (positive, negative) pair of non-empty strings; got {pair!r}"
-            )
-    return tuple((pair[0], pair[1]) for pair in prompts)
-
-
 class CLIPIQA(NRIQAModel):
     """CLIP-IQA no-reference quality: the probability CLIP gives the positive prompt.
 
@@ -84,7 +65,23 @@ class CLIPIQA(NRIQAModel):
             raise DTypeError(
                 f"pretrained must be an open_clip tag such as 'openai' or None; got {pretrained!r}"
             )
-        pairs = _check_prompts(prompts)
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
+            raise ArgumentError(
+                "prompts must be a non-empty list of (positive, negative) pairs such as "
+                f"[('Good photo.', 'Bad photo.')]; got {prompts!r}"
+            )
+        for pair in prompts:
+            if (
+                isinstance(pair, str)
+                or not isinstance(pair, Sequence)
+                or len(pair) != 2
+                or not all(isinstance(p, str) and p.strip() for p in pair)
+            ):
+                raise ArgumentError(
+                    "each prompt must be a (positive, negative) pair of non-empty strings; "
+                    f"got {pair!r}"
+                )
+        pairs = tuple((pair[0], pair[1]) for pair in prompts)
         if image_size is not None:
             check_int(image_size, "image_size", minimum=8)
         towers = create_clip_backbone(

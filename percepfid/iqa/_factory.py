@@ -43,16 +43,14 @@ def create_nriqa(
           ``score_range``, ``name`` go to :class:`CallableNRIQA`).
 
     Args:
-        name: a name as above, or a module / callable.
         pretrained: load real weights; ``False`` builds random weights offline (tests and
             plumbing only: the scores mean nothing).
-        weights: for ``'nr-head'``: a local folder or a Hub repo id.
+        weights: for ``'nr-head'`` (see above).
         input_range: value range of the images the model will receive.
         **kwargs: options of the selected model.
 
     Returns:
-        The model: ``images (B, 3, H, W) -> scores (B,)`` with ``higher_is_better`` and
-        ``score_range`` attributes.
+        An :class:`NRIQAModel`.
 
     Raises:
         UnknownNameError: an unknown name (with close matches).

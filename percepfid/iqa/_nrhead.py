@@ -51,10 +51,8 @@ class NRHead(HubHead):
             backbone, pretrained=pretrained_backbone, image_size=image_size
         )
         dim = self.backbone.embed_dim
-        if hidden:
-            self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
-        else:
-            self.mlp = nn.Sequential(nn.Linear(dim, 1))
+        layers = [nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1)] if hidden else []
+        self.mlp = nn.Sequential(*(layers or [nn.Linear(dim, 1)]))
         self.backbone_name = backbone
         self.score_range = check_input_range(score_range, "score_range", finite=False)
         self.higher_is_better = bool(higher_is_better)

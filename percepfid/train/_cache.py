@@ -65,10 +65,6 @@ class _Stop(Exception):
     """Raised by the capture hook: the rest of the forward pass is not needed."""
 
 
-def _passthrough(x: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ARG001 - block signature
-    return x
-
-
 class SplitEncoder:
     """Run ``encode`` (images -> :class:`~percepfid.backbones.Embeddings`, through
     ``encoder``) as a frozen prefix, computed once per input, and the last ``tuned_blocks``
@@ -142,7 +138,7 @@ class SplitEncoder:
 
         handle = self.blocks[self.first].register_forward_pre_hook(substitute, with_kwargs=True)
         for block in self.blocks[: self.first]:
-            block.forward = _passthrough
+            block.forward = lambda x, *args, **kwargs: x  # noqa: ARG005 - block signature
         try:
             return self.encode(images)
         finally:

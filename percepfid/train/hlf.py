@@ -40,8 +40,7 @@ from ._common import (
 
 __all__ = ["HLF_COLUMNS", "HLFFitResult", "HumanRating", "fit_hlf_head", "read_ratings"]
 
-#: The columns of a human-ratings CSV for :func:`fit_hlf_head`: ``sr``, ``gt``, ``score``,
-#: ``group`` (when the group column is absent, the GT is the group).
+#: The columns of a human-ratings CSV for :func:`fit_hlf_head` (see :func:`read_ratings`).
 HLF_COLUMNS = RatingColumns(image="sr", reference="gt", score="score", group="group")
 
 logger = logging.getLogger(__name__)
@@ -129,34 +128,6 @@ def read_ratings(
     ]
 
 
-def _split(
-    ratings: Sequence[HumanRating], val_fraction: float, seed: int
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """Which pairs are held out (by group), and the sorted train and validation groups."""
-    groups = [r.group for r in ratings]
-    if val_fraction > 0 and len(set(groups)) < 2:
-        raise ArgumentError(
-            f"a validation split needs at least 2 groups (source images); got {len(set(groups))}. "
-            "Pass val_fraction=0 to fit on everything."
-        )
-    train, val = split_groups(groups, val_fraction, torch.Generator().manual_seed(seed))
-    return np.array([g in set(val) for g in groups]), sorted(train), sorted(val)
-
-
-def _image_sizes(ratings: Sequence[HumanRating]) -> list[tuple[int, int]]:
-    """(height, width) of every pair, read from the file headers; SR and GT must agree."""
-    sizes = []
-    for rating in ratings:
-        sr, gt = image_size(rating.sr), image_size(rating.gt)
-        if sr != gt:
-            raise ShapeError(
-                f"{rating.sr} is {sr} but its GT {rating.gt} is {gt}; HLF compares images of "
-                "the same size"
-            )
-        sizes.append(sr)
-    return sizes
-
-
 def _targets(
     human: np.ndarray, is_val: np.ndarray, score_range: tuple[float, float] | None
 ) -> tuple[np.ndarray, tuple[float, float]]:
@@ -194,7 +165,15 @@ class _PairEncoder:
         tuned_blocks: int,
     ) -> None:
         self.loss, self.ratings, self.device = loss, ratings, device
-        self.shapes = _image_sizes(ratings)
+        self.shapes = []  # (height, width) of every pair, from the file headers
+        for rating in ratings:
+            sr, gt = image_size(rating.sr), image_size(rating.gt)
+            if sr != gt:
+                raise ShapeError(
+                    f"{rating.sr} is {sr} but its GT {rating.gt} is {gt}; HLF compares images "
+                    "of the same size"
+                )
+            self.shapes.append(sr)
         self.cache = EmbeddingCache(cache_mb)
         self.split: SplitEncoder | None = None
         if tuned_blocks and self.cache.enabled:
@@ -206,11 +185,6 @@ class _PairEncoder:
 
     def _read(self, paths: Sequence[str | Path]) -> torch.Tensor:
         return torch.stack([read_image(p) for p in paths]).to(self.device)
-
-    def start_tuning(self) -> None:
-        """The tuned blocks change from now on: without a split, stop caching embeddings."""
-        if self.split is None:
-            self.cache = EmbeddingCache(0)
 
     @torch.no_grad()
     def _embed(self, paths: list[str]) -> list[tuple]:
@@ -341,7 +315,8 @@ class _Fit:
         generator = torch.Generator().manual_seed(seed)
         targets = torch.tensor(self.target, dtype=torch.float32, device=device)
         train_index, val_index = np.flatnonzero(~self.is_val).tolist(), np.flatnonzero(self.is_val)
-        self.pairs.start_tuning()
+        if self.pairs.split is None:  # the tuned blocks change: stop caching embeddings
+            self.pairs.cache = EmbeddingCache(0)
         selection, kept = Selection(), None
 
         def log(epoch: int, train_mse: float | None) -> None:
@@ -402,7 +377,7 @@ def _save(
     result: HLFFitResult,
     fitted_on: dict[str, Any],
     output_dir: str | os.PathLike[str] | None,
-    push_to_hub: str | None,
+    hub: str | None,
     private: bool,
 ) -> None:
     """Save (with ``fit_report.json``) and/or push the head; record where in ``result``."""
@@ -415,10 +390,10 @@ def _save(
         with atomic_path(folder / "fit_report.json") as partial:
             partial.write_text(report + "\n")
         logger.info("saved the head to %s", folder)
-    if push_to_hub is not None:
-        result.head.push_to_hub(push_to_hub, private=private, config=config)
-        result.repo_id = push_to_hub
-        logger.info("pushed the head to %s", push_to_hub)
+    if hub is not None:
+        result.head.push_to_hub(hub, private=private, config=config)
+        result.repo_id = hub
+        logger.info("pushed the head to %s", hub)
 
 
 def fit_hlf_head(
@@ -477,9 +452,6 @@ def fit_hlf_head(
             create that repository as private.
         cache_mb: fine-tuning, it keeps the frozen blocks' activations.
 
-    Returns:
-        An :class:`HLFFitResult`.
-
     Raises:
         RatingsError: unusable ratings (missing columns or images, bad numbers).
         ImageReadError: an image cannot be read (see :func:`percepfid.data.read_image`).
@@ -501,7 +473,15 @@ def fit_hlf_head(
     check_settings(backbone_lr=backbone_lr, cache_mb=cache_mb)
     # read, and split by group
     ratings = read_rows(ratings, lambda path: read_ratings(path, columns))
-    is_val, train_groups, val_groups = _split(ratings, val_fraction, seed)
+    groups = [r.group for r in ratings]
+    if val_fraction > 0 and len(set(groups)) < 2:
+        raise ArgumentError(
+            f"a validation split needs at least 2 groups (source images); got {len(set(groups))}. "
+            "Pass val_fraction=0 to fit on everything."
+        )
+    generator = torch.Generator().manual_seed(seed)
+    train_groups, val_groups = map(sorted, split_groups(groups, val_fraction, generator))
+    is_val = np.array([g in set(val_groups) for g in groups])
     human = np.array([r.score for r in ratings], dtype=np.float64)
     target, score_range = _targets(human, is_val, score_range)
     # embed
@@ -530,10 +510,7 @@ def fit_hlf_head(
     result = HLFFitResult(fitted, train, val, score_range, train_groups, val_groups)
     result.history, result.best_epoch = history, best_epoch
     # save
-    fitted_on = {
-        "backbone": loss.backbone.spec.name,
-        "embedding": embedding,
-        "image_size": None if image_size is None else int(image_size),
-    }
+    size = None if image_size is None else int(image_size)
+    fitted_on = {"backbone": loss.backbone.spec.name, "embedding": embedding, "image_size": size}
     _save(result, fitted_on, output_dir, push_to_hub, private)
     return result

@@ -64,13 +64,10 @@ class RQITrainResult:
 def dense_pairs(
     rows: Sequence[Rating], groups: Sequence[str], higher_is_better: bool = True
 ) -> list[tuple[int, int, float]]:
-    """All ordered pairs ``(i, j)``, ``i != j``, of images of the same group, with labels.
+    """All ordered pairs ``(i, j, label)`` of distinct ``rows`` of one of ``groups``.
 
     Scores are normalised to ``[0, 1]`` over all ``rows`` (flipped unless
     ``higher_is_better``), so the label ``q_i - q_j`` lies in ``[-1, 1]``.
-
-    Returns:
-        ``(i, j, label)`` triples indexing ``rows``, for the ``groups`` given.
     """
     scores = torch.tensor([r.score for r in rows], dtype=torch.float64)
     low, high = float(scores.min()), float(scores.max())
@@ -134,27 +131,6 @@ class _PairSource:
             )
         return size
 
-    def crops(
-        self, pairs: Sequence[tuple[int, int, float]], generator: torch.Generator | None
-    ) -> list[tuple[int, int, bool]]:
-        """One ``(top, left, flip)`` per pair: random (and a joint horizontal flip) when
-        ``generator`` is given, else centred."""
-        size, chosen = self.crop_size, []
-        for i, j, _ in pairs:
-            height, width = self._shape(i, j)
-            if generator is None:
-                chosen.append(((height - size) // 2, (width - size) // 2, False))
-                continue
-            if self._pool is None:
-                top, left = crop_offsets(height, width, size, 1, generator)[0].tolist()
-            else:
-                pick = int(torch.randint(self._pool.shape[1], (1,), generator=generator))
-                u, v = self._pool[self._group[self.rows[i].group], pick].tolist()
-                top, left = int(u * (height - size + 1)), int(v * (width - size + 1))
-            flip = bool(torch.rand(1, generator=generator) < 0.5)
-            chosen.append((top, left, flip))
-        return chosen
-
     def _cut(self, index: int, top: int, left: int, flip: bool) -> torch.Tensor:
         crop = self._fitted(index)[..., top : top + self.crop_size, left : left + self.crop_size]
         return crop.flip(-1) if flip else crop
@@ -176,8 +152,22 @@ class _PairSource:
     def score(
         self, pairs: Sequence[tuple[int, int, float]], generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss's pair scores ``(B,)`` of ``pairs`` under their crops, and the labels."""
-        crops = self.crops(pairs, generator)
+        """The loss's pair scores ``(B,)`` of ``pairs`` and the labels; each pair's crop
+        ``(top, left, flip)`` is random (and a joint horizontal flip) when ``generator`` is
+        given, else centred."""
+        size, crops = self.crop_size, []
+        for i, j, _ in pairs:
+            height, width = self._shape(i, j)
+            if generator is None:
+                crops.append(((height - size) // 2, (width - size) // 2, False))
+                continue
+            if self._pool is None:
+                top, left = crop_offsets(height, width, size, 1, generator)[0].tolist()
+            else:
+                pick = int(torch.randint(self._pool.shape[1], (1,), generator=generator))
+                u, v = self._pool[self._group[self.rows[i].group], pick].tolist()
+                top, left = int(u * (height - size + 1)), int(v * (width - size + 1))
+            crops.append((top, left, bool(torch.rand(1, generator=generator) < 0.5)))
         a, b = (self._inputs([p[k] for p in pairs], crops) for k in (0, 1))
         labels = torch.tensor([p[2] for p in pairs], dtype=torch.float32, device=self.device)
         if not self.cache.enabled:
@@ -248,9 +238,6 @@ def train_rqi(
         max_pairs_per_epoch: cap on the (shuffled) training pairs per epoch.
         resume: ``True`` to continue from ``output_dir/last.pt``, or a checkpoint path.
         cache_mb: it keeps the embeddings of distinct crops.
-
-    Returns:
-        An :class:`RQITrainResult` with the best head.
 
     Raises:
         ArgumentError: a bad CSV (missing column or files, named), no group with two
