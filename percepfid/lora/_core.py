@@ -106,7 +106,7 @@ def inject_lora(
             "adapter weights with load_lora"
         )
     names = find_lora_targets(model, targets)
-    if rank is None:  # the preset family's rank (for 'auto' the family it picks), else 16
+    if rank is None:
         family = targets if isinstance(targets, str) else None
         family = lora_family(model) if family == "auto" else family
         rank = PRESET_RANKS.get(family, DEFAULT_CUSTOM_RANK)

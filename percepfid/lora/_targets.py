@@ -341,14 +341,6 @@ def _repeated_classes(model: nn.Module) -> list[str]:
     return _outermost(units)
 
 
-def _body_convs(model: nn.Module, excluded: set[str]) -> list[str]:
-    layers = [n for n, m in model.named_modules() if n not in excluded and _is_adaptable(m)]
-    units = _repeated_units(model)
-    return [n for n in layers if _within(n, units)] or [
-        n for n in layers if _within(n, _repeated_classes(model))
-    ]
-
-
 # -- the presets -------------------------------------------------------------------------
 
 
@@ -358,8 +350,12 @@ def _family_layers(model: nn.Module, family: str, excluded: set[str]) -> list[st
         layers = [n for n, _ in _transformer_mlps(model)]
     elif family == "residual-convs":
         layers = _dense_convs(model) or _residual_block_convs(model, _repeated_units(model))
-    else:
-        layers = _body_convs(model, excluded)
+    else:  # inside repeated sibling blocks, else inside instances of a repeated block class
+        body = [n for n, m in model.named_modules() if n not in excluded and _is_adaptable(m)]
+        units = _repeated_units(model)
+        layers = [n for n in body if _within(n, units)] or [
+            n for n in body if _within(n, _repeated_classes(model))
+        ]
     return [n for n in layers if n not in excluded]
 
 
