@@ -39,10 +39,8 @@ class LoRANRIQALoss(ImageLoss):
         iqa: an NR-IQA name for :func:`~percepfid.iqa.create_nriqa` (``'clipiqa'``,
             ``'pyiqa:musiq'`` as in the paper, ``'nr-head:<backbone>'``) or a module /
             callable returning ``(B,)`` scores.
-        rank: LoRA rank; ``None``: the preset's default (see :data:`percepfid.lora.PRESET_RANKS`).
-        alpha: LoRA alpha (scale ``alpha / rank``); ``None`` means ``rank``.
-        targets: ``'auto'``, a preset name, a regex, a list of names or a predicate (see
-            :func:`percepfid.lora.find_lora_targets`).
+        rank, alpha, targets: as for :func:`percepfid.lora.inject_lora` (used unless ``model``
+            already holds adapters).
         weight: ``lambda_Q``, the reward weight (paper: 0.05 with MUSIQ's 0-100 scale).
         base_loss: the fidelity loss ``f(sr, gt)`` (e.g. ``nn.L1Loss()``), returning a scalar
             or per-image values ``(B,)``, or ``None``.
