@@ -18,8 +18,6 @@ from ..iqa import NRIQAModel, create_nriqa
 from ..lora import LoRATargets, has_lora, inject_lora, load_sr_model, lora_parameters, merge_lora
 from ._base import ImageLoss
 
-__all__ = ["LoRANRIQALoss"]
-
 logger = logging.getLogger(__name__)
 
 
