@@ -232,10 +232,7 @@ class PercepfidSumLoss(nn.Module):
     """
 
     def __init__(
-        self,
-        losses: Sequence[Mapping[str, Any]],
-        loss_weight: float = 1.0,
-        as_tuple: bool = False,
+        self, losses: Sequence[Mapping[str, Any]], loss_weight: float = 1.0, as_tuple: bool = False
     ) -> None:
         super().__init__()
         if isinstance(losses, (str, bytes, Mapping)) or not isinstance(losses, Sequence):

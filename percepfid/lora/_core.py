@@ -76,8 +76,7 @@ def inject_lora(
     Args:
         model: the network to adapt; a spandrel descriptor or a checkpoint path is
             resolved by :func:`load_sr_model`.
-        targets: a preset, a regex, a list of names or a predicate, as for
-            :func:`find_lora_targets`.
+        targets: as for :func:`find_lora_targets`.
         rank: adapter rank; ``None`` uses the preset family's rank (:data:`PRESET_RANKS`; for
             ``'auto'`` the family it picks), else 16.
         alpha: LoRA scaling numerator (scale = alpha / rank); ``None`` means ``rank``.
@@ -106,7 +105,7 @@ def inject_lora(
             "adapter weights with load_lora"
         )
     names = find_lora_targets(model, targets)
-    if rank is None:  # the preset family's rank (for 'auto' the family it picks), else 16
+    if rank is None:
         family = targets if isinstance(targets, str) else None
         family = lora_family(model) if family == "auto" else family
         rank = PRESET_RANKS.get(family, DEFAULT_CUSTOM_RANK)

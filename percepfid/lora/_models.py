@@ -58,18 +58,12 @@ def load_sr_model(source: Any, *, device: str | None = None) -> nn.Module:
         raise WeightsError(
             f"spandrel cannot load {str(path)!r} as an SR network: {type(error).__name__}: {error}"
         ) from error
+    name = descriptor.architecture.name
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
         raise WeightsError(
-            f"{str(path)!r} holds a {type(descriptor).__name__} "
-            f"({descriptor.architecture.name}), not a single-image SR model"
+            f"{str(path)!r} holds a {type(descriptor).__name__} ({name}), not a single-image SR model"
         )
-    logger.info(
-        "loaded %s (%s, x%d) from %s",
-        descriptor.architecture.name,
-        descriptor.purpose,
-        descriptor.scale,
-        path,
-    )
+    logger.info("loaded %s (%s, x%d) from %s", name, descriptor.purpose, descriptor.scale, path)
     return descriptor.model
 
 

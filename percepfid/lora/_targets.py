@@ -106,13 +106,9 @@ def _within(name: str, units: list[str]) -> bool:
     return any(name == unit or name.startswith(unit + ".") for unit in units)
 
 
-# Per-call memo (module id -> facts), so the analysis stays linear in the network's size.
+# Per-call memo (kind -> module id -> facts), set by @_analysis on the public entry points,
+# so the analysis stays linear in the network's size.
 _MEMO: ContextVar[dict | None] = ContextVar("percepfid_lora_memo", default=None)
-
-
-def _memo(kind: str) -> dict:
-    memo = _MEMO.get()  # None: a helper called outside an analysis, no sharing
-    return {} if memo is None else memo.setdefault(kind, {})
 
 
 def _per_model(function):
@@ -121,7 +117,7 @@ def _per_model(function):
 
     @wraps(function)
     def wrapper(model, *args):
-        memo = _memo(function.__name__)
+        memo = _MEMO.get().setdefault(function.__name__, {})
         key = (id(model), *(frozenset(a) if isinstance(a, set) else a for a in args))
         if key not in memo:
             memo[key] = function(model, *args)
@@ -299,7 +295,7 @@ def _residual_block_convs(model: nn.Module, units: list[str]) -> list[str]:
 @_per_model
 def _signature(module: nn.Module) -> int:
     """Equal for modules of the same class with the same parameter shapes, recursively."""
-    table = _memo("signature-table")
+    table = _MEMO.get().setdefault("signature-table", {})
     own = tuple((n, tuple(p.shape)) for n, p in module.named_parameters(recurse=False))
     # parameter-free children (activations, Identity vs DropPath) do not tell blocks apart
     children = tuple((n, _signature(c)) for n, c in module.named_children() if _wrapped(c)[3])
@@ -341,14 +337,6 @@ def _repeated_classes(model: nn.Module) -> list[str]:
     return _outermost(units)
 
 
-def _body_convs(model: nn.Module, excluded: set[str]) -> list[str]:
-    layers = [n for n, m in model.named_modules() if n not in excluded and _is_adaptable(m)]
-    units = _repeated_units(model)
-    return [n for n in layers if _within(n, units)] or [
-        n for n in layers if _within(n, _repeated_classes(model))
-    ]
-
-
 # -- the presets -------------------------------------------------------------------------
 
 
@@ -358,8 +346,12 @@ def _family_layers(model: nn.Module, family: str, excluded: set[str]) -> list[st
         layers = [n for n, _ in _transformer_mlps(model)]
     elif family == "residual-convs":
         layers = _dense_convs(model) or _residual_block_convs(model, _repeated_units(model))
-    else:
-        layers = _body_convs(model, excluded)
+    else:  # inside repeated sibling blocks, else inside instances of a repeated block class
+        body = [n for n, m in model.named_modules() if n not in excluded and _is_adaptable(m)]
+        units = _repeated_units(model)
+        layers = [n for n in body if _within(n, units)] or [
+            n for n in body if _within(n, _repeated_classes(model))
+        ]
     return [n for n in layers if n not in excluded]
 
 

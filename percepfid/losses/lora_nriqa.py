@@ -1,9 +1,5 @@
-"""LoRANRIQALoss: fine-tune an SR network through LoRA with a no-reference quality reward.
-
-Zhang et al., arXiv 2504.18524 (CVPR 2025): ``L = L_base(SR, GT) - lambda_Q * Q(SR)`` with
-a frozen NR-IQA model ``Q`` and only LoRA parameters trainable. Restricting the update to
-low-rank adapters is what keeps the optimiser from "attacking" Q with artefacts.
-"""
+"""LoRANRIQALoss: fine-tune an SR network through LoRA with a no-reference quality reward;
+restricting the update to low-rank adapters keeps the optimiser from "attacking" Q."""
 
 from __future__ import annotations
 
@@ -22,13 +18,11 @@ from ..iqa import NRIQAModel, create_nriqa
 from ..lora import LoRATargets, has_lora, inject_lora, load_sr_model, lora_parameters, merge_lora
 from ._base import ImageLoss
 
-__all__ = ["LoRANRIQALoss"]
-
 logger = logging.getLogger(__name__)
 
 
 class LoRANRIQALoss(ImageLoss):
-    """LoRA fine-tuning loss with a no-reference IQA reward.
+    """LoRA fine-tuning loss with a no-reference IQA reward (Zhang et al., arXiv 2504.18524).
 
     ``forward(sr, gt) = reduce(base_loss(sr, gt) - weight * q_scale * Q(clamp(sr)))``
     (:func:`~percepfid.functional.nriqa_reward_loss`), with ``Q`` negated for an IQA model
@@ -43,10 +37,8 @@ class LoRANRIQALoss(ImageLoss):
         iqa: an NR-IQA name for :func:`~percepfid.iqa.create_nriqa` (``'clipiqa'``,
             ``'pyiqa:musiq'`` as in the paper, ``'nr-head:<backbone>'``) or a module /
             callable returning ``(B,)`` scores.
-        rank: LoRA rank; ``None``: the preset's default (see :data:`percepfid.lora.PRESET_RANKS`).
-        alpha: LoRA alpha (scale ``alpha / rank``); ``None`` means ``rank``.
-        targets: ``'auto'``, a preset name, a regex, a list of names or a predicate (see
-            :func:`percepfid.lora.find_lora_targets`).
+        rank, alpha, targets: as for :func:`percepfid.lora.inject_lora` (used unless ``model``
+            already holds adapters).
         weight: ``lambda_Q``, the reward weight (paper: 0.05 with MUSIQ's 0-100 scale).
         base_loss: the fidelity loss ``f(sr, gt)`` (e.g. ``nn.L1Loss()``), returning a scalar
             or per-image values ``(B,)``, or ``None``.
@@ -121,30 +113,24 @@ class LoRANRIQALoss(ImageLoss):
 
         ``sr`` of any floating dtype is cast to the IQA model's dtype; the scores are at
         least float32 (also under a bfloat16 ``torch.autocast``)."""
-        low, high = self.input_range
-        images = self.to_unit(sr.clamp(low, high))
+        images = self.to_unit(sr.clamp(*self.input_range))
         model = next((t for t in self.iqa.parameters() if t.is_floating_point()), None)
-        if model is not None and images.dtype != model.dtype:
-            images = images.to(model.dtype)  # float64 / half images: Q in the model's dtype
+        if model is not None:  # float64 / half images: Q in the model's dtype
+            images = images.to(model.dtype)
         scores = self.iqa(images)
         scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
         return scores if self.iqa.higher_is_better else -scores
 
     def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         """The loss of the network's output ``sr`` (which may leave ``input_range``) and the
-        ground truth ``gt`` in ``input_range``, ``(B, 3, H, W)`` each.
-
-        Raises:
-            ShapeError, DTypeError, NonFiniteError, RangeError: bad input.
-        """
+        ground truth ``gt`` in ``input_range``; bad input raises a ShapeError, DTypeError,
+        NonFiniteError or RangeError."""
         check_image(sr, "sr", input_range=None)
         check_image(gt, "gt", input_range=self.input_range)
         check_same_shape(sr, gt, ("sr", "gt"))
         base = None if self.base_loss is None else self.base_loss(sr, gt)
         if base is not None and self.reduction != "mean" and base.ndim == 0:
             base = base.expand(sr.shape[0])
-        if base is not None and base.is_floating_point():
-            base = base.to(torch.promote_types(base.dtype, torch.float32))
         return nriqa_reward_loss(
             self.quality(sr),
             base,

@@ -35,10 +35,6 @@ def _commit_for(repo_id: str, revision: str) -> str:
     return hashlib.sha1(f"percepfid-fake-hub:{repo_id}@{revision}".encode()).hexdigest()
 
 
-def _git_blob_id(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
 class FakeHub:
     """A threaded HTTP server on 127.0.0.1 that answers the Hub requests ``huggingface_hub``
     makes: ``hf_hub_download``, ``snapshot_download``, ``from_pretrained`` and offline
@@ -294,9 +290,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _tree(self, hub: FakeHub, repo_id: str, revision: str, folder: str = "") -> _Answer:
         files, _ = hub._revision(repo_id, revision)
         prefix = folder.strip("/") + "/" if folder.strip("/") else ""
-        tree = [
-            {"type": "file", "path": name, "size": len(data), "oid": _git_blob_id(data)}
-            for name, data in sorted(files.items())
-            if name.startswith(prefix)
-        ]
+        tree = []
+        for name, data in sorted(files.items()):
+            if name.startswith(prefix):
+                oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # git's blob id
+                tree.append({"type": "file", "path": name, "size": len(data), "oid": oid})
         return 200, tree, {}
