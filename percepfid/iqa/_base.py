@@ -10,8 +10,6 @@ from torch import nn
 from .._checks import check_image, check_input_range
 from .._errors import DTypeError, ShapeError
 
-__all__ = ["NRIQAModel", "CallableNRIQA"]
-
 
 class NRIQAModel(nn.Module):
     """Base class of the no-reference IQA models: images ``(B, 3, H, W)`` -> scores ``(B,)``.

@@ -18,8 +18,6 @@ from .._errors import ArgumentError, DTypeError
 from ..backbones import Backbone, create_clip_backbone
 from ._base import NRIQAModel
 
-__all__ = ["CLIPIQA", "DEFAULT_PROMPTS"]
-
 #: The CLIP-IQA antonym pair (positive first).
 DEFAULT_PROMPTS: tuple[tuple[str, str], ...] = (("Good photo.", "Bad photo."),)
 

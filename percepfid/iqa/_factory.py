@@ -14,8 +14,6 @@ from .._errors import ArgumentError, UnknownNameError
 from .._imports import is_available
 from ._base import CallableNRIQA, NRIQAModel
 
-__all__ = ["create_nriqa", "list_nriqa"]
-
 
 def create_nriqa(
     name: str | nn.Module | Callable[[torch.Tensor], torch.Tensor],

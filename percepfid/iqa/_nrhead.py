@@ -11,8 +11,6 @@ from .._checks import check_input_range
 from ..heads import HubHead
 from ._base import NRIQAModel
 
-__all__ = ["NRHead", "NRHeadIQA"]
-
 
 class NRHead(HubHead):
     """An MLP regression head on a registered backbone: image -> predicted MOS.

@@ -17,8 +17,6 @@ from .._errors import ArgumentError, UnknownNameError
 from .._imports import require
 from ._base import NRIQAModel
 
-__all__ = ["PyIQAModel"]
-
 logger = logging.getLogger(__name__)
 
 

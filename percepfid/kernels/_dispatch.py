@@ -13,8 +13,6 @@ from .._vocab import KERNEL_BACKENDS
 from ._ops import cosine_similarity_forward, triton_unavailable
 from ._reference import REDUCE_NONE, REDUCE_SUM, cosine_spec
 
-__all__ = ["REDUCES", "cosine_similarity", "select_backend"]
-
 logger = logging.getLogger(__name__)
 
 REDUCES = (None, "mean", "sum")

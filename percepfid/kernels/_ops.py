@@ -24,8 +24,6 @@ from ._reference import (
     cosine_forward_reference,
 )
 
-__all__ = ["cosine_similarity_backward", "cosine_similarity_forward", "triton_unavailable"]
-
 _TRITON_MODULE = __package__ + "._triton"
 # Looked up once, without importing triton: a constant traces under torch.compile.
 _TRITON_INSTALLED = is_available("triton")

@@ -35,15 +35,6 @@ import torch
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 """The input dtypes the fused kernel serves (it accumulates in fp32)."""
 
-__all__ = [
-    "REDUCE_NONE",
-    "REDUCE_SUM",
-    "compute_dtype",
-    "cosine_backward_reference",
-    "cosine_forward_reference",
-    "cosine_spec",
-]
-
 # Integer codes of the reduction, as passed to the registered ops and the kernels.
 REDUCE_NONE = 0
 REDUCE_SUM = 1

@@ -22,8 +22,6 @@ import triton.language as tl
 
 from ._reference import REDUCE_SUM
 
-__all__ = ["INTERPRETED", "backward", "forward"]
-
 
 @triton.jit
 def _row_block(N, row_blocks, BLOCK_R: tl.constexpr):

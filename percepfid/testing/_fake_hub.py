@@ -16,8 +16,6 @@ from typing import Any
 from unittest import mock
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["FakeHub", "FakeHubRequest"]
-
 
 @dataclass(frozen=True)
 class FakeHubRequest:

@@ -10,8 +10,6 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["EmbeddingCache", "SplitEncoder", "SplitUnsupported"]
-
 
 def _nbytes(value: Any) -> int:
     if isinstance(value, torch.Tensor):
