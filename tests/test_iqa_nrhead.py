@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 from percepfid import ArgumentError, EmptyBatchError
 from percepfid.data import read_image, read_rating_table
 from percepfid.iqa import NRHead, NRHeadIQA, create_nriqa
-from percepfid.iqa.train import train_nr_head
+from percepfid.train import train_nr_head
 from percepfid.testing._fake_hub import FakeHub
 
 BACKBONE = "timm:vit_tiny_patch16_224.augreg_in21k"
@@ -42,7 +42,7 @@ def trained(tmp_path_factory) -> tuple[NRHead, Path]:
         csv_path,
         BACKBONE,
         image_size=32,
-        pretrained_backbone=False,
+        pretrained=False,
         hidden=32,
         epochs=150,
         batch_size=8,
@@ -122,29 +122,29 @@ def test_untrained_head_and_errors(tmp_path) -> None:
         create_nriqa(f"nr-head:{BACKBONE}")
     (tmp_path / "bad.csv").write_text("image,score\nx.png,1\n")
     with pytest.raises(ArgumentError, match=r"columns\.score"):
-        train_nr_head(tmp_path / "bad.csv", BACKBONE, pretrained_backbone=False, progress=False)
+        train_nr_head(tmp_path / "bad.csv", BACKBONE, pretrained=False, progress=False)
     (tmp_path / "missing.csv").write_text("image,mos\nx.png,1\n")
     with pytest.raises(ArgumentError, match=r"not found.*x\.png"):
-        train_nr_head(tmp_path / "missing.csv", BACKBONE, pretrained_backbone=False)
+        train_nr_head(tmp_path / "missing.csv", BACKBONE, pretrained=False)
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "x.png")
     (tmp_path / "nan.csv").write_text("image,mos\nx.png,abc\n")
     with pytest.raises(ArgumentError, match=r"row 2, column 'mos': expected a number"):
-        train_nr_head(tmp_path / "nan.csv", BACKBONE, pretrained_backbone=False)
+        train_nr_head(tmp_path / "nan.csv", BACKBONE, pretrained=False)
     (tmp_path / "nan.csv").write_text("image,mos\nx.png,nan\n")
     with pytest.raises(ArgumentError, match="finite"):
-        train_nr_head(tmp_path / "nan.csv", BACKBONE, pretrained_backbone=False)
+        train_nr_head(tmp_path / "nan.csv", BACKBONE, pretrained=False)
     (tmp_path / "empty.csv").write_text("image,mos\n")
     with pytest.raises(EmptyBatchError):
-        train_nr_head(tmp_path / "empty.csv", BACKBONE, pretrained_backbone=False)
+        train_nr_head(tmp_path / "empty.csv", BACKBONE, pretrained=False)
     (tmp_path / "flat.csv").write_text("image,mos\nx.png,2\nx.png,2\n")
     with pytest.raises(ArgumentError, match="equal"):
-        train_nr_head(tmp_path / "flat.csv", BACKBONE, pretrained_backbone=False, progress=False)
+        train_nr_head(tmp_path / "flat.csv", BACKBONE, pretrained=False, progress=False)
 
 
 def test_training_leaves_the_global_rng_alone(tmp_path) -> None:
     # The trainer seeds its own head initialisation; the caller's global RNG must not move.
     csv_path = _dataset(tmp_path, count=4)
-    options = dict(image_size=32, pretrained_backbone=False, hidden=4, epochs=1, batch_size=4)
+    options = dict(image_size=32, pretrained=False, hidden=4, epochs=1, batch_size=4)
 
     def train() -> NRHead:
         return train_nr_head(csv_path, BACKBONE, progress=False, seed=5, **options)

@@ -50,7 +50,6 @@ def train_nr_head(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
-    pretrained_backbone: bool | None = None,
 ) -> NRHead:
     """Fit a no-reference regression head to the MOS of ``(image, mos)`` rows: every image
     is embedded once by the frozen backbone, then the head is fitted to the standardised MOS
@@ -60,7 +59,6 @@ def train_nr_head(
         higher_is_better: whether a larger MOS means better quality in this dataset.
         hidden: hidden width of the head (0: linear).
         weight_decay: AdamW weight decay.
-        pretrained_backbone: an alias of ``pretrained`` that overrides it when given.
 
     Returns:
         The trained :class:`~percepfid.iqa.NRHead`, in ``eval()`` mode (``save_pretrained``
@@ -84,7 +82,7 @@ def train_nr_head(
             backbone=backbone,
             hidden=hidden,
             image_size=image_size,
-            pretrained_backbone=pretrained if pretrained_backbone is None else pretrained_backbone,
+            pretrained_backbone=pretrained,
             score_range=[low, high],
             higher_is_better=higher_is_better,
         ).to(device)
