@@ -33,16 +33,13 @@ from ._base import ImageLoss
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RQILoss"]
-
 _HALF = (torch.float16, torch.bfloat16)
 _STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
 def _same_randomness(compare: Any, device: torch.device) -> Any:
-    """``compare`` whose first call leaves the random state as it found it, so a head with
-    dropout draws the same masks for ``g(a, b)`` and ``g(b, a)``: the antisymmetrised score
-    is then exactly antisymmetric (and 0 for ``a == b``) in train mode too."""
+    """``compare`` whose first call restores the random state: dropout draws the same masks
+    for ``g(a, b)`` and ``g(b, a)``."""
     calls: list[None] = []
 
     def replaying(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

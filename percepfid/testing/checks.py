@@ -325,9 +325,8 @@ def _ranks(values: torch.Tensor) -> torch.Tensor:
 
 
 def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation along the last dimension, ties ranked by their average.
-
-    Pure torch; agrees with ``scipy.stats.spearmanr``.
+    """Spearman rank correlation along the last dimension, ties ranked by their average
+    (pure torch; agrees with ``scipy.stats.spearmanr``).
 
     ``x`` and ``y`` have the same shape ``(..., N)`` with ``N >= 2`` (else a ``ShapeError``);
     the result is float64, shape ``(...)``, in ``[-1, 1]``, ``nan`` where an input is constant.
