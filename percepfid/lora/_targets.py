@@ -48,7 +48,7 @@ from .._errors import ArgumentError, DTypeError, UnknownNameError
 
 #: Canonical preset families, in the order ``'auto'`` tries them.
 LORA_FAMILIES: tuple[str, ...] = ("transformer-mlp", "residual-convs", "body-convs")
-#: Names kept from earlier releases.
+#: Other names of the families (accepted wherever a preset is).
 PRESET_ALIASES: dict[str, str] = {"swinir-mlp": "transformer-mlp", "rrdb-convs": "residual-convs"}
 #: The rank each family uses by default (reasoned in the module docstring).
 PRESET_RANKS: dict[str, int] = dict(zip(LORA_FAMILIES, (48, 24, 16), strict=True))
