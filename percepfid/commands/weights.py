@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import PercepfidError, UnknownNameError, WeightsError
+from .._vocab import WEIGHT_KINDS
 from ._common import EXIT_FAILURE, EXIT_OK, EXIT_WEIGHTS, echo, format_table
 
 NAME = "weights"
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action.set_defaults(action_handler=handler)
         action.add_argument(
             "--kind",
-            choices=("backbone", "head", "rqi", "iqa"),  # percepfid.hub.KINDS (loads torch)
+            choices=WEIGHT_KINDS,
             help="only this kind (iqa: the towers of NR-IQA models)",
         )
         action.add_argument("--cache-dir", help="the Hugging Face cache folder (default: HF cache)")
