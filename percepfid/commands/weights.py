@@ -1,8 +1,5 @@
-"""List, pre-download (for offline machines) and verify weights files. download fetches
-manifest entries into the Hugging Face cache (run it on a login node with the HF_HOME of the
-offline compute nodes); verify checks the cached files against the sha256 pinned in the
-manifest and prints the sha256 of files not pinned yet.
-"""
+"""List, pre-download (for offline machines) and verify weights files; see the --help of
+each action."""
 
 from __future__ import annotations
 
