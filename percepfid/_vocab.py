@@ -30,3 +30,7 @@ KERNEL_BACKENDS = ("auto", "torch", "triton")
 MATCH_MODES = ("exact", "name", "stem")
 """How files or CSV keys are paired: the exact string, the file name, or the name without
 its extension (``percepfid score`` pairs folders by ``'name'`` or ``'stem'``)."""
+
+WEIGHT_KINDS = ("backbone", "head", "rqi", "iqa")
+"""The kinds of artefact a weights manifest entry may describe (``iqa``: the towers of NR-IQA
+models)."""

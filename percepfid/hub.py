@@ -30,6 +30,7 @@ from typing import Any, get_type_hints
 from ._checks import check_choice, check_int
 from ._errors import ArgumentError, DTypeError, UnknownNameError, WeightsError
 from ._version import __version__
+from ._vocab import WEIGHT_KINDS as KINDS
 
 __all__ = [
     "ChecksumError",
@@ -50,9 +51,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
-
-#: The kinds of artefact a manifest entry may describe.
-KINDS: tuple[str, ...] = ("backbone", "head", "rqi", "iqa")
 
 #: The manifest schema this code reads.
 SCHEMA_VERSION = 1
@@ -276,8 +274,8 @@ def _mismatch(path: Path, sha256: str | None, size: int | None) -> str | None:
     actual_size = os.path.getsize(path)
     if size is not None and actual_size != size:
         return f"expected {size} bytes, found {actual_size} bytes"
-    if sha256 is not None and sha256_file(path) != sha256:
-        return f"expected sha256 {sha256}, got {sha256_file(path)} ({actual_size} bytes)"
+    if sha256 is not None and (actual := sha256_file(path)) != sha256:
+        return f"expected sha256 {sha256}, got {actual} ({actual_size} bytes)"
     return None
 
 

@@ -104,9 +104,10 @@ def _parse_metric(metric: str) -> tuple[str, str | None]:
     return family, name or None
 
 
-def build_scorer(args: argparse.Namespace, device: torch.device) -> Scorer:
-    """Build the metric named by ``args.metric`` on ``device`` (weights per the flags)."""
-    family, name = _parse_metric(args.metric)
+def build_scorer(
+    args: argparse.Namespace, family: str, name: str | None, device: torch.device
+) -> Scorer:
+    """Build the metric of ``--metric`` (parsed by :func:`_parse_metric`) on ``device``."""
     pretrained = not args.random_weights
     if family == "hlf":
         from ..losses import HLFLoss
@@ -242,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ._pairs import find_pairs
 
-    family, _ = _parse_metric(args.metric)
+    family, name = _parse_metric(args.metric)
     world = _world_from_env()
     device = resolve_device(args.device, world.local_rank)
     # Every rank lists and checks all pairs (headers only), so input errors are the same
@@ -256,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         rows: list[tuple[int, float]] = []
         try:
             torch.manual_seed(args.seed)  # identical random weights on every rank
-            scorer = build_scorer(args, device)
+            scorer = build_scorer(args, family, name, device)
             rows = score_pairs(
                 scorer,
                 pairs[world.rank :: world.size],

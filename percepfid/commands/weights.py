@@ -1,8 +1,5 @@
-"""List, pre-download (for offline machines) and verify weights files. download fetches
-manifest entries into the Hugging Face cache (run it on a login node with the HF_HOME of the
-offline compute nodes); verify checks the cached files against the sha256 pinned in the
-manifest and prints the sha256 of files not pinned yet.
-"""
+"""List, pre-download (for offline machines) and verify weights files; see the --help of
+each action."""
 
 from __future__ import annotations
 
@@ -12,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import PercepfidError, UnknownNameError, WeightsError
+from .._vocab import WEIGHT_KINDS
 from ._common import EXIT_FAILURE, EXIT_OK, EXIT_WEIGHTS, echo, format_table
 
 NAME = "weights"
@@ -31,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action.set_defaults(action_handler=handler)
         action.add_argument(
             "--kind",
-            choices=("backbone", "head", "rqi", "iqa"),  # percepfid.hub.KINDS (loads torch)
+            choices=WEIGHT_KINDS,
             help="only this kind (iqa: the towers of NR-IQA models)",
         )
         action.add_argument("--cache-dir", help="the Hugging Face cache folder (default: HF cache)")

@@ -76,17 +76,17 @@ class BackboneUpdate:
             expected = set(last_block_parameters(backbone.encoder, self.blocks))
         except ArgumentError as error:
             raise WeightsError(f"backbone update for {name!r}: {error}") from error
-        missing = sorted(expected - set(self.state))
-        if not unknown and missing:
-            raise WeightsError(
-                f"backbone update for {name!r} (last {self.blocks} block(s)) lacks "
-                f"{len(missing)} tensor(s) of those blocks (first: {missing[0]!r}); the file "
-                "is incomplete: re-save or re-download the head"
-            )
         if unknown:
             raise WeightsError(
                 f"backbone update for {name!r} holds {len(unknown)} tensor(s) its encoder does "
                 f"not have (first: {unknown[0]!r}); the file does not match this backbone"
+            )
+        missing = sorted(expected - set(self.state))
+        if missing:
+            raise WeightsError(
+                f"backbone update for {name!r} (last {self.blocks} block(s)) lacks "
+                f"{len(missing)} tensor(s) of those blocks (first: {missing[0]!r}); the file "
+                "is incomplete: re-save or re-download the head"
             )
         for key, tensor in self.state.items():
             if tensor.shape != own[key].shape:
@@ -106,18 +106,6 @@ def _read(path: Path, what: str, read: Callable[[Path], Any]) -> Any:
     except (OSError, UnicodeDecodeError, ValueError, SafetensorError) as error:
         raise WeightsError(
             f"{path}: unreadable {what} ({error}); re-save or re-download the head"
-        ) from error
-
-
-def _read_backbone_update(path: Path, record: dict) -> BackboneUpdate:
-    from safetensors.torch import load_file
-
-    state = _read(path, "backbone update", lambda p: load_file(str(p)))
-    try:
-        return BackboneUpdate(str(record["name"]), int(record["blocks"]), state)
-    except (KeyError, TypeError, ValueError) as error:
-        raise WeightsError(
-            f"{path.parent / 'config.json'}: malformed {BACKBONE_KEY!r} entry {record!r}"
         ) from error
 
 
@@ -213,7 +201,16 @@ class HubHead(
         head.fitted_on = dict(fitted_on) if isinstance(fitted_on, dict) else None
         record = config.get(BACKBONE_KEY)
         if record is not None:
-            head.backbone_update = _read_backbone_update(fetch(BACKBONE_FILE), record)
+            from safetensors.torch import load_file
+
+            state = _read(fetch(BACKBONE_FILE), "backbone update", lambda p: load_file(str(p)))
+            try:
+                update = BackboneUpdate(str(record["name"]), int(record["blocks"]), state)
+            except (KeyError, TypeError, ValueError) as error:
+                raise WeightsError(
+                    f"{config_path}: malformed {BACKBONE_KEY!r} entry {record!r}"
+                ) from error
+            head.backbone_update = update
         return head
 
 
