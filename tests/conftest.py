@@ -93,3 +93,12 @@ def _seed() -> None:
 def tiny_backbone_name() -> str:
     """A small timm ViT (192-d), built with random weights at 32x32 in tests."""
     return TINY_BACKBONE
+
+
+@pytest.fixture
+def fake_hub(tmp_path):
+    """A FakeHub server that huggingface_hub talks to, with its cache under ``tmp_path``."""
+    from percepfid.testing import FakeHub
+
+    with FakeHub() as server, server.activate(tmp_path / "hf_home"):
+        yield server

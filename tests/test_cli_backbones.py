@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from percepfid.backbones import list_backbones
 from percepfid.cli import main
 from percepfid.testing._fake_hub import FakeHub
-
-
-@pytest.fixture
-def fake_hub(tmp_path: Path):
-    with FakeHub() as server, server.activate(tmp_path / "hf_home"):
-        yield server
 
 
 def test_backbones_lists_registry_with_status(

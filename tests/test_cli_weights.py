@@ -30,12 +30,6 @@ def _entry(name: str, filename: str, sha256: str | None, kind: str = "head") -> 
 
 
 @pytest.fixture
-def fake_hub(tmp_path: Path):
-    with FakeHub() as server, server.activate(tmp_path / "hf_home"):
-        yield server
-
-
-@pytest.fixture
 def manifest(tmp_path: Path, fake_hub: FakeHub) -> Path:
     good, unpinned, bad = b"good weights" * 10, b"unpinned" * 7, b"served bytes" * 5
     fake_hub.add_file(REPO, "good.bin", good)

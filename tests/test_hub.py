@@ -36,12 +36,6 @@ def _sha(data: bytes) -> str:
 
 
 @pytest.fixture
-def fake_hub(tmp_path: Path):
-    with FakeHub() as server, server.activate(tmp_path / "hf_home"):
-        yield server
-
-
-@pytest.fixture
 def payload() -> bytes:
     return _bytes(4096, seed=1)
 
