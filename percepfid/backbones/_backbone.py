@@ -151,19 +151,14 @@ class Backbone(nn.Module):
         self.token_dim: int | None = getattr(encoder, "token_dim", None)
         super().train(False)
         if (self.embed_dim is None or self.token_dim is None) and preprocess is not None:
-            self._infer_dims()
+            # read the output sizes the tower does not state from one small forward
+            probe = torch.zeros(1, 3, *preprocess.config.image_size, device=preprocess.mean.device)
+            with torch.no_grad():
+                pooled, tokens = encoder((probe - preprocess.mean) / preprocess.std)
+            self.embed_dim = int(pooled.shape[-1])
+            self.token_dim = None if tokens is None else int(tokens.shape[-1])
         # Frozen weights are not part of any parent's checkpoint (filled back on load).
         exclude_from_state_dict(self)
-
-    @torch.no_grad()
-    def _infer_dims(self) -> None:
-        """Read the output sizes a tower does not state from one small forward."""
-        probe = torch.zeros(
-            1, 3, *self.preprocess.config.image_size, device=self.preprocess.mean.device
-        )
-        pooled, tokens = self.encoder((probe - self.preprocess.mean) / self.preprocess.std)
-        self.embed_dim = int(pooled.shape[-1])
-        self.token_dim = None if tokens is None else int(tokens.shape[-1])
 
     def train(self, mode: bool = True) -> Backbone:  # noqa: ARG002 - frozen tower
         return super().train(False)
@@ -234,8 +229,7 @@ class Backbone(nn.Module):
 def _check_options(
     input_range: object, image_size: object, crop: object
 ) -> tuple[tuple[float, float], tuple[int, int] | None]:
-    """The checked ``input_range``, and ``image_size`` as ``(H, W)`` or None; ``crop`` must
-    be None or a backbone crop."""
+    """The checked ``input_range``, and ``image_size`` as ``(H, W)`` or None; checks ``crop``."""
     if crop is not None:
         check_choice(crop, "crop", BACKBONE_CROPS)
     input_range = check_input_range(input_range)
