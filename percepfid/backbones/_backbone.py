@@ -67,11 +67,6 @@ class Preprocess(nn.Module):
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
 
-    def num_tiles(self, height: int, width: int) -> int:
-        """How many tiles ``crop='tiles'`` makes of an ``height x width`` image."""
-        rows, cols = tile_grid(height, width, self.config.image_size)
-        return rows * cols
-
     def forward(self, images: torch.Tensor, crop: str | None = None) -> torch.Tensor:
         crop = check_choice(crop or self.config.crop, "crop", BACKBONE_CROPS)
         if images.dtype in (torch.float16, torch.bfloat16):

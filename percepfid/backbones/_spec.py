@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,4 +63,3 @@ class BackboneSpec:
     aliases: tuple[str, ...] = ()
     preprocess: PreprocessConfig | None = None
     description: str = ""
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
