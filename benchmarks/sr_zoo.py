@@ -41,6 +41,28 @@ class ZooEntry:
     notes: str = field(default="")
 
 
+# SwinIR and Swin2SR take the same hyperparameters (Swin2SR is SwinV2 blocks in SwinIR's body)
+SWIN_TINY = dict(
+    embed_dim=12,
+    depths=[2, 2],
+    num_heads=[2, 2],
+    window_size=4,
+    img_size=16,
+    upscale=2,
+    upsampler="pixelshuffledirect",
+    drop_path_rate=0.0,
+)
+SWIN_REFERENCE = dict(
+    embed_dim=180,
+    depths=[6] * 6,
+    num_heads=[6] * 6,
+    window_size=8,
+    mlp_ratio=2.0,
+    upscale=4,
+    upsampler="pixelshuffle",
+)
+
+
 def _arch(name: str):
     import importlib
 
@@ -52,25 +74,8 @@ def _entries() -> list[ZooEntry]:
     return [
         ZooEntry(
             "SwinIR",
-            lambda: a("SwinIR").SwinIR(
-                embed_dim=12,
-                depths=[2, 2],
-                num_heads=[2, 2],
-                window_size=4,
-                img_size=16,
-                upscale=2,
-                upsampler="pixelshuffledirect",
-                drop_path_rate=0.0,
-            ),
-            lambda: a("SwinIR").SwinIR(
-                embed_dim=180,
-                depths=[6] * 6,
-                num_heads=[6] * 6,
-                window_size=8,
-                mlp_ratio=2.0,
-                upscale=4,
-                upsampler="pixelshuffle",
-            ),
+            lambda: a("SwinIR").SwinIR(**SWIN_TINY),
+            lambda: a("SwinIR").SwinIR(**SWIN_REFERENCE),
         ),
         ZooEntry(
             "HAT",
@@ -97,25 +102,8 @@ def _entries() -> list[ZooEntry]:
         ),
         ZooEntry(
             "Swin2SR",
-            lambda: a("Swin2SR").Swin2SR(
-                embed_dim=12,
-                depths=[2, 2],
-                num_heads=[2, 2],
-                window_size=4,
-                img_size=16,
-                upscale=2,
-                upsampler="pixelshuffledirect",
-                drop_path_rate=0.0,
-            ),
-            lambda: a("Swin2SR").Swin2SR(
-                embed_dim=180,
-                depths=[6] * 6,
-                num_heads=[6] * 6,
-                window_size=8,
-                mlp_ratio=2.0,
-                upscale=4,
-                upsampler="pixelshuffle",
-            ),
+            lambda: a("Swin2SR").Swin2SR(**SWIN_TINY),
+            lambda: a("Swin2SR").Swin2SR(**SWIN_REFERENCE),
         ),
         ZooEntry(
             "DAT",

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _images import edge_images  # examples/_images.py
 from torch import nn
 
 from percepfid import (
@@ -75,18 +76,9 @@ def small_architecture(name: str) -> nn.Module:
 
 
 def candidate_ground_truths(count: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """(count, K=4, 3, size, size): clean, sharpened, blurred and noisy versions of smooth
-    colour fields with sharp rectangles."""
-    clean = F.interpolate(
-        torch.rand(count, 3, 6, 6, generator=generator), size=(size, size), mode="bicubic"
-    )
-    for image in clean:
-        for _ in range(3):
-            top, left = torch.randint(0, size - size // 4, (2,), generator=generator).tolist()
-            image[:, top : top + size // 4, left : left + size // 3] = torch.rand(
-                3, 1, 1, generator=generator
-            )
-    clean = clean.clamp(0, 1)
+    """(count, K=4, 3, size, size): clean, sharpened, blurred and noisy versions of
+    synthetic images."""
+    clean = edge_images(count, size, generator)
     blurred = F.avg_pool2d(clean, 5, stride=1, padding=2, count_include_pad=False)
     sharpened = (clean + (clean - blurred)).clamp(0, 1)
     noisy = (clean + 0.08 * torch.randn(clean.shape, generator=generator)).clamp(0, 1)

@@ -19,6 +19,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _images import edge_images  # examples/_images.py
 from torch import nn
 
 from percepfid import WeightsError
@@ -40,20 +41,6 @@ class TinySR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         return (skip + self.body(x)).clamp(0, 1)
-
-
-def make_images(count: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Smooth colour fields with sharp rectangles: something with edges to super-resolve."""
-    images = F.interpolate(
-        torch.rand(count, 3, 8, 8, generator=generator), size=(size, size), mode="bicubic"
-    )
-    for image in images:
-        for _ in range(4):
-            top, left = torch.randint(0, size - size // 4, (2,), generator=generator).tolist()
-            image[:, top : top + size // 4, left : left + size // 3] = torch.rand(
-                3, 1, 1, generator=generator
-            )
-    return images.clamp(0, 1)
 
 
 def main() -> int:
@@ -82,7 +69,7 @@ def main() -> int:
         print("NOTE: random RQI weights (--random-weights): the RQI numbers below mean nothing")
 
     generator = torch.Generator().manual_seed(0)
-    hr = make_images(args.batch, args.size, generator)
+    hr = edge_images(args.batch, args.size, generator)
     lr = F.interpolate(hr, scale_factor=0.5, mode="bicubic", antialias=True).clamp(0, 1)
     torch.manual_seed(0)
     model = TinySR()
