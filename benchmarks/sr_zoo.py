@@ -63,23 +63,27 @@ SWIN_REFERENCE = dict(
 )
 
 
-def _arch(name: str):
+def _entry(name: str, target: str, tiny: dict, reference: dict, **options) -> ZooEntry:
+    """``target`` is ``module.Class`` under ``spandrel.architectures``."""
     import importlib
 
-    return importlib.import_module(f"spandrel.architectures.{name}")
+    module, cls = target.split(".")
+
+    def build(kwargs: dict):
+        return lambda: getattr(importlib.import_module(f"spandrel.architectures.{module}"), cls)(
+            **kwargs
+        )
+
+    return ZooEntry(name, build(tiny), build(reference), **options)
 
 
 def _entries() -> list[ZooEntry]:
-    a = _arch
     return [
-        ZooEntry(
-            "SwinIR",
-            lambda: a("SwinIR").SwinIR(**SWIN_TINY),
-            lambda: a("SwinIR").SwinIR(**SWIN_REFERENCE),
-        ),
-        ZooEntry(
+        _entry("SwinIR", "SwinIR.SwinIR", SWIN_TINY, SWIN_REFERENCE),
+        _entry(
             "HAT",
-            lambda: a("HAT").HAT(
+            "HAT.HAT",
+            dict(
                 embed_dim=12,
                 depths=(2, 2),
                 num_heads=(2, 2),
@@ -91,7 +95,7 @@ def _entries() -> list[ZooEntry]:
                 upscale=2,
                 drop_path_rate=0.0,
             ),
-            lambda: a("HAT").HAT(
+            dict(
                 embed_dim=180,
                 depths=(6,) * 6,
                 num_heads=(6,) * 6,
@@ -100,14 +104,11 @@ def _entries() -> list[ZooEntry]:
                 upscale=4,
             ),
         ),
-        ZooEntry(
-            "Swin2SR",
-            lambda: a("Swin2SR").Swin2SR(**SWIN_TINY),
-            lambda: a("Swin2SR").Swin2SR(**SWIN_REFERENCE),
-        ),
-        ZooEntry(
+        _entry("Swin2SR", "Swin2SR.Swin2SR", SWIN_TINY, SWIN_REFERENCE),
+        _entry(
             "DAT",
-            lambda: a("DAT").DAT(
+            "DAT.DAT",
+            dict(
                 embed_dim=16,
                 depth=[2, 2],
                 num_heads=[2, 2],
@@ -115,13 +116,12 @@ def _entries() -> list[ZooEntry]:
                 upscale=2,
                 drop_path_rate=0.0,
             ),
-            lambda: a("DAT").DAT(
-                embed_dim=180, depth=[6] * 6, num_heads=[6] * 6, split_size=[8, 32], upscale=4
-            ),
+            dict(embed_dim=180, depth=[6] * 6, num_heads=[6] * 6, split_size=[8, 32], upscale=4),
         ),
-        ZooEntry(
+        _entry(
             "ATD",
-            lambda: a("ATD").ATD(
+            "ATD.ATD",
+            dict(
                 embed_dim=12,
                 depths=(2, 2),
                 num_heads=(2, 2),
@@ -130,7 +130,7 @@ def _entries() -> list[ZooEntry]:
                 upscale=2,
                 upsampler="pixelshuffledirect",
             ),
-            lambda: a("ATD").ATD(
+            dict(
                 embed_dim=210,
                 depths=(6,) * 6,
                 num_heads=(6,) * 6,
@@ -142,9 +142,10 @@ def _entries() -> list[ZooEntry]:
                 upsampler="pixelshuffle",
             ),
         ),
-        ZooEntry(
+        _entry(
             "DRCT",
-            lambda: a("DRCT").DRCT(
+            "DRCT.DRCT",
+            dict(
                 embed_dim=12,
                 depths=(2, 2),
                 num_heads=(2, 2),
@@ -155,11 +156,12 @@ def _entries() -> list[ZooEntry]:
                 upsampler="pixelshuffle",
                 drop_path_rate=0.0,
             ),
-            lambda: a("DRCT").DRCT(upscale=4, upsampler="pixelshuffle"),
+            dict(upscale=4, upsampler="pixelshuffle"),
         ),
-        ZooEntry(
+        _entry(
             "RGT",
-            lambda: a("RGT").RGT(
+            "RGT.RGT",
+            dict(
                 embed_dim=12,
                 depth=[2, 2],
                 num_heads=[2, 2],
@@ -167,7 +169,7 @@ def _entries() -> list[ZooEntry]:
                 upscale=2,
                 drop_path_rate=0.0,
             ),
-            lambda: a("RGT").RGT(
+            dict(
                 embed_dim=180,
                 depth=[6] * 8,
                 num_heads=[6] * 8,
@@ -176,9 +178,10 @@ def _entries() -> list[ZooEntry]:
                 upscale=4,
             ),
         ),
-        ZooEntry(
+        _entry(
             "CRAFT",
-            lambda: a("CRAFT").CRAFT(
+            "CRAFT.CRAFT",
+            dict(
                 embed_dim=12,
                 depths=[2, 2],
                 num_heads=[2, 2],
@@ -186,73 +189,64 @@ def _entries() -> list[ZooEntry]:
                 split_size_1=4,
                 upscale=2,
             ),
-            lambda: a("CRAFT").CRAFT(upscale=4),
+            dict(upscale=4),
         ),
-        ZooEntry(
-            "ESRGAN",
-            lambda: a("ESRGAN").ESRGAN(num_filters=16, num_blocks=2, scale=2),
-            lambda: a("ESRGAN").ESRGAN(scale=4),
+        _entry(
+            "ESRGAN", "ESRGAN.ESRGAN", dict(num_filters=16, num_blocks=2, scale=2), dict(scale=4)
         ),
-        ZooEntry(
+        _entry(
             "RCAN",
-            lambda: a("RCAN").RCAN(n_resgroups=2, n_resblocks=2, n_feats=16, reduction=4, scale=2),
-            lambda: a("RCAN").RCAN(scale=4),
+            "RCAN.RCAN",
+            dict(n_resgroups=2, n_resblocks=2, n_feats=16, reduction=4, scale=2),
+            dict(scale=4),
         ),
-        ZooEntry(
-            "Compact",
-            lambda: a("Compact").Compact(num_feat=16, num_conv=4, upscale=2),
-            lambda: a("Compact").Compact(upscale=4),
+        _entry(
+            "Compact", "Compact.Compact", dict(num_feat=16, num_conv=4, upscale=2), dict(upscale=4)
         ),
-        ZooEntry(
+        _entry(
             "SPAN",
-            lambda: a("SPAN").SPAN(num_in_ch=3, num_out_ch=3, feature_channels=16, upscale=2),
-            lambda: a("SPAN").SPAN(num_in_ch=3, num_out_ch=3, upscale=4),
+            "SPAN.SPAN",
+            dict(num_in_ch=3, num_out_ch=3, feature_channels=16, upscale=2),
+            dict(num_in_ch=3, num_out_ch=3, upscale=4),
             reparam=True,
         ),
-        ZooEntry(
+        _entry(
             "PLKSR",
-            lambda: a("PLKSR").PLKSR(dim=16, n_blocks=3, upscaling_factor=2, kernel_size=7),
-            lambda: a("PLKSR").PLKSR(upscaling_factor=4),
+            "PLKSR.PLKSR",
+            dict(dim=16, n_blocks=3, upscaling_factor=2, kernel_size=7),
+            dict(upscaling_factor=4),
         ),
-        ZooEntry(
+        _entry(
             "RealPLKSR",
-            lambda: a("PLKSR").RealPLKSR(dim=16, n_blocks=3, upscaling_factor=2, kernel_size=7),
-            lambda: a("PLKSR").RealPLKSR(upscaling_factor=4),
+            "PLKSR.RealPLKSR",
+            dict(dim=16, n_blocks=3, upscaling_factor=2, kernel_size=7),
+            dict(upscaling_factor=4),
         ),
-        ZooEntry(
+        _entry(
             "OmniSR",
-            lambda: a("OmniSR").OmniSR(num_feat=16, window_size=4, res_num=2, up_scale=2),
-            lambda: a("OmniSR").OmniSR(up_scale=4),
+            "OmniSR.OmniSR",
+            dict(num_feat=16, window_size=4, res_num=2, up_scale=2),
+            dict(up_scale=4),
         ),
-        ZooEntry(
+        _entry(
             "SAFMN",
-            lambda: a("SAFMN").SAFMN(dim=16, n_blocks=2, upscaling_factor=2),
-            lambda: a("SAFMN").SAFMN(dim=36, n_blocks=8, upscaling_factor=4),
+            "SAFMN.SAFMN",
+            dict(dim=16, n_blocks=2, upscaling_factor=2),
+            dict(dim=36, n_blocks=8, upscaling_factor=4),
         ),
-        ZooEntry(
-            "RealCUGAN",
-            lambda: a("RealCUGAN").UpCunet2x(),
-            lambda: a("RealCUGAN").UpCunet2x(),
-            size=40,
-        ),
-        ZooEntry(
+        _entry("RealCUGAN", "RealCUGAN.UpCunet2x", dict(), dict(), size=40),
+        _entry(
             "DITN",
-            lambda: a("DITN").DITN(dim=12, ITL_blocks=2, SAL_blocks=2, upscale=2),
-            lambda: a("DITN").DITN(upscale=4),
+            "DITN.DITN",
+            dict(dim=12, ITL_blocks=2, SAL_blocks=2, upscale=2),
+            dict(upscale=4),
         ),
-        ZooEntry(
-            "MoSR",
-            lambda: a("MoSR").MoSR(n_block=2, dim=16, upscale=2),
-            lambda: a("MoSR").MoSR(upscale=4),
-        ),
-        ZooEntry(
-            "DCTLSA",
-            lambda: a("DCTLSA").DCTLSA(nf=15, upscale=2),
-            lambda: a("DCTLSA").DCTLSA(upscale=4),
-        ),
-        ZooEntry(
+        _entry("MoSR", "MoSR.MoSR", dict(n_block=2, dim=16, upscale=2), dict(upscale=4)),
+        _entry("DCTLSA", "DCTLSA.DCTLSA", dict(nf=15, upscale=2), dict(upscale=4)),
+        _entry(
             "FDAT",
-            lambda: a("FDAT").FDAT(
+            "FDAT.FDAT",
+            dict(
                 embed_dim=16,
                 num_groups=2,
                 depth_per_group=2,
@@ -262,26 +256,30 @@ def _entries() -> list[ZooEntry]:
                 scale=2,
                 drop_path_rate=0.0,
             ),
-            lambda: a("FDAT").FDAT(scale=4),
+            dict(scale=4),
         ),
-        ZooEntry(
+        _entry(
             "MoESR",
-            lambda: a("MoESR").MoESR(dim=16, n_blocks=2, n_block=2, scale=2, upsample_dim=16),
-            lambda: a("MoESR").MoESR(scale=4),
+            "MoESR.MoESR",
+            dict(dim=16, n_blocks=2, n_block=2, scale=2, upsample_dim=16),
+            dict(scale=4),
         ),
-        ZooEntry(
+        _entry(
             "SeemoRe",
-            lambda: a("SeemoRe").SeemoRe(scale=2, num_experts=2, num_layers=2, embedding_dim=16),
-            lambda: a("SeemoRe").SeemoRe(scale=4),
+            "SeemoRe.SeemoRe",
+            dict(scale=2, num_experts=2, num_layers=2, embedding_dim=16),
+            dict(scale=4),
         ),
-        ZooEntry(
+        _entry(
             "SwiftSRGAN",
-            lambda: a("SwiftSRGAN").SwiftSRGAN(num_channels=16, num_blocks=2, upscale_factor=2),
-            lambda: a("SwiftSRGAN").SwiftSRGAN(upscale_factor=4),
+            "SwiftSRGAN.SwiftSRGAN",
+            dict(num_channels=16, num_blocks=2, upscale_factor=2),
+            dict(upscale_factor=4),
         ),
-        ZooEntry(
+        _entry(
             "MMRealSR",
-            lambda: a("MMRealSR").MMRealSR(
+            "MMRealSR.MMRealSR",
+            dict(
                 num_in_ch=3,
                 num_out_ch=3,
                 num_feat=16,
@@ -291,7 +289,7 @@ def _entries() -> list[ZooEntry]:
                 num_feats=[8, 8, 8, 8],
                 num_blocks=[1, 1, 1, 1],
             ),
-            lambda: a("MMRealSR").MMRealSR(num_in_ch=3, num_out_ch=3, scale=4),
+            dict(num_in_ch=3, num_out_ch=3, scale=4),
         ),
     ]
 
